@@ -1,0 +1,44 @@
+# Streamer tasks. `make test` is the command CI runs (see README.md).
+GO ?= go
+PKGS := ./...
+
+.PHONY: build test race bench lint proto proto-check fuzz
+
+build:
+	$(GO) build -o bin/streamer ./cmd/streamer
+
+# The full test suite: unit, conformance and end-to-end tests, with the race
+# detector on the packages that run goroutines.
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 15m $(PKGS)
+	$(GO) test -count=1 -race -timeout 15m ./match/... ./store/... ./service/... ./client/...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./match/
+
+lint:
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+
+# Short fuzzing passes over everything that parses outside input.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzCompileFilters -fuzztime 20s ./match/
+	$(GO) test -run '^$$' -fuzz FuzzCompileCEL -fuzztime 20s ./match/
+
+# Regenerate the Go code of proto/**/*.proto (generators pinned in go.mod).
+proto:
+	bash proto/generate.sh
+
+# Fail if the committed generated code differs from a fresh generation.
+# Compares files, not git state, so it works in any checkout.
+proto-check:
+	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	bash proto/generate.sh "$$tmp/fresh" || exit 1; \
+	mkdir -p "$$tmp/committed"; \
+	(cd proto && find . -name '*.pb.go' -exec cp --parents {} "$$tmp/committed/" \;) || exit 1; \
+	if ! diff -r "$$tmp/committed" "$$tmp/fresh"; then \
+		echo "proto-check: generated code is stale: run make proto" >&2; exit 1; \
+	fi; \
+	echo "proto-check: generated code is up to date"

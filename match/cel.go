@@ -1,0 +1,250 @@
+package match
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/ast"
+	"github.com/google/cel-go/common/operators"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/interpreter"
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// Config tunes an [Engine]. Zero values mean the defaults.
+type Config struct {
+	// MaxCELBytes is the longest CEL expression accepted, in bytes (default 4096).
+	MaxCELBytes int
+	// CELCostLimit bounds the runtime cost of one CEL evaluation (default 100,000);
+	// an evaluation over it stops and counts as no match.
+	CELCostLimit uint64
+	// CELCacheSize is how many compiled CEL programs the cache keeps (default 10,000).
+	CELCacheSize int
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxCELBytes <= 0 {
+		c.MaxCELBytes = 4096
+	}
+	if c.CELCostLimit == 0 {
+		c.CELCostLimit = 100_000
+	}
+	if c.CELCacheSize <= 0 {
+		c.CELCacheSize = 10_000
+	}
+	return c
+}
+
+// Engine compiles criteria. It owns the CEL environment and the size-bounded cache of
+// compiled programs shared by every subscription using the same expression, and counts
+// CEL evaluations and their errors. Safe for concurrent use.
+type Engine struct {
+	cfg   Config
+	env   *cel.Env
+	cache *lru.Cache[string, *celProgram]
+
+	hits, misses, evictions atomic.Uint64
+	evals, evalErrors       atomic.Uint64
+}
+
+// Stats are cumulative counters of an Engine.
+type Stats struct {
+	CELCacheHits      uint64 // compilations answered from the cache
+	CELCacheMisses    uint64 // compilations that built a new program
+	CELCacheEvictions uint64 // programs evicted to respect CELCacheSize
+	CELCacheLen       int    // programs cached now
+	CELEvals          uint64 // CEL evaluations
+	CELEvalErrors     uint64 // evaluations that failed (missing key, type error, cost) = no match
+}
+
+// NewEngine returns an Engine configured by cfg.
+func NewEngine(cfg Config) (*Engine, error) {
+	cfg = cfg.withDefaults()
+	env, err := cel.NewEnv(
+		cel.Variable("doc", cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable("id", cel.StringType),
+		cel.ParserExpressionSizeLimit(cfg.MaxCELBytes),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("match: cel environment: %w", err)
+	}
+	e := &Engine{cfg: cfg, env: env}
+	e.cache, err = lru.NewWithEvict(cfg.CELCacheSize, func(string, *celProgram) { e.evictions.Add(1) })
+	if err != nil {
+		return nil, fmt.Errorf("match: cel cache: %w", err)
+	}
+	return e, nil
+}
+
+// Stats returns the Engine's counters.
+func (e *Engine) Stats() Stats {
+	return Stats{
+		CELCacheHits:      e.hits.Load(),
+		CELCacheMisses:    e.misses.Load(),
+		CELCacheEvictions: e.evictions.Load(),
+		CELCacheLen:       e.cache.Len(),
+		CELEvals:          e.evals.Load(),
+		CELEvalErrors:     e.evalErrors.Load(),
+	}
+}
+
+// celProgram is a compiled CEL expression, shared through the cache.
+type celProgram struct {
+	eng   *Engine
+	canon string // canonical source
+	prg   cel.Program
+	eq    []eqCand
+}
+
+func (e *Engine) compileCEL(src string) (*celProgram, error) {
+	if len(src) > e.cfg.MaxCELBytes {
+		return nil, fmt.Errorf("%w: expression is %d bytes, the limit is %d", ErrInvalidCEL, len(src), e.cfg.MaxCELBytes)
+	}
+	parsed, iss := e.env.Parse(src)
+	if iss.Err() != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidCEL, iss.Err())
+	}
+	canon, err := cel.AstToString(parsed)
+	if err != nil {
+		canon = src
+	}
+	if p, ok := e.cache.Get(canon); ok {
+		e.hits.Add(1)
+		return p, nil
+	}
+	e.misses.Add(1)
+	checked, iss := e.env.Check(parsed)
+	if iss.Err() != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidCEL, iss.Err())
+	}
+	if !checked.OutputType().IsExactType(types.BoolType) {
+		return nil, fmt.Errorf("%w: expression must evaluate to bool, it evaluates to %s", ErrInvalidCEL, checked.OutputType())
+	}
+	prg, err := e.env.Program(checked, cel.CostLimit(e.cfg.CELCostLimit), cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidCEL, err)
+	}
+	p := &celProgram{eng: e, canon: canon, prg: prg, eq: celEqualities(checked.NativeRep().Expr(), nil)}
+	e.cache.Add(canon, p)
+	return p, nil
+}
+
+func (p *celProgram) eval(img *image) bool {
+	img.prepare()
+	p.eng.evals.Add(1)
+	out, _, err := p.prg.Eval(img.act)
+	if err != nil {
+		p.eng.evalErrors.Add(1)
+		return false
+	}
+	b, ok := out.(types.Bool)
+	return ok && bool(b)
+}
+
+// celActivation binds doc and id without building a map per evaluation.
+type celActivation struct {
+	doc ref.Val
+	id  ref.Val
+}
+
+func (a *celActivation) ResolveName(name string) (any, bool) {
+	switch name {
+	case "doc":
+		return a.doc, true
+	case "id":
+		return a.id, true
+	}
+	return nil, false
+}
+
+func (a *celActivation) Parent() interpreter.Activation { return nil }
+
+// celEqualities collects the top-level conjuncts of the form doc.f == constant (or
+// constant == doc.f, or doc["f"]), which the index can use.
+func celEqualities(e ast.Expr, out []eqCand) []eqCand {
+	if e.Kind() != ast.CallKind {
+		return out
+	}
+	call := e.AsCall()
+	args := call.Args()
+	switch call.FunctionName() {
+	case operators.LogicalAnd:
+		for _, a := range args {
+			out = celEqualities(a, out)
+		}
+	case operators.Equals:
+		if len(args) != 2 {
+			return out
+		}
+		for _, pair := range [2][2]ast.Expr{{args[0], args[1]}, {args[1], args[0]}} {
+			path, ok := docPath(pair[0])
+			if !ok || len(path) == 0 {
+				continue
+			}
+			if v, ok := celConstant(pair[1]); ok {
+				return append(out, eqCand{path: path, keys: []vkey{keyOf(v)}})
+			}
+		}
+	}
+	return out
+}
+
+// docPath returns the field path of a selection chain rooted at the variable doc.
+func docPath(e ast.Expr) ([]string, bool) {
+	switch e.Kind() {
+	case ast.IdentKind:
+		return nil, e.AsIdent() == "doc"
+	case ast.SelectKind:
+		sel := e.AsSelect()
+		if sel.IsTestOnly() {
+			return nil, false
+		}
+		p, ok := docPath(sel.Operand())
+		return append(p, sel.FieldName()), ok
+	case ast.CallKind:
+		call := e.AsCall()
+		if call.FunctionName() != operators.Index || len(call.Args()) != 2 {
+			return nil, false
+		}
+		key, ok := celConstant(call.Args()[1])
+		s, isStr := key.(string)
+		if !ok || !isStr {
+			return nil, false
+		}
+		p, ok := docPath(call.Args()[0])
+		return append(p, s), ok
+	}
+	return nil, false
+}
+
+// celConstant converts a scalar literal to its JSON value.
+func celConstant(e ast.Expr) (any, bool) {
+	if e.Kind() != ast.LiteralKind {
+		return nil, false
+	}
+	switch v := e.AsLiteral().(type) {
+	case types.String:
+		return string(v), true
+	case types.Double:
+		return float64(v), true
+	case types.Int:
+		return float64(v), true
+	case types.Uint:
+		return float64(v), true
+	case types.Bool:
+		return bool(v), true
+	case types.Null:
+		return nil, true
+	}
+	return nil, false
+}
+
+// prepare builds the image's CEL activation now, so that concurrent evaluations only
+// read it.
+func (img *image) prepare() {
+	if img.doc != nil && img.act == nil {
+		img.act = &celActivation{doc: types.DefaultTypeAdapter.NativeToValue(img.doc), id: types.String(img.id)}
+	}
+}

@@ -1,0 +1,295 @@
+package match
+
+import (
+	"errors"
+	"sync"
+)
+
+// Subscription is what the Index stores: who subscribed (Gateway, ID), where (Tenant,
+// Collection) and to what (Criterion, compiled by [Engine.Compile]).
+type Subscription struct {
+	Gateway    string
+	ID         string // unique within Gateway
+	Tenant     string
+	Collection string
+	Criterion  *Compiled
+}
+
+// Result is one subscription an event concerns, with the operation to report to it.
+type Result struct {
+	Gateway string
+	ID      string
+	Op      Op
+}
+
+// IndexStats describes an Index's shape.
+type IndexStats struct {
+	Subscriptions int // subscriptions indexed
+	Groups        int // distinct (tenant, collection, criterion) triples
+	Scanned       int // groups evaluated on every event of their collection
+}
+
+// Index finds the subscriptions an event concerns without evaluating them all.
+//
+// Subscriptions with identical criteria in the same (tenant, collection) share one
+// group, evaluated once per event. Groups are placed by their criterion: document-id
+// criteria in a map by id; criteria that imply "field equals one of these values" (a
+// top-level == or in filter, or a top-level && conjunct doc.f == constant in CEL) in an
+// inverted index on (field path, value), so that only groups whose indexed value the
+// event carries are evaluated; everything else is scanned, in parallel across cores when
+// the scan list is long. Tenants and collections never share a structure.
+//
+// An Index is safe for concurrent use: Match runs concurrently with other Matches and
+// is serialized with Add and Remove.
+type Index struct {
+	// ParallelScan is the scan-list length from which Match evaluates it on all cores
+	// (default 2,048; set before use).
+	ParallelScan int
+
+	mu     sync.RWMutex
+	scopes map[scopeKey]*scope
+	subs   map[string]map[string]*member // gateway → id → member
+	n      int
+}
+
+type scopeKey struct{ tenant, collection string }
+
+// scope holds the groups of one (tenant, collection).
+type scope struct {
+	key      scopeKey
+	groups   map[string]*group // by criterion key
+	byID     map[string]*group // document-id groups by id
+	paths    map[string]*pathIndex
+	pathList []*pathIndex
+	scan     []*group
+}
+
+// pathIndex is the inverted index of one field path.
+type pathIndex struct {
+	path     []string
+	canon    string
+	postings map[vkey]*posting
+	groups   int
+}
+
+type posting struct{ groups []*group }
+
+type slot struct {
+	p   *posting
+	key vkey
+	pos int
+}
+
+type group struct {
+	crit    *Compiled
+	members []*member
+	scanPos int // position in scope.scan, or -1
+	path    *pathIndex
+	slots   []slot // positions in path's postings
+}
+
+type member struct {
+	gateway, id string
+	scope       *scope
+	grp         *group
+	pos         int // position in grp.members
+}
+
+// NewIndex returns an empty Index. The Engine is not retained: criteria arrive
+// compiled.
+func NewIndex(*Engine) *Index {
+	return &Index{ParallelScan: 2048, scopes: map[scopeKey]*scope{}, subs: map[string]map[string]*member{}}
+}
+
+// Add indexes sub, replacing the subscription with the same (Gateway, ID) if any.
+func (ix *Index) Add(sub Subscription) error {
+	switch {
+	case sub.Criterion == nil:
+		return errors.New("match: subscription has no compiled criterion")
+	case sub.Gateway == "" || sub.ID == "":
+		return errors.New("match: subscription needs a gateway and an id")
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.removeLocked(sub.Gateway, sub.ID)
+
+	sk := scopeKey{sub.Tenant, sub.Collection}
+	sc := ix.scopes[sk]
+	if sc == nil {
+		sc = &scope{key: sk, groups: map[string]*group{}, byID: map[string]*group{}, paths: map[string]*pathIndex{}}
+		ix.scopes[sk] = sc
+	}
+	g := sc.groups[sub.Criterion.key]
+	if g == nil {
+		g = sc.place(sub.Criterion)
+	}
+	m := &member{gateway: sub.Gateway, id: sub.ID, scope: sc, grp: g, pos: len(g.members)}
+	g.members = append(g.members, m)
+	byGW := ix.subs[sub.Gateway]
+	if byGW == nil {
+		byGW = map[string]*member{}
+		ix.subs[sub.Gateway] = byGW
+	}
+	byGW[sub.ID] = m
+	ix.n++
+	return nil
+}
+
+// place creates the group of c and files it where Match will find it.
+func (sc *scope) place(c *Compiled) *group {
+	g := &group{crit: c, scanPos: -1}
+	sc.groups[c.key] = g
+	if c.kind == kindID {
+		sc.byID[c.docID] = g
+		return g
+	}
+	if len(c.eq) == 0 {
+		g.scanPos = len(sc.scan)
+		sc.scan = append(sc.scan, g)
+		return g
+	}
+	// Index on the conjunct whose postings are smallest now: the most selective one
+	// this scope has seen so far.
+	best, bestSize := 0, -1
+	for i, cand := range c.eq {
+		size := 0
+		if pi := sc.paths[canonicalPath(cand.path)]; pi != nil {
+			for _, k := range cand.keys {
+				if p := pi.postings[k]; p != nil {
+					size += len(p.groups)
+				}
+			}
+		}
+		if bestSize < 0 || size < bestSize {
+			best, bestSize = i, size
+		}
+	}
+	cand := c.eq[best]
+	canon := canonicalPath(cand.path)
+	pi := sc.paths[canon]
+	if pi == nil {
+		pi = &pathIndex{path: cand.path, canon: canon, postings: map[vkey]*posting{}}
+		sc.paths[canon] = pi
+		sc.pathList = append(sc.pathList, pi)
+	}
+	pi.groups++
+	g.path = pi
+	g.slots = make([]slot, len(cand.keys))
+	for i, k := range cand.keys {
+		p := pi.postings[k]
+		if p == nil {
+			p = &posting{}
+			pi.postings[k] = p
+		}
+		g.slots[i] = slot{p: p, key: k, pos: len(p.groups)}
+		p.groups = append(p.groups, g)
+	}
+	return g
+}
+
+// unplace removes an empty group from its scope.
+func (sc *scope) unplace(g *group) {
+	delete(sc.groups, g.crit.key)
+	switch {
+	case g.crit.kind == kindID:
+		delete(sc.byID, g.crit.docID)
+	case g.scanPos >= 0:
+		last := sc.scan[len(sc.scan)-1]
+		sc.scan[g.scanPos] = last
+		last.scanPos = g.scanPos
+		sc.scan[len(sc.scan)-1] = nil
+		sc.scan = sc.scan[:len(sc.scan)-1]
+	default:
+		pi := g.path
+		for _, s := range g.slots {
+			p := s.p
+			last := p.groups[len(p.groups)-1]
+			p.groups[s.pos] = last
+			for i := range last.slots {
+				if last.slots[i].p == p {
+					last.slots[i].pos = s.pos
+				}
+			}
+			p.groups[len(p.groups)-1] = nil
+			p.groups = p.groups[:len(p.groups)-1]
+			if len(p.groups) == 0 {
+				delete(pi.postings, s.key)
+			}
+		}
+		if pi.groups--; pi.groups == 0 {
+			delete(sc.paths, pi.canon)
+			for i, x := range sc.pathList {
+				if x == pi {
+					sc.pathList = append(sc.pathList[:i], sc.pathList[i+1:]...)
+					break
+				}
+			}
+		}
+	}
+}
+
+// Remove drops the subscription (gateway, id) and reports whether it was indexed.
+func (ix *Index) Remove(gateway, id string) bool {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return ix.removeLocked(gateway, id)
+}
+
+// RemoveGateway drops every subscription of gateway and returns how many there were.
+func (ix *Index) RemoveGateway(gateway string) int {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	n := 0
+	for id := range ix.subs[gateway] {
+		if ix.removeLocked(gateway, id) {
+			n++
+		}
+	}
+	return n
+}
+
+func (ix *Index) removeLocked(gateway, id string) bool {
+	byGW := ix.subs[gateway]
+	m := byGW[id]
+	if m == nil {
+		return false
+	}
+	delete(byGW, id)
+	if len(byGW) == 0 {
+		delete(ix.subs, gateway)
+	}
+	g := m.grp
+	last := g.members[len(g.members)-1]
+	g.members[m.pos] = last
+	last.pos = m.pos
+	g.members[len(g.members)-1] = nil
+	g.members = g.members[:len(g.members)-1]
+	if len(g.members) == 0 {
+		sc := m.scope
+		sc.unplace(g)
+		if len(sc.groups) == 0 {
+			delete(ix.scopes, sc.key)
+		}
+	}
+	ix.n--
+	return true
+}
+
+// Len returns the number of subscriptions indexed.
+func (ix *Index) Len() int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.n
+}
+
+// Stats describes the Index's shape.
+func (ix *Index) Stats() IndexStats {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	st := IndexStats{Subscriptions: ix.n}
+	for _, sc := range ix.scopes {
+		st.Groups += len(sc.groups)
+		st.Scanned += len(sc.scan)
+	}
+	return st
+}
