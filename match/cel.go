@@ -96,6 +96,10 @@ type celProgram struct {
 	canon string // canonical source
 	prg   cel.Program
 	eq    []eqCand
+	// native holds the expression's conjuncts when it is a conjunction of comparisons
+	// that evaluateNative computes exactly as CEL would, without the interpreter.
+	native   []celCmp
+	isNative bool
 }
 
 func (e *Engine) compileCEL(src string) (*celProgram, error) {
@@ -120,27 +124,63 @@ func (e *Engine) compileCEL(src string) (*celProgram, error) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidCEL, iss.Err())
 	}
 	if !checked.OutputType().IsExactType(types.BoolType) {
-		return nil, fmt.Errorf("%w: expression must evaluate to bool, it evaluates to %s", ErrInvalidCEL, checked.OutputType())
+		hint := ""
+		if checked.OutputType() == types.DynType {
+			hint = " (compare it explicitly, e.g. doc.flag == true)"
+		}
+		return nil, fmt.Errorf("%w: expression must evaluate to bool, it evaluates to %s%s", ErrInvalidCEL, checked.OutputType(), hint)
 	}
-	prg, err := e.env.Program(checked, cel.CostLimit(e.cfg.CELCostLimit), cel.EvalOptions(cel.OptOptimize))
+	// Runtime cost tracking makes an evaluation several times slower; pay for it only
+	// when the static estimate (an upper bound) says the limit can be exceeded.
+	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+	if est, err := e.env.EstimateCost(checked, noSizeEstimates{}); err != nil || est.Max > e.cfg.CELCostLimit {
+		opts = append(opts, cel.CostLimit(e.cfg.CELCostLimit))
+	}
+	prg, err := e.env.Program(checked, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidCEL, err)
 	}
-	p := &celProgram{eng: e, canon: canon, prg: prg, eq: celEqualities(checked.NativeRep().Expr(), nil)}
+	root := checked.NativeRep().Expr()
+	p := &celProgram{eng: e, canon: canon, prg: prg, eq: celEqualities(root, nil)}
+	p.native, p.isNative = nativeConjunction(root, nil)
 	e.cache.Add(canon, p)
 	return p, nil
 }
 
+// eval evaluates the program against img, counting the evaluation (and its failure)
+// in img; the caller flushes the counts to the Engine.
 func (p *celProgram) eval(img *image) bool {
+	img.eng = p.eng
+	img.evals++
+	var ok, failed bool
+	if p.isNative {
+		ok, failed = evalNative(p.native, img)
+	} else {
+		ok, failed = p.evalInterpreted(img)
+	}
+	if failed {
+		img.evalErrors++
+	}
+	return ok
+}
+
+func (p *celProgram) evalInterpreted(img *image) (match, failed bool) {
 	img.prepare()
-	p.eng.evals.Add(1)
 	out, _, err := p.prg.Eval(img.act)
 	if err != nil {
-		p.eng.evalErrors.Add(1)
-		return false
+		return false, true
 	}
 	b, ok := out.(types.Bool)
-	return ok && bool(b)
+	return ok && bool(b), false
+}
+
+// flush adds the image's evaluation counts to its Engine's counters.
+func (img *image) flush() {
+	if img.eng != nil && img.evals > 0 {
+		img.eng.evals.Add(img.evals)
+		img.eng.evalErrors.Add(img.evalErrors)
+	}
+	img.evals, img.evalErrors = 0, 0
 }
 
 // celActivation binds doc and id without building a map per evaluation.

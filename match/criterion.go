@@ -63,7 +63,9 @@ func (c *Compiled) Key() string { return c.key }
 // evaluation error is no match (and is counted by the Engine).
 func (c *Compiled) Match(doc map[string]any, id string) bool {
 	img := image{doc: doc, id: id}
-	return c.eval(&img)
+	ok := c.eval(&img)
+	img.flush()
+	return ok
 }
 
 // image is one version of a document being matched, with its CEL activation built
@@ -72,6 +74,9 @@ type image struct {
 	doc map[string]any
 	id  string
 	act *celActivation
+
+	eng               *Engine // whose counters evals and evalErrors go to
+	evals, evalErrors uint64
 }
 
 func (c *Compiled) eval(img *image) bool {

@@ -34,6 +34,7 @@ func (ix *Index) Match(ev *Event, out []Result) []Result {
 		m.after.doc = nil
 	}
 	m.before = image{doc: ev.Before, id: ev.ID}
+	defer m.flush()
 
 	if g := sc.byID[ev.ID]; g != nil {
 		out = m.visit(g, out)
@@ -76,6 +77,11 @@ func (ix *Index) Match(ev *Event, out []Result) []Result {
 		out = m.visit(g, out)
 	}
 	return out
+}
+
+func (m *matcher) flush() {
+	m.after.flush()
+	m.before.flush()
 }
 
 func (g *group) indexedOn(k vkey) bool {
@@ -140,11 +146,13 @@ func (m *matcher) scanParallel(scan []*group, out []Result) []Result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			local := *m // images are shared read-only from here on
+			local := *m // the activations are shared read-only; counters are per worker
+			local.after.evals, local.after.evalErrors, local.before.evals, local.before.evalErrors = 0, 0, 0, 0
 			var res []Result
 			for _, g := range scan[lo:hi] {
 				res = local.visit(g, res)
 			}
+			local.flush()
 			parts[w] = res
 		}()
 	}

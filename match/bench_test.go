@@ -1,0 +1,147 @@
+package match
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+)
+
+// BenchmarkMatchEqualityMillion is benchmark (a) of the match issue: 1,000,000
+// subscriptions on one collection — 99% equality filters over 100,000 distinct values,
+// 1% non-indexable CEL over 100 distinct expressions — and one event per iteration.
+func BenchmarkMatchEqualityMillion(b *testing.B) {
+	e := newTestEngine(b)
+	ix := NewIndex(e)
+	const subs, values = 1_000_000, 100_000
+	celExprs := make([]*Compiled, 100)
+	for i := range celExprs {
+		c, err := e.Compile(Criterion{CEL: fmt.Sprintf(`doc.score > %d.0 && doc.owner.startsWith("u%d")`, i, i%10)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		celExprs[i] = c
+	}
+	for i := 0; i < subs; i++ {
+		var c *Compiled
+		if i%100 == 0 {
+			c = celExprs[(i/100)%len(celExprs)]
+		} else {
+			var err error
+			c, err = e.Compile(Criterion{Filters: []Filter{{Field: "owner", Op: OpEqual, Value: fmt.Sprintf("u%d", i%values)}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		ix.Add(Subscription{Gateway: fmt.Sprintf("g%d", i%16), ID: fmt.Sprint(i), Tenant: "t", Collection: "c", Criterion: c})
+	}
+	events := make([]*Event, 1024)
+	for i := range events {
+		events[i] = &Event{Tenant: "t", Collection: "c", ID: fmt.Sprint(i), Op: Update,
+			Doc: map[string]any{"owner": fmt.Sprintf("u%d", (i*7919)%values), "score": float64(i % 200), "title": "x"}}
+	}
+	b.ReportMetric(float64(ix.Stats().Scanned), "scanned-groups")
+	var out []Result
+	matched := 0
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out = ix.Match(events[i%len(events)], out[:0])
+		matched += len(out)
+	}
+	b.ReportMetric(float64(matched)/float64(b.N), "matches/event")
+}
+
+// BenchmarkMatchScanCEL is benchmark (b): 100,000 distinct, non-indexable CEL
+// subscriptions on one collection. Run with -cpu 1,2 to see how the parallel scan
+// scales with cores.
+func BenchmarkMatchScanCEL(b *testing.B) {
+	e, err := NewEngine(Config{CELCacheSize: 200_000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ix := NewIndex(e)
+	for i := 0; i < 100_000; i++ {
+		c, err := e.Compile(Criterion{CEL: fmt.Sprintf(`doc.score > %d.0 && doc.kind != "k%d"`, i%1000, i)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ix.Add(Subscription{Gateway: "g", ID: fmt.Sprint(i), Tenant: "t", Collection: "c", Criterion: c})
+	}
+	ev := &Event{Tenant: "t", Collection: "c", ID: "x", Op: Update, Doc: map[string]any{"score": 500.0, "kind": "k7"}}
+	var out []Result
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out = ix.Match(ev, out[:0])
+	}
+	b.ReportMetric(float64(len(out)), "matches/event")
+}
+
+// BenchmarkFilterEval is benchmark (c): one field-filter evaluation.
+func BenchmarkFilterEval(b *testing.B) {
+	e := newTestEngine(b)
+	doc := map[string]any{"status": "open", "priority": 3.0, "owner": map[string]any{"team": "core"}, "tags": []any{"a", "b", "c"}}
+	for _, tc := range []struct {
+		name string
+		f    Filter
+	}{
+		{"eq-string", Filter{Field: "status", Op: OpEqual, Value: "open"}},
+		{"gt-number", Filter{Field: "priority", Op: OpGreater, Value: 2}},
+		{"nested-eq", Filter{Field: "owner.team", Op: OpEqual, Value: "core"}},
+		{"in-5", Filter{Field: "status", Op: OpIn, Value: []any{"a", "b", "c", "d", "open"}}},
+		{"array-contains", Filter{Field: "tags", Op: OpArrayContains, Value: "c"}},
+	} {
+		c, err := e.Compile(Criterion{Filters: []Filter{tc.f}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if !c.Match(doc, "") {
+					b.Fatal("no match")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkIndexAddRemove is benchmark (d): add/remove throughput of typical equality
+// subscriptions (about 10 subscribers per distinct value) and the heap they take.
+func BenchmarkIndexAddRemove(b *testing.B) {
+	e := newTestEngine(b)
+	const n = 200_000
+	crits := make([]*Compiled, n/10)
+	for i := range crits {
+		crits[i], _ = e.Compile(Criterion{Filters: []Filter{{Field: "room", Op: OpEqual, Value: fmt.Sprintf("room-%d", i)}}})
+	}
+	subs := make([]Subscription, n)
+	for i := range subs {
+		subs[i] = Subscription{Gateway: fmt.Sprintf("gateway-%d", i%64), ID: fmt.Sprintf("sub-%d", i), Tenant: "acme", Collection: "messages", Criterion: crits[i%len(crits)]}
+	}
+	b.Run("memory", func(b *testing.B) {
+		var before, after runtime.MemStats
+		for i := 0; i < b.N; i++ {
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			ix := NewIndex(e)
+			for _, s := range subs {
+				ix.Add(s)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-bytes/sub")
+			runtime.KeepAlive(ix)
+		}
+	})
+	b.Run("add+remove", func(b *testing.B) {
+		ix := NewIndex(e)
+		for _, s := range subs {
+			ix.Add(s)
+		}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			s := subs[i%n]
+			ix.Remove(s.Gateway, s.ID)
+			ix.Add(s)
+		}
+	})
+}

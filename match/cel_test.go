@@ -1,0 +1,173 @@
+package match
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestCELEvaluation(t *testing.T) {
+	e := newTestEngine(t)
+	d := mustDoc(t, `{"a": 1, "s": "open", "tags": ["x", "y"], "o": {"p": {"q": true}}, "nul": null}`)
+	for _, tc := range []struct {
+		expr string
+		want bool
+	}{
+		{`doc.a == 1`, true},       // double vs int literal: cross-type numeric equality
+		{`doc.a == 1.0`, true},
+		{`doc.a > 0 && doc.s == "open"`, true},
+		{`doc.a > 0 && doc.s == "closed"`, false},
+		{`doc.s.startsWith("op")`, true},
+		{`"y" in doc.tags`, true},
+		{`doc.tags.exists(t, t == "z")`, false},
+		{`doc.o.p.q == true`, true},
+		{`has(doc.missing)`, false},
+		{`!has(doc.missing) && doc.nul == null`, true},
+		{`id == "doc-1"`, true},
+		{`id == "other"`, false},
+		{`doc.missing == 1`, false},           // evaluation error: no match
+		{`doc.s > 1`, false},                  // type error at run time: no match
+		{`doc.missing == 1 || doc.a == 1`, true}, // CEL's commutative ||
+	} {
+		t.Run(tc.expr, func(t *testing.T) {
+			c, err := e.Compile(Criterion{CEL: tc.expr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Match(d, "doc-1"); got != tc.want {
+				t.Fatalf("%s = %v, want %v", tc.expr, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCELValidation(t *testing.T) {
+	e, err := NewEngine(Config{MaxCELBytes: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ expr, want string }{
+		{`doc.a`, "must evaluate to bool"},
+		{`doc.a + 1`, "must evaluate to bool"},
+		{`"x"`, "must evaluate to bool"},
+		{`doc.a ==`, "Syntax error"},
+		{`nope == 1`, "undeclared reference"},
+		{`doc.a == 1 && ` + strings.Repeat("x", 64), "limit is 64"},
+	} {
+		_, err := e.Compile(Criterion{CEL: tc.expr})
+		if !errors.Is(err, ErrInvalidCEL) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Compile(%q) = %v, want ErrInvalidCEL containing %q", tc.expr, err, tc.want)
+		}
+	}
+	if _, err := e.Compile(Criterion{CEL: strings.Repeat(" ", 60) + "true"}); err != nil {
+		t.Errorf("64-byte expression refused: %v", err)
+	}
+	def := newTestEngine(t)
+	long := "doc.a == '" + strings.Repeat("x", 4096) + "'"
+	if _, err := def.Compile(Criterion{CEL: long}); err == nil || !strings.Contains(err.Error(), "limit is 4096") {
+		t.Errorf("default limit: %v", err)
+	}
+}
+
+func TestCELCostLimitStopsPathologicalExpression(t *testing.T) {
+	e, err := NewEngine(Config{CELCostLimit: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := make([]any, 1000)
+	for i := range items {
+		items[i] = float64(i)
+	}
+	d := map[string]any{"items": items}
+	c, err := e.Compile(Criterion{CEL: `doc.items.all(x, doc.items.all(y, x == y || true))`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.Stats().CELEvalErrors
+	if c.Match(d, "") {
+		t.Fatal("an expression over the cost limit matched")
+	}
+	if got := e.Stats().CELEvalErrors - before; got != 1 {
+		t.Fatalf("eval errors counted: %d, want 1", got)
+	}
+	cheap, _ := e.Compile(Criterion{CEL: `doc.items.size() == 1000`})
+	if !cheap.Match(d, "") {
+		t.Fatal("a cheap expression on the same document did not match")
+	}
+}
+
+func TestCELEvalErrorsAreCounted(t *testing.T) {
+	e := newTestEngine(t)
+	c, _ := e.Compile(Criterion{CEL: `doc.missing > 1`})
+	for i := 0; i < 3; i++ {
+		if c.Match(map[string]any{}, "") {
+			t.Fatal("matched")
+		}
+	}
+	if st := e.Stats(); st.CELEvalErrors != 3 || st.CELEvals != 3 {
+		t.Fatalf("stats %+v, want 3 evals and 3 errors", st)
+	}
+}
+
+func TestCELCache(t *testing.T) {
+	e, err := NewEngine(Config{CELCacheSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, _ := e.Compile(Criterion{CEL: `doc.a == 1`})
+	c2, _ := e.Compile(Criterion{CEL: `doc.a==1`})
+	if c1.cel != c2.cel {
+		t.Error("identical expressions do not share a program")
+	}
+	if st := e.Stats(); st.CELCacheMisses != 1 || st.CELCacheHits != 1 || st.CELCacheLen != 1 {
+		t.Errorf("after two compilations: %+v", st)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := e.Compile(Criterion{CEL: fmt.Sprintf("doc.b == %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := e.Stats(); st.CELCacheLen != 2 || st.CELCacheEvictions != 2 {
+		t.Errorf("cache of 2 after 4 programs: %+v", st)
+	}
+	// A subscription keeps its program after eviction.
+	if !c1.Match(map[string]any{"a": 1.0}, "") {
+		t.Error("evicted program no longer evaluates")
+	}
+	if _, err := e.Compile(Criterion{CEL: `doc.a ==`}); err == nil {
+		t.Error("invalid expression compiled")
+	}
+}
+
+func TestCELEqualityConjuncts(t *testing.T) {
+	e := newTestEngine(t)
+	for _, tc := range []struct {
+		expr string
+		want []string // canonical paths of indexable conjuncts
+	}{
+		{`doc.status == "open"`, []string{`"status"`}},
+		{`doc.status == "open" && doc.n > 3`, []string{`"status"`}},
+		{`doc.n > 3 && (doc.a.b == 1 && "x" == doc.c)`, []string{`"a"."b"`, `"c"`}},
+		{`doc["x.y"] == true`, []string{`"x.y"`}},
+		{`doc.a == null`, []string{`"a"`}},
+		{`doc.a == 1 || doc.b == 2`, nil},
+		{`!(doc.a == 1)`, nil},
+		{`doc.a == doc.b`, nil},
+		{`doc.a == [1]`, nil},
+		{`[1].exists(doc, doc == 1)`, nil},
+		{`id == "x"`, nil},
+	} {
+		c, err := e.Compile(Criterion{CEL: tc.expr})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.expr, err)
+		}
+		var got []string
+		for _, q := range c.eq {
+			got = append(got, canonicalPath(q.path))
+		}
+		if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("%s: indexable conjuncts %q, want %q", tc.expr, got, tc.want)
+		}
+	}
+}

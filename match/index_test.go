@@ -1,0 +1,315 @@
+package match
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// reference computes Match's answer by evaluating every subscription, as DESIGN §2
+// states the semantics, without the index.
+func reference(subs map[string]Subscription, ev *Event) []string {
+	var out []string
+	for _, s := range subs {
+		if s.Tenant != ev.Tenant || s.Collection != ev.Collection {
+			continue
+		}
+		var op Op
+		switch {
+		case ev.Op == Delete && ev.Before == nil:
+			if s.Criterion.kind != kindID || s.Criterion.docID == ev.ID {
+				op = Delete
+			}
+		default:
+			a := ev.Op != Delete && ev.Doc != nil && s.Criterion.Match(ev.Doc, ev.ID)
+			b := ev.Before != nil && s.Criterion.Match(ev.Before, ev.ID)
+			switch {
+			case ev.Before != nil && a && b:
+				op = Update
+			case ev.Before != nil && a:
+				op = Create
+			case b:
+				op = Delete
+			case a:
+				op = ev.Op
+			}
+		}
+		if op != Unspecified {
+			out = append(out, fmt.Sprintf("%s/%s:%s", s.Gateway, s.ID, op))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func resultStrings(rs []Result) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = fmt.Sprintf("%s/%s:%s", r.Gateway, r.ID, r.Op)
+	}
+	slices.Sort(out)
+	return out
+}
+
+var (
+	propValues = []string{`0`, `1`, `2`, `-0`, `1.5`, `"x"`, `"y"`, `""`, `true`, `false`, `null`, `[1,2]`, `[2,1]`, `{"k":1}`, `{"k":"x"}`}
+	propFields = []string{"a", "b", "c", "o.x"}
+	propOps    = []Operator{OpEqual, OpEqual, OpEqual, OpIn, OpNotEqual, OpLess, OpGreaterEqual, OpNotIn, OpArrayContains, OpArrayContainsAny}
+	propCEL    = []string{
+		`doc.a == %s`, `doc.a == %s && doc.b != null`, `doc.b == %s || doc.a == 1`, `has(doc.c)`,
+		`doc["o"]["x"] == %s`, `%s == doc.c && id != "d3"`, `id == "d1" && doc.a == %s`,
+	}
+)
+
+func randValue(r *rand.Rand) string { return propValues[r.IntN(len(propValues))] }
+
+func randScalar(r *rand.Rand) string {
+	for {
+		if v := randValue(r); !strings.ContainsAny(v, "[{") {
+			return v
+		}
+	}
+}
+
+func randCriterion(r *rand.Rand) Criterion {
+	switch r.IntN(10) {
+	case 0:
+		return Criterion{DocumentID: fmt.Sprintf("d%d", r.IntN(5))}
+	case 1:
+		return Criterion{}
+	case 2, 3:
+		tmpl := propCEL[r.IntN(len(propCEL))]
+		if strings.Contains(tmpl, "%s") {
+			return Criterion{CEL: fmt.Sprintf(tmpl, strings.ReplaceAll(randScalar(r), "-0", "0"))}
+		}
+		return Criterion{CEL: tmpl}
+	}
+	n := 1 + r.IntN(3)
+	parts := make([]string, n)
+	for i := range parts {
+		op := propOps[r.IntN(len(propOps))]
+		v := randValue(r)
+		switch op {
+		case OpIn, OpNotIn, OpArrayContainsAny:
+			v = "[" + randValue(r) + "," + randValue(r) + "]"
+		case OpLess, OpGreaterEqual:
+			if v == "null" {
+				v = "1"
+			}
+		}
+		parts[i] = fmt.Sprintf(`[%q, %q, %s]`, propFields[r.IntN(len(propFields))], op, v)
+	}
+	var fs []Filter
+	if err := jsonUnmarshal("["+strings.Join(parts, ",")+"]", &fs); err != nil {
+		panic(err)
+	}
+	return Criterion{Filters: fs}
+}
+
+func randDoc(r *rand.Rand) map[string]any {
+	var fields []string
+	for _, f := range []string{"a", "b", "c"} {
+		if r.IntN(4) > 0 {
+			fields = append(fields, fmt.Sprintf("%q: %s", f, randValue(r)))
+		}
+	}
+	switch r.IntN(3) {
+	case 0:
+		fields = append(fields, fmt.Sprintf(`"o": {"x": %s}`, randValue(r)))
+	case 1:
+		fields = append(fields, fmt.Sprintf(`"o": %s`, randValue(r)))
+	}
+	d, err := ParseDocument([]byte("{" + strings.Join(fields, ",") + "}"))
+	if err != nil {
+		panic(err)
+	}
+	return d
+}
+
+// TestIndexMatchesBruteForce is the property that makes the index trustworthy: for
+// random subscriptions and random events, Match returns exactly what evaluating every
+// subscription one by one returns — including after removals and replacements.
+func TestIndexMatchesBruteForce(t *testing.T) {
+	for seed := uint64(1); seed <= 30; seed++ {
+		r := rand.New(rand.NewPCG(seed, 99))
+		e := newTestEngine(t)
+		ix := NewIndex(e)
+		if seed%2 == 0 {
+			ix.ParallelScan = 4 // exercise the parallel scan too
+		}
+		subs := map[string]Subscription{}
+		tenants, colls := []string{"t1", "t2"}, []string{"c1", "c2"}
+		for i := 0; i < 300; i++ {
+			gw := fmt.Sprintf("g%d", r.IntN(6))
+			id := fmt.Sprintf("s%d", r.IntN(80)) // collisions replace
+			c, err := e.Compile(randCriterion(r))
+			if err != nil {
+				t.Fatalf("seed %d: %v", seed, err)
+			}
+			s := Subscription{Gateway: gw, ID: id, Tenant: tenants[r.IntN(2)], Collection: colls[r.IntN(2)], Criterion: c}
+			if err := ix.Add(s); err != nil {
+				t.Fatal(err)
+			}
+			subs[gw+"/"+id] = s
+			if r.IntN(5) == 0 { // remove a random one
+				for k, v := range subs {
+					if !ix.Remove(v.Gateway, v.ID) {
+						t.Fatalf("Remove(%s) = false", k)
+					}
+					delete(subs, k)
+					break
+				}
+			}
+		}
+		if r.IntN(2) == 0 {
+			ix.RemoveGateway("g0")
+			for k, v := range subs {
+				if v.Gateway == "g0" {
+					delete(subs, k)
+				}
+			}
+		}
+		if ix.Len() != len(subs) {
+			t.Fatalf("seed %d: Len = %d, want %d", seed, ix.Len(), len(subs))
+		}
+		var out []Result
+		for i := 0; i < 400; i++ {
+			ev := &Event{Tenant: tenants[r.IntN(2)], Collection: colls[r.IntN(2)], ID: fmt.Sprintf("d%d", r.IntN(5)),
+				Op: []Op{Create, Update, Update, Delete}[r.IntN(4)]}
+			if ev.Op != Delete {
+				ev.Doc = randDoc(r)
+			}
+			if ev.Op != Create && r.IntN(2) == 0 {
+				ev.Before = randDoc(r)
+			}
+			out = ix.Match(ev, out[:0])
+			got, want := resultStrings(out), reference(subs, ev)
+			if !slices.Equal(got, want) {
+				t.Fatalf("seed %d event %d %+v:\n got %v\nwant %v", seed, i, ev, got, want)
+			}
+		}
+	}
+}
+
+func TestIndexEnterStayLeave(t *testing.T) {
+	e := newTestEngine(t)
+	ix := NewIndex(e)
+	add := func(id string, cr Criterion) {
+		c, err := e.Compile(cr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ix.Add(Subscription{Gateway: "g", ID: id, Tenant: "t", Collection: "tasks", Criterion: c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("open", Criterion{Filters: []Filter{{Field: "status", Op: OpEqual, Value: "open"}}})
+	add("cel-open", Criterion{CEL: `doc.status == "open"`})
+	add("doc", Criterion{DocumentID: "t1"})
+	add("all", Criterion{})
+	add("other", Criterion{DocumentID: "t2"})
+	open, closed := map[string]any{"status": "open"}, map[string]any{"status": "closed"}
+	check := func(name string, ev Event, want ...string) {
+		t.Helper()
+		ev.Tenant, ev.Collection, ev.ID = "t", "tasks", "t1"
+		got := resultStrings(ix.Match(&ev, nil))
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: got %v, want %v", name, got, want)
+		}
+	}
+	check("enter", Event{Op: Update, Doc: open, Before: closed}, "g/open:create", "g/cel-open:create", "g/doc:update", "g/all:update")
+	check("stay", Event{Op: Update, Doc: open, Before: open}, "g/open:update", "g/cel-open:update", "g/doc:update", "g/all:update")
+	check("leave", Event{Op: Update, Doc: closed, Before: open}, "g/open:delete", "g/cel-open:delete", "g/doc:update", "g/all:update")
+	check("no pre-image", Event{Op: Update, Doc: open}, "g/open:update", "g/cel-open:update", "g/doc:update", "g/all:update")
+	check("create", Event{Op: Create, Doc: closed}, "g/doc:create", "g/all:create")
+	check("delete with pre-image", Event{Op: Delete, Before: closed}, "g/doc:delete", "g/all:delete")
+	check("hard delete without pre-image goes to every filter subscription",
+		Event{Op: Delete}, "g/open:delete", "g/cel-open:delete", "g/doc:delete", "g/all:delete")
+	if got := ix.Match(&Event{Tenant: "t2", Collection: "tasks", ID: "t1", Op: Create, Doc: open}, nil); len(got) != 0 {
+		t.Errorf("another tenant's event matched %v", got)
+	}
+	if got := ix.Match(&Event{Tenant: "t", Collection: "other", ID: "t1", Op: Delete}, nil); len(got) != 0 {
+		t.Errorf("another collection's delete matched %v", got)
+	}
+}
+
+func TestIndexSharesGroups(t *testing.T) {
+	e := newTestEngine(t)
+	ix := NewIndex(e)
+	for i := 0; i < 100; i++ {
+		c, _ := e.Compile(Criterion{CEL: fmt.Sprintf("doc.n > %d", i%10)})
+		ix.Add(Subscription{Gateway: fmt.Sprintf("g%d", i), ID: "s", Tenant: "t", Collection: "c", Criterion: c})
+	}
+	if st := ix.Stats(); st.Subscriptions != 100 || st.Groups != 10 || st.Scanned != 10 {
+		t.Fatalf("stats %+v, want 100 subscriptions in 10 scanned groups", st)
+	}
+	before := e.Stats().CELEvals
+	if got := len(ix.Match(&Event{Tenant: "t", Collection: "c", ID: "x", Op: Create, Doc: map[string]any{"n": 5.0}}, nil)); got != 50 {
+		t.Fatalf("matched %d, want 50", got)
+	}
+	if evals := e.Stats().CELEvals - before; evals != 10 {
+		t.Fatalf("%d CEL evaluations for 10 distinct expressions", evals)
+	}
+	for i := 0; i < 100; i++ {
+		ix.Remove(fmt.Sprintf("g%d", i), "s")
+	}
+	if st := ix.Stats(); st != (IndexStats{}) || len(ix.scopes) != 0 {
+		t.Fatalf("after removing everything: %+v, %d scopes", st, len(ix.scopes))
+	}
+}
+
+func TestIndexAddValidation(t *testing.T) {
+	ix := NewIndex(nil)
+	if err := ix.Add(Subscription{Gateway: "g", ID: "s"}); err == nil {
+		t.Error("subscription without criterion accepted")
+	}
+	c, _ := newTestEngine(t).Compile(Criterion{})
+	if err := ix.Add(Subscription{ID: "s", Criterion: c}); err == nil {
+		t.Error("subscription without gateway accepted")
+	}
+}
+
+func TestSoftDelete(t *testing.T) {
+	del, live := map[string]any{"deleted": true}, map[string]any{"deleted": false}
+	absent := map[string]any{"x": 1.0}
+	for _, tc := range []struct {
+		name    string
+		ev      Event
+		keep    bool
+		op      Op
+		before  bool // pre-image kept
+	}{
+		{"flagged update becomes delete", Event{Op: Update, Doc: del, Changed: []string{"deleted"}}, true, Delete, false},
+		{"flagged update with live pre-image", Event{Op: Update, Doc: del, Before: live}, true, Delete, true},
+		{"flagged update, unknown changes", Event{Op: Update, Doc: del}, true, Delete, false},
+		{"update of a soft-deleted doc is dropped", Event{Op: Update, Doc: del, Changed: []string{"x"}}, false, Update, false},
+		{"update with flagged pre-image dropped", Event{Op: Update, Doc: del, Before: del}, false, Update, true},
+		{"flag cleared becomes create", Event{Op: Update, Doc: live, Changed: []string{"deleted"}}, true, Create, false},
+		{"flag removed becomes create", Event{Op: Update, Doc: absent, Changed: []string{"deleted"}}, true, Create, false},
+		{"pre-image flagged: recreation drops it", Event{Op: Update, Doc: absent, Before: del}, true, Create, false},
+		{"ordinary update untouched", Event{Op: Update, Doc: absent, Changed: []string{"x"}}, true, Update, false},
+		{"flag must be exactly true", Event{Op: Update, Doc: map[string]any{"deleted": "true"}}, true, Update, false},
+		{"create of flagged doc dropped", Event{Op: Create, Doc: del}, false, Create, false},
+		{"delete of flagged doc dropped", Event{Op: Delete, Before: del}, false, Delete, true},
+		{"hard delete kept", Event{Op: Delete}, true, Delete, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := tc.ev
+			keep := SoftDelete(&ev, "deleted")
+			if keep != tc.keep || (keep && ev.Op != tc.op) || (ev.Before != nil) != tc.before {
+				t.Fatalf("keep=%v op=%v before=%v; want keep=%v op=%v before=%v", keep, ev.Op, ev.Before != nil, tc.keep, tc.op, tc.before)
+			}
+		})
+	}
+	ev := Event{Op: Update, Doc: map[string]any{"removed": true}}
+	if !SoftDelete(&ev, "removed") || ev.Op != Delete {
+		t.Error("configured flag name ignored")
+	}
+	ev = Event{Op: Update, Doc: del}
+	if !SoftDelete(&ev, "") || ev.Op != Update {
+		t.Error("empty flag did not disable the transform")
+	}
+}

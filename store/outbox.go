@@ -1,0 +1,81 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// OutboxItem is one entry to append to a gateway's outbox.
+type OutboxItem struct {
+	// Gateway names the outbox; it must not be empty (ErrInvalid).
+	Gateway string
+	// Payload is the encoded delivery batch, opaque to the store.
+	Payload []byte
+}
+
+// Outboxes holds, per gateway, a stream of delivery batches (Redis: stream
+// stm:{gw:G}:out). The node owning a partition appends; the node holding the
+// gateway's session reads from the session cursor and trims what the gateway
+// acknowledged.
+//
+// Cap: each outbox keeps at least its newest OutboxMaxLen entries (a
+// constructor setting, DefaultOutboxMaxLen when zero); appending beyond that
+// deletes the oldest entries, exactly or approximately (keeping up to one
+// Redis stream node, 100 entries by default, more), and records the greatest
+// deleted id so that Lost reports the gap.
+//
+// Cursors: the cursor "" is the same as "0-0", before every entry; any other
+// cursor must be a stream id (ErrBadID otherwise) but need not be the id of
+// an existing entry. An empty gateway name is an error wrapping ErrInvalid.
+//
+// Every method returns ctx.Err() (possibly wrapped) when ctx is done before
+// it completes, and an error wrapping ErrClosed after Backend.Close.
+type Outboxes interface {
+	// Append adds one entry per item, in order, possibly to many outboxes at
+	// once (pipelined in Redis), and returns their ids in the same order.
+	// Ids are strictly increasing per gateway. No items: no-op, (nil, nil).
+	// If any item names no gateway nothing is appended.
+	Append(ctx context.Context, items []OutboxItem) ([]string, error)
+
+	// Read returns, oldest first, up to count entries of gateway's outbox
+	// with id > after (count <= 0: no limit), like XREAD. When there are
+	// none it waits up to block for one (block <= 0: do not wait; Redis
+	// rounds it up to whole milliseconds) and returns (nil, nil) if none
+	// came. An append to that outbox wakes a waiting Read promptly. An unknown
+	// gateway simply has no entries yet.
+	Read(ctx context.Context, gateway, after string, count int, block time.Duration) ([]Entry, error)
+
+	// Trim deletes the entries with id <= upTo (the gateway acknowledged
+	// them) and records the greatest deleted id (see Lost). upTo "" deletes
+	// nothing; an unknown gateway is a no-op.
+	Trim(ctx context.Context, gateway, upTo string) error
+
+	// Last returns the id of the newest entry ever appended to gateway's
+	// outbox, even if it was trimmed since, or "" when nothing was appended
+	// since the outbox was created or deleted. A gateway registering without
+	// a resume cursor starts there.
+	Last(ctx context.Context, gateway string) (string, error)
+
+	// Lost reports whether resuming gateway's outbox from after would
+	// silently skip data: true when the greatest id ever deleted from it,
+	// by the cap or by Trim, is greater than after. So Trim(upTo) alone
+	// never makes Lost(x) true for x >= upTo, while a cap overflow makes it
+	// true for every cursor before the newest deleted entry. False for an
+	// unknown gateway or when nothing was deleted.
+	//
+	// Redis: this is XINFO STREAM's max-deleted-entry-id ("0-0" when none,
+	// Redis >= 7.0), but only XDEL maintains it: trimming by XADD MAXLEN or
+	// XTRIM does not. The implementation therefore deletes with XDEL (or
+	// records the id with XSETID ... MAXDELETEDID) in the same script that
+	// appends or trims.
+	Lost(ctx context.Context, gateway, after string) (bool, error)
+
+	// Len returns the number of entries in gateway's outbox (XLEN); 0 for an
+	// unknown gateway.
+	Len(ctx context.Context, gateway string) (int64, error)
+
+	// Delete removes gateway's outbox entirely, with its last and greatest
+	// deleted ids: afterwards Len is 0, Last is "" and Lost is false. Deleting
+	// an unknown outbox is a no-op. Reads waiting on it keep waiting.
+	Delete(ctx context.Context, gateway string) error
+}

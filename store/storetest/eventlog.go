@@ -1,0 +1,320 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/streamerd/streamer/store"
+)
+
+var eventLogScenarios = []scenario{
+	{"append returns strictly increasing ids of the form ms-seq", testLogIDs},
+	{"partitions are independent streams", testLogPartitions},
+	{"read delivers each entry to the group once", testLogReadOnce},
+	{"pending counts delivered entries until acked", testLogPendingAck},
+	{"blocking read wakes on append", testLogReadWakes},
+	{"blocking read returns nothing on timeout", testLogReadTimeout},
+	{"blocking read returns on context cancel", testLogReadCancel},
+	{"claim pending moves idle entries to a new consumer", testLogClaim},
+	{"claim pending drops entries removed by retention", testLogClaimTrimmed},
+	{"retention keeps the newest MaxLen entries", testLogRetention},
+	{"dead letters keep the entry and reason without acking it", testLogDeadLetters},
+	{"partition out of range is rejected", testLogBadPartition},
+	{"malformed ids and empty consumers are rejected", testLogBadArgs},
+	{"concurrent appenders keep per-partition id order", testLogConcurrent},
+}
+
+// lastPartition is the highest partition number, exercising the bound.
+func (e *env) lastPartition() int { return e.b.Log.Partitions() - 1 }
+
+// appendLog appends n payloads "<prefix>-<i>" to partition p, in batches,
+// and returns ids and payloads.
+func (e *env) appendLog(t *testing.T, p int, prefix string, n int) ([]string, [][]byte) {
+	t.Helper()
+	pls := payloads(prefix, n)
+	var ids []string
+	for batch := range slices.Chunk(pls, 100) {
+		ids = append(ids, try(e.b.Log.Append(t.Context(), p, batch...)).must(t)...)
+	}
+	return ids, pls
+}
+
+func testLogIDs(t *testing.T, e *env) {
+	ctx := t.Context()
+	if n := e.b.Log.Partitions(); n < 1 {
+		t.Fatalf("Partitions() = %d, want at least 1", n)
+	}
+	before := time.Now()
+	ids := try(e.b.Log.Append(ctx, 0, []byte("a"), []byte("b"), []byte("c"))).must(t)
+	if len(ids) != 3 {
+		t.Fatalf("Append of 3 payloads returned %d ids", len(ids))
+	}
+	more := try(e.b.Log.Append(ctx, 0, []byte("d"))).must(t)
+	all := append(ids, more...)
+	checkIncreasing(t, all)
+	for _, id := range all {
+		ms, _, _ := store.ParseID(id)
+		if at := time.UnixMilli(int64(ms)); at.Before(before.Add(-time.Minute)) || at.After(time.Now().Add(time.Minute)) {
+			t.Errorf("id %s: timestamp %v is not close to the time of Append", id, at)
+		}
+	}
+	none, err := e.b.Log.Append(ctx, 0)
+	if err != nil || len(none) != 0 {
+		t.Errorf("Append of no payloads = %v, %v; want no ids, nil", none, err)
+	}
+}
+
+func testLogPartitions(t *testing.T, e *env) {
+	ctx := t.Context()
+	last := e.lastPartition()
+	if last == 0 {
+		t.Skip("backend has a single partition")
+	}
+	ids0, pls0 := e.appendLog(t, 0, "zero", 2)
+	idsN, plsN := e.appendLog(t, last, "last", 3)
+	checkEntries(t, try(e.b.Log.Read(ctx, 0, "c", 0, 0)).must(t), ids0, pls0)
+	checkEntries(t, try(e.b.Log.Read(ctx, last, "c", 0, 0)).must(t), idsN, plsN)
+	if n := try(e.b.Log.Pending(ctx, 0)).must(t); n != 2 {
+		t.Errorf("Pending(0) = %d, want 2", n)
+	}
+}
+
+func testLogReadOnce(t *testing.T, e *env) {
+	ctx := t.Context()
+	if got := try(e.b.Log.Read(ctx, 0, "a", 10, 0)).must(t); got != nil {
+		t.Fatalf("Read of an empty partition = %v, want nil", got)
+	}
+	ids, pls := e.appendLog(t, 0, "x", 4)
+	ids = append(ids, try(e.b.Log.Append(ctx, 0, nil, []byte{})).must(t)...)
+	pls = append(pls, []byte{}, []byte{})
+
+	checkEntries(t, try(e.b.Log.Read(ctx, 0, "a", 2, 0)).must(t), ids[:2], pls[:2])
+	checkEntries(t, try(e.b.Log.Read(ctx, 0, "b", 0, 0)).must(t), ids[2:], pls[2:])
+	if got := try(e.b.Log.Read(ctx, 0, "a", 0, 0)).must(t); got != nil {
+		t.Errorf("Read after everything was delivered = %v, want nil", entryIDs(got))
+	}
+	more := try(e.b.Log.Append(ctx, 0, []byte("late"))).must(t)
+	checkEntries(t, try(e.b.Log.Read(ctx, 0, "c", 0, 0)).must(t), more, [][]byte{[]byte("late")})
+}
+
+func testLogPendingAck(t *testing.T, e *env) {
+	ctx := t.Context()
+	ids, _ := e.appendLog(t, 0, "x", 3)
+	wantPending := func(n int64) {
+		t.Helper()
+		if got := try(e.b.Log.Pending(ctx, 0)).must(t); got != n {
+			t.Fatalf("Pending = %d, want %d", got, n)
+		}
+	}
+	wantPending(0)
+	try(e.b.Log.Read(ctx, 0, "a", 0, 0)).must(t)
+	wantPending(3)
+	ok(t, e.b.Log.Ack(ctx, 0, ids[0]))
+	wantPending(2)
+	ok(t, e.b.Log.Ack(ctx, 0, ids[0], "1-1")) // already acked, never existed
+	wantPending(2)
+	ok(t, e.b.Log.Ack(ctx, 0))
+	ok(t, e.b.Log.Ack(ctx, 0, ids[1:]...))
+	wantPending(0)
+}
+
+func testLogReadWakes(t *testing.T, e *env) {
+	ctx := t.Context()
+	res := background(func() ([]store.Entry, error) { return e.b.Log.Read(ctx, 0, "a", 10, longBlock) })
+	time.Sleep(settle)
+	ids := try(e.b.Log.Append(ctx, 0, []byte("wake"))).must(t)
+	r := await(t, res)
+	ok(t, r.err)
+	checkEntries(t, r.entries, ids, [][]byte{[]byte("wake")})
+}
+
+func testLogReadTimeout(t *testing.T, e *env) {
+	start := time.Now()
+	got, err := e.b.Log.Read(t.Context(), 0, "a", 10, shortTTL)
+	if err != nil || got != nil {
+		t.Fatalf("Read on an empty partition = %v, %v; want nil, nil", got, err)
+	}
+	if took := time.Since(start); took < shortTTL/2 {
+		t.Errorf("Read with block %v returned after %v: it did not block", shortTTL, took)
+	}
+}
+
+func testLogReadCancel(t *testing.T, e *env) {
+	ctx, cancel := context.WithCancel(t.Context())
+	res := background(func() ([]store.Entry, error) { return e.b.Log.Read(ctx, 0, "a", 10, longBlock) })
+	time.Sleep(settle)
+	cancel()
+	r := await(t, res)
+	wantErr(t, "Read after cancel", r.err, context.Canceled)
+	if r.entries != nil {
+		t.Errorf("Read after cancel returned entries %v", entryIDs(r.entries))
+	}
+}
+
+func testLogClaim(t *testing.T, e *env) {
+	ctx := t.Context()
+	ids, pls := e.appendLog(t, 0, "x", 3)
+	checkEntries(t, try(e.b.Log.Read(ctx, 0, "old", 0, 0)).must(t), ids, pls)
+	if got := try(e.b.Log.ClaimPending(ctx, 0, "new", time.Hour, 0)).must(t); len(got) != 0 {
+		t.Fatalf("ClaimPending(minIdle 1h) claimed fresh entries %v", entryIDs(got))
+	}
+	var claimed []store.Entry
+	eventually(t, "claimable after 50ms idle", func() bool {
+		claimed = try(e.b.Log.ClaimPending(ctx, 0, "new", settle, 0)).must(t)
+		return len(claimed) > 0
+	})
+	checkEntries(t, claimed, ids, pls)
+	if got := try(e.b.Log.ClaimPending(ctx, 0, "third", time.Hour, 0)).must(t); len(got) != 0 {
+		t.Fatalf("claiming did not reset idle time: claimed again %v", entryIDs(got))
+	}
+	checkEntries(t, try(e.b.Log.ClaimPending(ctx, 0, "third", 0, 2)).must(t), ids[:2], pls[:2])
+	if got := try(e.b.Log.Read(ctx, 0, "new", 0, 0)).must(t); got != nil {
+		t.Errorf("Read redelivered claimed entries %v", entryIDs(got))
+	}
+	if n := try(e.b.Log.Pending(ctx, 0)).must(t); n != 3 {
+		t.Errorf("Pending after claims = %d, want 3", n)
+	}
+	ok(t, e.b.Log.Ack(ctx, 0, ids[1]))
+	checkEntries(t, try(e.b.Log.ClaimPending(ctx, 0, "fourth", 0, 0)).must(t), []string{ids[0], ids[2]}, [][]byte{pls[0], pls[2]})
+	ok(t, e.b.Log.Ack(ctx, 0, ids...))
+	if got := try(e.b.Log.ClaimPending(ctx, 0, "fourth", 0, 0)).must(t); len(got) != 0 {
+		t.Errorf("ClaimPending returned acked entries %v", entryIDs(got))
+	}
+}
+
+func testLogClaimTrimmed(t *testing.T, e *env) {
+	ctx := t.Context()
+	e.appendLog(t, 0, "early", 5)
+	try(e.b.Log.Read(ctx, 0, "old", 0, 0)).must(t)
+	e.appendLog(t, 0, "late", int(3*e.opts.LogMaxLen+200))
+	if n := try(e.b.Log.Pending(ctx, 0)).must(t); n != 5 {
+		t.Errorf("Pending after retention deleted pending entries = %d, want 5 (still listed)", n)
+	}
+	if got := try(e.b.Log.ClaimPending(ctx, 0, "new", 0, 0)).must(t); len(got) != 0 {
+		t.Errorf("ClaimPending returned deleted entries %v", entryIDs(got))
+	}
+	if n := try(e.b.Log.Pending(ctx, 0)).must(t); n != 0 {
+		t.Errorf("Pending after claiming deleted entries = %d, want 0", n)
+	}
+}
+
+func testLogRetention(t *testing.T, e *env) {
+	appended := int(3*e.opts.LogMaxLen + 200)
+	ids, pls := e.appendLog(t, 0, "x", appended)
+	got := try(e.b.Log.Read(t.Context(), 0, "a", 0, 0)).must(t)
+	kept := checkRetained(t, "partition", len(got), e.opts.LogMaxLen, appended)
+	checkEntries(t, got, ids[appended-kept:], pls[appended-kept:])
+}
+
+func testLogDeadLetters(t *testing.T, e *env) {
+	ctx := t.Context()
+	ids, pls := e.appendLog(t, 0, "bad", 2)
+	read := try(e.b.Log.Read(ctx, 0, "a", 0, 0)).must(t)
+	checkEntries(t, read, ids, pls)
+	ok(t, e.b.Log.DeadLetter(ctx, 0, read[0], "bad json"))
+	ok(t, e.b.Log.DeadLetter(ctx, 0, read[1], ""))
+
+	dead := try(e.b.Log.DeadLetters(ctx, 0, 0)).must(t)
+	if len(dead) != 2 {
+		t.Fatalf("DeadLetters = %d entries, want 2", len(dead))
+	}
+	checkIncreasing(t, []string{dead[0].ID, dead[1].ID})
+	for i, reason := range []string{"bad json", ""} {
+		checkEntries(t, []store.Entry{dead[i].Original}, ids[i:i+1], pls[i:i+1])
+		if dead[i].Reason != reason {
+			t.Errorf("dead letter %d reason = %q, want %q", i, dead[i].Reason, reason)
+		}
+	}
+	if first := try(e.b.Log.DeadLetters(ctx, 0, 1)).must(t); len(first) != 1 || first[0].ID != dead[0].ID {
+		t.Errorf("DeadLetters(count 1) = %+v, want the oldest only", first)
+	}
+	if n := try(e.b.Log.Pending(ctx, 0)).must(t); n != 2 {
+		t.Errorf("Pending after DeadLetter = %d, want 2: dead-lettering must not ack", n)
+	}
+	if last := e.lastPartition(); last > 0 {
+		if other := try(e.b.Log.DeadLetters(ctx, last, 0)).must(t); len(other) != 0 {
+			t.Errorf("partition %d has dead letters %+v of partition 0", last, other)
+		}
+	}
+}
+
+func testLogBadPartition(t *testing.T, e *env) {
+	ctx := t.Context()
+	for _, p := range []int{-1, e.b.Log.Partitions()} {
+		calls := map[string]error{}
+		_, calls["Append"] = e.b.Log.Append(ctx, p, []byte("x"))
+		_, calls["Read"] = e.b.Log.Read(ctx, p, "a", 1, 0)
+		calls["Ack"] = e.b.Log.Ack(ctx, p, "1-1")
+		_, calls["ClaimPending"] = e.b.Log.ClaimPending(ctx, p, "a", 0, 1)
+		_, calls["Pending"] = e.b.Log.Pending(ctx, p)
+		calls["DeadLetter"] = e.b.Log.DeadLetter(ctx, p, store.Entry{ID: "1-1"}, "r")
+		_, calls["DeadLetters"] = e.b.Log.DeadLetters(ctx, p, 1)
+		for name, err := range calls {
+			wantErr(t, fmt.Sprintf("%s(partition %d)", name, p), err, store.ErrBadPartition)
+		}
+	}
+}
+
+func testLogBadArgs(t *testing.T, e *env) {
+	ctx := t.Context()
+	ids, _ := e.appendLog(t, 0, "x", 1)
+	try(e.b.Log.Read(ctx, 0, "a", 0, 0)).must(t)
+	wantErr(t, "Ack(malformed id)", e.b.Log.Ack(ctx, 0, ids[0], "not-an-id"), store.ErrBadID)
+	if n := try(e.b.Log.Pending(ctx, 0)).must(t); n != 1 {
+		t.Errorf("Ack with a malformed id acked some: Pending = %d, want 1", n)
+	}
+	_, err := e.b.Log.Read(ctx, 0, "", 1, 0)
+	wantErr(t, "Read(empty consumer)", err, store.ErrInvalid)
+	_, err = e.b.Log.ClaimPending(ctx, 0, "", 0, 1)
+	wantErr(t, "ClaimPending(empty consumer)", err, store.ErrInvalid)
+}
+
+func testLogConcurrent(t *testing.T, e *env) {
+	const writers = 4
+	perWriter := min(int(e.opts.LogMaxLen)/writers, 25)
+	ctx := t.Context()
+	errs := make(chan error, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			prev := ""
+			for i := 0; i < perWriter; i += 2 {
+				batch := payloads(fmt.Sprintf("w%d", w), perWriter)[i:min(i+2, perWriter)]
+				ids, err := e.b.Log.Append(ctx, 0, batch...)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for _, id := range ids {
+					if store.CompareIDs(prev, id) >= 0 {
+						errs <- fmt.Errorf("writer %d got id %s after %s", w, id, prev)
+						return
+					}
+					prev = id
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got := try(e.b.Log.Read(ctx, 0, "a", 0, 0)).must(t)
+	if len(got) != writers*perWriter {
+		t.Fatalf("read %d entries, want %d", len(got), writers*perWriter)
+	}
+	checkIncreasing(t, entryIDs(got))
+	next := make([]int, writers)
+	for _, entry := range got {
+		var w, i int
+		if _, err := fmt.Sscanf(string(entry.Payload), "w%d-%d", &w, &i); err != nil || w < 0 || w >= writers || i != next[w] {
+			t.Fatalf("entry %s payload %q out of its writer's order (want index %v)", entry.ID, entry.Payload, next)
+		}
+		next[w]++
+	}
+}

@@ -1,0 +1,274 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/streamerd/streamer/store"
+)
+
+var outboxScenarios = []scenario{
+	{"append returns increasing ids per gateway in item order", testOutboxAppend},
+	{"read returns entries after the cursor", testOutboxRead},
+	{"trim deletes acknowledged entries without losing later cursors", testOutboxTrim},
+	{"last is the newest id ever appended", testOutboxLast},
+	{"cap overflow makes earlier cursors lost", testOutboxCap},
+	{"delete removes the outbox", testOutboxDelete},
+	{"blocking read wakes on append to its gateway", testOutboxReadWakes},
+	{"blocking read returns nothing on timeout", testOutboxReadTimeout},
+	{"blocking read returns on context cancel", testOutboxReadCancel},
+	{"malformed cursors and empty gateways are rejected", testOutboxBadArgs},
+	{"concurrent appenders keep per-gateway id order", testOutboxConcurrent},
+}
+
+// appendOutbox appends n payloads "<prefix>-<i>" to gateway's outbox, in
+// batches, and returns ids and payloads.
+func (e *env) appendOutbox(t *testing.T, gateway, prefix string, n int) ([]string, [][]byte) {
+	t.Helper()
+	pls := payloads(prefix, n)
+	var ids []string
+	for batch := range slices.Chunk(pls, 100) {
+		items := make([]store.OutboxItem, len(batch))
+		for i, pl := range batch {
+			items[i] = store.OutboxItem{Gateway: gateway, Payload: pl}
+		}
+		ids = append(ids, try(e.b.Outboxes.Append(t.Context(), items)).must(t)...)
+	}
+	return ids, pls
+}
+
+// wantLen fails unless gateway's outbox holds n entries.
+func (e *env) wantLen(t *testing.T, gateway string, n int64) {
+	t.Helper()
+	if got := try(e.b.Outboxes.Len(t.Context(), gateway)).must(t); got != n {
+		t.Fatalf("Len(%s) = %d, want %d", gateway, got, n)
+	}
+}
+
+// wantLost fails unless Lost(gateway, after) is want.
+func (e *env) wantLost(t *testing.T, gateway, after string, want bool) {
+	t.Helper()
+	if got := try(e.b.Outboxes.Lost(t.Context(), gateway, after)).must(t); got != want {
+		t.Fatalf("Lost(%s, %q) = %v, want %v", gateway, after, got, want)
+	}
+}
+
+// wantLast fails unless Last(gateway) is want.
+func (e *env) wantLast(t *testing.T, gateway, want string) {
+	t.Helper()
+	if got := try(e.b.Outboxes.Last(t.Context(), gateway)).must(t); got != want {
+		t.Fatalf("Last(%s) = %q, want %q", gateway, got, want)
+	}
+}
+
+func testOutboxAppend(t *testing.T, e *env) {
+	ctx := t.Context()
+	items := []store.OutboxItem{
+		{Gateway: "g1", Payload: []byte("a")},
+		{Gateway: "g2", Payload: []byte("b")},
+		{Gateway: "g1", Payload: nil},
+	}
+	ids := try(e.b.Outboxes.Append(ctx, items)).must(t)
+	if len(ids) != 3 {
+		t.Fatalf("Append of 3 items returned %d ids", len(ids))
+	}
+	checkIncreasing(t, []string{ids[0], ids[2]})
+	checkIncreasing(t, ids[1:2])
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g1", "", 0, 0)).must(t), []string{ids[0], ids[2]}, [][]byte{[]byte("a"), {}})
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g2", "", 0, 0)).must(t), ids[1:2], [][]byte{[]byte("b")})
+	if none, err := e.b.Outboxes.Append(ctx, nil); err != nil || len(none) != 0 {
+		t.Errorf("Append of no items = %v, %v; want no ids, nil", none, err)
+	}
+	more := try(e.b.Outboxes.Append(ctx, items[:1])).must(t)
+	checkIncreasing(t, []string{ids[2], more[0]})
+}
+
+func testOutboxRead(t *testing.T, e *env) {
+	ctx := t.Context()
+	ids, pls := e.appendOutbox(t, "g", "x", 5)
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g", "", 0, 0)).must(t), ids, pls)
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g", "0-0", 2, 0)).must(t), ids[:2], pls[:2])
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g", ids[1], 2, 0)).must(t), ids[2:4], pls[2:4])
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g", ids[1], 0, 0)).must(t), ids[2:], pls[2:])
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g", ids[1], 0, 0)).must(t), ids[2:], pls[2:]) // reads do not consume
+	if got := try(e.b.Outboxes.Read(ctx, "g", ids[4], 0, 0)).must(t); got != nil {
+		t.Errorf("Read after the last id = %v, want nil", entryIDs(got))
+	}
+	ms, seq, _ := store.ParseID(ids[4])
+	beyond := store.FormatID(ms+1000, seq)
+	if got := try(e.b.Outboxes.Read(ctx, "g", beyond, 0, 0)).must(t); got != nil {
+		t.Errorf("Read after a future cursor = %v, want nil", entryIDs(got))
+	}
+	if got := try(e.b.Outboxes.Read(ctx, "unknown", "", 0, 0)).must(t); got != nil {
+		t.Errorf("Read of an unknown gateway = %v, want nil", entryIDs(got))
+	}
+}
+
+func testOutboxTrim(t *testing.T, e *env) {
+	ctx := t.Context()
+	ids, pls := e.appendOutbox(t, "g", "x", 5)
+	e.wantLost(t, "g", "", false)
+	ok(t, e.b.Outboxes.Trim(ctx, "g", ""))
+	e.wantLen(t, "g", 5)
+
+	ok(t, e.b.Outboxes.Trim(ctx, "g", ids[2]))
+	e.wantLen(t, "g", 2)
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g", "", 0, 0)).must(t), ids[3:], pls[3:])
+	e.wantLost(t, "g", ids[2], false)
+	e.wantLost(t, "g", ids[3], false)
+	e.wantLost(t, "g", ids[1], true) // behind the acknowledged cursor
+	e.wantLast(t, "g", ids[4])
+
+	ok(t, e.b.Outboxes.Trim(ctx, "g", ids[4]))
+	e.wantLen(t, "g", 0)
+	e.wantLast(t, "g", ids[4])
+	e.wantLost(t, "g", ids[4], false)
+	more, morePls := e.appendOutbox(t, "g", "y", 1)
+	checkIncreasing(t, []string{ids[4], more[0]})
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g", ids[4], 0, 0)).must(t), more, morePls)
+	ok(t, e.b.Outboxes.Trim(ctx, "unknown", ids[4]))
+	e.wantLen(t, "unknown", 0)
+	e.wantLast(t, "unknown", "")
+}
+
+func testOutboxLast(t *testing.T, e *env) {
+	e.wantLast(t, "g", "")
+	ids, _ := e.appendOutbox(t, "g", "x", 3)
+	e.wantLast(t, "g", ids[2])
+	other, _ := e.appendOutbox(t, "h", "y", 1)
+	e.wantLast(t, "h", other[0])
+	e.wantLast(t, "g", ids[2])
+}
+
+func testOutboxCap(t *testing.T, e *env) {
+	appended := int(3*e.opts.OutboxMaxLen + 200)
+	ids, pls := e.appendOutbox(t, "g", "x", appended)
+	n := try(e.b.Outboxes.Len(t.Context(), "g")).must(t)
+	kept := checkRetained(t, "outbox", int(n), e.opts.OutboxMaxLen, appended)
+	first := appended - kept
+	checkEntries(t, try(e.b.Outboxes.Read(t.Context(), "g", "", 0, 0)).must(t), ids[first:], pls[first:])
+	e.wantLost(t, "g", "", true)
+	e.wantLost(t, "g", ids[0], true)
+	e.wantLost(t, "g", ids[first-2], true)
+	e.wantLost(t, "g", ids[first-1], false) // the newest deleted entry: nothing after it is missing
+	e.wantLost(t, "g", ids[appended-1], false)
+	e.wantLast(t, "g", ids[appended-1])
+	e.wantLen(t, "other", 0)
+	e.wantLost(t, "other", "", false)
+}
+
+func testOutboxDelete(t *testing.T, e *env) {
+	ctx := t.Context()
+	e.appendOutbox(t, "g", "x", int(e.opts.OutboxMaxLen)+150) // some entries deleted by the cap
+	kept, _ := e.appendOutbox(t, "h", "y", 1)
+	ok(t, e.b.Outboxes.Delete(ctx, "g"))
+	e.wantLen(t, "g", 0)
+	e.wantLast(t, "g", "")
+	e.wantLost(t, "g", "", false)
+	if got := try(e.b.Outboxes.Read(ctx, "g", "", 0, 0)).must(t); got != nil {
+		t.Errorf("Read after Delete = %v, want nil", entryIDs(got))
+	}
+	ok(t, e.b.Outboxes.Delete(ctx, "g"))
+	ok(t, e.b.Outboxes.Delete(ctx, "unknown"))
+	e.wantLast(t, "h", kept[0])
+	again, pls := e.appendOutbox(t, "g", "z", 1)
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g", "", 0, 0)).must(t), again, pls)
+}
+
+func testOutboxReadWakes(t *testing.T, e *env) {
+	ctx := t.Context()
+	before, _ := e.appendOutbox(t, "g", "old", 1)
+	res := background(func() ([]store.Entry, error) { return e.b.Outboxes.Read(ctx, "g", before[0], 10, longBlock) })
+	time.Sleep(settle)
+	e.appendOutbox(t, "other", "noise", 1)
+	ids, pls := e.appendOutbox(t, "g", "new", 1)
+	r := await(t, res)
+	ok(t, r.err)
+	checkEntries(t, r.entries, ids, pls)
+}
+
+func testOutboxReadTimeout(t *testing.T, e *env) {
+	ids, _ := e.appendOutbox(t, "g", "old", 1)
+	start := time.Now()
+	got, err := e.b.Outboxes.Read(t.Context(), "g", ids[0], 10, shortTTL)
+	if err != nil || got != nil {
+		t.Fatalf("Read with nothing after the cursor = %v, %v; want nil, nil", got, err)
+	}
+	if took := time.Since(start); took < shortTTL/2 {
+		t.Errorf("Read with block %v returned after %v: it did not block", shortTTL, took)
+	}
+}
+
+func testOutboxReadCancel(t *testing.T, e *env) {
+	ctx, cancel := context.WithCancel(t.Context())
+	res := background(func() ([]store.Entry, error) { return e.b.Outboxes.Read(ctx, "g", "", 10, longBlock) })
+	time.Sleep(settle)
+	cancel()
+	r := await(t, res)
+	wantErr(t, "Read after cancel", r.err, context.Canceled)
+}
+
+func testOutboxBadArgs(t *testing.T, e *env) {
+	ctx := t.Context()
+	e.appendOutbox(t, "g", "x", 2)
+	for _, bad := range []string{"nope", "12", "1-", "-1", "1-2-3", "a-1"} {
+		_, err := e.b.Outboxes.Read(ctx, "g", bad, 0, 0)
+		wantErr(t, fmt.Sprintf("Read(after %q)", bad), err, store.ErrBadID)
+		wantErr(t, fmt.Sprintf("Trim(%q)", bad), e.b.Outboxes.Trim(ctx, "g", bad), store.ErrBadID)
+		_, err = e.b.Outboxes.Lost(ctx, "g", bad)
+		wantErr(t, fmt.Sprintf("Lost(%q)", bad), err, store.ErrBadID)
+	}
+	e.wantLen(t, "g", 2)
+	_, err := e.b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "g", Payload: []byte("x")}, {Gateway: ""}})
+	wantErr(t, "Append(item with empty gateway)", err, store.ErrInvalid)
+	e.wantLen(t, "g", 2)
+	_, err = e.b.Outboxes.Read(ctx, "", "", 0, 0)
+	wantErr(t, "Read(empty gateway)", err, store.ErrInvalid)
+}
+
+func testOutboxConcurrent(t *testing.T, e *env) {
+	const writers = 4
+	perWriter := min(int(e.opts.OutboxMaxLen)/writers, 25)
+	ctx := t.Context()
+	errs := make(chan error, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				items := []store.OutboxItem{
+					{Gateway: "shared", Payload: fmt.Appendf(nil, "w%d-%d", w, i)},
+					{Gateway: fmt.Sprintf("own%d", w), Payload: []byte("x")},
+				}
+				if _, err := e.b.Outboxes.Append(ctx, items); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got := try(e.b.Outboxes.Read(ctx, "shared", "", 0, 0)).must(t)
+	if len(got) != writers*perWriter {
+		t.Fatalf("read %d entries, want %d", len(got), writers*perWriter)
+	}
+	checkIncreasing(t, entryIDs(got))
+	next := make([]int, writers)
+	for _, entry := range got {
+		var w, i int
+		if _, err := fmt.Sscanf(string(entry.Payload), "w%d-%d", &w, &i); err != nil || w < 0 || w >= writers || i != next[w] {
+			t.Fatalf("entry %s payload %q out of its writer's order (want index %v)", entry.ID, entry.Payload, next)
+		}
+		next[w]++
+	}
+	for w := range writers {
+		e.wantLen(t, fmt.Sprintf("own%d", w), int64(perWriter))
+	}
+}

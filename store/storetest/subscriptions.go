@@ -1,0 +1,189 @@
+package storetest
+
+import (
+	"bytes"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/streamerd/streamer/store"
+)
+
+var subscriptionScenarios = []scenario{
+	{"put get list delete", testSubsCRUD},
+	{"stored data is a copy", testSubsCopies},
+	{"touch registers a gateway without subscriptions", testSubsTouchRegisters},
+	{"heartbeats keep subscriptions past their first ttl", testSubsTouchRefreshes},
+	{"live and expired gateways are sorted by name", testSubsSorted},
+	{"expired gateway loses its subscriptions and stays listed until forget", testSubsExpiry},
+	{"put after expiry starts an empty set", testSubsPutAfterExpiry},
+	{"forget removes a live gateway", testSubsForget},
+	{"empty gateway and short ttl are rejected", testSubsBadArgs},
+}
+
+// wantSubs fails unless gateway's subscriptions are exactly want.
+func (e *env) wantSubs(t *testing.T, gateway string, want map[string]string) {
+	t.Helper()
+	got := try(e.b.Subscriptions.List(t.Context(), gateway)).must(t)
+	if got == nil {
+		t.Fatalf("List(%s) = nil, want a non-nil map", gateway)
+	}
+	if !maps.EqualFunc(got, want, func(g []byte, w string) bool { return string(g) == w }) {
+		t.Fatalf("List(%s) = %q, want %q", gateway, got, want)
+	}
+}
+
+// wantGateways fails unless got equals want (nil and empty alike).
+func wantGateways(t *testing.T, what string, got []string, want ...string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s = %q, want %q", what, got, want)
+	}
+}
+
+// expire shortens gateway's ttl and waits until its subscriptions are gone.
+func (e *env) expire(t *testing.T, gateway string) {
+	t.Helper()
+	ok(t, e.b.Subscriptions.Touch(t.Context(), gateway, shortTTL))
+	eventually(t, "expired", func() bool {
+		live := try(e.b.Subscriptions.Live(t.Context())).must(t)
+		subs := try(e.b.Subscriptions.List(t.Context(), gateway)).must(t)
+		return !slices.Contains(live, gateway) && len(subs) == 0
+	})
+}
+
+func testSubsCRUD(t *testing.T, e *env) {
+	ctx := t.Context()
+	s := e.b.Subscriptions
+	ok(t, s.Put(ctx, "g", "s1", []byte("one"), longTTL))
+	ok(t, s.Put(ctx, "g", "s2", []byte("two"), longTTL))
+	ok(t, s.Put(ctx, "other", "s1", []byte("elsewhere"), longTTL))
+	if data, found := try2(s.Get(ctx, "g", "s1")).must(t); !found || string(data) != "one" {
+		t.Fatalf("Get(g, s1) = %q, %v; want one, true", data, found)
+	}
+	e.wantSubs(t, "g", map[string]string{"s1": "one", "s2": "two"})
+
+	ok(t, s.Put(ctx, "g", "s1", []byte("uno"), longTTL))
+	ok(t, s.Put(ctx, "g", "s3", nil, longTTL))
+	e.wantSubs(t, "g", map[string]string{"s1": "uno", "s2": "two", "s3": ""})
+
+	if existed := try(s.Delete(ctx, "g", "s1")).must(t); !existed {
+		t.Errorf("Delete(g, s1) = false, want true")
+	}
+	if existed := try(s.Delete(ctx, "g", "s1")).must(t); existed {
+		t.Errorf("second Delete(g, s1) = true, want false")
+	}
+	if _, found := try2(s.Get(ctx, "g", "s1")).must(t); found {
+		t.Errorf("Get after Delete found the subscription")
+	}
+	e.wantSubs(t, "g", map[string]string{"s2": "two", "s3": ""})
+	e.wantSubs(t, "other", map[string]string{"s1": "elsewhere"})
+	e.wantSubs(t, "unknown", map[string]string{})
+	if _, found := try2(s.Get(ctx, "unknown", "s1")).must(t); found {
+		t.Errorf("Get on an unknown gateway found something")
+	}
+	if existed := try(s.Delete(ctx, "unknown", "s1")).must(t); existed {
+		t.Errorf("Delete on an unknown gateway = true")
+	}
+}
+
+func testSubsCopies(t *testing.T, e *env) {
+	ctx := t.Context()
+	data := []byte("abc")
+	ok(t, e.b.Subscriptions.Put(ctx, "g", "s", data, longTTL))
+	data[0] = 'X'
+	got, _ := try2(e.b.Subscriptions.Get(ctx, "g", "s")).must(t)
+	if !bytes.Equal(got, []byte("abc")) {
+		t.Fatalf("Get = %q after the caller changed its buffer, want abc", got)
+	}
+	got[0] = 'Y'
+	try(e.b.Subscriptions.List(ctx, "g")).must(t)["s"][1] = 'Z'
+	e.wantSubs(t, "g", map[string]string{"s": "abc"})
+}
+
+func testSubsTouchRegisters(t *testing.T, e *env) {
+	ctx := t.Context()
+	ok(t, e.b.Subscriptions.Touch(ctx, "g", longTTL))
+	wantGateways(t, "Live", try(e.b.Subscriptions.Live(ctx)).must(t), "g")
+	e.wantSubs(t, "g", map[string]string{})
+	ok(t, e.b.Subscriptions.Put(ctx, "g", "s", []byte("x"), longTTL))
+	e.wantSubs(t, "g", map[string]string{"s": "x"})
+}
+
+func testSubsTouchRefreshes(t *testing.T, e *env) {
+	ctx := t.Context()
+	put := time.Now()
+	ok(t, e.b.Subscriptions.Put(ctx, "g", "s", []byte("x"), shortTTL))
+	ok(t, e.b.Subscriptions.Touch(ctx, "g", longTTL))
+	time.Sleep(time.Until(put.Add(2 * shortTTL)))
+	e.wantSubs(t, "g", map[string]string{"s": "x"})
+	wantGateways(t, "Live", try(e.b.Subscriptions.Live(ctx)).must(t), "g")
+	wantGateways(t, "Expired", try(e.b.Subscriptions.Expired(ctx, time.Now())).must(t))
+}
+
+func testSubsSorted(t *testing.T, e *env) {
+	ctx := t.Context()
+	wantGateways(t, "Live of an empty backend", try(e.b.Subscriptions.Live(ctx)).must(t))
+	for _, g := range []string{"b", "c", "a"} {
+		ok(t, e.b.Subscriptions.Put(ctx, g, "s", []byte("x"), longTTL))
+	}
+	wantGateways(t, "Live", try(e.b.Subscriptions.Live(ctx)).must(t), "a", "b", "c")
+	wantGateways(t, "Expired(now)", try(e.b.Subscriptions.Expired(ctx, time.Now())).must(t))
+	wantGateways(t, "Expired(in 2 minutes)", try(e.b.Subscriptions.Expired(ctx, time.Now().Add(2*longTTL))).must(t), "a", "b", "c")
+}
+
+func testSubsExpiry(t *testing.T, e *env) {
+	ctx := t.Context()
+	s := e.b.Subscriptions
+	ok(t, s.Put(ctx, "g", "s1", []byte("x"), longTTL))
+	ok(t, s.Put(ctx, "h", "s1", []byte("y"), longTTL))
+	e.expire(t, "g")
+
+	if _, found := try2(s.Get(ctx, "g", "s1")).must(t); found {
+		t.Errorf("Get found a subscription of an expired gateway")
+	}
+	if existed := try(s.Delete(ctx, "g", "s1")).must(t); existed {
+		t.Errorf("Delete found a subscription of an expired gateway")
+	}
+	wantGateways(t, "Live", try(s.Live(ctx)).must(t), "h")
+	wantGateways(t, "Expired", try(s.Expired(ctx, time.Now())).must(t), "g")
+	e.wantSubs(t, "h", map[string]string{"s1": "y"})
+
+	ok(t, s.Forget(ctx, "g"))
+	wantGateways(t, "Expired after Forget", try(s.Expired(ctx, time.Now())).must(t))
+	wantGateways(t, "Live after Forget", try(s.Live(ctx)).must(t), "h")
+	ok(t, s.Forget(ctx, "g"))
+	ok(t, s.Forget(ctx, "never-seen"))
+}
+
+func testSubsPutAfterExpiry(t *testing.T, e *env) {
+	ctx := t.Context()
+	ok(t, e.b.Subscriptions.Put(ctx, "g", "old", []byte("x"), longTTL))
+	e.expire(t, "g")
+	ok(t, e.b.Subscriptions.Put(ctx, "g", "new", []byte("y"), longTTL))
+	e.wantSubs(t, "g", map[string]string{"new": "y"})
+	wantGateways(t, "Live", try(e.b.Subscriptions.Live(ctx)).must(t), "g")
+	wantGateways(t, "Expired", try(e.b.Subscriptions.Expired(ctx, time.Now())).must(t))
+}
+
+func testSubsForget(t *testing.T, e *env) {
+	ctx := t.Context()
+	ok(t, e.b.Subscriptions.Put(ctx, "g", "s", []byte("x"), longTTL))
+	ok(t, e.b.Subscriptions.Forget(ctx, "g"))
+	e.wantSubs(t, "g", map[string]string{})
+	wantGateways(t, "Live", try(e.b.Subscriptions.Live(ctx)).must(t))
+	wantGateways(t, "Expired", try(e.b.Subscriptions.Expired(ctx, time.Now().Add(2*longTTL))).must(t))
+}
+
+func testSubsBadArgs(t *testing.T, e *env) {
+	ctx := t.Context()
+	s := e.b.Subscriptions
+	wantErr(t, "Put(empty gateway)", s.Put(ctx, "", "s", nil, longTTL), store.ErrInvalid)
+	wantErr(t, "Put(ttl 0)", s.Put(ctx, "g", "s", nil, 0), store.ErrInvalid)
+	wantErr(t, "Touch(ttl -1s)", s.Touch(ctx, "g", -time.Second), store.ErrInvalid)
+	wantErr(t, "Touch(empty gateway)", s.Touch(ctx, "", longTTL), store.ErrInvalid)
+	_, err := s.List(ctx, "")
+	wantErr(t, "List(empty gateway)", err, store.ErrInvalid)
+	wantGateways(t, "Live after rejected calls", try(s.Live(ctx)).must(t))
+}
