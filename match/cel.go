@@ -93,8 +93,8 @@ func (e *Engine) Stats() Stats {
 // celProgram is a compiled CEL expression, shared through the cache.
 type celProgram struct {
 	eng   *Engine
-	canon string // canonical source
-	prg   cel.Program
+	canon string      // canonical source
+	prg   cel.Program // nil when isNative
 	eq    []eqCand
 	// native holds the expression's conjuncts when it is a conjunction of comparisons
 	// that evaluateNative computes exactly as CEL would, without the interpreter.
@@ -130,25 +130,32 @@ func (e *Engine) compileCEL(src string) (*celProgram, error) {
 		}
 		return nil, fmt.Errorf("%w: expression must evaluate to bool, it evaluates to %s%s", ErrInvalidCEL, checked.OutputType(), hint)
 	}
-	// Runtime cost tracking makes an evaluation several times slower; pay for it only
-	// when the static estimate (an upper bound) says the limit can be exceeded.
-	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
-	if est, err := e.env.EstimateCost(checked, noSizeEstimates{}); err != nil || est.Max > e.cfg.CELCostLimit {
-		opts = append(opts, cel.CostLimit(e.cfg.CELCostLimit))
-	}
-	prg, err := e.env.Program(checked, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidCEL, err)
-	}
 	root := checked.NativeRep().Expr()
-	p := &celProgram{eng: e, canon: canon, prg: prg, eq: celEqualities(root, nil)}
-	p.native, p.isNative = nativeConjunction(root, nil)
+	p := &celProgram{eng: e, canon: canon, eq: celEqualities(root, nil)}
+	// Conjunctions of comparisons are evaluated natively; everything else by cel-go's
+	// interpreter, whose programs are large, so they are built only when needed.
+	if p.native, p.isNative = nativeConjunction(root, nil); !p.isNative {
+		if p.prg, err = e.program(checked); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidCEL, err)
+		}
+	}
 	e.cache.Add(canon, p)
 	return p, nil
 }
 
 // eval evaluates the program against img, counting the evaluation (and its failure)
 // in img; the caller flushes the counts to the Engine.
+// program builds the interpreter program of a checked expression. Runtime cost
+// tracking makes an evaluation several times slower; it is paid for only when the
+// static estimate (an upper bound) says the limit can be exceeded.
+func (e *Engine) program(checked *cel.Ast) (cel.Program, error) {
+	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+	if est, err := e.env.EstimateCost(checked, noSizeEstimates{}); err != nil || est.Max > e.cfg.CELCostLimit {
+		opts = append(opts, cel.CostLimit(e.cfg.CELCostLimit))
+	}
+	return e.env.Program(checked, opts...)
+}
+
 func (p *celProgram) eval(img *image) bool {
 	img.eng = p.eng
 	img.evals++

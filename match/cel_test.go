@@ -14,7 +14,7 @@ func TestCELEvaluation(t *testing.T) {
 		expr string
 		want bool
 	}{
-		{`doc.a == 1`, true},       // double vs int literal: cross-type numeric equality
+		{`doc.a == 1`, true}, // double vs int literal: cross-type numeric equality
 		{`doc.a == 1.0`, true},
 		{`doc.a > 0 && doc.s == "open"`, true},
 		{`doc.a > 0 && doc.s == "closed"`, false},
@@ -26,8 +26,8 @@ func TestCELEvaluation(t *testing.T) {
 		{`!has(doc.missing) && doc.nul == null`, true},
 		{`id == "doc-1"`, true},
 		{`id == "other"`, false},
-		{`doc.missing == 1`, false},           // evaluation error: no match
-		{`doc.s > 1`, false},                  // type error at run time: no match
+		{`doc.missing == 1`, false},              // evaluation error: no match
+		{`doc.s > 1`, false},                     // type error at run time: no match
 		{`doc.missing == 1 || doc.a == 1`, true}, // CEL's commutative ||
 	} {
 		t.Run(tc.expr, func(t *testing.T) {

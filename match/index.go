@@ -46,6 +46,7 @@ type Index struct {
 	// (default 2,048; set before use).
 	ParallelScan int
 
+	eng    *Engine // whose CEL counters Match updates; may be nil
 	mu     sync.RWMutex
 	scopes map[scopeKey]*scope
 	subs   map[string]map[string]*member // gateway → id → member
@@ -62,6 +63,11 @@ type scope struct {
 	paths    map[string]*pathIndex
 	pathList []*pathIndex
 	scan     []*group
+	flat     []flatRow // scanned criteria in the fast lane (flat.go)
+
+	slots      []slotDef
+	slotByPath map[string]uint16
+	freeSlots  []uint16
 }
 
 // pathIndex is the inverted index of one field path.
@@ -84,6 +90,7 @@ type group struct {
 	crit    *Compiled
 	members []*member
 	scanPos int // position in scope.scan, or -1
+	flatPos int // position in scope.flat, or -1
 	path    *pathIndex
 	slots   []slot // positions in path's postings
 }
@@ -95,10 +102,10 @@ type member struct {
 	pos         int // position in grp.members
 }
 
-// NewIndex returns an empty Index. The Engine is not retained: criteria arrive
-// compiled.
-func NewIndex(*Engine) *Index {
-	return &Index{ParallelScan: 2048, scopes: map[scopeKey]*scope{}, subs: map[string]map[string]*member{}}
+// NewIndex returns an empty Index. Criteria arrive compiled; e (which may be nil)
+// receives the counts of the CEL evaluations Match performs.
+func NewIndex(e *Engine) *Index {
+	return &Index{eng: e, ParallelScan: 2048, scopes: map[scopeKey]*scope{}, subs: map[string]map[string]*member{}}
 }
 
 // Add indexes sub, replacing the subscription with the same (Gateway, ID) if any.
@@ -116,7 +123,7 @@ func (ix *Index) Add(sub Subscription) error {
 	sk := scopeKey{sub.Tenant, sub.Collection}
 	sc := ix.scopes[sk]
 	if sc == nil {
-		sc = &scope{key: sk, groups: map[string]*group{}, byID: map[string]*group{}, paths: map[string]*pathIndex{}}
+		sc = &scope{key: sk, groups: map[string]*group{}, byID: map[string]*group{}, paths: map[string]*pathIndex{}, slotByPath: map[string]uint16{}}
 		ix.scopes[sk] = sc
 	}
 	g := sc.groups[sub.Criterion.key]
@@ -137,13 +144,16 @@ func (ix *Index) Add(sub Subscription) error {
 
 // place creates the group of c and files it where Match will find it.
 func (sc *scope) place(c *Compiled) *group {
-	g := &group{crit: c, scanPos: -1}
+	g := &group{crit: c, scanPos: -1, flatPos: -1}
 	sc.groups[c.key] = g
 	if c.kind == kindID {
 		sc.byID[c.docID] = g
 		return g
 	}
 	if len(c.eq) == 0 {
+		if sc.addFlat(g) {
+			return g
+		}
 		g.scanPos = len(sc.scan)
 		sc.scan = append(sc.scan, g)
 		return g
@@ -193,6 +203,8 @@ func (sc *scope) unplace(g *group) {
 	switch {
 	case g.crit.kind == kindID:
 		delete(sc.byID, g.crit.docID)
+	case g.flatPos >= 0:
+		sc.removeFlat(g)
 	case g.scanPos >= 0:
 		last := sc.scan[len(sc.scan)-1]
 		sc.scan[g.scanPos] = last
@@ -289,7 +301,7 @@ func (ix *Index) Stats() IndexStats {
 	st := IndexStats{Subscriptions: ix.n}
 	for _, sc := range ix.scopes {
 		st.Groups += len(sc.groups)
-		st.Scanned += len(sc.scan)
+		st.Scanned += len(sc.scan) + len(sc.flat)
 	}
 	return st
 }

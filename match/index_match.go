@@ -28,12 +28,13 @@ func (ix *Index) Match(ev *Event, out []Result) []Result {
 		}
 		return out
 	}
-	m := matcher{op: ev.Op, withBefore: ev.Before != nil}
+	m := matcher{op: ev.Op, withBefore: ev.Before != nil, eng: ix.eng}
 	m.after = image{doc: ev.Doc, id: ev.ID}
 	if ev.Op == Delete {
 		m.after.doc = nil
 	}
 	m.before = image{doc: ev.Before, id: ev.ID}
+	m.after.eng, m.before.eng = ix.eng, ix.eng
 	defer m.flush()
 
 	if g := sc.byID[ev.ID]; g != nil {
@@ -70,13 +71,16 @@ func (ix *Index) Match(ev *Event, out []Result) []Result {
 			}
 		}
 	}
-	if len(sc.scan) >= ix.ParallelScan && runtime.GOMAXPROCS(0) > 1 {
-		return m.scanParallel(sc.scan, out)
+	if len(sc.flat) > 0 {
+		m.valsA = sc.loadSlots(m.after.doc, nil)
+		if m.withBefore {
+			m.valsB = sc.loadSlots(m.before.doc, nil)
+		}
 	}
-	for _, g := range sc.scan {
-		out = m.visit(g, out)
+	if len(sc.scan)+len(sc.flat) >= ix.ParallelScan && runtime.GOMAXPROCS(0) > 1 {
+		return m.scanParallel(sc.flat, sc.scan, out)
 	}
-	return out
+	return m.scan(sc.flat, sc.scan, out)
 }
 
 func (m *matcher) flush() {
@@ -104,56 +108,94 @@ func (g *group) emit(out []Result, op Op) []Result {
 type matcher struct {
 	op            Op
 	withBefore    bool
+	eng           *Engine
 	after, before image
+	valsA, valsB  []slotVal // slot values of the images, for flat rows
+}
+
+// decide turns "matched after" and "matched before" into the operation to report.
+func (m *matcher) decide(a, b bool) Op {
+	switch {
+	case m.withBefore && a && b:
+		return Update
+	case m.withBefore && a:
+		return Create
+	case b:
+		return Delete
+	case a:
+		if m.op == Unspecified {
+			return Update
+		}
+		return m.op
+	}
+	return Unspecified
 }
 
 func (m *matcher) visit(g *group, out []Result) []Result {
 	a := m.after.doc != nil && g.crit.eval(&m.after)
 	b := m.withBefore && g.crit.eval(&m.before)
-	var op Op
-	switch {
-	case m.withBefore && a && b:
-		op = Update
-	case m.withBefore && a:
-		op = Create
-	case b:
-		op = Delete
-	case a:
-		op = m.op
-		if op == Unspecified {
-			op = Update
-		}
-	default:
-		return out
+	if op := m.decide(a, b); op != Unspecified {
+		return g.emit(out, op)
 	}
-	return g.emit(out, op)
+	return out
 }
 
-// scanParallel evaluates the scan list on all cores. The images' CEL activations are
-// built first so the workers only read shared state.
-func (m *matcher) scanParallel(scan []*group, out []Result) []Result {
+func (m *matcher) visitFlat(r *flatRow, out []Result) []Result {
+	var a, b bool
+	if m.after.doc != nil {
+		var failed bool
+		a, failed = r.eval(m.valsA)
+		m.after.countFlat(r, failed)
+	}
+	if m.withBefore {
+		var failed bool
+		b, failed = r.eval(m.valsB)
+		m.before.countFlat(r, failed)
+	}
+	if op := m.decide(a, b); op != Unspecified {
+		return r.g.emit(out, op)
+	}
+	return out
+}
+
+// countFlat counts a flat row's evaluation when it stands for a CEL expression.
+func (img *image) countFlat(r *flatRow, failed bool) {
+	if r.cel {
+		img.evals++
+		if failed {
+			img.evalErrors++
+		}
+	}
+}
+
+func (m *matcher) scan(flat []flatRow, scan []*group, out []Result) []Result {
+	for i := range flat {
+		out = m.visitFlat(&flat[i], out)
+	}
+	for _, g := range scan {
+		out = m.visit(g, out)
+	}
+	return out
+}
+
+// scanParallel splits the scan lists across all cores. The images' CEL activations and
+// slot values are built first, so the workers only read shared state.
+func (m *matcher) scanParallel(flat []flatRow, scan []*group, out []Result) []Result {
 	m.after.prepare()
 	m.before.prepare()
 	workers := runtime.GOMAXPROCS(0)
 	parts := make([][]Result, workers)
-	chunk := (len(scan) + workers - 1) / workers
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
-		lo, hi := w*chunk, min((w+1)*chunk, len(scan))
-		if lo >= hi {
-			break
-		}
+		fl, fh := split(len(flat), w, workers)
+		sl, sh := split(len(scan), w, workers)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			local := *m // the activations are shared read-only; counters are per worker
+			local := *m // counters are per worker
 			local.after.evals, local.after.evalErrors, local.before.evals, local.before.evalErrors = 0, 0, 0, 0
-			var res []Result
-			for _, g := range scan[lo:hi] {
-				res = local.visit(g, res)
-			}
+			parts[w] = local.scan(flat[fl:fh], scan[sl:sh], nil)
 			local.flush()
-			parts[w] = res
 		}()
 	}
 	wg.Wait()
@@ -161,4 +203,10 @@ func (m *matcher) scanParallel(scan []*group, out []Result) []Result {
 		out = append(out, p...)
 	}
 	return out
+}
+
+// split returns worker w's share [lo, hi) of n items.
+func split(n, w, workers int) (lo, hi int) {
+	chunk := (n + workers - 1) / workers
+	return min(w*chunk, n), min((w+1)*chunk, n)
 }

@@ -1,0 +1,58 @@
+package service
+
+import (
+	"context"
+	"crypto/subtle"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// GRPCServerOptions returns the options the node's gRPC server must be built
+// with: bearer-token authentication interceptors (when Config.AuthToken is
+// set) and message size limits large enough for MaxDocumentBytes.
+func (n *Node) GRPCServerOptions() []grpc.ServerOption {
+	opts := []grpc.ServerOption{
+		// A published event carries a document and a pre-image, each up to
+		// MaxDocumentBytes; larger messages are refused by gRPC itself.
+		grpc.MaxRecvMsgSize(max(4<<20, 2*n.cfg.MaxDocumentBytes+1<<20)),
+	}
+	if n.cfg.AuthToken != "" {
+		opts = append(opts,
+			grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				if err := n.authenticate(ctx); err != nil {
+					return nil, err
+				}
+				return h(ctx, req)
+			}),
+			grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+				if err := n.authenticate(ss.Context()); err != nil {
+					return err
+				}
+				return h(srv, ss)
+			}),
+		)
+	}
+	return opts
+}
+
+// authenticate checks the call's "authorization: Bearer <token>" metadata
+// against Config.AuthToken in constant time.
+func (n *Node) authenticate(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	values := md.Get("authorization")
+	if len(values) == 0 {
+		return status.Error(codes.Unauthenticated, `streamer: missing bearer token: send gRPC metadata "authorization: Bearer <token>"`)
+	}
+	scheme, token, ok := strings.Cut(values[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return status.Error(codes.Unauthenticated, `streamer: malformed authorization metadata: want "Bearer <token>"`)
+	}
+	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(n.cfg.AuthToken)) != 1 {
+		return status.Error(codes.Unauthenticated, "streamer: wrong bearer token")
+	}
+	return nil
+}

@@ -1,0 +1,127 @@
+package service
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/streamerd/streamer/match"
+	"github.com/streamerd/streamer/store"
+)
+
+// Default settings, applied by New to zero (or negative) Config fields.
+const (
+	DefaultMaxDocumentBytes = 1 << 20
+	DefaultGatewayTTL       = 30 * time.Second
+	DefaultSoftDeleteField  = "deleted"
+	DefaultReadBatch        = 256
+	DefaultLeaseTTL         = 10 * time.Second
+	DefaultShutdownTimeout  = 5 * time.Second
+	// DefaultMaxCELBytes is the CEL size limit used when Match.MaxCELBytes is
+	// zero (the match package's own default).
+	DefaultMaxCELBytes = 4096
+)
+
+// Config tunes a Node. New fills zero values with the defaults documented on
+// each field.
+type Config struct {
+	// NodeID names this node in leases, sessions and logs. Default: the host
+	// name followed by a random suffix, unique per process.
+	NodeID string
+	// Partitions is the number of event-log partitions. Zero takes the
+	// backend's count; a non-zero value that differs from the backend's is an
+	// error (partitioning must agree across the deployment).
+	Partitions int
+	// AuthToken is the bearer token every gRPC call must carry (metadata
+	// "authorization: Bearer <token>"). Empty disables authentication, which
+	// is for development only and logged as a warning when Run starts.
+	AuthToken string
+	// MaxDocumentBytes is the largest document, and the largest pre-image,
+	// Publish accepts, in bytes (default 1 MiB). Larger ones are rejected
+	// with ERROR_CODE_TOO_LARGE.
+	MaxDocumentBytes int
+	// GatewayTTL is how long a gateway's subscriptions live without a
+	// heartbeat (default 30s). Gateways heartbeat every GatewayTTL/3.
+	GatewayTTL time.Duration
+	// OutboxMaxLen is the per-gateway outbox cap the backend was built with
+	// (default store.DefaultOutboxMaxLen). The node only reports it; the
+	// backend enforces it.
+	OutboxMaxLen int
+	// SoftDeleteField is the top-level document field whose value true marks
+	// a document as deleted (default "deleted"); see match.SoftDelete.
+	SoftDeleteField string
+	// ReadBatch is how many log entries a partition consumer reads at once
+	// (default 256).
+	ReadBatch int
+	// Match configures the match engine (CEL limits and cache). Zero values
+	// take the match package's defaults.
+	Match match.Config
+	// Logger receives the node's structured logs. Default: slog.Default().
+	Logger *slog.Logger
+
+	// LeaseTTL is the lifetime of partition leases; they are renewed every
+	// LeaseTTL/3 (default 10s).
+	LeaseTTL time.Duration
+	// JanitorInterval is how often expired gateways are looked for (default
+	// GatewayTTL/4, clamped to [50ms, 5s]).
+	JanitorInterval time.Duration
+	// ShutdownTimeout bounds each step of the graceful shutdown in Run:
+	// closing sessions, and finishing in-flight partition batches (default
+	// 5s).
+	ShutdownTimeout time.Duration
+}
+
+// withDefaults returns c with zero fields set; backendPartitions is the
+// backend's partition count.
+func (c Config) withDefaults(backendPartitions int) Config {
+	if c.NodeID == "" {
+		c.NodeID = defaultNodeID()
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = backendPartitions
+	}
+	if c.MaxDocumentBytes <= 0 {
+		c.MaxDocumentBytes = DefaultMaxDocumentBytes
+	}
+	if c.GatewayTTL <= 0 {
+		c.GatewayTTL = DefaultGatewayTTL
+	}
+	if c.OutboxMaxLen <= 0 {
+		c.OutboxMaxLen = store.DefaultOutboxMaxLen
+	}
+	if c.SoftDeleteField == "" {
+		c.SoftDeleteField = DefaultSoftDeleteField
+	}
+	if c.ReadBatch <= 0 {
+		c.ReadBatch = DefaultReadBatch
+	}
+	if c.Match.MaxCELBytes <= 0 {
+		c.Match.MaxCELBytes = DefaultMaxCELBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.JanitorInterval <= 0 {
+		c.JanitorInterval = min(max(c.GatewayTTL/4, 50*time.Millisecond), 5*time.Second)
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	return c
+}
+
+// defaultNodeID returns "<hostname>-<8 hex digits>".
+func defaultNodeID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "node"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return host + "-" + hex.EncodeToString(b[:])
+}

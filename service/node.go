@@ -1,0 +1,140 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+
+	"github.com/streamerd/streamer/match"
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
+)
+
+// Node is one streamer node. Create it with New, mount its gRPC services with
+// RegisterGRPC (on a server built with GRPCServerOptions) and its admin
+// handler with AdminHandler, then call Run. Its methods are safe for
+// concurrent use.
+type Node struct {
+	cfg     Config
+	backend *store.Backend
+	log     *slog.Logger
+	engine  *match.Engine
+	metrics *metrics
+
+	sessions *registry
+
+	// expireMu serialises gateway expiry with registration on this node, so
+	// that a gateway registering again is never expired by a janitor pass
+	// that listed it just before (see janitor.go).
+	expireMu sync.Mutex
+
+	// consumersMu guards consumers, the partitions consumed right now.
+	consumersMu sync.Mutex
+	consumers   map[int]*consumer
+
+	running  atomic.Bool // Run was called
+	ready    atomic.Bool // the first ownership round is done and Run is not stopping
+	draining atomic.Bool // Run is shutting down: refuse new work
+}
+
+// New returns a node serving backend, with cfg's zero fields set to their
+// defaults. It fails when cfg.Partitions disagrees with the backend or the
+// match engine cannot be built.
+func New(cfg Config, backend *store.Backend) (*Node, error) {
+	if backend == nil || backend.Log == nil {
+		return nil, errors.New("service: nil backend")
+	}
+	bp := backend.Log.Partitions()
+	if cfg.Partitions > 0 && cfg.Partitions != bp {
+		return nil, fmt.Errorf("service: config has %d partitions but the backend has %d", cfg.Partitions, bp)
+	}
+	cfg = cfg.withDefaults(bp)
+	eng, err := match.NewEngine(cfg.Match)
+	if err != nil {
+		return nil, fmt.Errorf("service: %w", err)
+	}
+	n := &Node{
+		cfg:       cfg,
+		backend:   backend,
+		log:       cfg.Logger.With("node", cfg.NodeID),
+		engine:    eng,
+		consumers: map[int]*consumer{},
+	}
+	n.sessions = newRegistry()
+	n.metrics = newMetrics(n)
+	return n, nil
+}
+
+// ID returns the node's id (Config.NodeID or the generated default).
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// RegisterGRPC registers the Streamer and Ingest services on s.
+func (n *Node) RegisterGRPC(s *grpc.Server) {
+	streamerv1.RegisterStreamerServer(s, &streamerService{n: n})
+	streamerv1.RegisterIngestServer(s, &ingestService{n: n})
+}
+
+// Run starts the partition ownership loop (which starts one consumer per
+// owned partition) and the janitor, and blocks until ctx is done. Then it
+// shuts down gracefully and returns nil: it refuses new sessions and
+// publishes, closes every session with an Error saying the node is shutting
+// down, lets the partition consumers finish their in-flight batches, releases
+// the partition leases and unregisters the node. Each step is bounded by
+// Config.ShutdownTimeout. Run may be called only once.
+func (n *Node) Run(ctx context.Context) error {
+	if !n.running.CompareAndSwap(false, true) {
+		return errors.New("service: Run called twice")
+	}
+	if n.cfg.AuthToken == "" {
+		n.log.Warn("AUTHENTICATION IS OFF: no auth token configured, every gateway and producer is accepted (development only)")
+	}
+	n.log.Info("node starting", "partitions", n.cfg.Partitions, "gateway_ttl", n.cfg.GatewayTTL,
+		"max_document_bytes", n.cfg.MaxDocumentBytes, "soft_delete_field", n.cfg.SoftDeleteField)
+
+	// Background work outlives ctx until the sessions are closed, so that
+	// in-flight batches are finished rather than torn down.
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	var wg sync.WaitGroup
+	own := newOwnership(n)
+	wg.Go(func() { own.run(bg) })
+	wg.Go(func() { n.runJanitor(bg) })
+
+	<-ctx.Done()
+	n.log.Info("node shutting down")
+	n.draining.Store(true)
+	n.ready.Store(false)
+	n.sessions.closeAll(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: node is shutting down", n.cfg.ShutdownTimeout)
+	stop()
+	wg.Wait()
+	n.log.Info("node stopped")
+	return nil
+}
+
+// streamerService implements the Streamer gRPC service.
+type streamerService struct {
+	streamerv1.UnimplementedStreamerServer
+	n *Node
+}
+
+// ingestService implements the Ingest gRPC service.
+type ingestService struct {
+	streamerv1.UnimplementedIngestServer
+	n *Node
+}
+
+// indexedSubscriptions sums the index sizes of the consumed partitions.
+func (n *Node) indexedSubscriptions() int {
+	n.consumersMu.Lock()
+	defer n.consumersMu.Unlock()
+	total := 0
+	for _, c := range n.consumers {
+		total += c.ix.Len()
+	}
+	return total
+}

@@ -1,0 +1,105 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+)
+
+// Delivery pump tuning.
+const (
+	pumpReadCount = 64          // outbox entries per read
+	pumpBlock     = time.Second // longest wait of one outbox read
+	retryDelay    = 200 * time.Millisecond
+)
+
+// pump reads the gateway's outbox after cursor and hands each entry to the
+// session owner as a Delivery (cursor = the entry's id), in outbox order,
+// until ctx is done. When entries after its cursor were dropped by the
+// outbox cap before being sent (a slow gateway), it hands over a Resync and
+// continues after the newest entry.
+func (s *session) pump(ctx context.Context, cursor string) {
+	ob := s.n.backend.Outboxes
+	for {
+		entries, err := ob.Read(ctx, s.gateway, cursor, pumpReadCount, pumpBlock)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.log.Warn("reading outbox", "err", err)
+			if !sleepCtx(ctx, retryDelay) {
+				return
+			}
+			continue
+		}
+		if len(entries) == 0 {
+			continue
+		}
+		lost, err := ob.Lost(ctx, s.gateway, cursor)
+		if err != nil {
+			s.log.Warn("checking outbox", "err", err)
+			if !sleepCtx(ctx, retryDelay) {
+				return
+			}
+			continue
+		}
+		if lost {
+			last, err := ob.Last(ctx, s.gateway)
+			if err != nil {
+				s.log.Warn("reading outbox", "err", err)
+				if !sleepCtx(ctx, retryDelay) {
+					return
+				}
+				continue
+			}
+			s.log.Warn("outbox overflowed before delivery, sending Resync", "cursor", cursor, "continue_after", last)
+			resync := &streamerv1.Resync{
+				Reason: fmt.Sprintf("outbox overflow: the gateway fell more than %d batches behind", s.n.cfg.OutboxMaxLen),
+				Cursor: last,
+			}
+			if !s.emit(ctx, &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Resync{Resync: resync}}) {
+				return
+			}
+			cursor = last
+			continue
+		}
+		for _, e := range entries {
+			cursor = e.ID
+			var batch streamerv1.OutboxBatch
+			if err := proto.Unmarshal(e.Payload, &batch); err != nil {
+				s.log.Error("skipping undecodable outbox entry", "id", e.ID, "err", err)
+				continue
+			}
+			d := &streamerv1.Delivery{Cursor: e.ID, Matches: batch.Matches}
+			if !s.emit(ctx, &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Delivery{Delivery: d}}) {
+				return
+			}
+		}
+	}
+}
+
+// emit hands m to the session owner; false when ctx ended first.
+func (s *session) emit(ctx context.Context, m *streamerv1.StreamerMessage) bool {
+	select {
+	case s.out <- m:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// sleepCtx waits for d or until ctx is done; false when ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,143 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
+)
+
+// register opens the session for reg.gateway_id: it expires the gateway's
+// leftovers if its TTL ran out, refreshes its TTL, claims its session epoch,
+// supersedes any older local session, and sends Registered (followed by
+// Resync when the resume cursor cannot be honoured). It returns the outbox
+// position deliveries continue after, or a fatal Error.
+func (s *session) register(ctx context.Context, reg *streamerv1.Register) (start string, fatal *streamerv1.Error) {
+	n := s.n
+	gw := reg.GetGatewayId()
+	if gw == "" {
+		return "", errorf(streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "streamer: Register.gateway_id is required")
+	}
+	cursor := reg.GetResumeCursor()
+	if cursor != "" {
+		if _, _, err := store.ParseID(cursor); err != nil {
+			return "", errorf(streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "streamer: Register.resume_cursor %q is not a delivery cursor", cursor)
+		}
+	}
+	unavailable := func(what string, err error) *streamerv1.Error {
+		return errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: %s: %v", what, err)
+	}
+
+	s.gateway = gw
+	s.log = n.log.With("gateway", gw)
+	if _, err := s.refreshTTL(ctx, func() error { return n.backend.Subscriptions.Touch(ctx, gw, n.cfg.GatewayTTL) }); err != nil {
+		return "", unavailable("registering gateway", err)
+	}
+	epoch, err := n.backend.Sessions.Claim(ctx, gw, n.cfg.NodeID)
+	if err != nil {
+		return "", unavailable("claiming session", err)
+	}
+	s.epoch = epoch
+	if !n.sessions.register(s) {
+		return "", errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: session superseded by a newer session of gateway %s", gw)
+	}
+
+	last, err := n.backend.Outboxes.Last(ctx, gw)
+	if err != nil {
+		return "", unavailable("reading outbox", err)
+	}
+	registered := &streamerv1.Registered{NodeId: n.cfg.NodeID, Ttl: durationpb.New(n.cfg.GatewayTTL), Cursor: last}
+	var resync *streamerv1.Resync
+	switch {
+	case cursor == "":
+		start = last
+	default:
+		lost, err := n.backend.Outboxes.Lost(ctx, gw, cursor)
+		if err != nil {
+			return "", unavailable("checking outbox", err)
+		}
+		// A cursor beyond the newest entry ever appended comes from an
+		// outbox that was deleted since: the gateway expired.
+		reset := store.CompareIDs(cursor, last) > 0
+		if !lost && !reset {
+			start, registered.Cursor, registered.Resumed = cursor, cursor, true
+			break
+		}
+		reason := fmt.Sprintf("outbox entries after cursor %s were dropped before being acknowledged (outbox cap %d)", cursor, n.cfg.OutboxMaxLen)
+		if reset {
+			reason = fmt.Sprintf("the gateway's outbox no longer exists (its subscriptions expired after %v without a heartbeat): subscribe again", n.cfg.GatewayTTL)
+		}
+		start = last
+		resync = &streamerv1.Resync{Reason: reason, Cursor: last}
+	}
+	if start != "" && (registered.Resumed || resync != nil) {
+		// Everything up to start is handled or unreachable.
+		if err := n.backend.Outboxes.Trim(ctx, gw, start); err != nil {
+			return "", unavailable("trimming outbox", err)
+		}
+		s.acked = start
+	}
+	if err := s.send(&streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Registered{Registered: registered}}); err != nil {
+		return "", errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: sending Registered: %v", err)
+	}
+	if resync != nil {
+		if err := s.sendOut(&streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Resync{Resync: resync}}); err != nil {
+			return "", errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: sending Resync: %v", err)
+		}
+	}
+	s.log.Info("gateway session registered", "epoch", epoch, "cursor", start, "resumed", registered.Resumed, "resync", resync != nil)
+	return start, nil
+}
+
+// unregister releases the session record after the session ends.
+func (s *session) unregister(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if err := s.n.backend.Sessions.Release(ctx, s.gateway, s.n.cfg.NodeID, s.epoch); err != nil {
+		s.log.Warn("releasing session", "err", err)
+	}
+}
+
+// refreshTTL runs op, a Put or Touch that moves the gateway's deadline to
+// now+ttl, making sure it does not resurrect a gateway whose TTL already ran
+// out (that would start an empty subscription set while partition indexes
+// still hold the old one). Well before the deadline known from the
+// session's last refresh it just runs op. Otherwise it checks, serialised
+// with the janitor, whether the gateway expired; if so it expires it
+// (expired = true, op is not run), else it runs op.
+func (s *session) refreshTTL(ctx context.Context, op func() error) (expired bool, err error) {
+	n := s.n
+	margin := min(n.cfg.GatewayTTL/10, time.Second)
+	if before := time.Now(); before.Add(margin).Before(s.deadline) {
+		if err := op(); err != nil {
+			return false, err
+		}
+		s.deadline = before.Add(n.cfg.GatewayTTL)
+		return false, nil
+	}
+	n.expireMu.Lock()
+	defer n.expireMu.Unlock()
+	before := time.Now()
+	gone, err := n.backend.Subscriptions.Expired(ctx, before)
+	if err != nil {
+		return false, err
+	}
+	if slices.Contains(gone, s.gateway) {
+		if err := n.expireGateway(ctx, s.gateway, s); err != nil {
+			return false, err
+		}
+		if s.epoch != 0 { // an open session: the caller must close it
+			return true, nil
+		}
+	}
+	if err := op(); err != nil {
+		return false, err
+	}
+	s.deadline = before.Add(n.cfg.GatewayTTL)
+	return false, nil
+}

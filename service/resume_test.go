@@ -1,0 +1,222 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
+	"github.com/streamerd/streamer/store/memory"
+)
+
+// publishOneBatch publishes one event and waits until it has its own entry
+// in gw's outbox (so that each event is one outbox entry), returning the
+// entry's id.
+func (h *harness) publishOneBatch(gw string, ev *streamerv1.ChangeEvent) string {
+	h.t.Helper()
+	before, err := h.backend.Outboxes.Last(context.Background(), gw)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.publish(ev)
+	var last string
+	waitFor(h.t, "event "+ev.GetEventId()+" in the outbox", func() bool {
+		last, err = h.backend.Outboxes.Last(context.Background(), gw)
+		return err == nil && store.CompareIDs(last, before) > 0
+	})
+	return last
+}
+
+func TestResumeWithValidCursorGetsExactlyTheRest(t *testing.T) {
+	h := startNode(t, Config{}, memory.Config{Partitions: 2})
+	g, reg := h.connect("gw-1", "")
+	if reg.GetCursor() != "" {
+		t.Fatalf("fresh gateway: Registered.cursor = %q, want empty", reg.GetCursor())
+	}
+	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+
+	var cursors []string
+	for i := range 3 {
+		id := fmt.Sprintf("e%d", i)
+		cursors = append(cursors, h.publishOneBatch("gw-1", event(id, "t", "c", id, opCreate, `{}`, "")))
+		d := g.delivery()
+		if d.GetCursor() != cursors[i] || d.GetMatches()[0].GetEvent().GetEventId() != id {
+			t.Fatalf("delivery %d = %v, want cursor %s", i, d, cursors[i])
+		}
+	}
+	// Acknowledge the first delivery; the outbox is trimmed up to it.
+	g.send(&streamerv1.GatewayMessage{Msg: &streamerv1.GatewayMessage_Heartbeat{Heartbeat: &streamerv1.Heartbeat{AckCursor: cursors[0]}}})
+	ack := g.take("HeartbeatAck", func(m *streamerv1.StreamerMessage) bool { return m.GetHeartbeatAck() != nil }).GetHeartbeatAck()
+	if ack.GetCursor() != cursors[0] {
+		t.Fatalf("HeartbeatAck.cursor = %q, want %q", ack.GetCursor(), cursors[0])
+	}
+	if n, _ := h.backend.Outboxes.Len(context.Background(), "gw-1"); n != 2 {
+		t.Fatalf("outbox length after ack = %d, want 2", n)
+	}
+	// An older ack is ignored.
+	g.send(&streamerv1.GatewayMessage{Msg: &streamerv1.GatewayMessage_Heartbeat{Heartbeat: &streamerv1.Heartbeat{AckCursor: "1-0"}}})
+	ack = g.take("HeartbeatAck", func(m *streamerv1.StreamerMessage) bool { return m.GetHeartbeatAck() != nil }).GetHeartbeatAck()
+	if ack.GetCursor() != cursors[0] {
+		t.Fatalf("HeartbeatAck.cursor after an older ack = %q, want %q", ack.GetCursor(), cursors[0])
+	}
+	g.close()
+
+	// While disconnected, two more events.
+	for i := 3; i < 5; i++ {
+		id := fmt.Sprintf("e%d", i)
+		cursors = append(cursors, h.publishOneBatch("gw-1", event(id, "t", "c", id, opCreate, `{}`, "")))
+	}
+
+	g, reg = h.connect("gw-1", cursors[0])
+	if !reg.GetResumed() || reg.GetCursor() != cursors[0] {
+		t.Fatalf("Registered = %v, want resumed at %s", reg, cursors[0])
+	}
+	var got []string
+	for range 4 {
+		d := g.delivery()
+		got = append(got, d.GetCursor()+"="+d.GetMatches()[0].GetEvent().GetEventId())
+	}
+	want := []string{cursors[1] + "=e1", cursors[2] + "=e2", cursors[3] + "=e3", cursors[4] + "=e4"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("after resume got %q, want %q", got, want)
+	}
+	h.publish(event("sentinel", "t", "c", "x", opCreate, `{}`, ""))
+	if got := summary(g.matchesUntil("sentinel")); !slices.Equal(got, []string{"sentinel:CREATE:s"}) {
+		t.Fatalf("after the resumed entries got %q", got)
+	}
+	for _, m := range g.queue {
+		if m.GetResync() != nil {
+			t.Fatalf("unexpected Resync %v", m)
+		}
+	}
+}
+
+func TestResumeCursorOlderThanOutboxGetsResync(t *testing.T) {
+	const outboxCap = 3
+	h := startNode(t, Config{OutboxMaxLen: outboxCap}, memory.Config{Partitions: 2, OutboxMaxLen: outboxCap})
+	g, _ := h.connect("gw-1", "")
+	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	first := h.publishOneBatch("gw-1", event("e0", "t", "c", "d", opCreate, `{}`, ""))
+	if d := g.delivery(); d.GetCursor() != first {
+		t.Fatalf("delivery cursor %q, want %q", d.GetCursor(), first)
+	}
+	g.close()
+
+	var last string
+	for i := 1; i <= outboxCap+2; i++ { // overflow the outbox while disconnected
+		id := fmt.Sprintf("e%d", i)
+		last = h.publishOneBatch("gw-1", event(id, "t", "c", "d", opUpdate, `{}`, ""))
+	}
+
+	g, reg := h.connect("gw-1", first)
+	if reg.GetResumed() || reg.GetCursor() != last {
+		t.Fatalf("Registered = %v, want resumed=false cursor=%s", reg, last)
+	}
+	rs := g.next().GetResync()
+	if rs == nil || rs.GetCursor() != last || !strings.Contains(rs.GetReason(), "dropped") {
+		t.Fatalf("message after Registered = %v, want Resync continuing after %s", rs, last)
+	}
+	// Deliveries continue after the Resync cursor.
+	h.publish(event("after", "t", "c", "d", opUpdate, `{}`, ""))
+	d := g.delivery()
+	if id := d.GetMatches()[0].GetEvent().GetEventId(); id != "after" || store.CompareIDs(d.GetCursor(), last) <= 0 {
+		t.Fatalf("delivery after Resync = %v", d)
+	}
+}
+
+func TestRegisterWithoutCursorStartsAfterNewest(t *testing.T) {
+	const outboxCap = 2
+	h := startNode(t, Config{OutboxMaxLen: outboxCap}, memory.Config{Partitions: 1, OutboxMaxLen: outboxCap})
+	g, _ := h.connect("gw-1", "")
+	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g.close()
+	for i := range outboxCap + 3 {
+		id := fmt.Sprintf("e%d", i)
+		h.publishOneBatch("gw-1", event(id, "t", "c", "d", opCreate, `{}`, ""))
+	}
+	// Registering without a cursor starts after the newest entry: nothing
+	// lost, no Resync.
+	g, reg := h.connect("gw-1", "")
+	if reg.GetResumed() || reg.GetCursor() == "" {
+		t.Fatalf("Registered = %v", reg)
+	}
+	h.publish(event("new", "t", "c", "d", opCreate, `{}`, ""))
+	if got := summary(g.matchesUntil("new")); !slices.Equal(got, []string{"new:CREATE:s"}) {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestGatewayExpiry(t *testing.T) {
+	const ttl = 300 * time.Millisecond
+	h := startNode(t, Config{GatewayTTL: ttl}, memory.Config{Partitions: 4})
+	ctx := context.Background()
+	g, reg := h.connect("gw-quiet", "")
+	if reg.GetTtl().AsDuration() != ttl {
+		t.Fatalf("Registered.ttl = %v", reg.GetTtl().AsDuration())
+	}
+	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s1", Tenant: "t", Collection: "c"})
+	g.mustSubscribe(filterSub("s2", "t", "other", "k", "==", 1.0))
+	cursor := h.publishOneBatch("gw-quiet", event("e1", "t", "c", "d", opCreate, `{}`, ""))
+	g.delivery()
+	waitFor(t, "two indexed subscriptions", func() bool { return h.node.indexedSubscriptions() == 2 })
+
+	// No heartbeat: the gateway expires, its session is closed, its
+	// subscriptions leave the store and the indexes, its outbox is deleted.
+	e := g.endError()
+	if e.GetCode() != streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !strings.Contains(e.GetMessage(), "expired") {
+		t.Fatalf("session error = %v", e)
+	}
+	waitFor(t, "subscriptions gone from the indexes", func() bool { return h.node.indexedSubscriptions() == 0 })
+	subs, err := h.backend.Subscriptions.List(ctx, "gw-quiet")
+	if err != nil || len(subs) != 0 {
+		t.Fatalf("stored subscriptions = %v, %v", subs, err)
+	}
+	if expired, _ := h.backend.Subscriptions.Expired(ctx, time.Now()); slices.Contains(expired, "gw-quiet") {
+		t.Fatalf("gateway still registered after expiry")
+	}
+	if last, _ := h.backend.Outboxes.Last(ctx, "gw-quiet"); last != "" {
+		t.Fatalf("outbox still exists, last = %q", last)
+	}
+
+	// Events no longer reach it: a live gateway gets the event, the expired
+	// one's outbox stays empty.
+	live, _ := h.connect("gw-live", "")
+	live.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	h.publish(event("e2", "t", "c", "d", opCreate, `{}`, ""))
+	live.matchesUntil("e2")
+	if last, _ := h.backend.Outboxes.Last(ctx, "gw-quiet"); last != "" {
+		t.Fatalf("expired gateway got an outbox entry %q", last)
+	}
+	live.close()
+
+	// Coming back with its old cursor, it is told to resync and resubscribe.
+	g, reg = h.connect("gw-quiet", cursor)
+	if reg.GetResumed() {
+		t.Fatalf("Registered = %v, want resumed=false", reg)
+	}
+	if rs := g.next().GetResync(); rs == nil || !strings.Contains(rs.GetReason(), "subscribe again") {
+		t.Fatalf("want Resync after Registered, got %v", rs)
+	}
+}
+
+func TestHeartbeatKeepsGatewayAlive(t *testing.T) {
+	const ttl = 300 * time.Millisecond
+	h := startNode(t, Config{GatewayTTL: ttl}, memory.Config{Partitions: 2})
+	g, _ := h.connect("gw-1", "")
+	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	// Heartbeat every ttl/3 for 3 TTLs; the subscription must survive.
+	end := time.Now().Add(3 * ttl)
+	for time.Now().Before(end) {
+		g.send(&streamerv1.GatewayMessage{Msg: &streamerv1.GatewayMessage_Heartbeat{Heartbeat: &streamerv1.Heartbeat{}}})
+		g.take("HeartbeatAck", func(m *streamerv1.StreamerMessage) bool { return m.GetHeartbeatAck() != nil })
+		time.Sleep(ttl / 3) // the heartbeat period of a gateway, not synchronisation
+	}
+	h.publish(event("e1", "t", "c", "d", opCreate, `{}`, ""))
+	if got := summary(g.matchesUntil("e1")); !slices.Equal(got, []string{"e1:CREATE:s"}) {
+		t.Fatalf("got %q", got)
+	}
+}
