@@ -39,6 +39,8 @@ type Backend struct {
 	Sessions Sessions
 	// Checkpoints holds small named values such as Puller resume tokens.
 	Checkpoints Checkpoints
+	// Locks are named leases for singletons such as the Puller's leader.
+	Locks Locks
 	// Close releases the backend's resources. Reads blocked at that moment
 	// return ErrClosed promptly, and every later call of any method returns
 	// an error wrapping ErrClosed. Close is idempotent: calls after the first

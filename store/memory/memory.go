@@ -59,6 +59,7 @@ func New(cfg Config) *store.Backend {
 		Nodes:         newNodes(life),
 		Sessions:      newSessions(life),
 		Checkpoints:   newCheckpoints(life),
+		Locks:         newLocks(life),
 		Close:         life.close,
 	}
 }

@@ -76,6 +76,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) *store.Backend, opts Option
 		{"Nodes", nodeScenarios},
 		{"Sessions", sessionScenarios},
 		{"Checkpoints", checkpointScenarios},
+		{"Locks", lockScenarios},
 		{"Backend", backendScenarios},
 	}
 	for _, g := range groups {
