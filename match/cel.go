@@ -13,6 +13,13 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 )
 
+// Defaults of [Config].
+const (
+	DefaultMaxCELBytes  = 4096
+	DefaultCELCostLimit = 100_000
+	DefaultCELCacheSize = 10_000
+)
+
 // Config tunes an [Engine]. Zero values mean the defaults.
 type Config struct {
 	// MaxCELBytes is the longest CEL expression accepted, in bytes (default 4096).
@@ -26,13 +33,13 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.MaxCELBytes <= 0 {
-		c.MaxCELBytes = 4096
+		c.MaxCELBytes = DefaultMaxCELBytes
 	}
 	if c.CELCostLimit == 0 {
-		c.CELCostLimit = 100_000
+		c.CELCostLimit = DefaultCELCostLimit
 	}
 	if c.CELCacheSize <= 0 {
-		c.CELCacheSize = 10_000
+		c.CELCacheSize = DefaultCELCacheSize
 	}
 	return c
 }
@@ -104,7 +111,7 @@ type celProgram struct {
 
 func (e *Engine) compileCEL(src string) (*celProgram, error) {
 	if len(src) > e.cfg.MaxCELBytes {
-		return nil, fmt.Errorf("%w: expression is %d bytes, the limit is %d", ErrInvalidCEL, len(src), e.cfg.MaxCELBytes)
+		return nil, tooLongError(fmt.Sprintf("%v: expression is %d bytes, the limit is %d bytes", ErrInvalidCEL, len(src), e.cfg.MaxCELBytes))
 	}
 	parsed, iss := e.env.Parse(src)
 	if iss.Err() != nil {
@@ -295,3 +302,10 @@ func (img *image) prepare() {
 		img.act = &celActivation{doc: types.DefaultTypeAdapter.NativeToValue(img.doc), id: types.String(img.id)}
 	}
 }
+
+// tooLongError is an expression over the size limit: both ErrInvalidCEL and ErrTooLong.
+type tooLongError string
+
+func (e tooLongError) Error() string { return string(e) }
+
+func (e tooLongError) Is(target error) bool { return target == ErrInvalidCEL || target == ErrTooLong }

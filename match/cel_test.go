@@ -60,6 +60,9 @@ func TestCELValidation(t *testing.T) {
 			t.Errorf("Compile(%q) = %v, want ErrInvalidCEL containing %q", tc.expr, err, tc.want)
 		}
 	}
+	if _, err := e.Compile(Criterion{CEL: strings.Repeat("x", 65)}); !errors.Is(err, ErrTooLong) {
+		t.Errorf("long expression: %v, want ErrTooLong", err)
+	}
 	if _, err := e.Compile(Criterion{CEL: strings.Repeat(" ", 60) + "true"}); err != nil {
 		t.Errorf("64-byte expression refused: %v", err)
 	}

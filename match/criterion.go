@@ -14,6 +14,9 @@ var (
 	ErrInvalidFilter    = errors.New("match: invalid filter")
 	ErrInvalidCEL       = errors.New("match: invalid CEL expression")
 	ErrInvalidCriterion = errors.New("match: invalid criterion")
+	// ErrTooLong accompanies ErrInvalidCEL when an expression exceeds
+	// Config.MaxCELBytes, so callers can answer "too large" rather than "invalid".
+	ErrTooLong = errors.New("match: CEL expression too long")
 )
 
 // Criterion selects documents of one collection. At most one of its fields is set;

@@ -19,9 +19,6 @@ const (
 	DefaultReadBatch        = 256
 	DefaultLeaseTTL         = 10 * time.Second
 	DefaultShutdownTimeout  = 5 * time.Second
-	// DefaultMaxCELBytes is the CEL size limit used when Match.MaxCELBytes is
-	// zero (the match package's own default).
-	DefaultMaxCELBytes = 4096
 )
 
 // Config tunes a Node. New fills zero values with the defaults documented on
@@ -98,7 +95,7 @@ func (c Config) withDefaults(backendPartitions int) Config {
 		c.ReadBatch = DefaultReadBatch
 	}
 	if c.Match.MaxCELBytes <= 0 {
-		c.Match.MaxCELBytes = DefaultMaxCELBytes
+		c.Match.MaxCELBytes = match.DefaultMaxCELBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -162,13 +162,11 @@ func (n *Node) validateSubscription(sub *streamerv1.Subscription) *streamerv1.Er
 	case sub.GetCollection() == "":
 		return invalid("subscription %q: collection is required", sub.GetSubscriptionId())
 	}
-	if cel, ok := sub.GetCriterion().(*streamerv1.Subscription_Cel); ok && len(cel.Cel) > n.cfg.Match.MaxCELBytes {
-		return errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE,
-			"streamer: subscription %q: cel expression is %d bytes, the limit is %d bytes", sub.GetSubscriptionId(), len(cel.Cel), n.cfg.Match.MaxCELBytes)
-	}
 	if _, err := n.compile(sub); err != nil {
 		code := streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
 		switch {
+		case errors.Is(err, match.ErrTooLong):
+			code = streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE
 		case errors.Is(err, match.ErrInvalidFilter):
 			code = streamerv1.ErrorCode_ERROR_CODE_INVALID_FILTER
 		case errors.Is(err, match.ErrInvalidCEL):
