@@ -28,6 +28,16 @@ const (
 var allOperators = []Operator{OpEqual, OpNotEqual, OpLess, OpLessEqual, OpGreater, OpGreaterEqual,
 	OpIn, OpNotIn, OpArrayContains, OpArrayContainsAny}
 
+// operatorAliases maps the spellings of other Firestore SDKs and of the REST API
+// (StructuredQuery.FieldFilter.Operator) to the canonical one.
+var operatorAliases = map[Operator]Operator{
+	"=": "", // not Firestore: refused below with the list of operators
+	"array_contains": OpArrayContains, "array_contains_any": OpArrayContainsAny, "not_in": OpNotIn,
+	"EQUAL": OpEqual, "NOT_EQUAL": OpNotEqual, "LESS_THAN": OpLess, "LESS_THAN_OR_EQUAL": OpLessEqual,
+	"GREATER_THAN": OpGreater, "GREATER_THAN_OR_EQUAL": OpGreaterEqual, "IN": OpIn, "NOT_IN": OpNotIn,
+	"ARRAY_CONTAINS": OpArrayContains, "ARRAY_CONTAINS_ANY": OpArrayContainsAny,
+}
+
 // MaxListValues is the most values an in, not-in or array-contains-any filter may list,
 // as in Firestore.
 const MaxListValues = 30
@@ -127,6 +137,9 @@ func compileFilter(i int, f Filter) (compiledFilter, error) {
 	path, err := parsePath(f.Field)
 	if err != nil {
 		return compiledFilter{}, bad("%v", err)
+	}
+	if alias, ok := operatorAliases[f.Op]; ok && alias != "" {
+		f.Op = alias
 	}
 	known := false
 	for _, op := range allOperators {

@@ -239,6 +239,35 @@ func TestFilterValidation(t *testing.T) {
 	})
 }
 
+func TestOperatorSpellingsOfOtherSDKs(t *testing.T) {
+	e := newTestEngine(t)
+	d := mustDoc(t, `{"a": 2, "t": ["x"]}`)
+	for _, tc := range []struct {
+		filter string
+		want   bool
+	}{
+		{`["t", "array_contains", "x"]`, true},
+		{`["t", "array_contains_any", ["y", "x"]]`, true},
+		{`["a", "not_in", [1]]`, true},
+		{`["a", "GREATER_THAN_OR_EQUAL", 2]`, true},
+		{`["a", "LESS_THAN", 2]`, false},
+		{`["a", "NOT_EQUAL", 2]`, false},
+	} {
+		c, err := e.Compile(Criterion{Filters: mustFilters(t, "["+tc.filter+"]")})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.filter, err)
+		}
+		if got := c.Match(d, ""); got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.filter, got, tc.want)
+		}
+	}
+	a, _ := e.Compile(Criterion{Filters: mustFilters(t, `[["a", "NOT_IN", [1]]]`)})
+	b, _ := e.Compile(Criterion{Filters: mustFilters(t, `[["a", "not-in", [1]]]`)})
+	if a.Key() != b.Key() {
+		t.Errorf("aliases compile to different keys: %q, %q", a.Key(), b.Key())
+	}
+}
+
 func TestParsePath(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
