@@ -1,0 +1,340 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+)
+
+// These tests drive the Conn against a scripted node, to check the session
+// logic message by message; conn_test.go runs it against a real node.
+
+func TestConnSubscribeAnswers(t *testing.T) {
+	f, p := startFake(t)
+	c, s := dialFake(t, f, p, "")
+
+	t.Run("accepted", func(t *testing.T) {
+		done := subscribeAsync(c, Subscription{ID: "a", Collection: "c"})
+		if m := s.expect(t).GetSubscribe(); m.GetSubscription().GetSubscriptionId() != "a" {
+			t.Fatalf("got %v, want Subscribe a", m)
+		}
+		s.send(t, subResult("a", false, 0))
+		if err := waitErr(t, done); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("refused with the node's code, conn still usable", func(t *testing.T) {
+		done := subscribeAsync(c, Subscription{ID: "bad", Collection: "c", CEL: "doc."})
+		s.expect(t)
+		s.send(t, subResult("bad", false, streamerv1.ErrorCode_ERROR_CODE_INVALID_CEL))
+		var se *SubscribeError
+		if err := waitErr(t, done); !errors.As(err, &se) || se.Code != streamerv1.ErrorCode_ERROR_CODE_INVALID_CEL ||
+			se.SubscriptionID != "bad" || se.Message != "fake refusal" {
+			t.Fatalf("err = %v, want *SubscribeError INVALID_CEL", err)
+		}
+		s.send(t, delivery("1-0", "e1"))
+		if got := eventIDs(nextDelivery(t, c)); !slices.Equal(got, []string{"e1"}) {
+			t.Fatalf("got %v", got)
+		}
+	})
+	t.Run("unsubscribe of an unknown id", func(t *testing.T) {
+		done := make(chan error, 1)
+		go func() { done <- c.Unsubscribe(context.Background(), "nope") }()
+		if m := s.expect(t).GetUnsubscribe(); m.GetSubscriptionId() != "nope" {
+			t.Fatalf("got %v", m)
+		}
+		s.send(t, subResult("nope", true, streamerv1.ErrorCode_ERROR_CODE_UNKNOWN_SUBSCRIPTION))
+		var se *SubscribeError
+		if err := waitErr(t, done); !errors.As(err, &se) || se.Code != streamerv1.ErrorCode_ERROR_CODE_UNKNOWN_SUBSCRIPTION {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("invalid input is refused without a round trip", func(t *testing.T) {
+		var se *SubscribeError
+		if err := c.Subscribe(context.Background(), Subscription{ID: "x", DocumentID: "d", CEL: "true"}); !errors.As(err, &se) {
+			t.Fatalf("err = %v", err)
+		}
+		if err := c.Unsubscribe(context.Background(), ""); !errors.As(err, &se) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+func TestConnReconnectResumesResubscribesAndDedups(t *testing.T) {
+	f, p := startFake(t)
+	c, s := dialFake(t, f, p, "")
+	for _, id := range []string{"b", "a", "c"} {
+		done := subscribeAsync(c, Subscription{ID: id, Collection: "c"})
+		s.expect(t)
+		s.send(t, subResult(id, false, 0))
+		if err := waitErr(t, done); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.send(t, delivery("5-0", "e1", "e2"))
+	if got := eventIDs(nextDelivery(t, c)); !slices.Equal(got, []string{"e1", "e2"}) {
+		t.Fatalf("got %v", got)
+	}
+
+	s.end <- status.Error(codes.Unavailable, "node going away")
+	s = f.next(t)
+	if reg := s.expect(t).GetRegister(); reg.GetResumeCursor() != "5-0" || reg.GetGatewayId() != c.GatewayID() {
+		t.Fatalf("Register %v, want resume from 5-0 as %s", reg, c.GatewayID())
+	}
+	s.send(t, registered("5-0", true))
+	if hb := s.expectAny(t).GetHeartbeat(); hb == nil || hb.GetAckCursor() != "5-0" {
+		t.Fatalf("want an immediate heartbeat acking 5-0, got %v", hb)
+	}
+	var order []string
+	for range 3 {
+		order = append(order, s.expect(t).GetSubscribe().GetSubscription().GetSubscriptionId())
+	}
+	if !slices.Equal(order, []string{"b", "a", "c"}) {
+		t.Fatalf("re-subscribed %v, want subscription order [b a c]", order)
+	}
+	// A delivery sent before the re-subscribes are answered is held back.
+	s.send(t, delivery("6-0", "e2", "e3")) // e2 is a replay
+	s.send(t, subResult("b", false, 0))
+	s.send(t, subResult("a", false, 0))
+	select {
+	case d := <-c.Deliveries():
+		t.Fatalf("delivery %v surfaced before the re-subscribes were answered", eventIDs(d))
+	case <-time.After(100 * time.Millisecond): // absence check, not synchronisation
+	}
+	s.send(t, subResult("c", false, 0))
+	if got := eventIDs(nextDelivery(t, c)); !slices.Equal(got, []string{"e3"}) {
+		t.Fatalf("got %v, want only e3 (e2 is a duplicate)", got)
+	}
+	if st := c.Stats(); st.Duplicates != 1 || st.Reconnects != 1 || st.Events != 3 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestConnResubscribeRefusedIsSurfaced(t *testing.T) {
+	f, p := startFake(t)
+	c, s := dialFake(t, f, p, "1-0")
+	done := subscribeAsync(c, Subscription{ID: "a", Collection: "c", CEL: "doc.x == 1"})
+	s.expect(t)
+	s.send(t, subResult("a", false, 0))
+	if err := waitErr(t, done); err != nil {
+		t.Fatal(err)
+	}
+	s.end <- status.Error(codes.Unavailable, "bye")
+	s = f.next(t)
+	if reg := s.expect(t).GetRegister(); reg.GetResumeCursor() != "1-0" {
+		t.Fatalf("Register %v", reg)
+	}
+	s.send(t, registered("1-0", true))
+	s.expect(t)
+	s.send(t, subResult("a", false, streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE))
+	d := nextDelivery(t, c)
+	if d.Dropped == nil || d.Dropped.SubscriptionID != "a" || d.Dropped.Code != streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE {
+		t.Fatalf("got %+v, want Dropped a", d)
+	}
+}
+
+func TestConnUnsubscribeRetriedAfterLostAnswer(t *testing.T) {
+	f, p := startFake(t)
+	c, s := dialFake(t, f, p, "1-0")
+	done := subscribeAsync(c, Subscription{ID: "a", Collection: "c"})
+	s.expect(t)
+	s.send(t, subResult("a", false, 0))
+	if err := waitErr(t, done); err != nil {
+		t.Fatal(err)
+	}
+	unsub := make(chan error, 1)
+	go func() { unsub <- c.Unsubscribe(context.Background(), "a") }()
+	s.expect(t)
+	s.end <- status.Error(codes.Unavailable, "answer lost") // the node applied it, the answer is lost
+
+	s = f.next(t)
+	s.expect(t)
+	s.send(t, registered("1-0", true))
+	if m := s.expect(t).GetSubscribe(); m.GetSubscription().GetSubscriptionId() != "a" {
+		t.Fatalf("want the live subscription re-sent first, got %v", m)
+	}
+	if m := s.expect(t).GetUnsubscribe(); m.GetSubscriptionId() != "a" {
+		t.Fatalf("want the pending unsubscribe re-sent, got %v", m)
+	}
+	s.send(t, subResult("a", false, 0))
+	s.send(t, subResult("a", true, 0))
+	if err := waitErr(t, unsub); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConnResyncIsSurfaced(t *testing.T) {
+	f, p := startFake(t)
+	c, s := dialFake(t, f, p, "1-0")
+	s.send(t, &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Resync{
+		Resync: &streamerv1.Resync{Reason: "outbox overflow", Cursor: "9-0"}}})
+	d := nextDelivery(t, c)
+	if d.Resync == nil || d.Resync.Reason != "outbox overflow" || d.Cursor != "9-0" || len(d.Matches) != 0 {
+		t.Fatalf("got %+v", d)
+	}
+	// The next session resumes after the Resync's cursor.
+	s.end <- status.Error(codes.Unavailable, "bye")
+	s = f.next(t)
+	if reg := s.expect(t).GetRegister(); reg.GetResumeCursor() != "9-0" {
+		t.Fatalf("Register %v, want resume from 9-0", reg)
+	}
+	if st := c.Stats(); st.Resyncs != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestConnResumesFromTheBeginningOfAnEmptyOutbox(t *testing.T) {
+	f, p := startFake(t)
+	_, s := dialFake(t, f, p, "") // registered on an empty outbox, nothing received
+	s.end <- status.Error(codes.Unavailable, "bye")
+	s = f.next(t)
+	if reg := s.expect(t).GetRegister(); reg.GetResumeCursor() != beginningCursor {
+		t.Fatalf("Register %v, want resume from %s, not from now", reg, beginningCursor)
+	}
+}
+
+func TestConnHeartbeatsContinueUnderBackpressure(t *testing.T) {
+	f, p := startFake(t)
+	c, s := dialFake(t, f, p, "1-0", WithDeliveryBuffer(1), WithHeartbeatInterval(10*time.Millisecond))
+	// The caller never reads; the Conn fills its channel and stops reading,
+	// but keeps heartbeating, acknowledging only what it handed out.
+	for i := range 50 {
+		s.send(t, delivery("2-"+string(rune('a'+i)), "e"+string(rune('a'+i))))
+	}
+	beats := 0
+	for beats < 5 {
+		if s.expectAny(t).GetHeartbeat() != nil {
+			beats++
+		}
+	}
+	if got := len(c.Deliveries()); got != 1 {
+		t.Errorf("%d deliveries buffered, want 1", got)
+	}
+}
+
+func TestConnSilentNodeIsLeft(t *testing.T) {
+	f, p := startFake(t)
+	c, s := dialFake(t, f, p, "1-0", WithHeartbeatInterval(10*time.Millisecond))
+	_ = s // never answers heartbeats
+	s2 := f.next(t)
+	if reg := s2.expect(t).GetRegister(); reg.GetGatewayId() != c.GatewayID() {
+		t.Fatalf("Register %v", reg)
+	}
+}
+
+func TestConnUnauthenticated(t *testing.T) {
+	deny := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return status.Error(codes.Unauthenticated, "bad token")
+	}
+	t.Run("refused at dial", func(t *testing.T) {
+		_, p := startFake(t, grpc.StreamInterceptor(deny))
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		_, err := Dial(ctx, InProcessAddr, p.Option(), WithToken("wrong"), WithLogger(testLogger(t)))
+		if !errors.Is(err, ErrUnauthenticated) {
+			t.Fatalf("err = %v, want ErrUnauthenticated", err)
+		}
+	})
+	t.Run("node error mid-session ends the conn", func(t *testing.T) {
+		f, p := startFake(t)
+		c, s := dialFake(t, f, p, "1-0")
+		s.send(t, &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Error{
+			Error: &streamerv1.Error{Code: streamerv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, Message: "token rotated"}}})
+		for range c.Deliveries() {
+		}
+		if !errors.Is(c.Err(), ErrUnauthenticated) {
+			t.Fatalf("Err() = %v, want ErrUnauthenticated", c.Err())
+		}
+		if err := c.Subscribe(context.Background(), Subscription{ID: "a", Collection: "c"}); !errors.Is(err, ErrUnauthenticated) {
+			t.Fatalf("Subscribe after failure: %v", err)
+		}
+	})
+}
+
+func TestConnDialGivesUpWithContext(t *testing.T) {
+	_, p := startFake(t, grpc.StreamInterceptor(func(any, grpc.ServerStream, *grpc.StreamServerInfo, grpc.StreamHandler) error {
+		return status.Error(codes.Unavailable, "not yet")
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := Dial(ctx, InProcessAddr, p.Option(), WithBackoff(time.Millisecond, 5*time.Millisecond), WithLogger(testLogger(t)))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want DeadlineExceeded", err)
+	}
+}
+
+func TestConnCloseWaitsAndClosesDeliveries(t *testing.T) {
+	f, p := startFake(t)
+	c, s := dialFake(t, f, p, "1-0", WithDeliveryBuffer(0))
+	s.send(t, delivery("2-0", "e1")) // the Conn blocks handing it out
+	blocked := subscribeAsync(c, Subscription{ID: "a", Collection: "c"})
+	s.expect(t) // sent while blocked; never answered
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-c.Deliveries(); ok {
+		t.Fatal("deliveries not closed")
+	}
+	if err := waitErr(t, blocked); !errors.Is(err, ErrClosed) {
+		t.Fatalf("pending Subscribe: %v, want ErrClosed", err)
+	}
+	if !errors.Is(c.Err(), ErrClosed) || c.Close() != nil {
+		t.Fatalf("Err() = %v", c.Err())
+	}
+	if err := c.Subscribe(context.Background(), Subscription{ID: "b", Collection: "c"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Subscribe after Close: %v", err)
+	}
+}
+
+func TestConnBoundsRequestsInFlight(t *testing.T) {
+	const live = maxInflight + 50
+	f, p := startFake(t)
+	c, s := dialFake(t, f, p, "1-0")
+	for i := range live {
+		id := fmt.Sprintf("s%d", i)
+		done := subscribeAsync(c, Subscription{ID: id, Collection: "c"})
+		s.expect(t)
+		s.send(t, subResult(id, false, 0))
+		if err := waitErr(t, done); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.end <- status.Error(codes.Unavailable, "bye")
+	s = f.next(t)
+	s.expect(t)
+	s.send(t, registered("1-0", true))
+	for i := range maxInflight {
+		if id := s.expect(t).GetSubscribe().GetSubscription().GetSubscriptionId(); id != fmt.Sprintf("s%d", i) {
+			t.Fatalf("re-subscribe %d is %q", i, id)
+		}
+	}
+	select {
+	case m := <-s.recv:
+		if m.GetHeartbeat() == nil {
+			t.Fatalf("more than %d requests in flight: %v", maxInflight, m)
+		}
+	case <-time.After(100 * time.Millisecond): // absence check, not synchronisation
+	}
+	// Each answer lets one more request go.
+	for i := range live {
+		s.send(t, subResult(fmt.Sprintf("s%d", i), false, 0))
+		if next := maxInflight + i; next < live {
+			if id := s.expect(t).GetSubscribe().GetSubscription().GetSubscriptionId(); id != fmt.Sprintf("s%d", next) {
+				t.Fatalf("re-subscribe %d is %q", next, id)
+			}
+		}
+	}
+	s.send(t, delivery("2-0", "e1"))
+	if got := eventIDs(nextDelivery(t, c)); !slices.Equal(got, []string{"e1"}) {
+		t.Fatalf("got %v", got)
+	}
+}

@@ -1,0 +1,86 @@
+package client
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+)
+
+// Subscription selects the change events of one tenant's collection that
+// the gateway wants delivered. At most one criterion may be set:
+// DocumentID, Filters (non-nil) or CEL; none selects every document of the
+// collection.
+type Subscription struct {
+	// ID is chosen by the gateway and unique within it. Required.
+	// Subscribing again with an active id replaces that subscription.
+	ID string
+	// Tenant whose events are selected; empty selects the empty tenant only.
+	Tenant string
+	// Collection whose events are selected. Required.
+	Collection string
+	// DocumentID selects exactly this document.
+	DocumentID string
+	// Filters selects documents matching all these field filters
+	// (Firestore where() semantics). A non-nil empty list selects every
+	// document.
+	Filters []Filter
+	// CEL selects documents for which this expression, over `doc` and `id`,
+	// is true.
+	CEL string
+}
+
+// Filter is one Firestore-style field condition. Its JSON form is the one of
+// match.Filter: {"field":"a.b","op":"==","value":1}.
+type Filter struct {
+	// Field is a dotted path into the document.
+	Field string `json:"field"`
+	// Op is one of "==", "!=", "<", "<=", ">", ">=", "in", "not-in",
+	// "array-contains", "array-contains-any".
+	Op string `json:"op"`
+	// Value is a JSON-like Go value: nil, bool, a number, string, []any or
+	// map[string]any. List operators need a list.
+	Value any `json:"value"`
+}
+
+// proto converts s to its wire form. Input the client can reject by itself
+// (no id, several criteria, a value with no JSON form) gives a
+// *SubscribeError.
+func (s Subscription) proto() (*streamerv1.Subscription, error) {
+	bad := func(code streamerv1.ErrorCode, format string, args ...any) error {
+		return &SubscribeError{SubscriptionID: s.ID, Code: code, Message: fmt.Sprintf(format, args...)}
+	}
+	if s.ID == "" {
+		return nil, bad(streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "subscription id is required")
+	}
+	n := 0
+	for _, set := range []bool{s.DocumentID != "", s.Filters != nil, s.CEL != ""} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return nil, bad(streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT,
+			"set at most one of DocumentID, Filters and CEL")
+	}
+	p := &streamerv1.Subscription{SubscriptionId: s.ID, Tenant: s.Tenant, Collection: s.Collection}
+	switch {
+	case s.DocumentID != "":
+		p.Criterion = &streamerv1.Subscription_DocumentId{DocumentId: s.DocumentID}
+	case s.CEL != "":
+		p.Criterion = &streamerv1.Subscription_Cel{Cel: s.CEL}
+	case s.Filters != nil:
+		fs := make([]*streamerv1.FieldFilter, len(s.Filters))
+		for i, f := range s.Filters {
+			v, err := structpb.NewValue(f.Value)
+			if err != nil {
+				return nil, bad(streamerv1.ErrorCode_ERROR_CODE_INVALID_FILTER,
+					"filter %d (field %q): value: %v", i, f.Field, err)
+			}
+			fs[i] = &streamerv1.FieldFilter{Field: f.Field, Op: f.Op, Value: v}
+		}
+		p.Criterion = &streamerv1.Subscription_Filters{Filters: &streamerv1.FieldFilters{Filters: fs}}
+	}
+	return p, nil
+}

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+)
+
+// buildBinary builds the streamer command into a temporary directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go tool is needed to build the binary: %v", err)
+	}
+	exe := filepath.Join(t.TempDir(), "streamer")
+	out, err := exec.Command(goTool, "build", "-o", exe, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return exe
+}
+
+// serveProcess is a running `streamer serve`.
+type serveProcess struct {
+	cmd       *exec.Cmd
+	grpcAddr  string
+	httpAddr  string
+	logs      *strings.Builder // stderr so far
+	logsMu    *sync.Mutex
+	exited    chan error
+	readerEnd sync.WaitGroup
+}
+
+// startServe runs `streamer serve` on free loopback ports with JSON logs
+// and waits for its "listening" log line.
+func startServe(t *testing.T, exe string, env []string, args ...string) *serveProcess {
+	t.Helper()
+	cmd := exec.Command(exe, append([]string{"serve", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serveProcess{cmd: cmd, logs: &strings.Builder{}, logsMu: &sync.Mutex{}, exited: make(chan error, 1)}
+	listening := make(chan map[string]any, 1)
+	p.readerEnd.Go(func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.logsMu.Lock()
+			p.logs.WriteString(sc.Text() + "\n")
+			p.logsMu.Unlock()
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "listening" {
+				listening <- rec
+			}
+		}
+	})
+	go func() {
+		p.readerEnd.Wait()
+		p.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	select {
+	case rec := <-listening:
+		p.grpcAddr, _ = rec["grpc_addr"].(string)
+		p.httpAddr, _ = rec["http_addr"].(string)
+	case err := <-p.exited:
+		t.Fatalf("serve exited before listening: %v\n%s", err, p.stderr())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve did not log its listening addresses\n%s", p.stderr())
+	}
+	return p
+}
+
+func (p *serveProcess) stderr() string {
+	p.logsMu.Lock()
+	defer p.logsMu.Unlock()
+	return p.logs.String()
+}
+
+// get fetches an admin URL path.
+func (p *serveProcess) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + p.httpAddr + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestServeBinary(t *testing.T) {
+	exe := buildBinary(t)
+
+	t.Run("serves and stops cleanly on SIGTERM", func(t *testing.T) {
+		p := startServe(t, exe, []string{"STREAMER_AUTH_TOKEN=tok"}, "--partitions", "4")
+		if code, body := p.get(t, "/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+			t.Fatalf("/healthz = %d %q", code, body)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			code, _ := p.get(t, "/readyz")
+			if code == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz never became 200\n%s", p.stderr())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+
+		// The token from the environment is enforced on gRPC.
+		conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ingest := streamerv1.NewIngestClient(conn)
+		ev := &streamerv1.ChangeEvent{EventId: "e1", Tenant: "t", Collection: "c", DocumentId: "d",
+			Operation: streamerv1.Operation_OPERATION_CREATE, Document: []byte(`{"a":1}`)}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := ingest.Publish(ctx, &streamerv1.PublishRequest{Events: []*streamerv1.ChangeEvent{ev}}); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("Publish without token: %v, want Unauthenticated", err)
+		}
+		resp, err := ingest.Publish(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer tok"),
+			&streamerv1.PublishRequest{Events: []*streamerv1.ChangeEvent{ev}})
+		if err != nil || resp.GetResults()[0].GetError() != nil {
+			t.Fatalf("Publish with token: %v %v", resp, err)
+		}
+
+		code, metrics := p.get(t, "/metrics")
+		for _, want := range []string{`streamer_publish_events_total{result="appended"} 1`, "streamer_partitions_owned 4", "streamer_sessions 0"} {
+			if code != 200 || !strings.Contains(metrics, want) {
+				t.Errorf("/metrics (%d) lacks %q", code, want)
+			}
+		}
+
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-p.exited:
+			if err != nil {
+				t.Fatalf("exit after SIGTERM: %v\n%s", err, p.stderr())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("serve still running 10s after SIGTERM\n%s", p.stderr())
+		}
+		logs := p.stderr()
+		for _, want := range []string{`"msg":"node shutting down"`, `"msg":"stopped"`} {
+			if !strings.Contains(logs, want) {
+				t.Errorf("logs lack %s:\n%s", want, logs)
+			}
+		}
+	})
+
+	t.Run("warns loudly without a token", func(t *testing.T) {
+		p := startServe(t, exe, nil)
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(p.stderr(), "AUTHENTICATION IS OFF") {
+			if time.Now().After(deadline) {
+				t.Fatalf("no authentication warning in\n%s", p.stderr())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-p.exited; err != nil {
+			t.Fatalf("exit after SIGINT: %v", err)
+		}
+	})
+
+	t.Run("refuses --redis for now", func(t *testing.T) {
+		out, err := exec.Command(exe, "serve", "--redis", "redis://localhost:6379").CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "Redis mode is not available in this build yet") {
+			t.Fatalf("err %v, output %q", err, out)
+		}
+	})
+
+	t.Run("help", func(t *testing.T) {
+		out, err := exec.Command(exe, "serve", "--help").CombinedOutput()
+		if err != nil {
+			t.Fatalf("--help: %v", err)
+		}
+		for _, want := range []string{"Usage: streamer serve", "-grpc", "-redis", "STREAMER_AUTH_TOKEN", "-gateway-ttl"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("--help lacks %q:\n%s", want, out)
+			}
+		}
+	})
+}
