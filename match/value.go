@@ -1,7 +1,6 @@
 package match
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,12 +54,8 @@ var ErrNotObject = errors.New("match: document is not a JSON object")
 // package works on: map[string]any, []any, float64, string, bool and nil.
 func ParseDocument(data []byte) (map[string]any, error) {
 	var v any
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&v); err != nil {
+	if err := json.Unmarshal(data, &v); err != nil {
 		return nil, fmt.Errorf("match: document is not valid JSON: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("match: document has data after the JSON object")
 	}
 	m, ok := v.(map[string]any)
 	if !ok {

@@ -144,7 +144,20 @@ func (l *EventLog) Ack(ctx context.Context, p int, ids ...string) error {
 	for _, id := range parsed {
 		part.pending.remove(id)
 	}
+	part.dropAcked()
 	return nil
+}
+
+// dropAcked deletes the entries the group can never read again: those delivered and
+// no longer pending. Read only returns entries after the last-delivered id and
+// ClaimPending only pending ones, so in memory, where nothing else reads the log,
+// keeping them until MaxLen would only hold garbage (and make every GC scan it).
+func (part *partition) dropAcked() {
+	if first, ok := part.pending.first(); ok {
+		part.log.dropBefore(first)
+		return
+	}
+	part.log.trimThrough(part.delivered)
 }
 
 // ClaimPending implements store.EventLog.

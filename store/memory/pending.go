@@ -62,3 +62,15 @@ func (pl *pendingList) all() iter.Seq2[streamID, *pendingEntry] {
 		}
 	}
 }
+
+// first returns the oldest pending id.
+func (pl *pendingList) first() (streamID, bool) {
+	for i, id := range pl.order {
+		if _, ok := pl.byID[id]; ok {
+			pl.order = pl.order[i:] // removed ids before it are never needed again
+			return id, true
+		}
+	}
+	pl.order = pl.order[:0]
+	return streamID{}, false
+}

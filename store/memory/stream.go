@@ -75,6 +75,11 @@ func (s *stream[V]) trimThrough(upTo streamID) {
 	s.drop(s.firstAfter(upTo))
 }
 
+// dropBefore deletes the entries with id < x.
+func (s *stream[V]) dropBefore(x streamID) {
+	s.drop(sort.Search(len(s.entries), func(i int) bool { return s.entries[i].id.compare(x) >= 0 }))
+}
+
 // drop deletes the k oldest entries, recording the greatest deleted id.
 func (s *stream[V]) drop(k int) {
 	if k <= 0 {
