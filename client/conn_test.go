@@ -486,3 +486,16 @@ func TestCloseWaitsForEveryGoroutine(t *testing.T) {
 	// side of the session ends too.
 	goleak.VerifyNone(t, ignore)
 }
+
+func TestSecondConnWithSameGatewayIDSupersedesTheFirst(t *testing.T) {
+	n := startNode(t, service.Config{}, memory.Config{Partitions: 1}, nil)
+	first := dial(t, n.addr, client.WithGatewayID("shared"))
+	second := dial(t, n.addr, client.WithGatewayID("shared"))
+	for range first.Deliveries() { // drained until the Conn gives up
+	}
+	if err := first.Err(); !errors.Is(err, client.ErrSuperseded) {
+		t.Fatalf("first Conn ended with %v, want ErrSuperseded", err)
+	}
+	// The newer session keeps working.
+	subscribe(t, second, client.Subscription{ID: "s", Tenant: "t", Collection: "c"})
+}

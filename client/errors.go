@@ -17,6 +17,10 @@ var (
 	// ErrUnauthenticated means the node refused the bearer token (missing or
 	// wrong). It is permanent: a Conn that gets it stops reconnecting.
 	ErrUnauthenticated = errors.New("client: unauthenticated: the node refused the bearer token")
+	// ErrSuperseded means a newer session with the same gateway id took over:
+	// two processes share a gateway id. It is permanent, since reconnecting
+	// would only take the session back from the other one.
+	ErrSuperseded = errors.New("client: session superseded by a newer session with the same gateway id")
 	// ErrPermissionDenied means the node refused the call for this
 	// identity. It is permanent.
 	ErrPermissionDenied = errors.New("client: permission denied")
@@ -89,15 +93,19 @@ func fromStatus(err error) error {
 
 // fromNodeError maps a session-level Error message to an error.
 func fromNodeError(e *streamerv1.Error) error {
-	if e.GetCode() == streamerv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED {
+	switch e.GetCode() {
+	case streamerv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED:
 		return fmt.Errorf("%w (%s)", ErrUnauthenticated, e.GetMessage())
+	case streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED:
+		return fmt.Errorf("%w (%s)", ErrSuperseded, e.GetMessage())
 	}
 	return &NodeError{Code: e.GetCode(), Message: e.GetMessage()}
 }
 
 // permanent reports whether err ends a Conn instead of causing a reconnect.
 func permanent(err error) bool {
-	if errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrPermissionDenied) || errors.Is(err, ErrUnsupported) {
+	if errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrPermissionDenied) || errors.Is(err, ErrUnsupported) ||
+		errors.Is(err, ErrSuperseded) {
 		return true
 	}
 	var ne *NodeError

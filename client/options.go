@@ -94,7 +94,8 @@ func WithToken(token string) Option {
 
 // WithGatewayID sets the gateway id the Conn registers with (default: a
 // random "gw-…" id, new for every Dial). A gateway id has at most one live
-// session: two Conns with the same id keep superseding each other. A
+// session: when a second Conn registers with the same id, the first one ends
+// with ErrSuperseded (it does not fight back). A
 // gateway that restarts with the same id gets its subscriptions back only
 // if it re-subscribes them; it does not resume its outbox (the cursor lived
 // in the old process).

@@ -12,6 +12,9 @@ import (
 	"github.com/streamerd/streamer/store"
 )
 
+// beginningCursor is the resume cursor meaning "from the beginning of the outbox".
+const beginningCursor = "0-0"
+
 // register opens the session for reg.gateway_id: it expires the gateway's
 // leftovers if its TTL ran out, refreshes its TTL, claims its session epoch,
 // supersedes any older local session, and sends Registered (followed by
@@ -44,7 +47,7 @@ func (s *session) register(ctx context.Context, reg *streamerv1.Register) (start
 	}
 	s.epoch = epoch
 	if !n.sessions.register(s) {
-		return "", errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: session superseded by a newer session of gateway %s", gw)
+		return "", errorf(streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED, "streamer: session superseded by a newer session of gateway %s", gw)
 	}
 
 	last, err := n.backend.Outboxes.Last(ctx, gw)
@@ -64,8 +67,22 @@ func (s *session) register(ctx context.Context, reg *streamerv1.Register) (start
 		// A cursor beyond the newest entry ever appended comes from an
 		// outbox that was deleted since: the gateway expired.
 		reset := store.CompareIDs(cursor, last) > 0
+		if reset && last == "" && cursor == beginningCursor {
+			// "From the beginning" of an outbox that is empty: fine while the
+			// gateway still has its subscriptions; without them it either
+			// expired meanwhile or never subscribed, and a Resync is right or
+			// harmless.
+			subs, err := n.backend.Subscriptions.List(ctx, gw)
+			if err != nil {
+				return "", unavailable("reading subscriptions", err)
+			}
+			reset = len(subs) == 0
+		}
 		if !lost && !reset {
 			start, registered.Cursor, registered.Resumed = cursor, cursor, true
+			if cursor == beginningCursor && last == "" {
+				start, registered.Cursor = "", ""
+			}
 			break
 		}
 		reason := fmt.Sprintf("outbox entries after cursor %s were dropped before being acknowledged (outbox cap %d)", cursor, n.cfg.OutboxMaxLen)

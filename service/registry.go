@@ -61,7 +61,7 @@ func (r *registry) register(s *session) bool {
 	}
 	r.byGateway[s.gateway] = s
 	if old != nil && old != s {
-		old.kill(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: session superseded by a newer session of gateway "+s.gateway)
+		old.kill(streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED, "streamer: session superseded by a newer session of gateway "+s.gateway)
 	}
 	return true
 }

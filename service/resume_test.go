@@ -220,3 +220,31 @@ func TestHeartbeatKeepsGatewayAlive(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+func TestResumeFromBeginningOfEmptyOutbox(t *testing.T) {
+	h := startNode(t, Config{}, memory.Config{Partitions: 1})
+	g, reg := h.connect("gw-1", "")
+	if reg.GetCursor() != "" {
+		t.Fatalf("Registered on an empty outbox = %v, want cursor \"\"", reg)
+	}
+	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g.close()
+	// Cut before anything was delivered; an event arrives meanwhile.
+	h.publishOneBatch("gw-1", event("while-away", "t", "c", "d", opCreate, `{}`, ""))
+
+	g, reg = h.connect("gw-1", beginningCursor)
+	if !reg.GetResumed() {
+		t.Fatalf("Registered = %v, want resumed from the beginning", reg)
+	}
+	if got := summary(g.matchesUntil("while-away")); !slices.Equal(got, []string{"while-away:CREATE:s"}) {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestResumeFromBeginningWithoutSubscriptionsGetsResync(t *testing.T) {
+	h := startNode(t, Config{}, memory.Config{Partitions: 1})
+	g, _ := h.connect("gw-1", beginningCursor) // e.g. its gateway expired while away
+	if rs := g.next().GetResync(); rs == nil {
+		t.Fatal("no Resync for a gateway with neither outbox nor subscriptions")
+	}
+}

@@ -124,7 +124,7 @@ func (s *session) heartbeat(ctx context.Context, hb *streamerv1.Heartbeat) (*str
 		return nil, unavailable("checking session", err)
 	}
 	if node != n.cfg.NodeID || epoch != s.epoch {
-		return nil, errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: session superseded by a newer session of gateway %s", s.gateway)
+		return nil, errorf(streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED, "streamer: session superseded by a newer session of gateway %s", s.gateway)
 	}
 	expired, err := s.refreshTTL(ctx, func() error { return n.backend.Subscriptions.Touch(ctx, s.gateway, n.cfg.GatewayTTL) })
 	if err != nil {

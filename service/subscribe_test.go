@@ -151,7 +151,7 @@ func TestNewerSessionSupersedesOlder(t *testing.T) {
 
 	g, _ := h.connect("gw-1", "")
 	e := old.endError()
-	if e.GetCode() != streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !strings.Contains(e.GetMessage(), "superseded") {
+	if e.GetCode() != streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED || !strings.Contains(e.GetMessage(), "superseded") {
 		t.Fatalf("old session error = %v", e)
 	}
 	// The subscription belongs to the gateway, not the session.

@@ -117,28 +117,32 @@ const (
 	// The bearer token is missing or wrong.
 	ErrorCode_ERROR_CODE_UNAUTHENTICATED ErrorCode = 6
 	// The node cannot serve the request right now (backend unreachable,
-	// shutting down, session superseded); retrying later, possibly on another
-	// node, may succeed.
+	// shutting down); retrying later, possibly on another node, may succeed.
 	ErrorCode_ERROR_CODE_UNAVAILABLE ErrorCode = 7
 	// A bug or unexpected failure in the node.
 	ErrorCode_ERROR_CODE_INTERNAL ErrorCode = 8
 	// The subscription id named by an Unsubscribe is not active.
 	ErrorCode_ERROR_CODE_UNKNOWN_SUBSCRIPTION ErrorCode = 9
+	// A newer session of the same gateway id took over; this one is closed.
+	// Reconnecting would take the session back and close the newer one, so a
+	// gateway seeing it should stop (two processes share a gateway id).
+	ErrorCode_ERROR_CODE_SUPERSEDED ErrorCode = 10
 )
 
 // Enum value maps for ErrorCode.
 var (
 	ErrorCode_name = map[int32]string{
-		0: "ERROR_CODE_UNSPECIFIED",
-		1: "ERROR_CODE_INVALID_ARGUMENT",
-		2: "ERROR_CODE_INVALID_FILTER",
-		3: "ERROR_CODE_INVALID_CEL",
-		4: "ERROR_CODE_TOO_LARGE",
-		5: "ERROR_CODE_NOT_REGISTERED",
-		6: "ERROR_CODE_UNAUTHENTICATED",
-		7: "ERROR_CODE_UNAVAILABLE",
-		8: "ERROR_CODE_INTERNAL",
-		9: "ERROR_CODE_UNKNOWN_SUBSCRIPTION",
+		0:  "ERROR_CODE_UNSPECIFIED",
+		1:  "ERROR_CODE_INVALID_ARGUMENT",
+		2:  "ERROR_CODE_INVALID_FILTER",
+		3:  "ERROR_CODE_INVALID_CEL",
+		4:  "ERROR_CODE_TOO_LARGE",
+		5:  "ERROR_CODE_NOT_REGISTERED",
+		6:  "ERROR_CODE_UNAUTHENTICATED",
+		7:  "ERROR_CODE_UNAVAILABLE",
+		8:  "ERROR_CODE_INTERNAL",
+		9:  "ERROR_CODE_UNKNOWN_SUBSCRIPTION",
+		10: "ERROR_CODE_SUPERSEDED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":          0,
@@ -151,6 +155,7 @@ var (
 		"ERROR_CODE_UNAVAILABLE":          7,
 		"ERROR_CODE_INTERNAL":             8,
 		"ERROR_CODE_UNKNOWN_SUBSCRIPTION": 9,
+		"ERROR_CODE_SUPERSEDED":           10,
 	}
 )
 
@@ -605,8 +610,11 @@ type Register struct {
 	// Delivery cursor to continue after (the newest Delivery.cursor the gateway
 	// has handled). Empty = start from now, i.e. after the newest outbox entry;
 	// the gateway's earlier subscriptions are kept either way while its TTL
-	// has not expired. If entries after the cursor are gone, the node answers
-	// with Registered{resumed: false} followed by Resync.
+	// has not expired. "0-0" = from the beginning of the outbox: what a
+	// gateway that was told Registered.cursor "" and received nothing since
+	// resumes with. If entries after the cursor are gone (or the gateway
+	// expired meanwhile), the node answers with Registered{resumed: false}
+	// followed by Resync.
 	ResumeCursor  string `protobuf:"bytes,2,opt,name=resume_cursor,json=resumeCursor,proto3" json:"resume_cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1782,7 +1790,7 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OPERATION_CREATE\x10\x01\x12\x14\n" +
 	"\x10OPERATION_UPDATE\x10\x02\x12\x14\n" +
-	"\x10OPERATION_DELETE\x10\x03*\xb6\x02\n" +
+	"\x10OPERATION_DELETE\x10\x03*\xd1\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_INVALID_ARGUMENT\x10\x01\x12\x1d\n" +
@@ -1793,7 +1801,9 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\x1aERROR_CODE_UNAUTHENTICATED\x10\x06\x12\x1a\n" +
 	"\x16ERROR_CODE_UNAVAILABLE\x10\a\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\b\x12#\n" +
-	"\x1fERROR_CODE_UNKNOWN_SUBSCRIPTION\x10\t2S\n" +
+	"\x1fERROR_CODE_UNKNOWN_SUBSCRIPTION\x10\t\x12\x19\n" +
+	"\x15ERROR_CODE_SUPERSEDED\x10\n" +
+	"2S\n" +
 	"\bStreamer\x12G\n" +
 	"\x06Stream\x12\x1b.streamer.v1.GatewayMessage\x1a\x1c.streamer.v1.StreamerMessage(\x010\x012N\n" +
 	"\x06Ingest\x12D\n" +
