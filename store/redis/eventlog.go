@@ -1,0 +1,235 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/streamerd/streamer/store"
+)
+
+// claimBatch is the COUNT of one XAUTOCLAIM call when ClaimPending has no
+// limit (Redis's own default).
+const claimBatch = 100
+
+// EventLog is store.EventLog on one stream per partition, stm:{p:N}:events,
+// read by the consumer group store.Group. A group found missing (the stream
+// was deleted, or Redis lost its data) is recreated from the start of the
+// stream and the call retried once.
+type EventLog struct{ c *core }
+
+var _ store.EventLog = (*EventLog)(nil)
+
+// Partitions returns the configured number of partitions.
+func (l *EventLog) Partitions() int { return l.c.partitions }
+
+// Append appends payloads in one script (XADD MAXLEN ~ per payload), so a
+// batch gets contiguous ids.
+func (l *EventLog) Append(ctx context.Context, p int, payloads ...[]byte) ([]string, error) {
+	if err := l.c.beginPartition(ctx, p); err != nil {
+		return nil, err
+	}
+	if len(payloads) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, 1+len(payloads))
+	args = append(args, l.c.maxLen)
+	for _, pl := range payloads {
+		args = append(args, pl)
+	}
+	ids, err := scriptLogAppend.Run(ctx, l.c.client, []string{l.c.keys.Events(p)}, args...).StringSlice()
+	if err != nil {
+		return nil, l.c.fail(ctx, "append", err)
+	}
+	return ids, nil
+}
+
+// Read is XREADGROUP GROUP streamer consumer COUNT count BLOCK … STREAMS key >.
+func (l *EventLog) Read(ctx context.Context, p int, consumer string, count int, block time.Duration) ([]store.Entry, error) {
+	if err := l.c.beginPartition(ctx, p); err != nil {
+		return nil, err
+	}
+	if err := required("consumer", consumer); err != nil {
+		return nil, err
+	}
+	key := l.c.keys.Events(p)
+	got, err := l.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
+		var streams []goredis.XStream
+		err := l.withGroup(ctx, p, func() (err error) {
+			streams, err = l.c.client.XReadGroup(ctx, &goredis.XReadGroupArgs{
+				Group:    store.Group,
+				Consumer: consumer,
+				Streams:  []string{key, ">"},
+				Count:    int64(max(count, 0)),
+				Block:    block,
+			}).Result()
+			return err
+		})
+		if err != nil || len(streams) == 0 {
+			return nil, ignoreNil(err)
+		}
+		return entries(streams[0].Messages), nil
+	})
+	if err != nil {
+		return nil, l.c.fail(ctx, "read", err)
+	}
+	return got, nil
+}
+
+// Ack is XACK.
+func (l *EventLog) Ack(ctx context.Context, p int, ids ...string) error {
+	if err := l.c.beginPartition(ctx, p); err != nil {
+		return err
+	}
+	norm := make([]string, len(ids))
+	for i, id := range ids {
+		var err error
+		if norm[i], err = normID(id); err != nil {
+			return err
+		}
+	}
+	if len(norm) == 0 {
+		return nil
+	}
+	err := l.withGroup(ctx, p, func() error {
+		return l.c.client.XAck(ctx, l.c.keys.Events(p), store.Group, norm...).Err()
+	})
+	if err != nil {
+		return l.c.fail(ctx, "ack", err)
+	}
+	return nil
+}
+
+// ClaimPending loops XAUTOCLAIM from 0-0 over its cursor. Redis (>= 7.0)
+// removes the pending entries retention has deleted and does not return them.
+func (l *EventLog) ClaimPending(ctx context.Context, p int, consumer string, minIdle time.Duration, count int) ([]store.Entry, error) {
+	if err := l.c.beginPartition(ctx, p); err != nil {
+		return nil, err
+	}
+	if err := required("consumer", consumer); err != nil {
+		return nil, err
+	}
+	args := &goredis.XAutoClaimArgs{
+		Stream:   l.c.keys.Events(p),
+		Group:    store.Group,
+		MinIdle:  ceilMs(max(minIdle, 0)),
+		Start:    "0-0",
+		Consumer: consumer,
+	}
+	var out []store.Entry
+	for {
+		args.Count = claimBatch
+		if count > 0 {
+			args.Count = int64(count - len(out))
+		}
+		var msgs []goredis.XMessage
+		var next string
+		err := l.withGroup(ctx, p, func() (err error) {
+			msgs, next, err = l.c.client.XAutoClaim(ctx, args).Result()
+			return err
+		})
+		if err != nil {
+			return nil, l.c.fail(ctx, "claim pending", err)
+		}
+		out = append(out, entries(msgs)...)
+		if next == "0-0" || (count > 0 && len(out) >= count) {
+			return out, nil
+		}
+		if err := l.c.begin(ctx); err != nil {
+			return nil, err
+		}
+		args.Start = next
+	}
+}
+
+// Pending is the count of XPENDING's summary.
+func (l *EventLog) Pending(ctx context.Context, p int) (int64, error) {
+	if err := l.c.beginPartition(ctx, p); err != nil {
+		return 0, err
+	}
+	var n int64
+	err := l.withGroup(ctx, p, func() error {
+		sum, err := l.c.client.XPending(ctx, l.c.keys.Events(p), store.Group).Result()
+		if err == nil {
+			n = sum.Count
+		}
+		return err
+	})
+	if err != nil {
+		return 0, l.c.fail(ctx, "pending", err)
+	}
+	return n, nil
+}
+
+// DeadLetter appends {id, p, reason} to stm:{p:N}:dead (XADD MAXLEN ~).
+func (l *EventLog) DeadLetter(ctx context.Context, p int, e store.Entry, reason string) error {
+	if err := l.c.beginPartition(ctx, p); err != nil {
+		return err
+	}
+	err := l.c.client.XAdd(ctx, &goredis.XAddArgs{
+		Stream: l.c.keys.Dead(p),
+		MaxLen: l.c.maxLen,
+		Approx: true,
+		Values: []any{"id", e.ID, "p", e.Payload, "reason", reason},
+	}).Err()
+	if err != nil {
+		return l.c.fail(ctx, "dead letter", err)
+	}
+	return nil
+}
+
+// DeadLetters is XRANGE stm:{p:N}:dead - + COUNT count.
+func (l *EventLog) DeadLetters(ctx context.Context, p int, count int) ([]store.DeadLetter, error) {
+	if err := l.c.beginPartition(ctx, p); err != nil {
+		return nil, err
+	}
+	key := l.c.keys.Dead(p)
+	var cmd *goredis.XMessageSliceCmd
+	if count > 0 {
+		cmd = l.c.client.XRangeN(ctx, key, "-", "+", int64(count))
+	} else {
+		cmd = l.c.client.XRange(ctx, key, "-", "+")
+	}
+	msgs, err := cmd.Result()
+	if err != nil {
+		return nil, l.c.fail(ctx, "dead letters", err)
+	}
+	out := make([]store.DeadLetter, 0, len(msgs))
+	for _, m := range msgs {
+		out = append(out, store.DeadLetter{
+			ID:       m.ID,
+			Original: store.Entry{ID: string(field(m.Values, "id")), Payload: field(m.Values, "p")},
+			Reason:   string(field(m.Values, "reason")),
+		})
+	}
+	return out, nil
+}
+
+// withGroup runs call and, if Redis answers that the consumer group does not
+// exist, creates it (from the start of the stream, creating the stream if
+// needed) and runs call again.
+func (l *EventLog) withGroup(ctx context.Context, p int, call func() error) error {
+	err := call()
+	if !isNoGroup(err) {
+		return err
+	}
+	key := l.c.keys.Events(p)
+	if err := l.c.client.XGroupCreateMkStream(ctx, key, store.Group, "0").Err(); err != nil && !isBusyGroup(err) {
+		return fmt.Errorf("recreating consumer group %s of %s: %w", store.Group, key, err)
+	}
+	l.c.log.Warn("redis: consumer group was missing and has been recreated from the start of the stream",
+		"stream", key, "group", store.Group)
+	return call()
+}
+
+// ignoreNil turns go-redis's "no reply" (a blocking read that timed out, a
+// missing key) into success.
+func ignoreNil(err error) error {
+	if errors.Is(err, goredis.Nil) {
+		return nil
+	}
+	return err
+}

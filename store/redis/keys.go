@@ -1,0 +1,61 @@
+package redis
+
+import "strconv"
+
+// Keys names the Redis keys of one deployment (DESIGN.md §4). Every key that
+// belongs to a partition or a gateway carries a hash tag ({p:N}, {gw:G}) so
+// that the keys one script touches live in one Redis Cluster slot.
+// With the default prefix "stm":
+//
+//	stm:meta                 hash: deployment settings (field "partitions")
+//	stm:{p:N}:events         stream: partition N of the event log, group "streamer"
+//	stm:{p:N}:dead           stream: dead letters of partition N
+//	stm:{p:N}:lease          string: node owning partition N (PX ttl)
+//	stm:nodes                zset: live nodes by heartbeat deadline (ms)
+//	stm:{gw:G}:subs          hash: gateway G's subscriptions (PEXPIREAT deadline)
+//	stm:{gw:G}:out           stream: gateway G's outbox
+//	stm:{gw:G}:session       string: "<epoch>:<node>" of G's session
+//	stm:gateways             zset: gateways by heartbeat deadline (ms)
+//	stm:{lock:NAME}          string: holder of lock NAME (PX ttl)
+//	stm:checkpoint:{NAME}    string: checkpoint NAME
+type Keys struct {
+	// Prefix starts every key; "stm" by default.
+	Prefix string
+}
+
+// Meta is the hash recording deployment settings such as the partition count.
+func (k Keys) Meta() string { return k.Prefix + ":meta" }
+
+// Events is partition p's stream of the event log.
+func (k Keys) Events(p int) string { return k.partition(p) + ":events" }
+
+// Dead is partition p's dead-letter stream.
+func (k Keys) Dead(p int) string { return k.partition(p) + ":dead" }
+
+// Lease is partition p's lease.
+func (k Keys) Lease(p int) string { return k.partition(p) + ":lease" }
+
+// Nodes is the registry of live nodes.
+func (k Keys) Nodes() string { return k.Prefix + ":nodes" }
+
+// Subs is gateway's subscription hash.
+func (k Keys) Subs(gateway string) string { return k.gateway(gateway) + ":subs" }
+
+// Outbox is gateway's outbox stream.
+func (k Keys) Outbox(gateway string) string { return k.gateway(gateway) + ":out" }
+
+// Session is gateway's session record.
+func (k Keys) Session(gateway string) string { return k.gateway(gateway) + ":session" }
+
+// Gateways is the registry of gateways by heartbeat deadline.
+func (k Keys) Gateways() string { return k.Prefix + ":gateways" }
+
+// Lock is lock name's key.
+func (k Keys) Lock(name string) string { return k.Prefix + ":{lock:" + name + "}" }
+
+// Checkpoint is checkpoint name's key.
+func (k Keys) Checkpoint(name string) string { return k.Prefix + ":checkpoint:{" + name + "}" }
+
+func (k Keys) partition(p int) string { return k.Prefix + ":{p:" + strconv.Itoa(p) + "}" }
+
+func (k Keys) gateway(g string) string { return k.Prefix + ":{gw:" + g + "}" }

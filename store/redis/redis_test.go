@@ -1,0 +1,266 @@
+package redis_test
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/streamerd/streamer/internal/redistest"
+	"github.com/streamerd/streamer/store"
+	"github.com/streamerd/streamer/store/redis"
+	"github.com/streamerd/streamer/store/storetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// Caps the conformance suite runs with.
+const (
+	logMaxLen    = 100
+	outboxMaxLen = 100
+)
+
+var prefixes atomic.Int64
+
+// newPrefix returns a key prefix no other backend of this test binary uses,
+// so that every backend starts empty on a shared server.
+func newPrefix() string {
+	return fmt.Sprintf("t%d.%d", time.Now().UnixNano()%1e6, prefixes.Add(1))
+}
+
+// testLogger writes the backend's log lines into the test's output.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), nil))
+}
+
+// newBackend returns a backend on srv (unless cfg sets Client), with a fresh
+// prefix unless cfg sets one, closed by t.Cleanup.
+func newBackend(t testing.TB, srv *redistest.Server, cfg redis.Config) (*store.Backend, redis.Keys) {
+	t.Helper()
+	if cfg.Client == nil {
+		cfg.URL = srv.URL()
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = newPrefix()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	b, err := redis.New(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("redis.New: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b, redis.Keys{Prefix: cfg.Prefix}
+}
+
+// rawClient is a plain client for inspecting the server.
+func rawClient(t testing.TB, srv *redistest.Server) *goredis.Client {
+	t.Helper()
+	opt, err := goredis.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := goredis.NewClient(opt)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// conformance runs the store conformance suite on backends created from
+// url, each with a fresh prefix.
+func conformance(t *testing.T, url string) {
+	storetest.Run(t, func(t *testing.T) *store.Backend {
+		b, err := redis.New(t.Context(), redis.Config{
+			URL: url, Prefix: newPrefix(), MaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen, Logger: testLogger(t),
+		})
+		if err != nil {
+			t.Fatalf("redis.New: %v", err)
+		}
+		return b
+	}, storetest.Options{LogMaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen})
+}
+
+func TestConformance(t *testing.T) {
+	conformance(t, redistest.Start(t).URL())
+}
+
+// TestConformanceOnCluster runs the suite through a cluster client against
+// a one-node Redis Cluster, which refuses cross-slot scripts and
+// transactions like a real one: it checks that every multi-key operation
+// stays within one hash tag.
+func TestConformanceOnCluster(t *testing.T) {
+	conformance(t, "redis://"+redistest.Start(t, redistest.WithCluster()).Addr()+"?cluster=true")
+}
+
+// TestConformanceWithSentinel runs the suite through a Sentinel URL.
+func TestConformanceWithSentinel(t *testing.T) {
+	sentinel := redistest.StartSentinel(t, redistest.Start(t), "mymaster")
+	conformance(t, "redis://"+sentinel.Addr()+"?master_name=mymaster")
+}
+
+func TestKeyLayout(t *testing.T) {
+	srv := redistest.Start(t)
+	raw := rawClient(t, srv)
+	ctx := t.Context()
+	b, _ := newBackend(t, srv, redis.Config{Prefix: "stm", Partitions: 4})
+
+	if _, err := b.Log.Append(ctx, 3, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Log.DeadLetter(ctx, 3, store.Entry{ID: "1-1"}, "bad"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Leases.Acquire(ctx, 3, "n1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Nodes.Heartbeat(ctx, "n1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Subscriptions.Put(ctx, "G", "s", []byte("x"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "G", Payload: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Sessions.Claim(ctx, "G", "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Locks.Acquire(ctx, "leader", "n1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Checkpoints.Save(ctx, "puller", []byte("tok")); err != nil {
+		t.Fatal(err)
+	}
+
+	want := map[string]string{
+		"stm:meta":                "hash",
+		"stm:{p:0}:events":        "stream",
+		"stm:{p:3}:events":        "stream",
+		"stm:{p:3}:dead":          "stream",
+		"stm:{p:3}:lease":         "string",
+		"stm:nodes":               "zset",
+		"stm:{gw:G}:subs":         "hash",
+		"stm:{gw:G}:out":          "stream",
+		"stm:{gw:G}:session":      "string",
+		"stm:gateways":            "zset",
+		"stm:{lock:leader}":       "string",
+		"stm:checkpoint:{puller}": "string",
+	}
+	keys, err := raw.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, k := range keys {
+		got[k] = raw.Type(ctx, k).Val()
+	}
+	for k, typ := range want {
+		if got[k] != typ {
+			t.Errorf("key %s: type %q, want %q", k, got[k], typ)
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok && !strings.HasSuffix(k, ":events") {
+			t.Errorf("unexpected key %s", k)
+		}
+	}
+	if n := len(got); n != len(want)+2 { // partitions 1 and 2 have empty streams
+		t.Errorf("%d keys, want %d: %v", n, len(want)+2, keys)
+	}
+	groups, err := raw.XInfoGroups(ctx, "stm:{p:2}:events").Result()
+	if err != nil || len(groups) != 1 || groups[0].Name != store.Group {
+		t.Errorf("groups of an untouched partition = %+v, %v; want one named %q", groups, err, store.Group)
+	}
+	if p := raw.HGet(ctx, "stm:meta", "partitions").Val(); p != "4" {
+		t.Errorf("stm:meta partitions = %q, want 4", p)
+	}
+	if ttl := raw.PTTL(ctx, "stm:{gw:G}:subs").Val(); ttl <= 0 || ttl > time.Minute {
+		t.Errorf("PTTL of the subscription hash = %v, want (0, 1m]", ttl)
+	}
+}
+
+func TestPartitionCountMismatchRefused(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newPrefix()
+	newBackend(t, srv, redis.Config{Prefix: prefix, Partitions: 16})
+
+	b, err := redis.New(t.Context(), redis.Config{URL: srv.URL(), Prefix: prefix, Partitions: 8})
+	if err == nil {
+		_ = b.Close()
+		t.Fatal("New with 8 partitions where Redis records 16 succeeded")
+	}
+	if !errors.Is(err, redis.ErrPartitionMismatch) || !strings.Contains(err.Error(), "16") || !strings.Contains(err.Error(), " 8") {
+		t.Errorf("error = %v; want ErrPartitionMismatch naming 16 and 8", err)
+	}
+	again, _ := newBackend(t, srv, redis.Config{Prefix: prefix}) // the default is 16 too
+	if n := again.Log.Partitions(); n != 16 {
+		t.Errorf("Partitions = %d, want 16", n)
+	}
+	other, _ := newBackend(t, srv, redis.Config{Partitions: 8}) // another prefix is another deployment
+	if n := other.Log.Partitions(); n != 8 {
+		t.Errorf("Partitions = %d, want 8", n)
+	}
+}
+
+func TestConfigRejected(t *testing.T) {
+	client := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = client.Close() })
+	tests := []struct {
+		name string
+		cfg  redis.Config
+		want error // nil: any error
+	}{
+		{"neither URL nor client", redis.Config{}, store.ErrInvalid},
+		{"both URL and client", redis.Config{URL: "redis://127.0.0.1:1", Client: client}, store.ErrInvalid},
+		{"prefix with a brace", redis.Config{URL: "redis://127.0.0.1:1", Prefix: "a{b"}, store.ErrInvalid},
+		{"unknown scheme", redis.Config{URL: "http://127.0.0.1:1"}, nil},
+		{"unknown option", redis.Config{URL: "redis://127.0.0.1:1?nope=1"}, nil},
+		{"unreachable", redis.Config{URL: "redis://127.0.0.1:1?dial_timeout=100ms&max_retries=-1"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := redis.New(t.Context(), tt.cfg)
+			if err == nil {
+				_ = b.Close()
+				t.Fatal("New succeeded")
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("error = %v, want one wrapping %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestNewClientKinds(t *testing.T) {
+	tests := []struct {
+		url  string
+		want string
+	}{
+		{"redis://127.0.0.1:1", "*redis.Client"},
+		{"rediss://127.0.0.1:1/2", "*redis.Client"},
+		{"unix:///tmp/redis.sock", "*redis.Client"},
+		{"redis://127.0.0.1:1?addr=127.0.0.1:2", "*redis.ClusterClient"},
+		{"redis://127.0.0.1:1?cluster=true", "*redis.ClusterClient"},
+		{"redis://127.0.0.1:1?master_name=mymaster&addr=127.0.0.1:2", "*redis.Client"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			c, err := redis.NewClient(tt.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := fmt.Sprintf("%T", c); got != tt.want {
+				t.Errorf("client is %s, want %s", got, tt.want)
+			}
+		})
+	}
+}

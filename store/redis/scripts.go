@@ -1,0 +1,141 @@
+package redis
+
+import goredis "github.com/redis/go-redis/v9"
+
+// Lua scripts for everything that must be atomic. Each touches only keys of
+// one hash tag, so it runs on Redis Cluster too. Payloads are stored in the
+// stream field "p".
+
+// scriptLogAppend appends ARGV[2..] to the partition stream KEYS[1] with
+// approximate retention MAXLEN ~ ARGV[1], as one contiguous batch, and
+// returns the ids.
+var scriptLogAppend = goredis.NewScript(`
+local ids = {}
+for i = 2, #ARGV do
+  ids[i - 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[i])
+end
+return ids
+`)
+
+// scriptOutboxAppend appends ARGV[2..] to the outbox KEYS[1], then deletes
+// the oldest entries beyond ARGV[1] exactly, and returns the ids.
+//
+// Trimming by XADD MAXLEN or XTRIM does not update the stream's
+// max-deleted-entry-id, which Lost reads; XDEL does. So the script finds the
+// newest entry to delete, trims everything before it with XTRIM MINID and
+// deletes that one with XDEL, which records it.
+var scriptOutboxAppend = goredis.NewScript(`
+local ids = {}
+for i = 2, #ARGV do
+  ids[i - 1] = redis.call('XADD', KEYS[1], '*', 'p', ARGV[i])
+end
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
+if excess > 0 then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
+  local newest = old[#old][1]
+  redis.call('XTRIM', KEYS[1], 'MINID', newest)
+  redis.call('XDEL', KEYS[1], newest)
+end
+return ids
+`)
+
+// scriptOutboxTrim deletes the entries of outbox KEYS[1] with id <= ARGV[1]
+// and records the greatest of them as max-deleted-entry-id (see
+// scriptOutboxAppend). It returns 1 if it deleted anything.
+var scriptOutboxTrim = goredis.NewScript(`
+local upto = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', 1)
+if #upto == 0 then
+  return 0
+end
+local newest = upto[1][1]
+redis.call('XTRIM', KEYS[1], 'MINID', newest)
+redis.call('XDEL', KEYS[1], newest)
+return 1
+`)
+
+// scriptOutboxInfo returns {last-generated-id, max-deleted-entry-id} of the
+// outbox KEYS[1], or an empty array when it does not exist.
+var scriptOutboxInfo = goredis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {}
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last, maxdel = '0-0', '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then
+    last = info[i + 1]
+  elseif info[i] == 'max-deleted-entry-id' then
+    maxdel = info[i + 1]
+  end
+end
+return {last, maxdel}
+`)
+
+// scriptLeaseAcquire sets KEYS[1] to the owner ARGV[1] with PX ARGV[2] if it
+// is free, or refreshes the ttl if ARGV[1] already holds it; 1 if ARGV[1]
+// holds it afterwards, else 0.
+var scriptLeaseAcquire = goredis.NewScript(`
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// scriptLeaseRenew sets the ttl of KEYS[1] to ARGV[2] ms if ARGV[1] holds
+// it; 1 if renewed, else 0.
+var scriptLeaseRenew = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// scriptLeaseRelease deletes KEYS[1] if ARGV[1] holds it.
+var scriptLeaseRelease = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// scriptSessionClaim records ARGV[1] as the holder of the session KEYS[1]
+// ("<epoch>:<node>") with a new epoch and returns it. The epoch is the
+// server time in microseconds, or the previous epoch + 1 if that is not
+// greater, so epochs keep increasing even if the key was deleted meanwhile.
+var scriptSessionClaim = goredis.NewScript(`
+local prev = 0
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  prev = tonumber(string.match(cur, '^(%d+):')) or 0
+end
+local now = redis.call('TIME')
+local epoch = tonumber(now[1]) * 1000000 + tonumber(now[2])
+if epoch <= prev then
+  epoch = prev + 1
+end
+redis.call('SET', KEYS[1], string.format('%d:%s', epoch, ARGV[1]))
+return epoch
+`)
+
+// scriptSessionRelease replaces the session KEYS[1] by "<epoch>:" (no
+// holder, epoch kept) if it is exactly ARGV[1] ("<epoch>:<node>").
+var scriptSessionRelease = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 0
+`)
+
+// allScripts are loaded by New so that pipelined EVALSHA calls find them.
+var allScripts = []*goredis.Script{
+	scriptLogAppend, scriptOutboxAppend, scriptOutboxTrim, scriptOutboxInfo,
+	scriptLeaseAcquire, scriptLeaseRenew, scriptLeaseRelease,
+	scriptSessionClaim, scriptSessionRelease,
+}
