@@ -131,12 +131,7 @@ func celCompare(op cmpOp, v, lit any) (result, failed bool) {
 		if !ok {
 			return false, true
 		}
-		switch {
-		case x < y:
-			c = -1
-		case x > y:
-			c = 1
-		}
+		c = cmpFloat(x, y)
 	case string:
 		y, ok := lit.(string)
 		if !ok {

@@ -31,7 +31,7 @@ var allOperators = []Operator{OpEqual, OpNotEqual, OpLess, OpLessEqual, OpGreate
 // operatorAliases maps the spellings of other Firestore SDKs and of the REST API
 // (StructuredQuery.FieldFilter.Operator) to the canonical one.
 var operatorAliases = map[Operator]Operator{
-	"=": "", // not Firestore: refused below with the list of operators
+	"=":              "", // not Firestore: refused below with the list of operators
 	"array_contains": OpArrayContains, "array_contains_any": OpArrayContainsAny, "not_in": OpNotIn,
 	"EQUAL": OpEqual, "NOT_EQUAL": OpNotEqual, "LESS_THAN": OpLess, "LESS_THAN_OR_EQUAL": OpLessEqual,
 	"GREATER_THAN": OpGreater, "GREATER_THAN_OR_EQUAL": OpGreaterEqual, "IN": OpIn, "NOT_IN": OpNotIn,
@@ -249,14 +249,7 @@ func (f *compiledFilter) eval(doc map[string]any) bool {
 func compareSameClass(a, b any) int {
 	switch x := a.(type) {
 	case float64:
-		y := b.(float64)
-		switch {
-		case x < y:
-			return -1
-		case x > y:
-			return 1
-		}
-		return 0
+		return cmpFloat(x, b.(float64))
 	case string:
 		return strings.Compare(x, b.(string))
 	}

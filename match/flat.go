@@ -1,5 +1,7 @@
 package match
 
+import "strings"
+
 // Flat rows: the scan list's fast lane.
 //
 // Scanned criteria that are short conjunctions of scalar comparisons — natively
@@ -124,24 +126,12 @@ func (p *flatPred) order(v any) (c int, ok bool) {
 		if p.class != classNumber {
 			return 0, false
 		}
-		switch {
-		case x < p.num:
-			return -1, true
-		case x > p.num:
-			return 1, true
-		}
-		return 0, true
+		return cmpFloat(x, p.num), true
 	case string:
 		if p.class != classString {
 			return 0, false
 		}
-		switch {
-		case x < p.str:
-			return -1, true
-		case x > p.str:
-			return 1, true
-		}
-		return 0, true
+		return strings.Compare(x, p.str), true
 	}
 	return 0, false
 }

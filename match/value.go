@@ -183,14 +183,7 @@ func compare(a, b any) int {
 		}
 		return 1
 	case float64:
-		y := b.(float64)
-		switch {
-		case x < y:
-			return -1
-		case x > y:
-			return 1
-		}
-		return 0
+		return cmpFloat(x, b.(float64))
 	case string:
 		return strings.Compare(x, b.(string))
 	case []any:
@@ -213,6 +206,16 @@ func compare(a, b any) int {
 			}
 		}
 		return cmpInt(len(kx), len(ky))
+	}
+	return 0
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
 	}
 	return 0
 }
