@@ -66,7 +66,6 @@ func runMatch(ctx context.Context, args []string, sio stdio) error {
 	return ctx.Err()
 }
 
-
 type matchError struct {
 	Error string `json:"error"`
 }
