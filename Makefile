@@ -12,7 +12,7 @@ build:
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 15m $(PKGS)
-	$(GO) test -count=1 -race -timeout 15m ./match/... ./store/... ./service/... ./client/...
+	$(GO) test -count=1 -race -timeout 15m ./match/... ./store/... ./service/... ./client/... ./gateway/... ./puller/...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./match/
@@ -26,6 +26,8 @@ lint:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCompileFilters -fuzztime 20s ./match/
 	$(GO) test -run '^$$' -fuzz FuzzCompileCEL -fuzztime 20s ./match/
+	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 20s ./gateway/
+	$(GO) test -run '^$$' -fuzz FuzzAppendJSON -fuzztime 20s ./puller/
 
 # Regenerate the Go code of proto/**/*.proto (generators pinned in go.mod).
 proto:

@@ -1,5 +1,5 @@
-// Command streamer is Streamer's one binary: a node (serve), the MongoDB puller
-// (puller), the tools that feed and watch a node (publish, watch), and the filter
+// Command streamer is Streamer's one binary: a node (serve), the reference gateway
+// (gateway), the MongoDB puller (puller), the tools that feed and watch a node (publish, watch), and the filter
 // tester (match). Run `streamer help` for the
 // list of subcommands and `streamer CMD --help` for each one's flags.
 package main
@@ -36,6 +36,7 @@ func commands() []command {
 		{"serve", "run a streamer node (embedded in-memory mode unless --redis is given)", runServe},
 		{"publish", "publish change events (JSON lines on stdin) to a node", runPublish},
 		{"watch", "subscribe as a gateway and print delivered events as JSON lines", runWatch},
+		{"gateway", "serve end users over WebSocket and SSE (reference gateway)", runGateway},
 		{"puller", "tail MongoDB change streams into the event log (with --redis)", runPuller},
 		{"match", "evaluate filters or CEL against documents (JSON lines on stdin)", runMatch},
 	}

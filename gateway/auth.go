@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Identity is what an Authenticator established about a connection.
+type Identity struct {
+	// Tenant whose events the connection may receive (the token's "tenant"
+	// claim). Empty is the empty tenant, a valid one.
+	Tenant string
+	// Subject is the token's "sub" claim, for logs; may be empty.
+	Subject string
+	// Expires is when the identity stops being valid; the gateway closes
+	// the connection then. Zero: never.
+	Expires time.Time
+}
+
+// Authenticator decides who a request is. The gateway calls it before
+// upgrading a connection; an error is answered 401 with its message.
+// Implementations must be safe for concurrent use.
+type Authenticator interface {
+	Authenticate(r *http.Request) (Identity, error)
+}
+
+// ErrUnauthenticated is wrapped by the errors of the package's
+// Authenticators.
+var ErrUnauthenticated = errors.New("gateway: unauthenticated")
+
+// NoAuth returns an Authenticator that accepts every request as tenant.
+// It is for development only: anyone who can reach the gateway reads that
+// tenant's events.
+func NoAuth(tenant string) Authenticator { return noAuth(tenant) }
+
+type noAuth string
+
+func (a noAuth) Authenticate(*http.Request) (Identity, error) {
+	return Identity{Tenant: string(a)}, nil
+}
+
+// JWTConfig configures NewJWTAuth. Exactly one of Secret and JWKS is set.
+type JWTConfig struct {
+	// Secret is the HS256 key tokens are signed with.
+	Secret []byte
+	// JWKS holds the verification keys (RSA, EC, Ed25519 or symmetric),
+	// selected by the token's "kid" header; see ParseJWKS.
+	JWKS *JWKS
+	// Issuer, when set, must equal the "iss" claim.
+	Issuer string
+	// Audience, when set, must be one of the "aud" claim's values.
+	Audience string
+	// Leeway tolerates clock skew in exp, nbf and iat checks (0: none).
+	Leeway time.Duration
+	// Now returns the current time (default time.Now); for tests.
+	Now func() time.Time
+}
+
+// TenantClaim is the JWT claim that names the connection's tenant.
+const TenantClaim = "tenant"
+
+// NewJWTAuth returns an Authenticator for JWTs sent as
+// "Authorization: Bearer <token>" or, for browsers' WebSocket and
+// EventSource, as the access_token query parameter. A token is accepted
+// when its signature verifies (HS256 with Secret, or a JWKS key and its
+// algorithm), it has an "exp" claim that has not passed, its "nbf" and
+// "iat" (when present) are not in the future, Issuer and Audience match
+// when configured, and it has a string "tenant" claim.
+func NewJWTAuth(cfg JWTConfig) (Authenticator, error) {
+	a := &jwtAuth{}
+	opts := []jwt.ParserOption{jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(cfg.Leeway)}
+	switch {
+	case len(cfg.Secret) > 0 && cfg.JWKS != nil:
+		return nil, errors.New("gateway: JWTConfig: set Secret or JWKS, not both")
+	case len(cfg.Secret) > 0:
+		secret := append([]byte(nil), cfg.Secret...)
+		a.keyFunc = func(*jwt.Token) (any, error) { return secret, nil }
+		opts = append(opts, jwt.WithValidMethods([]string{"HS256"}))
+	case cfg.JWKS != nil:
+		if len(cfg.JWKS.keys) == 0 {
+			return nil, errors.New("gateway: JWTConfig: the JWKS has no keys")
+		}
+		a.keyFunc = cfg.JWKS.keyFunc
+		opts = append(opts, jwt.WithValidMethods(cfg.JWKS.algorithms()))
+	default:
+		return nil, errors.New("gateway: JWTConfig: set Secret or JWKS")
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	if cfg.Now != nil {
+		opts = append(opts, jwt.WithTimeFunc(cfg.Now))
+	}
+	a.parser = jwt.NewParser(opts...)
+	return a, nil
+}
+
+type jwtAuth struct {
+	parser  *jwt.Parser
+	keyFunc jwt.Keyfunc
+}
+
+// tokenClaims are the claims the gateway reads.
+type tokenClaims struct {
+	Tenant *string `json:"tenant"`
+	jwt.RegisteredClaims
+}
+
+func (a *jwtAuth) Authenticate(r *http.Request) (Identity, error) {
+	raw, err := bearerToken(r)
+	if err != nil {
+		return Identity{}, err
+	}
+	var c tokenClaims
+	if _, err := a.parser.ParseWithClaims(raw, &c, a.keyFunc); err != nil {
+		return Identity{}, fmt.Errorf("%w: invalid token: %w", ErrUnauthenticated, err)
+	}
+	if c.Tenant == nil {
+		return Identity{}, fmt.Errorf("%w: the token has no %q claim", ErrUnauthenticated, TenantClaim)
+	}
+	id := Identity{Tenant: *c.Tenant, Subject: c.Subject}
+	if c.ExpiresAt != nil {
+		id.Expires = c.ExpiresAt.Time
+	}
+	return id, nil
+}
+
+// bearerToken returns the token of "Authorization: Bearer <token>" or of
+// the access_token query parameter. Both present is refused (ambiguous).
+func bearerToken(r *http.Request) (string, error) {
+	query, inQuery := r.URL.Query()["access_token"]
+	header := r.Header.Get("Authorization")
+	switch {
+	case header != "" && inQuery:
+		return "", fmt.Errorf("%w: send the token in the Authorization header or the access_token parameter, not both", ErrUnauthenticated)
+	case header != "":
+		scheme, token, ok := strings.Cut(header, " ")
+		token = strings.TrimSpace(token)
+		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+			return "", fmt.Errorf("%w: malformed Authorization header: want \"Bearer <token>\"", ErrUnauthenticated)
+		}
+		return token, nil
+	case inQuery:
+		if len(query) != 1 || query[0] == "" {
+			return "", fmt.Errorf("%w: want exactly one non-empty access_token parameter", ErrUnauthenticated)
+		}
+		return query[0], nil
+	}
+	return "", fmt.Errorf("%w: missing token: send \"Authorization: Bearer <JWT>\" or the access_token parameter", ErrUnauthenticated)
+}

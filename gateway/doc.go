@@ -1,0 +1,92 @@
+// Package gateway is Streamer's reference Gateway: it serves end users'
+// WebSocket and Server-Sent Events connections, authenticates them with JWTs
+// that decide their tenant, and feeds them from one upstream session with the
+// streamer nodes (a [client.Conn]) on which identical subscriptions of many
+// users share one streamer subscription.
+//
+// # Endpoints ([Gateway.Handler])
+//
+//   - GET /v1/ws — WebSocket, JSON text messages (below), many subscriptions
+//     per connection.
+//   - GET /v1/sse — Server-Sent Events, one subscription taken from the
+//     query string: collection=C and at most one of doc=ID, filters=JSON or
+//     cel=EXPR; optionally id=NAME (the subscription id reported in "subs",
+//     default "sse") and last_event_id=ID (same as the Last-Event-ID header).
+//     Every message is a "data:" line holding one JSON message of the
+//     WebSocket protocol; event messages carry "id:" = their event_id.
+//   - GET / — a small demo page (embedded) that subscribes over /v1/ws.
+//
+// The token is sent as "Authorization: Bearer <JWT>" or, for browsers'
+// WebSocket and EventSource which cannot set headers, as the access_token
+// query parameter. A missing, malformed, expired or wrongly signed token is
+// answered 401 before any upgrade. The tenant is the token's "tenant" claim;
+// a client never chooses it: a "tenant" query parameter or message field is
+// refused ("tenant_not_allowed").
+//
+// # WebSocket protocol
+//
+// Client → gateway:
+//
+//	{"type":"subscribe","id":"s1","collection":"orders"}                           every document
+//	{"type":"subscribe","id":"s1","collection":"orders","doc":"o-17"}              one document
+//	{"type":"subscribe","id":"s1","collection":"orders","filters":[{"field":"status","op":"==","value":"paid"}]}
+//	{"type":"subscribe","id":"s1","collection":"orders","cel":"doc.total > 100.0"}
+//	{"type":"unsubscribe","id":"s1"}
+//
+// Subscribing again with an active id replaces that subscription. Unknown
+// fields are refused, so are two criteria at once.
+//
+// Gateway → client:
+//
+//	{"type":"subscribed","id":"s1"}
+//	{"type":"unsubscribed","id":"s1"}
+//	{"type":"error","id":"s1","code":"invalid_filter","message":"…"}      id is "" for errors not tied to a subscription
+//	{"type":"event","subs":["s1"],"op":"create","collection":"orders","id":"o-17","doc":{…},"event_id":"…","ts":1700000000000,"tenant":"acme"}
+//	{"type":"resync","reason":"…"}
+//
+// "subscribed" is sent once the streamer node has acknowledged the
+// subscription: every event appended after it is delivered. "subs" lists the
+// client's subscription ids the event matched with the effective operation
+// "op" (create = entered the subscription's result set, update = stayed in
+// it, delete = left it or was deleted); "doc" is null for hard deletes.
+// "resync" means events may have been lost (the node's outbox for this
+// gateway overflowed, or an SSE Last-Event-ID is no longer in the gateway's
+// resume buffer): refetch the state of everything subscribed; subscriptions
+// stay active.
+//
+// Error codes: bad_message (not JSON, unknown type or field, binary frame),
+// invalid_argument, invalid_filter, invalid_cel, too_large,
+// tenant_not_allowed, too_many_subscriptions, unknown_subscription,
+// unavailable (the node did not answer or is unreachable), internal; a
+// subscription the node dropped after a reconnect gets an error with the
+// node's code (and ends an SSE stream). Requests refused before upgrading
+// (HTTP 400, 401 with code unauthenticated, 503) carry the same error
+// message as a JSON body.
+//
+// # Delivery and slow clients
+//
+// Every connection has a bounded send queue ([Config.SendQueue] messages).
+// The gateway never waits for a client: when a queue is full the connection
+// is closed — WebSocket close code 1008 with reason "slow consumer: …", an
+// SSE stream simply ends — and counted in
+// streamer_gateway_slow_disconnects_total. A write that does not finish
+// within [Config.WriteTimeout] ends the connection too, and so does the
+// expiry of the token it was opened with (close 1008 "access token
+// expired").
+//
+// # SSE resume
+//
+// Events sent on SSE streams are kept in a per-gateway resume buffer
+// bounded by [Config.ResumeBufferBytes], keyed by (upstream subscription,
+// event id). When an SSE stream ends (the client went away or was cut as a
+// slow consumer) its upstream subscription is kept for
+// [Config.SSEResumeWindow] and keeps filling the buffer, so an EventSource
+// that reconnects within the window with Last-Event-ID gets every event
+// after that one replayed, then live events. When the id is no longer in the
+// buffer (evicted, before an upstream resync, or never sent on that
+// subscription) the stream starts with a "resync" message instead — never a
+// silent gap.
+//
+// The package does not match events, store anything or talk gRPC itself;
+// the nodes match, the [client] package carries the session.
+package gateway

@@ -1,0 +1,152 @@
+package gateway
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Transports, as used in metric labels.
+const (
+	transportWS  = "ws"
+	transportSSE = "sse"
+)
+
+// endReason says why a session ended.
+type endReason int
+
+const (
+	endClientGone endReason = iota // the client closed or the transport failed
+	endSlow                        // the send queue was full
+	endShutdown                    // the gateway is shutting down
+	endExpired                     // the access token expired
+	endUpstream                    // the upstream session failed for good
+	endDropped                     // SSE: the stream's subscription was dropped by the node
+)
+
+// session is one end-user connection (WebSocket or SSE) as the hub sees it:
+// an identity and a bounded send queue. The transport's writer goroutine
+// drains the queue; everyone else only enqueues, never waits.
+type session struct {
+	transport string
+	tenant    string
+	subject   string    // for logs
+	remote    string    // client address, for logs
+	expires   time.Time // zero: the identity does not expire
+
+	// The send queue: at most max frames, allocated as used (an idle
+	// connection costs no queue memory). ready has capacity 1 and holds a
+	// token while frames may be waiting.
+	qmu   sync.Mutex
+	queue []frame
+	max   int
+	ready chan struct{}
+
+	done     chan struct{} // closed by end
+	endOnce  sync.Once
+	reason   endReason // set before done is closed
+	detail   string    // human reason, for close frames and logs
+	overflow *atomic.Uint64
+
+	// subs maps the client's subscription ids to their upstream; guarded
+	// by the hub's mutex.
+	subs map[string]*upstream
+	// replay holds the frames of an SSE resume, to be written before the
+	// queue. Set by hub.subscribe and read by the writer, which is the
+	// same goroutine for SSE.
+	replay []frame
+}
+
+func newSession(transport string, id Identity, queue int, slow *atomic.Uint64) *session {
+	return &session{
+		transport: transport,
+		tenant:    id.Tenant,
+		subject:   id.Subject,
+		expires:   id.Expires,
+		max:       queue,
+		ready:     make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		overflow:  slow,
+		subs:      map[string]*upstream{},
+	}
+}
+
+// enqueue queues f without blocking. A full queue ends the session as a
+// slow consumer; frames for an ended session are dropped. It reports
+// whether f was queued.
+func (s *session) enqueue(f frame) bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	s.qmu.Lock()
+	full := len(s.queue) >= s.max
+	if !full {
+		s.queue = append(s.queue, f)
+	}
+	s.qmu.Unlock()
+	if full {
+		if s.end(endSlow, fmt.Sprintf("slow consumer: send queue of %d messages full", s.max)) {
+			s.overflow.Add(1)
+		}
+		return false
+	}
+	select {
+	case s.ready <- struct{}{}:
+	default: // a token is already there
+	}
+	return true
+}
+
+// take moves the queued frames into buf (emptied first) and returns it.
+// The writer calls it after receiving from ready.
+func (s *session) take(buf []frame) []frame {
+	clear(buf) // drop references to written frames
+	if cap(buf) > 64 {
+		buf = nil // do not keep a burst's memory on an idle connection
+	}
+	s.qmu.Lock()
+	buf, s.queue = s.queue, buf[:0]
+	s.qmu.Unlock()
+	return buf
+}
+
+// end ends the session with reason (the first call wins) and reports
+// whether this call ended it.
+func (s *session) end(reason endReason, detail string) bool {
+	ended := false
+	s.endOnce.Do(func() {
+		s.reason, s.detail = reason, detail
+		close(s.done)
+		ended = true
+	})
+	return ended
+}
+
+// isDone reports whether the session has ended.
+func (s *session) isDone() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// ended returns why the session ended; valid once done is closed.
+func (s *session) ended() (endReason, string) {
+	<-s.done
+	return s.reason, s.detail
+}
+
+// expiry returns a channel that fires when the identity expires (nil: never)
+// and a function to stop its timer.
+func (s *session) expiry() (<-chan time.Time, func()) {
+	if s.expires.IsZero() {
+		return nil, func() {}
+	}
+	t := time.NewTimer(time.Until(s.expires))
+	return t.C, func() { t.Stop() }
+}
