@@ -39,6 +39,7 @@ func commands() []command {
 		{"gateway", "serve end users over WebSocket and SSE (reference gateway)", runGateway},
 		{"puller", "tail MongoDB change streams into the event log (with --redis)", runPuller},
 		{"match", "evaluate filters or CEL against documents (JSON lines on stdin)", runMatch},
+		{"bench", "load harness: measure throughput, latency and completeness", runBench},
 	}
 }
 

@@ -1,0 +1,51 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A short embedded run: every expected pair arrives, the counters add up,
+// the plot renders, and nothing is left running (TestMain checks leaks).
+func TestRunEmbedded(t *testing.T) {
+	var progress bytes.Buffer
+	res, err := Run(context.Background(), Config{
+		Gateways: 2, SubsPerGateway: 300, DistinctValues: 30, Collections: 4,
+		Rate: 3000, Duration: 1200 * time.Millisecond, Warmup: 200 * time.Millisecond,
+		BaselineDuration: 100 * time.Millisecond, Progress: &progress,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := res.Failures(); len(f) > 0 {
+		t.Fatalf("failures: %v\nexamples: %v", f, res.Examples)
+	}
+	if res.Expected == 0 || res.Delivered != res.Expected || res.Lost != 0 || res.Duplicates != 0 {
+		t.Errorf("expected %d, delivered %d, lost %d, duplicates %d", res.Expected, res.Delivered, res.Lost, res.Duplicates)
+	}
+	if res.Events != 3600 {
+		t.Errorf("events = %d, want 3000/s × 1.2s", res.Events)
+	}
+	if res.Latency.Samples == 0 || res.Latency.P50 <= 0 || res.Latency.P50 > res.Latency.P99 || res.Latency.P99 > res.Latency.Max {
+		t.Errorf("latency %+v", res.Latency)
+	}
+	if res.Baselines.Naive == nil || res.Baselines.Naive.EventsPerSec <= 0 || res.Baselines.RedisStreams != nil {
+		t.Errorf("baselines %+v", res.Baselines)
+	}
+	if len(res.Timeline) < 2 {
+		t.Errorf("timeline has %d seconds", len(res.Timeline))
+	}
+	if !strings.Contains(progress.String(), "[measure   1s]") {
+		t.Errorf("no progress line in:\n%s", progress.String())
+	}
+	var png bytes.Buffer
+	if err := WritePlot(&png, res); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(png.Bytes(), []byte("\x89PNG")) || png.Len() < 10_000 {
+		t.Errorf("plot: %d bytes, not a PNG image", png.Len())
+	}
+}

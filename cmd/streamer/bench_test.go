@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/streamerd/streamer/internal/redistest"
+)
+
+// runBenchCmd runs `streamer bench args…` in-process.
+func runBenchCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err = runBench(context.Background(), args, stdio{in: strings.NewReader(""), out: &out, err: &errb})
+	return out.String(), errb.String(), err
+}
+
+// lastJSON decodes the last line of stdout, which --json promises is one
+// JSON object.
+func lastJSON(t *testing.T, stdout string) map[string]any {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(stdout, "\n"), "\n")
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &m); err != nil {
+		t.Fatalf("last stdout line is not a JSON object: %v\n%s", err, stdout)
+	}
+	return m
+}
+
+// field returns the number at a dotted path of m, failing when absent.
+func field(t *testing.T, m map[string]any, path string) float64 {
+	t.Helper()
+	var v any = m
+	for p := range strings.SplitSeq(path, ".") {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			t.Fatalf("JSON field %s: %q is not inside an object", path, p)
+		}
+		if v, ok = obj[p]; !ok {
+			t.Fatalf("JSON has no field %s", path)
+		}
+	}
+	f, ok := v.(float64)
+	if !ok {
+		t.Fatalf("JSON field %s = %v, not a number", path, v)
+	}
+	return f
+}
+
+func TestBenchJSONContract(t *testing.T) {
+	t.Parallel()
+	stdout, stderr, err := runBenchCmd(t, "--duration", "2s", "--rate", "2000", "--gateways", "2", "--subs", "200", "--json")
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr)
+	}
+	m := lastJSON(t, stdout)
+	for _, f := range []string{"events_per_sec", "deliveries_per_sec", "latency_ms.p50", "latency_ms.p90", "latency_ms.p99",
+		"latency_ms.p999", "latency_ms.max", "expected", "delivered", "lost", "duplicates", "baselines.naive.events_per_sec",
+		"baselines.naive.ratio"} {
+		field(t, m, f)
+	}
+	if lost := field(t, m, "lost"); lost != 0 {
+		t.Errorf("lost = %v, want 0", lost)
+	}
+	expected, delivered, dups := field(t, m, "expected"), field(t, m, "delivered"), field(t, m, "duplicates")
+	if expected != delivered-dups {
+		t.Errorf("expected %v != delivered %v - duplicates %v", expected, delivered, dups)
+	}
+	if eps := field(t, m, "events_per_sec"); eps < 1000 || eps > 2100 {
+		t.Errorf("events_per_sec = %v at --rate 2000", eps)
+	}
+	if !strings.Contains(stderr, "[measure   1s]") || !strings.Contains(stderr, "latency ms") {
+		t.Errorf("stderr lacks progress or summary:\n%s", stderr)
+	}
+	if _, ok := m["baselines"].(map[string]any)["redis_streams"]; ok {
+		t.Error("embedded run reports a Redis baseline")
+	}
+}
+
+// Redis mode, two nodes on one real redis-server: nothing lost, the raw
+// Redis Streams baseline measured, and the run's keys deleted afterwards.
+func TestBenchRedisSmoke(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	stdout, stderr, err := runBenchCmd(t, "--redis", srv.URL(), "--nodes", "2", "--gateways", "2", "--subs", "100",
+		"--rate", "1000", "--duration", "1s", "--warmup", "200ms", "--baseline-duration", "300ms", "--partitions", "4", "--json")
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr)
+	}
+	m := lastJSON(t, stdout)
+	if m["mode"] != "redis" || field(t, m, "nodes") != 2 {
+		t.Errorf("mode %v, nodes %v", m["mode"], m["nodes"])
+	}
+	if lost, exp := field(t, m, "lost"), field(t, m, "expected"); lost != 0 || exp == 0 {
+		t.Errorf("lost %v of %v expected", lost, exp)
+	}
+	if field(t, m, "baselines.redis_streams.events_per_sec") <= 0 || field(t, m, "baselines.redis_streams.ratio") <= 0 {
+		t.Errorf("redis baseline: %v", m["baselines"])
+	}
+	rc := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	defer rc.Close()
+	keys, err := rc.Keys(context.Background(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) > 0 {
+		t.Errorf("the run left %d keys in Redis, e.g. %q", len(keys), keys[0])
+	}
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want string // in stderr
+	}{
+		{"several nodes need Redis", []string{"--nodes", "3"}, "exactly one node; add --redis"},
+		{"bad rate", []string{"--rate", "fast"}, "--rate"},
+		{"zero rate", []string{"--rate", "0"}, "--rate"},
+		{"bad mix", []string{"--mix", "eq=50,doc=10"}, "sum to 60"},
+		{"no gateways", []string{"--gateways", "0"}, "--gateways must be at least 1"},
+		{"no duration", []string{"--duration", "0s"}, "--duration"},
+		{"stray argument", []string{"now"}, "unexpected arguments"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, err := runBenchCmd(t, tc.args...)
+			if !errors.Is(err, errUsage) || !strings.Contains(stderr, tc.want) {
+				t.Errorf("err %v, stderr %q; want errUsage and %q", err, stderr, tc.want)
+			}
+		})
+	}
+}
