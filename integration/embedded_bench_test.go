@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -29,7 +30,7 @@ import (
 const (
 	benchGateways    = 4
 	benchSubsPerGW   = 10_000
-	benchCollections = 8     // spread over partitions
+	benchCollections = 8     // spread over partitions (embedded; see benchEnv.collections)
 	benchUsers       = 2_500 // distinct values of the equality-filtered field, per collection
 	benchDocs        = 20_000
 	benchBatch       = 256 // events per Publish call
@@ -45,14 +46,15 @@ const (
 	benchDocIDPerGW = 800
 )
 
-// benchSubscriptions returns gateway g's subscriptions: mostly equality
-// filters on doc.user over many distinct values, some document-id and CEL
-// subscriptions (indexable ones with a doc.user == … conjunct, and a few
-// distinct scanned ones), and one marker subscription per collection.
-func benchSubscriptions(g int) []client.Subscription {
+// benchSubscriptions returns gateway g's subscriptions over collections
+// collections: mostly equality filters on doc.user over many distinct
+// values, some document-id and CEL subscriptions (indexable ones with a
+// doc.user == … conjunct, and a few distinct scanned ones), and one marker
+// subscription per collection.
+func benchSubscriptions(g, collections int) []client.Subscription {
 	subs := make([]client.Subscription, 0, benchSubsPerGW)
-	coll := func(i int) string { return fmt.Sprintf("items%d", i%benchCollections) }
-	for c := range benchCollections {
+	coll := func(i int) string { return fmt.Sprintf("items%d", i%collections) }
+	for c := range collections {
 		subs = append(subs, client.Subscription{ID: fmt.Sprintf("marker%d", c), Tenant: benchTenant, Collection: coll(c), DocumentID: "marker"})
 	}
 	for i := range benchCELPerGW {
@@ -76,12 +78,12 @@ func benchSubscriptions(g int) []client.Subscription {
 }
 
 // benchEvent returns event seq of run: an update of a random document of a
-// random collection.
-func benchEvent(run string, seq int, rnd *rand.Rand) *streamerv1.ChangeEvent {
+// random one of collections collections.
+func benchEvent(run string, seq int, rnd *rand.Rand, collections int) *streamerv1.ChangeEvent {
 	doc := fmt.Sprintf(`{"user":"u%d","score":%.2f,"region":"r%d","n":%d}`,
 		rnd.IntN(benchUsers), rnd.Float64()*1000, rnd.IntN(8), seq)
 	return &streamerv1.ChangeEvent{
-		EventId: run + "-" + strconv.Itoa(seq), Tenant: benchTenant, Collection: fmt.Sprintf("items%d", rnd.IntN(benchCollections)),
+		EventId: run + "-" + strconv.Itoa(seq), Tenant: benchTenant, Collection: fmt.Sprintf("items%d", rnd.IntN(collections)),
 		DocumentId: fmt.Sprintf("d%d", rnd.IntN(benchDocs)), Operation: streamerv1.Operation_OPERATION_UPDATE,
 		Document: []byte(doc), TimestampMs: time.Now().UnixMilli(),
 	}
@@ -98,13 +100,15 @@ type benchRun struct {
 	deliveries atomic.Int64    // subscription ids delivered
 }
 
-// benchEnv is the node and gateways shared by the sub-benchmarks.
+// benchEnv is the node(s) and gateways shared by the sub-benchmarks.
 type benchEnv struct {
-	addr  string
-	pub   *client.Publisher
-	conns []*client.Conn
-	run   atomic.Pointer[benchRun]
-	fail  chan error
+	addr        string
+	collections int // the workload's collections
+	publishers  int // concurrent Publish calls; 0 = benchPublishers
+	pub         *client.Publisher
+	conns       []*client.Conn
+	run         atomic.Pointer[benchRun]
+	fail        chan error
 }
 
 func BenchmarkEmbeddedEndToEnd(b *testing.B) {
@@ -130,7 +134,7 @@ func startBenchEnv(b *testing.B) *benchEnv {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = srv.Serve(lis) })
 	wg.Go(func() { _ = node.Run(ctx) })
-	env := &benchEnv{addr: lis.Addr().String(), fail: make(chan error, benchGateways)}
+	env := &benchEnv{addr: lis.Addr().String(), collections: benchCollections, fail: make(chan error, benchGateways)}
 	b.Cleanup(func() {
 		for _, c := range env.conns {
 			_ = c.Close()
@@ -158,16 +162,27 @@ func startBenchEnv(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 
+	env.subscribeGateways(ctx, b, func(int) []client.Option { return nil })
+	for _, c := range env.conns {
+		wg.Go(func() { env.receive(c) })
+	}
+	return env
+}
+
+// subscribeGateways dials benchGateways gateways to env.addr (gateway gi
+// with opts(gi)) and subscribes benchSubscriptions. Close closes them.
+func (env *benchEnv) subscribeGateways(ctx context.Context, b *testing.B, opts func(gi int) []client.Option) {
+	b.Helper()
 	start := time.Now()
 	var g group
 	env.conns = make([]*client.Conn, benchGateways)
 	for gi := range benchGateways {
-		c, err := client.Dial(ctx, env.addr, client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		c, err := client.Dial(ctx, env.addr, append([]client.Option{client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts(gi)...)...)
 		if err != nil {
 			b.Fatal(err)
 		}
 		env.conns[gi] = c
-		subs := benchSubscriptions(gi)
+		subs := benchSubscriptions(gi, env.collections)
 		const workers = 32 // Subscribe calls in flight per gateway
 		for w := range workers {
 			g.Go(func() error {
@@ -184,10 +199,6 @@ func startBenchEnv(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	b.Logf("%d gateways × %d subscriptions in %v", benchGateways, benchSubsPerGW, time.Since(start).Round(time.Millisecond))
-	for _, c := range env.conns {
-		wg.Go(func() { env.receive(c) })
-	}
-	return env
 }
 
 // receive records every match delivered to c in the current run, until c
@@ -228,19 +239,20 @@ func (env *benchEnv) receive(c *client.Conn) {
 
 var runCounter atomic.Int64
 
-// measure publishes b.N events (as fast as benchPublishers concurrent
+// measure publishes b.N events (as fast as env.publishers concurrent
 // Publish calls go when rate is 0, else at rate events/s), then one marker
 // per collection, and waits until every gateway has every marker: by then,
 // partition order guarantees it has every match.
 func (env *benchEnv) measure(b *testing.B, rate int) {
 	run := &benchRun{name: fmt.Sprintf("r%d", runCounter.Add(1)), sentAt: make([]atomic.Int64, b.N)}
-	run.markers.Add(benchGateways * benchCollections)
+	run.markers.Add(benchGateways * env.collections)
 	env.run.Store(run)
 	defer env.run.Store(nil)
 
-	batches := make(chan []*streamerv1.ChangeEvent, benchPublishers)
+	publishers := cmp.Or(env.publishers, benchPublishers)
+	batches := make(chan []*streamerv1.ChangeEvent, publishers)
 	var g group
-	for range benchPublishers {
+	for range publishers {
 		g.Go(func() error {
 			for batch := range batches {
 				now := time.Now().UnixNano()
@@ -280,7 +292,7 @@ func (env *benchEnv) measure(b *testing.B, rate int) {
 		}
 		batch := make([]*streamerv1.ChangeEvent, 0, batchSize)
 		for seq := i; seq < min(i+batchSize, b.N); seq++ {
-			batch = append(batch, benchEvent(run.name, seq, rnd))
+			batch = append(batch, benchEvent(run.name, seq, rnd, env.collections))
 		}
 		batches <- batch
 	}
@@ -289,7 +301,7 @@ func (env *benchEnv) measure(b *testing.B, rate int) {
 		b.Fatal(err)
 	}
 	var markers []*streamerv1.ChangeEvent
-	for c := range benchCollections {
+	for c := range env.collections {
 		markers = append(markers, &streamerv1.ChangeEvent{EventId: fmt.Sprintf("%s-marker%d", run.name, c), Tenant: benchTenant,
 			Collection: fmt.Sprintf("items%d", c), DocumentId: "marker", Operation: streamerv1.Operation_OPERATION_UPDATE, Document: []byte(`{}`)})
 	}

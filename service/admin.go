@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -14,8 +13,9 @@ import (
 //   - /metrics: Prometheus metrics from the node's own registry;
 //   - /healthz: 200 "ok" while the process serves HTTP (liveness);
 //   - /readyz: 200 "ready" once Run has started consuming its partitions and
-//     the backend answers, 503 with the reason otherwise (before Run, while
-//     shutting down, or when the backend does not answer within a second).
+//     while the backend answers, 503 with the reason otherwise (before Run,
+//     while shutting down, or when the last probe of the backend, made every
+//     Config.ProbeInterval, failed or took over a second).
 func (n *Node) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{}))
@@ -33,16 +33,14 @@ func (n *Node) AdminHandler() http.Handler {
 }
 
 // readiness returns why the node is not ready, or nil.
-func (n *Node) readiness(ctx context.Context) error {
+func (n *Node) readiness(context.Context) error {
 	switch {
 	case n.draining.Load():
 		return fmt.Errorf("node is shutting down")
 	case !n.ready.Load():
 		return fmt.Errorf("partition consumers not started yet")
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	if _, err := n.backend.Nodes.Live(ctx); err != nil {
+	if err := n.probe.get(); err != nil {
 		return fmt.Errorf("backend unreachable: %w", err)
 	}
 	return nil

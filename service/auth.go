@@ -4,21 +4,28 @@ import (
 	"context"
 	"crypto/subtle"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
 // GRPCServerOptions returns the options the node's gRPC server must be built
 // with: bearer-token authentication interceptors (when Config.AuthToken is
-// set) and message size limits large enough for MaxDocumentBytes.
+// set), message size limits large enough for MaxDocumentBytes, and
+// keepalive pings that detect a gateway connection gone silent (half-open,
+// or a network partition) within two thirds of GatewayTTL (at least 2s), so
+// that its session, blocked sending to it, ends and releases its record.
 func (n *Node) GRPCServerOptions() []grpc.ServerOption {
+	ping := max(n.cfg.GatewayTTL/3, time.Second)
 	opts := []grpc.ServerOption{
 		// A published event carries a document and a pre-image, each up to
 		// MaxDocumentBytes; larger messages are refused by gRPC itself.
 		grpc.MaxRecvMsgSize(max(4<<20, 2*n.cfg.MaxDocumentBytes+1<<20)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: ping, Timeout: ping}),
 	}
 	if n.cfg.AuthToken != "" {
 		opts = append(opts,

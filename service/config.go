@@ -7,6 +7,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/streamerd/streamer/match"
 	"github.com/streamerd/streamer/store"
 )
@@ -19,6 +21,8 @@ const (
 	DefaultReadBatch        = 256
 	DefaultLeaseTTL         = 10 * time.Second
 	DefaultShutdownTimeout  = 5 * time.Second
+	DefaultDedupSize        = 1024
+	DefaultProbeInterval    = time.Second
 )
 
 // Config tunes a Node. New fills zero values with the defaults documented on
@@ -68,6 +72,23 @@ type Config struct {
 	// closing sessions, and finishing in-flight partition batches (default
 	// 5s).
 	ShutdownTimeout time.Duration
+
+	// DedupSize is how many recent event ids each partition consumer
+	// remembers to drop producer replays: an event whose id was routed in
+	// the last DedupSize events of its partition (on this node, since it
+	// acquired the partition) is dropped and counted. Zero takes
+	// DefaultDedupSize; a negative value turns deduplication off. It is a
+	// best effort that saves work and duplicates downstream: the client
+	// library deduplicates again.
+	DedupSize int
+	// ProbeInterval is how often the node probes the backend (which /readyz
+	// reports) and refreshes its pool metrics (default 1s; pending entries,
+	// consumer lag and outbox lengths are refreshed every 5 probes).
+	ProbeInterval time.Duration
+	// Collectors are extra Prometheus collectors, such as the backend
+	// client's, registered in the node's registry next to its own metrics.
+	// Their names must not clash with the node's (New fails otherwise).
+	Collectors []prometheus.Collector
 }
 
 // withDefaults returns c with zero fields set; backendPartitions is the
@@ -108,6 +129,12 @@ func (c Config) withDefaults(backendPartitions int) Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.DedupSize == 0 {
+		c.DedupSize = DefaultDedupSize
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = DefaultProbeInterval
 	}
 	return c
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/streamerd/streamer/match"
@@ -16,37 +17,62 @@ import (
 
 // consumerBlock is the longest wait of one event-log read. Reads wake
 // promptly on append, so it only bounds how often an idle consumer loops.
+// It is shortened to LeaseTTL/4 for short leases, so that a read rarely
+// outlives the lease fence.
 const consumerBlock = 500 * time.Millisecond
 
 // consumer processes one event-log partition: it applies control entries to
 // the partition's match index in log order, matches events, routes the
 // matches into gateway outboxes and acknowledges each read batch after its
 // outbox entries are appended. It does not decide ownership: whoever starts
-// it (ownership.go) holds the partition's lease.
+// it (ownership.go) holds the partition's lease, and every call that reads
+// or writes the partition goes through the lease fence, so that the
+// consumer stops touching the partition the moment the lease is no longer
+// known to be valid.
 //
 // Each partition has its own index: a subscription lives in exactly one
 // partition, and a gateway's expiry is applied per partition, so partitions
 // never disturb each other's subscriptions.
 type consumer struct {
-	n   *Node
-	p   int
-	log *slog.Logger
-	ix  *match.Index
+	n        *Node
+	p        int
+	log      *slog.Logger
+	ix       *match.Index
+	fence    *leaseFence
+	acquired time.Time // start of the Acquire that gave this node the lease
 
 	router  *router
 	results []match.Result
+
+	// dedup remembers the ids of the events routed recently (nil when
+	// deduplication is off); batchIDs are those of the batch in progress,
+	// remembered once its outbox entries are appended.
+	dedup    *simplelru.LRU[string, struct{}]
+	batchIDs []string
+	inBatch  map[string]struct{}
 }
 
-func newConsumer(n *Node, p int) *consumer {
-	return &consumer{n: n, p: p, log: n.log.With("partition", p), ix: match.NewIndex(n.engine), router: newRouter()}
+func newConsumer(n *Node, p int, fence *leaseFence, acquired time.Time) *consumer {
+	c := &consumer{n: n, p: p, log: n.log.With("partition", p), ix: match.NewIndex(n.engine), fence: fence,
+		acquired: acquired, router: newRouter()}
+	if n.cfg.DedupSize > 0 {
+		c.dedup, _ = simplelru.NewLRU[string, struct{}](n.cfg.DedupSize, nil) // size > 0: never fails
+		c.inBatch = map[string]struct{}{}
+	}
+	return c
 }
 
 // run consumes until stop is done; work is the context of backend calls
 // once a batch was read: it outlives stop so that the in-flight batch is
 // finished, and is cancelled to abandon it (lease lost, shutdown timeout).
-// It first loads the partition's subscriptions, then processes the group's
-// pending entries (left by a previous owner or a failed batch), then new
-// ones.
+//
+// It first loads the partition's subscriptions, then takes over the group's
+// pending entries (left by a previous owner that crashed or lost its lease):
+// it waits until claimGrace after the lease was acquired and claims them
+// with that min-idle, oldest first, processing each claimed batch before
+// claiming the next; only when none is left does it read new entries. After
+// a failed batch it claims its own pending entries again (min-idle 0: it
+// holds the lease) before reading on, so the partition's order holds.
 func (c *consumer) run(stop, work context.Context) {
 	for {
 		err := c.load(stop)
@@ -58,16 +84,33 @@ func (c *consumer) run(stop, work context.Context) {
 			return
 		}
 	}
+	if !c.awaitTakeover(stop) {
+		return
+	}
 	batch := c.n.cfg.ReadBatch
-	claim := true
+	block := min(consumerBlock, c.n.cfg.LeaseTTL/4)
+	claim, minIdle := true, c.n.claimGrace()
+	swept := time.Now()
 	for stop.Err() == nil {
+		if !claim && time.Since(swept) >= sweepEvery {
+			swept = time.Now()
+			claim = c.strays(stop)
+		}
 		var entries []store.Entry
-		var err error
-		if claim {
-			entries, err = c.n.backend.Log.ClaimPending(stop, c.p, c.n.cfg.NodeID, 0, batch)
-			claim = err != nil || len(entries) > 0
-		} else {
-			entries, err = c.n.backend.Log.Read(stop, c.p, c.n.cfg.NodeID, batch, consumerBlock)
+		err := c.fence.guard(stop, func(ctx context.Context) (err error) {
+			if claim {
+				entries, err = c.n.backend.Log.ClaimPending(ctx, c.p, c.n.cfg.NodeID, minIdle, batch)
+			} else {
+				entries, err = c.n.backend.Log.Read(ctx, c.p, c.n.cfg.NodeID, batch, block)
+			}
+			return err
+		})
+		if err == nil && claim {
+			if minIdle > 0 && len(entries) > 0 {
+				c.log.Info("took over the pending entries of the previous owner", "first_batch", len(entries))
+			}
+			minIdle = 0
+			claim = len(entries) > 0
 		}
 		if err == nil && len(entries) > 0 {
 			err = c.process(work, entries)
@@ -76,13 +119,49 @@ func (c *consumer) run(stop, work context.Context) {
 			if stop.Err() != nil || work.Err() != nil {
 				return
 			}
-			c.log.Error("processing partition, retrying its pending entries", "err", err)
+			if errors.Is(err, errLeaseExpired) {
+				c.log.Debug("partition paused: lease not known to be valid", "err", err)
+			} else {
+				c.log.Error("processing partition, retrying its pending entries", "err", err)
+			}
 			claim = true
 			if !sleepCtx(stop, retryDelay) {
 				return
 			}
 		}
 	}
+}
+
+// sweepEvery is how often a consumer between batches checks that nothing
+// is pending in its partition (see strays).
+const sweepEvery = 5 * time.Second
+
+// strays reports whether entries are pending in the partition although this
+// consumer, between batches, has none: a previous owner's read that Redis
+// served after the takeover claim (a race the lease fence and claimGrace
+// make very unlikely). Claiming them then delivers them late, out of
+// partition order, rather than never.
+func (c *consumer) strays(stop context.Context) bool {
+	var pending int64
+	err := c.fence.guard(stop, func(ctx context.Context) (err error) {
+		pending, err = c.n.backend.Log.Pending(ctx, c.p)
+		return err
+	})
+	if err != nil || pending == 0 {
+		return false
+	}
+	c.log.Warn("entries pending outside any batch of this owner: claiming them (they arrive late, out of order)", "pending", pending)
+	return true
+}
+
+// awaitTakeover waits until claimGrace after the lease was acquired, so
+// that no read of a previous owner can still reach Redis; it returns false
+// when stop ended first. Waiting even when nothing is pending matters: a
+// previous owner's blocked read that Redis served late would leave entries
+// pending that a consumer already reading new ones would never claim in
+// order.
+func (c *consumer) awaitTakeover(stop context.Context) bool {
+	return sleepCtx(stop, time.Until(c.acquired.Add(c.n.claimGrace())))
 }
 
 // load indexes the subscriptions of the live gateways that belong to this
@@ -130,15 +209,19 @@ func (c *consumer) add(gw string, sub *streamerv1.Subscription) error {
 	})
 }
 
-// process handles one read batch: apply, match, route, append, ack.
+// process handles one read batch: apply, match, route, append, ack. Every
+// backend call goes through the lease fence.
 func (c *consumer) process(ctx context.Context, entries []store.Entry) error {
 	c.router.reset()
+	c.batchIDs = c.batchIDs[:0]
+	clear(c.inBatch)
+	log := c.n.backend.Log
 	ids := make([]string, len(entries))
 	for i, e := range entries {
 		ids[i] = e.ID
 		if reason := c.apply(e); reason != "" {
 			c.log.Warn("dead-lettering log entry", "id", e.ID, "reason", reason)
-			if err := c.n.backend.Log.DeadLetter(ctx, c.p, e, reason); err != nil {
+			if err := c.fence.guard(ctx, func(ctx context.Context) error { return log.DeadLetter(ctx, c.p, e, reason) }); err != nil {
 				return fmt.Errorf("dead-lettering %s: %w", e.ID, err)
 			}
 			c.n.metrics.deadLetters.Inc()
@@ -148,14 +231,37 @@ func (c *consumer) process(ctx context.Context, entries []store.Entry) error {
 	if err != nil {
 		return fmt.Errorf("encoding outbox batch: %w", err)
 	}
-	if _, err := c.n.backend.Outboxes.Append(ctx, items); err != nil {
+	if err := c.fence.guard(ctx, func(ctx context.Context) error {
+		_, err := c.n.backend.Outboxes.Append(ctx, items)
+		return err
+	}); err != nil {
 		return fmt.Errorf("appending to outboxes: %w", err)
 	}
 	c.n.metrics.outboxBatches.Add(float64(len(items)))
-	if err := c.n.backend.Log.Ack(ctx, c.p, ids...); err != nil {
+	if c.dedup != nil {
+		for _, id := range c.batchIDs {
+			c.dedup.Add(id, struct{}{})
+		}
+	}
+	if err := c.fence.guard(ctx, func(ctx context.Context) error { return log.Ack(ctx, c.p, ids...) }); err != nil {
 		return fmt.Errorf("acknowledging: %w", err)
 	}
 	return nil
+}
+
+// replayed reports whether the event id was routed recently (in an earlier
+// batch whose outbox entries were appended, or earlier in this batch), and
+// otherwise records it as part of this batch.
+func (c *consumer) replayed(id string) bool {
+	if c.dedup == nil || id == "" {
+		return false
+	}
+	if _, ok := c.inBatch[id]; ok || c.dedup.Contains(id) {
+		return true
+	}
+	c.inBatch[id] = struct{}{}
+	c.batchIDs = append(c.batchIDs, id)
+	return false
 }
 
 // apply handles one entry; it returns why the entry must be dead-lettered,
@@ -225,6 +331,10 @@ func (c *consumer) event(ce *streamerv1.ChangeEvent, id string) error {
 		if ev.Before, err = match.ParseDocument(ce.GetBefore()); err != nil {
 			return fmt.Errorf("%w: before: %v", errBadEvent, err)
 		}
+	}
+	if c.replayed(ce.GetEventId()) {
+		c.n.metrics.eventsDeduplicated.Inc()
+		return nil
 	}
 	c.n.metrics.eventsProcessed.Inc()
 	if !match.SoftDelete(ev, c.n.cfg.SoftDeleteField) {

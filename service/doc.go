@@ -8,7 +8,12 @@
 // It holds no state of its own beyond caches: subscriptions, outboxes, leases
 // and sessions live in a store.Backend, so the same code runs embedded (one
 // node over store/memory, owning every partition) and as a pool of nodes over
-// a shared Redis backend. It does not listen on sockets: the caller creates
-// the gRPC server and HTTP server and mounts what RegisterGRPC and
-// AdminHandler provide.
+// a shared Redis backend. In a pool, nodes coordinate only through the
+// backend: partition leases taken by fair share and fenced by the node's
+// clock (ownership.go, fence.go), the consumer group's pending entries
+// claimed in order by a partition's next owner (consumer.go), gateway
+// sessions superseded by epoch on any node (session.go), and gateway expiry
+// under a pool-wide lock (janitor.go). It does not listen on sockets: the
+// caller creates the gRPC server and HTTP server and mounts what
+// RegisterGRPC and AdminHandler provide.
 package service

@@ -59,6 +59,15 @@ func testLogger() *slog.Logger {
 func startNode(t testing.TB, cfg Config, mcfg memory.Config) *harness {
 	t.Helper()
 	backend := memory.New(mcfg)
+	t.Cleanup(func() { _ = backend.Close() }) // runs after the node's cleanup
+	return startNodeOn(t, cfg, backend)
+}
+
+// startNodeOn starts a node with cfg over backend, which several nodes may
+// share (a pool), and waits until it is ready. The node, not the backend, is
+// stopped by t.Cleanup.
+func startNodeOn(t testing.TB, cfg Config, backend *store.Backend) *harness {
+	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger()
 	}
@@ -94,7 +103,6 @@ func startNode(t testing.TB, cfg Config, mcfg memory.Config) *harness {
 		_ = conn.Close()
 		srv.Stop()
 		serveWG.Wait()
-		_ = backend.Close()
 	})
 	waitFor(t, "node ready", func() bool { return node.readiness(context.Background()) == nil })
 	return h
@@ -341,6 +349,29 @@ func summary(ms []*streamerv1.EventMatch) []string {
 		out = append(out, s)
 	}
 	return out
+}
+
+// labelledValue returns the value of a counter or gauge with the given
+// label value (0 when absent).
+func (h *harness) labelledValue(name, label, value string) float64 {
+	h.t.Helper()
+	families, err := h.node.metrics.registry.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // metricValue returns the value of a metric without labels from the node's

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -26,7 +27,8 @@ func PartitionOf(tenant, collection string, p int) int {
 }
 
 // Publish validates each event and appends the valid ones, as LogEntry
-// payloads, to their partitions in request order. Each event gets its own
+// payloads, to their partitions in request order (the partitions in
+// parallel). Each event gets its own
 // result; a rejected event does not stop the others. While the node shuts
 // down it fails with codes.Unavailable.
 func (s *ingestService) Publish(ctx context.Context, req *streamerv1.PublishRequest) (*streamerv1.PublishResponse, error) {
@@ -62,7 +64,9 @@ func (s *ingestService) Publish(ctx context.Context, req *streamerv1.PublishRequ
 		}
 		byPartition[p] = append(byPartition[p], pending{i, payload})
 	}
-	for _, p := range order {
+	// One append per partition, all partitions at once: each keeps the
+	// request's order, and partitions are independent of each other.
+	appendPartition := func(p int) {
 		batch := byPartition[p]
 		payloads := make([][]byte, len(batch))
 		for i, b := range batch {
@@ -76,6 +80,15 @@ func (s *ingestService) Publish(ctx context.Context, req *streamerv1.PublishRequ
 			}
 			results[b.index].Position = ids[i]
 		}
+	}
+	if len(order) == 1 {
+		appendPartition(order[0])
+	} else {
+		var wg sync.WaitGroup
+		for _, p := range order {
+			wg.Go(func() { appendPartition(p) })
+		}
+		wg.Wait()
 	}
 	for _, r := range results {
 		if r.Error != nil {

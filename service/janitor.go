@@ -2,14 +2,30 @@ package service
 
 import (
 	"context"
+	"slices"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
 
+// gatewayLockTTL bounds how long a node that died while expiring a gateway
+// holds up that gateway's registration elsewhere.
+const gatewayLockTTL = 10 * time.Second
+
+// gatewayLockPoll is how often a busy gateway expiry lock is tried again.
+const gatewayLockPoll = 5 * time.Millisecond
+
+// lockSeq makes every acquisition of a gateway lock a distinct owner, so
+// that two goroutines of one node exclude each other too.
+var lockSeq atomic.Uint64
+
 // runJanitor expires gateways whose TTL ran out, every JanitorInterval,
-// until ctx is done. Expiry is idempotent: several nodes may run it for the
-// same gateway.
+// until ctx is done. Every node runs it: expiry is idempotent, and each
+// gateway is expired under its pool-wide lock, after checking again that it
+// is still expired, so that a janitor never forgets a gateway that
+// registered again meanwhile on any node.
 func (n *Node) runJanitor(ctx context.Context) {
 	t := time.NewTicker(n.cfg.JanitorInterval)
 	defer t.Stop()
@@ -27,24 +43,67 @@ func (n *Node) runJanitor(ctx context.Context) {
 
 // expireGateways expires every gateway past its deadline.
 func (n *Node) expireGateways(ctx context.Context) error {
-	n.expireMu.Lock()
-	defer n.expireMu.Unlock()
 	gone, err := n.backend.Subscriptions.Expired(ctx, time.Now())
 	if err != nil {
 		return err
 	}
 	for _, gw := range gone {
-		if err := n.expireGateway(ctx, gw, nil); err != nil {
+		if err := n.expireIfExpired(ctx, gw); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// expireIfExpired expires gw under its lock if it is still expired: another
+// node's janitor may have expired it already, or it may have registered
+// again.
+func (n *Node) expireIfExpired(ctx context.Context, gw string) error {
+	unlock, err := n.lockGateway(ctx, gw)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	gone, err := n.backend.Subscriptions.Expired(ctx, time.Now())
+	if err != nil || !slices.Contains(gone, gw) {
+		return err
+	}
+	return n.expireGateway(ctx, gw, nil)
+}
+
+// lockGateway takes gateway gw's expiry lock (store.Locks, so pool-wide),
+// waiting while another holder has it, until ctx is done or gatewayLockTTL
+// has passed (the holder's lease has then lapsed). unlock releases it.
+func (n *Node) lockGateway(ctx context.Context, gw string) (unlock func(), err error) {
+	name := "gateway-expiry:" + gw
+	owner := n.cfg.NodeID + "/" + strconv.FormatUint(lockSeq.Add(1), 10)
+	wctx, cancel := context.WithTimeout(ctx, gatewayLockTTL+time.Second)
+	defer cancel()
+	for {
+		ok, err := n.backend.Locks.Acquire(wctx, name, owner, gatewayLockTTL)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			break
+		}
+		if !sleepCtx(wctx, gatewayLockPoll) {
+			return nil, wctx.Err()
+		}
+	}
+	return func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		if err := n.backend.Locks.Release(rctx, name, owner); err != nil {
+			n.log.Warn("releasing gateway expiry lock (it lapses by itself)", "gateway", gw, "err", err)
+		}
+	}, nil
+}
+
 // expireGateway announces gw's expiry to every partition (a GatewayExpired
 // control entry, so each owner drops its subscriptions in log order), then
 // forgets its subscriptions and deletes its outbox, and closes its local
-// session unless it is except. The caller holds expireMu.
+// session unless it is except. The caller holds gw's expiry lock.
 func (n *Node) expireGateway(ctx context.Context, gw string, except *session) error {
 	n.log.Info("gateway expired: no heartbeat within ttl", "gateway", gw, "ttl", n.cfg.GatewayTTL)
 	entry := &streamerv1.LogEntry{Entry: &streamerv1.LogEntry_GatewayExpired{GatewayExpired: &streamerv1.GatewayExpired{GatewayId: gw}}}

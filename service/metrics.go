@@ -1,6 +1,8 @@
 package service
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -25,6 +27,15 @@ type metrics struct {
 	latency         prometheus.Histogram // event timestamp → send
 	outboxLag       prometheus.Histogram // outbox append → send
 	partitions      prometheus.Gauge
+
+	leaseChanges       *prometheus.CounterVec // by change: acquired, released, lost, expired
+	eventsDeduplicated prometheus.Counter
+	pending            *prometheus.GaugeVec // by partition, owned ones only
+	lag                *prometheus.GaugeVec // by partition, owned ones only
+	outboxMax          prometheus.Gauge
+	outboxTotal        prometheus.Gauge
+	backendUp          prometheus.Gauge
+	backendProbeErrors prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -86,10 +97,46 @@ func newMetrics(n *Node) *metrics {
 		Name: "streamer_partitions_owned",
 		Help: "Event-log partitions this node currently consumes.",
 	})
+	m.leaseChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "streamer_lease_changes_total",
+		Help: "Partition lease changes of this node, by change: acquired, released (rebalance or shutdown), lost (taken by another node) or expired (not renewed in time).",
+	}, []string{"change"})
+	for _, c := range []string{"acquired", "released", "lost", "expired"} {
+		m.leaseChanges.WithLabelValues(c)
+	}
+	m.eventsDeduplicated = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "streamer_events_deduplicated_total",
+		Help: "Change events dropped because an event with the same id was routed recently in the same partition (producer replays).",
+	})
+	m.pending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "streamer_partition_pending_entries",
+		Help: "Entries of an owned partition delivered to the consumer group and not acknowledged yet (XPENDING), refreshed every few seconds.",
+	}, []string{"partition"})
+	m.lag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "streamer_partition_lag_entries",
+		Help: "Entries of an owned partition not yet delivered to the consumer group (XINFO GROUPS lag), refreshed every few seconds; absent when the backend cannot tell.",
+	}, []string{"partition"})
+	m.outboxMax = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "streamer_outbox_entries_max",
+		Help: "Largest outbox (entries) among the gateways whose session this node holds, refreshed every few seconds.",
+	})
+	m.outboxTotal = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "streamer_outbox_entries",
+		Help: "Entries in the outboxes of the gateways whose session this node holds, refreshed every few seconds.",
+	})
+	m.backendUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "streamer_backend_up",
+		Help: "1 when the last probe of the backend succeeded, else 0.",
+	})
+	m.backendProbeErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "streamer_backend_probe_failures_total",
+		Help: "Backend probes that failed or timed out.",
+	})
 	for _, c := range []prometheus.Collector{
 		m.published, m.eventsProcessed, m.eventsMatched, m.matches, m.controlEntries, m.deadLetters,
 		m.outboxBatches, m.deliveries, m.deliveredEvents, m.resyncs, m.latency, m.outboxLag,
-		m.partitions,
+		m.partitions, m.leaseChanges, m.eventsDeduplicated, m.pending, m.lag, m.outboxMax, m.outboxTotal,
+		m.backendUp, m.backendProbeErrors,
 	} {
 		f(c)
 	}
@@ -128,4 +175,12 @@ func newMetrics(n *Node) *metrics {
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// forgetPartition drops the per-partition series of a partition this node
+// no longer owns.
+func (m *metrics) forgetPartition(p int) {
+	label := strconv.Itoa(p)
+	m.pending.DeleteLabelValues(label)
+	m.lag.DeleteLabelValues(label)
 }

@@ -28,14 +28,11 @@ type Node struct {
 
 	sessions *registry
 
-	// expireMu serialises gateway expiry with registration on this node, so
-	// that a gateway registering again is never expired by a janitor pass
-	// that listed it just before (see janitor.go).
-	expireMu sync.Mutex
-
 	// consumersMu guards consumers, the partitions consumed right now.
 	consumersMu sync.Mutex
 	consumers   map[int]*consumer
+
+	probe probeState // the last backend probe (runMonitor)
 
 	running  atomic.Bool // Run was called
 	ready    atomic.Bool // the first ownership round is done and Run is not stopping
@@ -67,6 +64,12 @@ func New(cfg Config, backend *store.Backend) (*Node, error) {
 	}
 	n.sessions = newRegistry()
 	n.metrics = newMetrics(n)
+	n.probe.set(errNotProbed)
+	for _, c := range cfg.Collectors {
+		if err := n.metrics.registry.Register(c); err != nil {
+			return nil, fmt.Errorf("service: registering Config.Collectors: %w", err)
+		}
+	}
 	return n, nil
 }
 
@@ -93,8 +96,8 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.cfg.AuthToken == "" {
 		n.log.Warn("AUTHENTICATION IS OFF: no auth token configured, every gateway and producer is accepted (development only)")
 	}
-	n.log.Info("node starting", "partitions", n.cfg.Partitions, "gateway_ttl", n.cfg.GatewayTTL,
-		"max_document_bytes", n.cfg.MaxDocumentBytes, "soft_delete_field", n.cfg.SoftDeleteField)
+	n.log.Info("node starting", "partitions", n.cfg.Partitions, "gateway_ttl", n.cfg.GatewayTTL, "lease_ttl", n.cfg.LeaseTTL,
+		"max_document_bytes", n.cfg.MaxDocumentBytes, "soft_delete_field", n.cfg.SoftDeleteField, "dedup_size", n.cfg.DedupSize)
 
 	// Background work outlives ctx until the sessions are closed, so that
 	// in-flight batches are finished rather than torn down.
@@ -102,6 +105,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer stop()
 	var wg sync.WaitGroup
 	own := newOwnership(n)
+	wg.Go(func() { n.runMonitor(bg) })
 	wg.Go(func() { own.run(bg) })
 	wg.Go(func() { n.runJanitor(bg) })
 

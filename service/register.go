@@ -124,9 +124,11 @@ func (s *session) unregister(ctx context.Context) {
 // now+ttl, making sure it does not resurrect a gateway whose TTL already ran
 // out (that would start an empty subscription set while partition indexes
 // still hold the old one). Well before the deadline known from the
-// session's last refresh it just runs op. Otherwise it checks, serialised
-// with the janitor, whether the gateway expired; if so it expires it
-// (expired = true, op is not run), else it runs op.
+// session's last refresh it just runs op. Otherwise it checks, under the
+// gateway's pool-wide expiry lock (so serialised with the janitor of every
+// node), whether the gateway expired; if so it expires it (expired = true
+// for an open session, op is not run; a session still registering goes on
+// and runs op, starting afresh), else it runs op.
 func (s *session) refreshTTL(ctx context.Context, op func() error) (expired bool, err error) {
 	n := s.n
 	margin := min(n.cfg.GatewayTTL/10, time.Second)
@@ -137,20 +139,35 @@ func (s *session) refreshTTL(ctx context.Context, op func() error) (expired bool
 		s.deadline = before.Add(n.cfg.GatewayTTL)
 		return false, nil
 	}
-	n.expireMu.Lock()
-	defer n.expireMu.Unlock()
-	before := time.Now()
-	gone, err := n.backend.Subscriptions.Expired(ctx, before)
+	unlock, err := n.lockGateway(ctx, s.gateway)
 	if err != nil {
 		return false, err
 	}
-	if slices.Contains(gone, s.gateway) {
+	defer unlock()
+	before := time.Now()
+	var live []string
+	if s.epoch != 0 {
+		// Listed first: a gateway missing from both lists below was
+		// forgotten, by a janitor here or on another node.
+		if live, err = n.backend.Subscriptions.Live(ctx); err != nil {
+			return false, err
+		}
+	}
+	gone, err := n.backend.Subscriptions.Expired(ctx, time.Now())
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case slices.Contains(gone, s.gateway):
 		if err := n.expireGateway(ctx, s.gateway, s); err != nil {
 			return false, err
 		}
 		if s.epoch != 0 { // an open session: the caller must close it
 			return true, nil
 		}
+	case s.epoch != 0 && !slices.Contains(live, s.gateway):
+		s.log.Info("gateway was expired by a janitor while its session was open")
+		return true, nil
 	}
 	if err := op(); err != nil {
 		return false, err

@@ -83,6 +83,17 @@ func (r *registry) count() int {
 	return len(r.byGateway)
 }
 
+// gateways returns the gateways with a registered session.
+func (r *registry) gateways() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.byGateway))
+	for gw := range r.byGateway {
+		out = append(out, gw)
+	}
+	return out
+}
+
 // closeAll refuses new sessions, closes every session with an Error and
 // waits up to timeout for them to end.
 func (r *registry) closeAll(code streamerv1.ErrorCode, msg string, timeout time.Duration) {

@@ -42,6 +42,7 @@ type session struct {
 	// Owner-only state.
 	acked    string    // newest acknowledged cursor
 	deadline time.Time // no later than the gateway's deadline in the backend
+	heard    time.Time // when the gateway last sent a message
 }
 
 // received is one result of Recv.
@@ -126,12 +127,16 @@ func (s *session) run(ctx context.Context) error {
 	defer wg.Wait()
 	defer stopPump()
 
+	s.heard = time.Now()
+	check := time.NewTicker(s.n.cfg.GatewayTTL / 3)
+	defer check.Stop()
 	for {
 		select {
 		case r := <-s.in:
 			if r.err != nil {
 				return recvError(r.err)
 			}
+			s.heard = time.Now()
 			if fatal, err := s.handle(ctx, r.msg); fatal != nil || err != nil {
 				if fatal != nil {
 					return s.sendError(fatal)
@@ -144,10 +149,41 @@ func (s *session) run(ctx context.Context) error {
 			}
 		case e := <-s.killCh:
 			return s.sendError(e)
+		case <-check.C:
+			if fatal := s.check(ctx); fatal != nil {
+				return s.sendError(fatal)
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// check is the session's periodic self-check, for sessions whose gateway
+// stopped talking (a half-open connection, a stream the gateway abandoned
+// after reconnecting elsewhere): when the gateway sent nothing for
+// GatewayTTL it has expired, so check expires it (unless a janitor did)
+// and ends the session; when a newer session of the gateway, on any node,
+// has superseded it, it ends the session. A backend error is not fatal
+// here: heartbeats report those.
+func (s *session) check(ctx context.Context) *streamerv1.Error {
+	n := s.n
+	cctx, cancel := context.WithTimeout(ctx, n.cfg.GatewayTTL/3)
+	defer cancel()
+	if time.Since(s.heard) > n.cfg.GatewayTTL {
+		if err := n.expireIfExpired(cctx, s.gateway); err != nil {
+			s.log.Warn("expiring silent gateway (a janitor will)", "err", err)
+		}
+		return s.expiredError()
+	}
+	node, epoch, err := n.backend.Sessions.Current(cctx, s.gateway)
+	if err != nil {
+		return nil
+	}
+	if node != n.cfg.NodeID || epoch != s.epoch {
+		return errorf(streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED, "streamer: session superseded by a newer session of gateway %s", s.gateway)
+	}
+	return nil
 }
 
 // next waits for the first message; nil with a nil error means the session

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/streamerd/streamer/internal/redistest"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
 
@@ -201,10 +202,78 @@ func TestServeBinary(t *testing.T) {
 		}
 	})
 
-	t.Run("refuses --redis for now", func(t *testing.T) {
-		out, err := exec.Command(exe, "serve", "--redis", "redis://localhost:6379").CombinedOutput()
+	t.Run("joins a Redis pool and refuses a partition count that disagrees", func(t *testing.T) {
+		srv := redistest.Start(t)
+		p := startServe(t, exe, nil, "--redis", srv.URL(), "--partitions", "4", "--lease-ttl", "1s", "--node-id", "n1")
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if code, _ := p.get(t, "/readyz"); code == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz never became 200\n%s", p.stderr())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if logs := p.stderr(); !strings.Contains(logs, `"mode":"redis"`) || !strings.Contains(logs, `"pool_size":"264"`) {
+			t.Errorf("logs lack redis mode or the default pool size:\n%s", logs)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			_, metrics := p.get(t, "/metrics")
+			missing := ""
+			for _, want := range []string{"streamer_partitions_owned 4", `streamer_lease_changes_total{change="acquired"} 4`,
+				`streamer_redis_errors_total{kind="io"} 0`, "streamer_backend_up 1", `streamer_partition_pending_entries{partition="3"} 0`,
+				`streamer_partition_lag_entries{partition="3"} 0`, "streamer_outbox_entries 0"} {
+				if !strings.Contains(metrics, want) {
+					missing = want
+				}
+			}
+			if missing == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/metrics lacks %q:\n%s", missing, metrics)
+			}
+		}
+
+		out, err := exec.Command(exe, "serve", "--redis", srv.URL(), "--partitions", "8", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0").CombinedOutput()
 		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "Redis mode is not available in this build yet") {
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "--partitions 8 disagrees with the pool") ||
+			!strings.Contains(string(out), "records 4 partitions") {
+			t.Fatalf("mismatched --partitions: err %v, output %q", err, out)
+		}
+
+		// Redis going away makes the node unready, and ready again when it is back.
+		srv.Kill()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if code, body := p.get(t, "/readyz"); code == 503 && strings.Contains(body, "backend unreachable") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz still 200 with Redis down\n%s", p.stderr())
+			}
+		}
+		srv.Restart()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if code, _ := p.get(t, "/readyz"); code == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz not 200 after Redis came back\n%s", p.stderr())
+			}
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-p.exited; err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.stderr())
+		}
+	})
+
+	t.Run("unreachable Redis", func(t *testing.T) {
+		out, err := exec.Command(exe, "serve", "--redis", "redis://127.0.0.1:1", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0").CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "--redis redis://127.0.0.1:1") {
 			t.Fatalf("err %v, output %q", err, out)
 		}
 	})
@@ -214,7 +283,7 @@ func TestServeBinary(t *testing.T) {
 		if err != nil {
 			t.Fatalf("--help: %v", err)
 		}
-		for _, want := range []string{"Usage: streamer serve", "-grpc", "-redis", "STREAMER_AUTH_TOKEN", "-gateway-ttl"} {
+		for _, want := range []string{"Usage: streamer serve", "-grpc", "-redis", "STREAMER_AUTH_TOKEN", "-gateway-ttl", "-lease-ttl", "pool_size", "-dedup-size"} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("--help lacks %q:\n%s", want, out)
 			}

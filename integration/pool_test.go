@@ -1,0 +1,399 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/streamerd/streamer/client"
+	"github.com/streamerd/streamer/internal/redistest"
+	"github.com/streamerd/streamer/internal/testproxy"
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store/redis"
+)
+
+// Pool tests: nodes are processes of the real binary sharing a real Redis
+// (pool_harness_test.go); the workload, expectations and checks are in
+// pool_workload_test.go. "Zero loss" means every expected (event,
+// subscription) pair arrives at least once; duplicates are allowed and
+// counted.
+
+func TestPoolThreeNodesDeliverEveryPair(t *testing.T) {
+	const events, gateways = 20_000, 6
+	p := newPool(t, nil)
+	nodes := []*nodeProc{p.start(), p.start(), p.start()}
+	waitUntil(t, "partitions balanced over 3 nodes", p.balanced)
+	t.Logf("shares: %v", p.shares())
+
+	w := newWorkload("three", 200)
+	pub := newPublisher(t, p, w)
+	rec := newRecorder(t, w, pub)
+	for g := range gateways {
+		rec.attach(p, g, nodes[g%len(nodes)], true)
+	}
+	for _, n := range nodes {
+		if on := rec.gatewaysOn(n.id); len(on) == 0 {
+			t.Fatalf("no gateway session on %s", n.id)
+		}
+	}
+
+	start := time.Now()
+	pub.publishAll(t, 0, events, 200)
+	published := time.Since(start)
+	want := rec.waitComplete(events)
+	t.Logf("published %d events over %d partitions in %v (%.0f events/s)", events, poolPartitions, published.Round(time.Millisecond),
+		float64(events)/published.Seconds())
+	rec.check("3 nodes", events, want, time.Since(start))
+}
+
+func TestPoolNodeKilledWhileOwningPartitionsAndSessions(t *testing.T) {
+	p := newPool(t, nil)
+	nodes := []*nodeProc{p.start(), p.start(), p.start()}
+	waitUntil(t, "partitions balanced over 3 nodes", p.balanced)
+	w := newWorkload("kill", 200)
+	pub := newPublisher(t, p, w)
+	rec := newRecorder(t, w, pub)
+	for g := range 6 {
+		rec.attach(p, g, nodes[g%len(nodes)], true)
+	}
+	start := time.Now()
+	pub.startContinuous(2000, 50)
+	waitUntil(t, "load running", func() bool { return pub.next.Load() >= 2000 })
+
+	victim := nodes[0]
+	var owned []int
+	for part, o := range p.owners() {
+		if o == victim.id {
+			owned = append(owned, part)
+		}
+	}
+	onVictim := rec.gatewaysOn(victim.id)
+	if len(owned) == 0 || len(onVictim) == 0 || victim.metric("streamer_sessions") == 0 {
+		t.Fatalf("%s owns partitions %v and holds sessions of %d gateways: want both", victim.id, owned, len(onVictim))
+	}
+	// Kill it in the middle of a burst, so that it likely dies with batches
+	// read and not acknowledged.
+	pub.halt()
+	pub.startContinuous(40_000, 400)
+	burst := pub.next.Load()
+	waitUntil(t, "a burst running", func() bool { return pub.next.Load() >= burst+2000 })
+	killed := time.Now()
+	victim.kill()
+	pub.halt() // back to the steady load; a batch cut short is sent again
+	pub.startContinuous(2000, 50)
+
+	waitUntil(t, "the victim's partitions taken over", func() bool {
+		o := p.owners()
+		for _, part := range owned {
+			if o[part] == "" || o[part] == victim.id {
+				return false
+			}
+		}
+		return true
+	})
+	takeover := time.Since(killed)
+	if limit := poolLeaseTTL + 2*time.Second; takeover > limit {
+		t.Errorf("partitions %v taken over %v after the kill; want within lease TTL + 2s = %v", owned, takeover, limit)
+	}
+	var resumed time.Duration // until the last of them resumed
+	waitUntil(t, "the victim's gateways resumed on other nodes", func() bool {
+		for _, gw := range onVictim {
+			regs := rec.regs.since(gw.id, killed)
+			i := slices.IndexFunc(regs, func(r registration) bool { return r.node != victim.id && r.resumed })
+			if i < 0 {
+				return false
+			}
+			resumed = max(resumed, regs[i].at.Sub(killed))
+		}
+		return true
+	})
+
+	after := pub.next.Load()
+	waitUntil(t, "load after the takeover", func() bool { return pub.next.Load() >= after+2000 })
+	pub.halt()
+	events := int(pub.next.Load())
+	want := rec.waitComplete(events)
+	claimed := 0
+	for _, n := range nodes[1:] {
+		claimed += strings.Count(n.tail(1000), "took over the pending entries of the previous owner")
+	}
+	t.Logf("kill -9 of %s owning partitions %v and the sessions of %d gateways: partitions taken over in %v (pending entries claimed in %d of them), its gateways resumed elsewhere in %v",
+		victim.id, owned, len(onVictim), takeover.Round(time.Millisecond), claimed, resumed.Round(time.Millisecond))
+	rec.check("node killed", events, want, time.Since(start))
+}
+
+func TestPoolScaleOneToThreeToOne(t *testing.T) {
+	p := newPool(t, nil)
+	n1 := p.start()
+	w := newWorkload("scale", 200)
+	pub := newPublisher(t, p, w)
+	rec := newRecorder(t, w, pub)
+	for g := range 3 {
+		rec.attach(p, g, n1, true)
+	}
+	start := time.Now()
+	pub.startContinuous(1500, 50)
+	more := func(what string, n int64) {
+		t.Helper()
+		at := pub.next.Load()
+		waitUntil(t, what, func() bool { return pub.next.Load() >= at+n })
+	}
+	more("load on one node", 1500)
+
+	up := time.Now()
+	n2, n3 := p.start(), p.start()
+	waitUntil(t, "partitions balanced over 3 nodes", p.balanced)
+	scaledUp := time.Since(up)
+	t.Logf("scaled up to 3 nodes: balanced (%v) in %v", p.shares(), scaledUp.Round(time.Millisecond))
+	rec.attach(p, 3, n2, true) // sessions on the nodes that will leave
+	rec.attach(p, 4, n3, true)
+	more("load on three nodes", 1500)
+
+	down := time.Now()
+	n2.stop(t)
+	n3.stop(t)
+	waitUntil(t, "every partition back on the one node left", p.balanced)
+	scaledDown := time.Since(down)
+	t.Logf("scaled down to 1 node: %v in %v", p.shares(), scaledDown.Round(time.Millisecond))
+	more("load on one node again", 1500)
+	pub.halt()
+
+	events := int(pub.next.Load())
+	want := rec.waitComplete(events)
+	rec.check("scale 1→3→1", events, want, time.Since(start))
+	if lost := n1.metric(`streamer_lease_changes_total{change="lost"}`) + n1.metric(`streamer_lease_changes_total{change="expired"}`); lost != 0 {
+		t.Errorf("%s lost %v leases during clean scaling", n1.id, lost)
+	}
+}
+
+func TestPoolRedisRestartUnderLoad(t *testing.T) {
+	p := newPool(t, []redistest.Option{redistest.WithAOF()})
+	nodes := []*nodeProc{p.start(), p.start()}
+	waitUntil(t, "partitions balanced over 2 nodes", p.balanced)
+	w := newWorkload("restart", 200)
+	pub := newPublisher(t, p, w)
+	rec := newRecorder(t, w, pub)
+	for g := range 4 {
+		rec.attach(p, g, nodes[g%len(nodes)], true)
+	}
+	start := time.Now()
+	pub.startContinuous(1500, 50)
+	waitUntil(t, "load running", func() bool { return pub.next.Load() >= 1500 })
+
+	killed := time.Now()
+	p.redis.Kill()
+	waitUntil(t, "every node unready", func() bool {
+		for _, n := range nodes {
+			if n.ready() {
+				return false
+			}
+		}
+		return true
+	})
+	unready := time.Since(killed)
+	p.redis.Restart()
+	restarted := time.Since(killed)
+	waitUntil(t, "every node ready again", func() bool {
+		for _, n := range nodes {
+			if !n.ready() {
+				return false
+			}
+		}
+		return true
+	})
+	ready := time.Since(killed)
+	at := pub.next.Load()
+	waitUntil(t, "load after the restart", func() bool { return pub.next.Load() >= at+1500 })
+	pub.halt()
+
+	events := int(pub.next.Load())
+	want := rec.waitComplete(events)
+	var redisErrors float64
+	for _, n := range nodes {
+		redisErrors += n.metric("streamer_redis_errors_total")
+	}
+	t.Logf("redis killed (AOF on): nodes unready after %v, redis back after %v, nodes ready after %v; %v redis errors counted by the nodes",
+		unready.Round(time.Millisecond), restarted.Round(time.Millisecond), ready.Round(time.Millisecond), redisErrors)
+	rec.check("redis restart", events, want, time.Since(start))
+	if redisErrors == 0 {
+		t.Errorf("streamer_redis_errors_total stayed 0 across a Redis restart")
+	}
+}
+
+func TestPoolVanishedGatewayIsExpired(t *testing.T) {
+	const ttl = time.Second
+	p := newPool(t, nil, "--gateway-ttl", ttl.String())
+	n1, n2 := p.start(), p.start()
+	waitUntil(t, "partitions balanced over 2 nodes", p.balanced)
+	w := newWorkload("vanish", 100)
+	pub := newPublisher(t, p, w)
+	rec := newRecorder(t, w, pub)
+
+	// The gateway that will vanish reaches n1 through a proxy, so that it
+	// can disappear without closing its connection.
+	proxy, err := testproxy.New(n1.grpcAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	vanishing := rec.attach(p, 0, nil, true, client.WithDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", proxy.Addr())
+	}))
+	live := rec.attach(p, 1, n2, true)
+	pub.publishAll(t, 0, 320, 32)
+	rec.waitComplete(320)
+	indexed := func() float64 {
+		return n1.metric("streamer_subscriptions_indexed") + n2.metric("streamer_subscriptions_indexed")
+	}
+	want := float64(len(vanishing.subs) + len(live.subs))
+	waitUntil(t, "both gateways' subscriptions indexed", func() bool { return indexed() == want })
+
+	rdb, err := redis.NewClient(p.redis.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	keys := redis.Keys{Prefix: redis.DefaultPrefix}
+	exists := func(key string) bool {
+		n, err := rdb.Exists(context.Background(), key).Result()
+		return err != nil || n > 0
+	}
+	if !exists(keys.Subs(vanishing.id)) || !exists(keys.Outbox(vanishing.id)) {
+		t.Fatal("the gateway's subscriptions or outbox are not in Redis before it vanishes")
+	}
+
+	proxy.Pause() // no more bytes either way, no connection closed
+	vanished := time.Now()
+	waitUntil(t, "the vanished gateway's keys gone and no node indexing its subscriptions", func() bool {
+		return !exists(keys.Subs(vanishing.id)) && !exists(keys.Outbox(vanishing.id)) && indexed() == float64(len(live.subs))
+	})
+	gone := time.Since(vanished)
+	// Its node notices the dead connection (keepalive) and releases the
+	// session record. The record itself stays, holding no node: it keeps
+	// the session epoch increasing (store.Sessions has no delete).
+	waitUntil(t, "the vanished gateway's session released", func() bool {
+		node, _, err := p.store.Sessions.Current(context.Background(), vanishing.id)
+		return err == nil && node == ""
+	})
+	released := time.Since(vanished)
+	session, err := rdb.Get(context.Background(), keys.Session(vanishing.id)).Result()
+	if err != nil && err != goredis.Nil {
+		t.Fatal(err)
+	}
+	t.Logf("gateway vanished (ttl %v): subscriptions, outbox and index entries gone after %v, session released after %v; record left: %s = %q",
+		ttl, gone.Round(time.Millisecond), released.Round(time.Millisecond), keys.Session(vanishing.id), session)
+	if gone > ttl+3*time.Second {
+		t.Errorf("cleanup took %v, want within ttl %v + 3s", gone, ttl)
+	}
+
+	// The live gateway is unaffected.
+	pub.publishAll(t, 320, 640, 32)
+	rec.waitComplete(640, live)
+}
+
+func TestPoolPoisonEntryIsDeadLettered(t *testing.T) {
+	p := newPool(t, nil)
+	n := p.start()
+	w := newWorkload("poison", 100)
+	pub := newPublisher(t, p, w)
+	rec := newRecorder(t, w, pub)
+	rec.attach(p, 0, n, true) // tenant t0: partitions 0, 4, 8, 12
+	pub.publishAll(t, 0, 320, 32)
+	rec.waitComplete(320)
+
+	ctx := context.Background()
+	const part = 0
+	noID, err := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_Event{Event: &streamerv1.ChangeEvent{
+		EventId: "no-document-id", Tenant: w.pairs[part].tenant, Collection: w.pairs[part].collection, Operation: streamerv1.Operation_OPERATION_CREATE}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison := [][]byte{[]byte("\xff\x00 not a log entry"), noID}
+	if _, err := p.store.Log.Append(ctx, part, poison...); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	pub.publishAll(t, 320, 640, 32)
+	want := rec.waitComplete(640)
+	rec.check("after poison entries", 640, want, time.Since(start))
+
+	dead, err := p.store.Log.DeadLetters(ctx, part, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != len(poison) {
+		t.Fatalf("partition %d has %d dead letters, want %d: %+v", part, len(dead), len(poison), dead)
+	}
+	for i, d := range dead {
+		if !slices.Equal(d.Original.Payload, poison[i]) || d.Reason == "" {
+			t.Errorf("dead letter %d = %+v, want the poison entry with a reason", i, d)
+		}
+		t.Logf("dead letter %d: %q", i, d.Reason)
+	}
+	if got := n.metric("streamer_dead_letters_total"); got != float64(len(poison)) {
+		t.Errorf("streamer_dead_letters_total = %v, want %d", got, len(poison))
+	}
+	waitUntil(t, "nothing pending in the partition", func() bool { // acks follow the outbox appends
+		pending, err := p.store.Log.Pending(ctx, part)
+		return err == nil && pending == 0
+	})
+}
+
+func TestPoolSlowGatewayGetsResyncOthersUnaffected(t *testing.T) {
+	const outboxCap, events = 30, 3000
+	p := newPool(t, nil, "--outbox-max-len", fmt.Sprint(outboxCap))
+	n := p.start()
+	w := newWorkload("slow", 1000)
+	pub := newPublisher(t, p, w)
+	rec := newRecorder(t, w, pub)
+	fast := rec.attach(p, 0, n, true)
+	// The slow gateway has the same tenant (t0) and reads nothing for now.
+	slow := rec.attach(p, 4, n, false, client.WithDeliveryBuffer(0))
+
+	start := time.Now()
+	pub.publishAll(t, 0, events, 8) // small batches: many outbox entries
+	want := rec.waitComplete(events, fast)
+	elapsed := time.Since(start)
+
+	ctx := context.Background()
+	var slowLen int64
+	waitUntil(t, "the slow gateway's outbox at its cap", func() bool {
+		var err error
+		slowLen, err = p.store.Outboxes.Len(ctx, slow.id)
+		return err == nil && slowLen > 0
+	})
+	if slowLen > outboxCap {
+		t.Errorf("slow gateway's outbox holds %d entries, over the cap %d", slowLen, outboxCap)
+	}
+	rss := n.metric("process_resident_memory_bytes")
+
+	rec.startReading(slow)
+	waitUntil(t, "a Resync for the slow gateway", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return slow.resyncs > 0
+	})
+
+	rec.mu.Lock()
+	lat := slices.Clone(fast.latencies)
+	fastResyncs, foreign, disorder := fast.resyncs, fast.foreign+slow.foreign, 0
+	for _, s := range fast.subs {
+		disorder += s.disorder
+	}
+	rec.mu.Unlock()
+	slices.Sort(lat)
+	t.Logf("%d events, fast gateway got all %d pairs in %v: latency p50 %v p99 %v max %v; slow gateway's outbox %d entries (cap %d); node RSS %.1f MiB; slow gateway resynced",
+		events, want, elapsed.Round(time.Millisecond), lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond),
+		lat[len(lat)-1].Round(time.Microsecond), slowLen, outboxCap, rss/(1<<20))
+	if fastResyncs != 0 || foreign != 0 || disorder != 0 {
+		t.Errorf("fast gateway: %d resyncs, %d out of order; %d foreign deliveries; want 0", fastResyncs, disorder, foreign)
+	}
+}

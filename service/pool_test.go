@@ -1,0 +1,297 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
+	"github.com/streamerd/streamer/store/memory"
+)
+
+// These tests run several nodes over one shared memory backend: a pool as
+// it runs on Redis, in one process. The multi-process, real-Redis versions
+// live in integration/.
+
+// poolLeaseTTL is short so that rebalancing rounds (every third of it) are
+// quick.
+const poolLeaseTTL = 300 * time.Millisecond
+
+// owners returns the lease holder of every partition.
+func owners(t *testing.T, b *store.Backend) []string {
+	t.Helper()
+	out := make([]string, b.Log.Partitions())
+	for p := range out {
+		o, err := b.Leases.Owner(context.Background(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[p] = o
+	}
+	return out
+}
+
+// shares counts the partitions each node's lease holds.
+func shares(t *testing.T, b *store.Backend) map[string]int {
+	t.Helper()
+	m := map[string]int{}
+	for _, o := range owners(t, b) {
+		m[o]++
+	}
+	return m
+}
+
+func TestPoolFairShareAndCleanRelease(t *testing.T) {
+	backend := memory.New(memory.Config{Partitions: 12})
+	t.Cleanup(func() { _ = backend.Close() })
+	cfg := func(id string) Config { return Config{NodeID: id, LeaseTTL: poolLeaseTTL} }
+	want := func(w map[string]int) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("shares %v", w), func() bool {
+			got := shares(t, backend)
+			for id, n := range w {
+				if got[id] != n {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
+	n1 := startNodeOn(t, cfg("n1"), backend)
+	want(map[string]int{"n1": 12})
+	n2 := startNodeOn(t, cfg("n2"), backend)
+	want(map[string]int{"n1": 6, "n2": 6})
+	n3 := startNodeOn(t, cfg("n3"), backend)
+	want(map[string]int{"n1": 4, "n2": 4, "n3": 4})
+
+	// A clean stop releases at once; the others share its partitions.
+	n3.stop()
+	if got := shares(t, backend)["n3"]; got != 0 {
+		t.Fatalf("n3 still holds %d leases after stopping", got)
+	}
+	want(map[string]int{"n1": 6, "n2": 6})
+	waitFor(t, "partitions_owned metrics", func() bool {
+		return n1.metricValue("streamer_partitions_owned") == 6 && n2.metricValue("streamer_partitions_owned") == 6
+	})
+	for _, h := range []*harness{n1, n2} {
+		if lost, expired := h.labelledValue("streamer_lease_changes_total", "change", "lost"), h.labelledValue("streamer_lease_changes_total", "change", "expired"); lost+expired != 0 {
+			t.Errorf("%s: %v leases lost, %v expired; want clean hand-overs only", h.node.ID(), lost, expired)
+		}
+	}
+	if released := n1.labelledValue("streamer_lease_changes_total", "change", "released"); released != 8 {
+		t.Errorf("n1 released %v leases, want 8 (12 → 6 → 4)", released)
+	}
+}
+
+func TestLostLeaseStopsThePartitionAtOnceAndTheNextOwnerClaimsPending(t *testing.T) {
+	backend := memory.New(memory.Config{Partitions: 1})
+	t.Cleanup(func() { _ = backend.Close() })
+	ctx := context.Background()
+	h := startNodeOn(t, Config{NodeID: "owner", LeaseTTL: poolLeaseTTL}, backend)
+	g, _ := h.connect("gw", "")
+	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	h.publish(event("e0", "t", "c", "d", opCreate, `{}`, ""))
+	g.matchesUntil("e0")
+
+	// Another node takes the lease (as after a partition between the owner
+	// and Redis): the owner learns it at its next renewal and stops.
+	if err := backend.Leases.Release(ctx, 0, "owner"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := backend.Leases.Acquire(ctx, 0, "thief", time.Hour); !ok || err != nil {
+		t.Fatalf("thief Acquire = %v, %v", ok, err)
+	}
+	waitFor(t, "the owner noticing the lost lease", func() bool {
+		return h.labelledValue("streamer_lease_changes_total", "change", "lost") == 1 && h.metricValue("streamer_partitions_owned") == 0
+	})
+
+	// The former owner reads nothing more: the thief gets e1 and e2 as
+	// never delivered, and leaves them pending, as if it crashed.
+	h.publish(event("e1", "t", "c", "d", opCreate, `{}`, ""), event("e2", "t", "c", "d", opCreate, `{}`, ""))
+	got, err := backend.Log.Read(ctx, 0, "thief", 0, 0)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("thief read %d entries, %v; want e1 and e2", len(got), err)
+	}
+
+	// Once the thief's lease is gone, the node takes the partition back,
+	// claims the thief's pending entries and delivers them, then new ones,
+	// in order.
+	if err := backend.Leases.Release(ctx, 0, "thief"); err != nil {
+		t.Fatal(err)
+	}
+	h.publish(event("e3", "t", "c", "d", opCreate, `{}`, ""))
+	if got := summary(g.matchesUntil("e1", "e2", "e3")); !slices.Equal(got, []string{"e1:CREATE:s", "e2:CREATE:s", "e3:CREATE:s"}) {
+		t.Fatalf("delivered %q", got)
+	}
+	waitFor(t, "nothing pending", func() bool { // the ack follows the outbox append
+		pending, err := backend.Log.Pending(ctx, 0)
+		return err == nil && pending == 0
+	})
+}
+
+// logEvent encodes a change event as the event log stores it.
+func logEvent(t *testing.T, ev *streamerv1.ChangeEvent) []byte {
+	t.Helper()
+	b, err := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_Event{Event: ev}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestTakeoverOfACrashedOwnerKeepsPartitionOrder(t *testing.T) {
+	backend := memory.New(memory.Config{Partitions: 1})
+	t.Cleanup(func() { _ = backend.Close() })
+	ctx := context.Background()
+
+	// A crashed owner: it holds the lease (until it expires), has read five
+	// of ten events and routed none of them.
+	sub, _ := proto.Marshal(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	if err := backend.Subscriptions.Put(ctx, "gw", "s", sub, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := backend.Leases.Acquire(ctx, 0, "crashed", poolLeaseTTL); !ok || err != nil {
+		t.Fatalf("Acquire = %v, %v", ok, err)
+	}
+	var payloads [][]byte
+	for i := range 10 {
+		payloads = append(payloads, logEvent(t, event(fmt.Sprintf("e%d", i), "t", "c", "d", opCreate, `{}`, "")))
+	}
+	if _, err := backend.Log.Append(ctx, 0, payloads...); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := backend.Log.Read(ctx, 0, "crashed", 5, 0); err != nil || len(got) != 5 {
+		t.Fatalf("crashed owner read %d, %v", len(got), err)
+	}
+
+	h := startNodeOn(t, Config{NodeID: "heir", LeaseTTL: poolLeaseTTL}, backend)
+	var ids []string
+	waitFor(t, "ten events in the outbox", func() bool {
+		entries, err := backend.Outboxes.Read(ctx, "gw", "", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = ids[:0]
+		for _, e := range entries {
+			var b streamerv1.OutboxBatch
+			if err := proto.Unmarshal(e.Payload, &b); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range b.GetMatches() {
+				ids = append(ids, m.GetEvent().GetEventId())
+			}
+		}
+		return len(ids) >= 10
+	})
+	if want := []string{"e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"}; !slices.Equal(ids, want) {
+		t.Fatalf("outbox holds %q, want %q", ids, want)
+	}
+	if acquired := h.labelledValue("streamer_lease_changes_total", "change", "acquired"); acquired != 1 {
+		t.Fatalf("acquired %v leases", acquired)
+	}
+}
+
+func TestEventIDDeduplication(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		dedupSize int
+		want      []string
+		dropped   float64
+	}{
+		{"on by default: a replay is dropped", 0, []string{"e1:CREATE:s", "e2:CREATE:s"}, 1},
+		{"off: a replay is routed again", -1, []string{"e1:CREATE:s", "e1:CREATE:s", "e2:CREATE:s"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startNode(t, Config{DedupSize: tc.dedupSize}, memory.Config{Partitions: 1})
+			g, _ := h.connect("gw", "")
+			g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+			h.publish(event("e1", "t", "c", "d", opCreate, `{}`, ""))
+			h.publish(event("e1", "t", "c", "d", opCreate, `{}`, "")) // a producer replay
+			h.publish(event("e2", "t", "c", "d", opCreate, `{}`, ""))
+			var got []string
+			for !slices.Contains(got, "e2:CREATE:s") {
+				got = append(got, summary(g.delivery().GetMatches())...)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("delivered %q, want %q", got, tc.want)
+			}
+			if d := h.metricValue("streamer_events_deduplicated_total"); d != tc.dropped {
+				t.Fatalf("deduplicated = %v, want %v", d, tc.dropped)
+			}
+		})
+	}
+}
+
+func TestSessionSupersededOnAnotherNodeIsClosed(t *testing.T) {
+	backend := memory.New(memory.Config{Partitions: 2})
+	t.Cleanup(func() { _ = backend.Close() })
+	cfg := func(id string) Config {
+		return Config{NodeID: id, LeaseTTL: poolLeaseTTL, GatewayTTL: 600 * time.Millisecond}
+	}
+	n1 := startNodeOn(t, cfg("n1"), backend)
+	n2 := startNodeOn(t, cfg("n2"), backend)
+
+	old, _ := n1.connect("gw", "")
+	newer, _ := n2.connect("gw", "")
+	// The old session sends nothing: its node finds out by itself.
+	if e := old.endError(); e.GetCode() != streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED {
+		t.Fatalf("old session ended with %v, want SUPERSEDED", e)
+	}
+	newer.send(&streamerv1.GatewayMessage{Msg: &streamerv1.GatewayMessage_Heartbeat{Heartbeat: &streamerv1.Heartbeat{}}})
+	newer.take("HeartbeatAck", func(m *streamerv1.StreamerMessage) bool { return m.GetHeartbeatAck() != nil })
+}
+
+func TestReadinessFollowsTheBackend(t *testing.T) {
+	backend := memory.New(memory.Config{Partitions: 1})
+	h := startNodeOn(t, Config{ProbeInterval: 10 * time.Millisecond}, backend)
+	if h.metricValue("streamer_backend_up") != 1 {
+		t.Fatal("streamer_backend_up != 1 while ready")
+	}
+	_ = backend.Close() // the backend becomes unreachable
+	var err error
+	waitFor(t, "not ready", func() bool { err = h.node.readiness(context.Background()); return err != nil })
+	if !strings.Contains(err.Error(), "backend unreachable") {
+		t.Fatalf("readiness = %v", err)
+	}
+	if h.metricValue("streamer_backend_up") != 0 || h.metricValue("streamer_backend_probe_failures_total") == 0 {
+		t.Fatal("backend metrics do not show the failure")
+	}
+}
+
+func TestLeaseFence(t *testing.T) {
+	ctx := context.Background()
+	var f leaseFence
+	call := func(ctx context.Context) error { return nil }
+	if err := f.guard(ctx, call); !errors.Is(err, errLeaseExpired) {
+		t.Fatalf("a fence never extended: %v", err)
+	}
+	f.extend(time.Now(), time.Hour)
+	if err := f.guard(ctx, call); err != nil {
+		t.Fatalf("valid fence: %v", err)
+	}
+	f.extend(time.Now(), 20*time.Millisecond)
+	blocked := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+	if err := f.guard(ctx, blocked); !errors.Is(err, errLeaseExpired) {
+		t.Fatalf("a call outliving the fence: %v", err)
+	}
+	f.extend(time.Now(), time.Hour)
+	f.revoke()
+	ran := false
+	if err := f.guard(ctx, func(context.Context) error { ran = true; return nil }); !errors.Is(err, errLeaseExpired) || ran {
+		t.Fatalf("revoked fence: %v, call ran = %v", err, ran)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	f.extend(time.Now(), time.Hour)
+	cancel()
+	if err := f.guard(cctx, blocked); !errors.Is(err, context.Canceled) || errors.Is(err, errLeaseExpired) {
+		t.Fatalf("a cancelled caller: %v", err)
+	}
+}
