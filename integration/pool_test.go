@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/streamerd/streamer/client"
@@ -277,19 +276,22 @@ func TestPoolVanishedGatewayIsExpired(t *testing.T) {
 	})
 	gone := time.Since(vanished)
 	// Its node notices the dead connection (keepalive) and releases the
-	// session record. The record itself stays, holding no node: it keeps
-	// the session epoch increasing (store.Sessions has no delete).
-	waitUntil(t, "the vanished gateway's session released", func() bool {
+	// session; the janitor's Forget deletes the session record, so no key of
+	// the gateway is left.
+	waitUntil(t, "the vanished gateway's session released and its session record gone", func() bool {
 		node, _, err := p.store.Sessions.Current(context.Background(), vanishing.id)
-		return err == nil && node == ""
+		return err == nil && node == "" && !exists(keys.Session(vanishing.id))
 	})
 	released := time.Since(vanished)
-	session, err := rdb.Get(context.Background(), keys.Session(vanishing.id)).Result()
-	if err != nil && err != goredis.Nil {
+	left, err := rdb.Keys(context.Background(), keys.Prefix+":{gw:"+vanishing.id+"}*").Result()
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("gateway vanished (ttl %v): subscriptions, outbox and index entries gone after %v, session released after %v; record left: %s = %q",
-		ttl, gone.Round(time.Millisecond), released.Round(time.Millisecond), keys.Session(vanishing.id), session)
+	if len(left) > 0 {
+		t.Fatalf("keys of the vanished gateway left in Redis: %v", left)
+	}
+	t.Logf("gateway vanished (ttl %v): subscriptions, outbox and index entries gone after %v, session record gone after %v",
+		ttl, gone.Round(time.Millisecond), released.Round(time.Millisecond))
 	if gone > ttl+3*time.Second {
 		t.Errorf("cleanup took %v, want within ttl %v + 3s", gone, ttl)
 	}

@@ -264,3 +264,43 @@ func TestNewClientKinds(t *testing.T) {
 		})
 	}
 }
+
+// TestForgottenGatewayLeavesNoKey checks that the janitor's Forget plus
+// Outboxes.Delete remove every key of a gateway, its session record included,
+// and that a later session of the same gateway still gets a greater epoch.
+func TestForgottenGatewayLeavesNoKey(t *testing.T) {
+	srv := redistest.Start(t)
+	raw := rawClient(t, srv)
+	ctx := t.Context()
+	b, keys := newBackend(t, srv, redis.Config{Partitions: 1})
+	if err := b.Subscriptions.Put(ctx, "G", "s", []byte("x"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "G", Payload: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	epoch, err := b.Sessions.Claim(ctx, "G", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sessions.Release(ctx, "G", "n1", epoch); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Subscriptions.Forget(ctx, "G"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Outboxes.Delete(ctx, "G"); err != nil {
+		t.Fatal(err)
+	}
+	left, err := raw.Keys(ctx, keys.Prefix+":{gw:G}*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("keys left after Forget and Delete: %v", left)
+	}
+	next, err := b.Sessions.Claim(ctx, "G", "n2")
+	if err != nil || next <= epoch {
+		t.Fatalf("Claim after Forget = %d, %v; want an epoch > %d", next, err, epoch)
+	}
+}

@@ -138,7 +138,8 @@ func (s *Subscriptions) byDeadline(ctx context.Context, op, lo, hi string) ([]st
 	return names, nil
 }
 
-// Forget is DEL on the hash and ZREM on the registry, in one MULTI/EXEC.
+// Forget is DEL on the hash and the session record and ZREM on the registry, in one
+// MULTI/EXEC.
 func (s *Subscriptions) Forget(ctx context.Context, gateway string) error {
 	if err := s.c.begin(ctx); err != nil {
 		return err
@@ -146,8 +147,11 @@ func (s *Subscriptions) Forget(ctx context.Context, gateway string) error {
 	if err := required("gateway", gateway); err != nil {
 		return err
 	}
+	// The session record goes too, so that a forgotten gateway leaves no key
+	// behind: its epochs come from the server's clock, so a later Claim still
+	// gets a greater one.
 	err := s.c.multi(ctx, func(pipe goredis.Pipeliner) {
-		pipe.Del(ctx, s.c.keys.Subs(gateway))
+		pipe.Del(ctx, s.c.keys.Subs(gateway), s.c.keys.Session(gateway))
 		pipe.ZRem(ctx, s.c.keys.Gateways(), gateway)
 	})
 	if err != nil {
