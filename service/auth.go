@@ -1,6 +1,8 @@
 package service
 
 import (
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"context"
 	"crypto/subtle"
 	"strings"
@@ -14,7 +16,7 @@ import (
 )
 
 // GRPCServerOptions returns the options the node's gRPC server must be built
-// with: bearer-token authentication interceptors (when Config.AuthToken is
+// with: the codec that forwards outbox entries without re-encoding them, bearer-token authentication interceptors (when Config.AuthToken is
 // set), message size limits large enough for MaxDocumentBytes, and
 // keepalive pings that detect a gateway connection gone silent (half-open,
 // or a network partition) within two thirds of GatewayTTL (at least 2s), so
@@ -22,6 +24,8 @@ import (
 func (n *Node) GRPCServerOptions() []grpc.ServerOption {
 	ping := max(n.cfg.GatewayTTL/3, time.Second)
 	opts := []grpc.ServerOption{
+		// Deliveries are forwarded as the outbox's bytes (rawcodec.go).
+		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(grpcproto.Name)}),
 		// A published event carries a document and a pre-image, each up to
 		// MaxDocumentBytes; larger messages are refused by gRPC itself.
 		grpc.MaxRecvMsgSize(max(4<<20, 2*n.cfg.MaxDocumentBytes+1<<20)),

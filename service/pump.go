@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
@@ -61,7 +60,7 @@ func (s *session) pump(ctx context.Context, cursor string) {
 				Reason: fmt.Sprintf("outbox overflow: the gateway fell more than %d batches behind", s.n.cfg.OutboxMaxLen),
 				Cursor: last,
 			}
-			if !s.emit(ctx, &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Resync{Resync: resync}}) {
+			if !s.emit(ctx, outgoing{msg: &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Resync{Resync: resync}}}) {
 				return
 			}
 			cursor = last
@@ -69,13 +68,13 @@ func (s *session) pump(ctx context.Context, cursor string) {
 		}
 		for _, e := range entries {
 			cursor = e.ID
-			var batch streamerv1.OutboxBatch
-			if err := proto.Unmarshal(e.Payload, &batch); err != nil {
-				s.log.Error("skipping undecodable outbox entry", "id", e.ID, "err", err)
+			// The entry's bytes are the Delivery's matches (log.proto); they are
+			// checked, not decoded, and forwarded as they are.
+			if n, err := scanBatch(e.Payload, func(int64) {}); err != nil || n == 0 {
+				s.log.Error("skipping undecodable outbox entry", "id", e.ID, "matches", n, "err", err)
 				continue
 			}
-			d := &streamerv1.Delivery{Cursor: e.ID, Matches: batch.Matches}
-			if !s.emit(ctx, &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Delivery{Delivery: d}}) {
+			if !s.emit(ctx, outgoing{cursor: e.ID, batch: e.Payload}) {
 				return
 			}
 		}
@@ -83,9 +82,9 @@ func (s *session) pump(ctx context.Context, cursor string) {
 }
 
 // emit hands m to the session owner; false when ctx ended first.
-func (s *session) emit(ctx context.Context, m *streamerv1.StreamerMessage) bool {
+func (s *session) emit(ctx context.Context, o outgoing) bool {
 	select {
-	case s.out <- m:
+	case s.out <- o:
 		return true
 	case <-ctx.Done():
 		return false

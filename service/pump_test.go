@@ -34,13 +34,13 @@ func TestPumpSendsResyncWhenOutboxOverflowsUnderASlowGateway(t *testing.T) {
 	}
 
 	// A session whose owner does not take deliveries: the pump stalls.
-	s := &session{n: n, log: n.log, gateway: "gw", out: make(chan *streamerv1.StreamerMessage, 1)}
+	s := &session{n: n, log: n.log, gateway: "gw", out: make(chan outgoing, 1)}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
 	wg.Go(func() { s.pump(ctx, "") })
 
-	if d := (<-s.out).GetDelivery(); d.GetCursor() != ids[0] {
+	if d := delivery(t, <-s.out); d.GetCursor() != ids[0] {
 		t.Fatalf("first message %v, want the delivery of %s", d, ids[0])
 	}
 	// The gateway falls behind by more than the cap in one go.
@@ -52,7 +52,7 @@ func TestPumpSendsResyncWhenOutboxOverflowsUnderASlowGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs := (<-s.out).GetResync()
+	rs := (<-s.out).msg.GetResync()
 	if rs == nil || rs.GetCursor() != ids[len(ids)-1] || !strings.Contains(rs.GetReason(), "overflow") {
 		t.Fatalf("got %v, want a Resync continuing after %s", rs, ids[len(ids)-1])
 	}
@@ -61,7 +61,20 @@ func TestPumpSendsResyncWhenOutboxOverflowsUnderASlowGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := (<-s.out).GetDelivery(); d.GetCursor() != more[0] || d.GetMatches()[0].GetEvent().GetEventId() != "g" {
+	if d := delivery(t, <-s.out); d.GetCursor() != more[0] || d.GetMatches()[0].GetEvent().GetEventId() != "g" {
 		t.Fatalf("after Resync got %v, want the delivery of %s", d, more[0])
 	}
+}
+
+// delivery decodes the frame the node would send for o, as a gateway would.
+func delivery(t *testing.T, o outgoing) *streamerv1.Delivery {
+	t.Helper()
+	if o.batch == nil {
+		t.Fatalf("got %v, want a delivery", o.msg)
+	}
+	var m streamerv1.StreamerMessage
+	if err := proto.Unmarshal(deliveryFrame(o.cursor, o.batch), &m); err != nil || m.GetDelivery() == nil {
+		t.Fatalf("delivery frame does not decode as a StreamerMessage with a Delivery: %v (%v)", &m, err)
+	}
+	return m.GetDelivery()
 }

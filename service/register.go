@@ -103,7 +103,7 @@ func (s *session) register(ctx context.Context, reg *streamerv1.Register) (start
 		return "", errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: sending Registered: %v", err)
 	}
 	if resync != nil {
-		if err := s.sendOut(&streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Resync{Resync: resync}}); err != nil {
+		if err := s.sendOut(outgoing{msg: &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Resync{Resync: resync}}}); err != nil {
 			return "", errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: sending Resync: %v", err)
 		}
 	}

@@ -31,7 +31,7 @@ type session struct {
 	log    *slog.Logger
 
 	in     chan received
-	out    chan *streamerv1.StreamerMessage
+	out    chan outgoing
 	killCh chan *streamerv1.Error
 
 	// Set once by the owner before the session is registered; read by the
@@ -43,6 +43,14 @@ type session struct {
 	acked    string    // newest acknowledged cursor
 	deadline time.Time // no later than the gateway's deadline in the backend
 	heard    time.Time // when the gateway last sent a message
+}
+
+// outgoing is what the pump hands the owner to send: a message (Resync), or a
+// Delivery straight from the outbox, forwarded without re-encoding.
+type outgoing struct {
+	msg    *streamerv1.StreamerMessage
+	cursor string // with batch: the outbox entry's id
+	batch  []byte // an encoded OutboxBatch
 }
 
 // received is one result of Recv.
@@ -72,7 +80,7 @@ func (svc *streamerService) Stream(stream grpc.BidiStreamingServer[streamerv1.Ga
 		stream: stream,
 		log:    n.log,
 		in:     make(chan received, sessionBuffer),
-		out:    make(chan *streamerv1.StreamerMessage, sessionBuffer),
+		out:    make(chan outgoing, sessionBuffer),
 		killCh: make(chan *streamerv1.Error, 1),
 	}
 	if n.draining.Load() || !n.sessions.add(s) {
@@ -252,29 +260,31 @@ func (s *session) sendError(e *streamerv1.Error) error {
 	return nil
 }
 
-// sendOut sends a message from the pump, recording delivery metrics.
-func (s *session) sendOut(m *streamerv1.StreamerMessage) error {
-	if err := s.send(m); err != nil {
-		return err
-	}
+// sendOut sends what the pump handed over, recording delivery metrics.
+func (s *session) sendOut(o outgoing) error {
 	mt := s.n.metrics
-	d := m.GetDelivery()
-	if d == nil {
-		if m.GetResync() != nil {
+	if o.batch == nil {
+		if err := s.send(o.msg); err != nil {
+			return err
+		}
+		if o.msg.GetResync() != nil {
 			mt.resyncs.Inc()
 		}
 		return nil
 	}
+	if err := s.stream.SendMsg(deliveryFrame(o.cursor, o.batch)); err != nil {
+		return err
+	}
 	now := time.Now()
 	mt.deliveries.Inc()
-	mt.deliveredEvents.Add(float64(len(d.GetMatches())))
-	if ms, _, err := store.ParseID(d.GetCursor()); err == nil {
+	if ms, _, err := store.ParseID(o.cursor); err == nil {
 		mt.outboxLag.Observe(max(now.Sub(time.UnixMilli(int64(ms))), 0).Seconds())
 	}
-	for _, em := range d.GetMatches() {
-		if ts := em.GetEvent().GetTimestampMs(); ts > 0 {
+	matches, _ := scanBatch(o.batch, func(ts int64) { // validated by the pump
+		if ts > 0 {
 			mt.latency.Observe(max(now.Sub(time.UnixMilli(ts)), 0).Seconds())
 		}
-	}
+	})
+	mt.deliveredEvents.Add(float64(matches))
 	return nil
 }

@@ -3,21 +3,28 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	goredis "github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/x/mongo/driver/connstring"
 	"google.golang.org/grpc"
 
 	"github.com/streamerd/streamer/match"
+	"github.com/streamerd/streamer/puller"
 	"github.com/streamerd/streamer/service"
 	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/memory"
@@ -46,6 +53,26 @@ open, so the pool needs about partitions + sessions + 32 connections; set
 pool_size=N in the URL (or --redis-pool-size) when a node holds more than a
 few hundred sessions.
 
+With --mongo URI the node also runs the MongoDB puller in-process (as
+'streamer puller' does, see its --help; the flags are the same, --mongo-db,
+--mongo-collections and --puller-name standing for its --db, --collections
+and --name): it tails the change streams of the watched database into the
+node's own event log. Without --redis that log, and the puller's resume token,
+are in memory: a restart starts from the current time, and changes made while
+the node was down are never published. With --redis the token is saved in
+Redis and several nodes may run with --mongo: they share one leader lease per
+--puller-name, one reads and the others stand by. An unreachable MongoDB does
+not stop the node: the puller logs its errors and retries, and reports them in
+the streamer_puller_* metrics of /metrics (streamer_puller_errors_total,
+streamer_puller_leader, streamer_puller_lag_seconds, ...). But when the puller
+stops for good (the change stream was invalidated, a watched collection was
+dropped or renamed, the resume token is no longer in the oplog and
+--start-from-now is not set, authentication failed, MongoDB is not a replica
+set) the node shuts down and serve exits with status 1 and the puller's
+message: a node never keeps running without its feed. In a Redis pool the
+next node with --mongo to take the lead may meet the same error and stop in
+turn; run 'streamer puller' as its own process to keep the nodes serving then.
+
 Every flag can also be set through an environment variable: --auth-token is
 STREAMER_AUTH_TOKEN, --gateway-ttl is STREAMER_GATEWAY_TTL, and so on; flags
 win over the environment. SIGINT or SIGTERM shuts the node down gracefully:
@@ -55,7 +82,35 @@ sessions are closed with a reason, in-flight batches are finished.`
 // has closed its sessions; remaining calls are then cut.
 const grpcStopTimeout = 5 * time.Second
 
+// mongoOpener opens the change-stream source of serve's embedded puller for
+// database db (the one named in uri when db is empty) and collections (all
+// when empty). It returns the name of the watched database and a function
+// that releases the source once the puller's Run has returned. An
+// unreachable server is not an error here: it shows up as change stream
+// errors, which the puller retries.
+type mongoOpener func(ctx context.Context, uri, db string, collections []string) (w puller.Watcher, database string, release func(context.Context) error, err error)
+
+// openMongo is the mongoOpener of the real driver.
+func openMongo(ctx context.Context, uri, db string, collections []string) (puller.Watcher, string, func(context.Context) error, error) {
+	w, client, err := puller.ConnectMongo(ctx, uri, db, collections)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return w, w.Database(), client.Disconnect, nil
+}
+
+// servePullerFlags names serve's flags that configure the embedded puller
+// and mean nothing without --mongo.
+var servePullerFlags = []string{"mongo-db", "mongo-collections", "puller-name", "tenant-field", "default-tenant",
+	"collection-field", "id-field", "pre-images", "start-from-now"}
+
 func runServe(ctx context.Context, args []string, sio stdio) error {
+	return serve(ctx, args, sio, openMongo)
+}
+
+// serve is runServe with the MongoDB connection of the embedded puller
+// replaceable, for tests.
+func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpener) error {
 	fs := newFlagSet("serve", serveSynopsis, sio)
 	grpcAddr := fs.String("grpc", ":7070", "`address` of the gRPC listener (Streamer and Ingest services)")
 	httpAddr := fs.String("http", ":7071", "`address` of the admin HTTP listener (/metrics, /healthz, /readyz)")
@@ -77,18 +132,74 @@ func runServe(ctx context.Context, args []string, sio stdio) error {
 	celCache := fs.Int("cel-cache-size", 10_000, "compiled CEL programs kept in the cache")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
+	mongoURI := fs.String("mongo", "", "MongoDB connection `URI` (a replica set or sharded cluster) to tail with an embedded puller (see above); empty = no puller")
+	mongoDB := fs.String("mongo-db", "", "`database` the embedded puller watches (default: the database named in the --mongo URI)")
+	mongoColls := fs.String("mongo-collections", "", "comma-separated `list` of collections the embedded puller watches (default: every collection of --mongo-db)")
+	pullerName := fs.String("puller-name", puller.DefaultName, "`name` of the embedded puller's stream: pullers of one name share a checkpoint and a leader lease")
+	tenantField := fs.String("tenant-field", puller.DefaultTenantField, "dotted document `field` holding the tenant (embedded puller); \"-\" to always use --default-tenant")
+	defaultTenant := fs.String("default-tenant", "", "`tenant` of documents without the tenant field (embedded puller)")
+	collectionField := fs.String("collection-field", "", "dotted document `field` naming the collection to publish under (embedded puller; default: the MongoDB collection)")
+	idField := fs.String("id-field", "_id", "dotted document `field` holding the document id (embedded puller)")
+	preImages := fs.Bool("pre-images", false, "embedded puller: publish pre-images (fullDocumentBeforeChange: whenAvailable; enable changeStreamPreAndPostImages on the collections)")
+	startFromNow := fs.Bool("start-from-now", false, "embedded puller: when the saved resume token is no longer usable, start from the current time instead of stopping the node (changes in between are lost)")
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
 	}
 
-	logger, err := newLogger(sio, *logLevel, *logFormat)
-	if err != nil {
-		fmt.Fprintln(sio.err, err)
+	usageErr := func(format string, args ...any) error {
+		fmt.Fprintf(sio.err, format+"\n", args...)
 		return errUsage
 	}
+	logger, err := newLogger(sio, *logLevel, *logFormat)
+	if err != nil {
+		return usageErr("%v", err)
+	}
 	if *partitions <= 0 || *outboxMax <= 0 || *logMaxLen <= 0 || *poolSize < 0 || *dedupSize < 0 || *leaseTTL < 10*time.Millisecond {
-		fmt.Fprintln(sio.err, "--partitions, --outbox-max-len, --log-max-len must be positive, --redis-pool-size and --dedup-size not negative, --lease-ttl at least 10ms")
-		return errUsage
+		return usageErr("--partitions, --outbox-max-len, --log-max-len must be positive, --redis-pool-size and --dedup-size not negative, --lease-ttl at least 10ms")
+	}
+
+	// The embedded puller's source is opened before the backend, so that a
+	// wrong --mongo is reported as such. The driver connects lazily.
+	var watcher puller.Watcher
+	var database string
+	var colls []string
+	if *mongoURI == "" {
+		// Only command-line flags are refused: an environment shared with
+		// pullers may set STREAMER_TENANT_FIELD and the like.
+		var orphans []string
+		fs.Visit(func(f *flag.Flag) {
+			if _, fromEnv := os.LookupEnv(envName(f.Name)); !fromEnv && slices.Contains(servePullerFlags, f.Name) {
+				orphans = append(orphans, "--"+f.Name)
+			}
+		})
+		if len(orphans) > 0 {
+			return usageErr("%s: only meaningful with --mongo URI (these flags configure the embedded puller)", strings.Join(orphans, ", "))
+		}
+	} else {
+		for c := range strings.SplitSeq(*mongoColls, ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				colls = append(colls, c)
+			}
+		}
+		if *mongoDB == "" {
+			cs, err := connstring.ParseAndValidate(*mongoURI)
+			if err != nil {
+				return usageErr("--mongo: %v", err)
+			}
+			if cs.Database == "" {
+				return usageErr("--mongo-db is required: the --mongo URI names no database (mongodb://host/DB)")
+			}
+		}
+		var release func(context.Context) error
+		watcher, database, release, err = openWatcher(ctx, *mongoURI, *mongoDB, colls)
+		if err != nil {
+			return usageErr("--mongo: %v", err)
+		}
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = release(dctx)
+		}()
 	}
 
 	mode := "embedded"
@@ -107,6 +218,13 @@ func runServe(ctx context.Context, args []string, sio stdio) error {
 		}
 	}
 	defer backend.Close()
+	var pullerMetrics *gathererCollector
+	if watcher != nil {
+		// The puller is created after the node (it takes the node's id as
+		// its lease owner); its registry is plugged in before any gather.
+		pullerMetrics = &gathererCollector{logger: logger}
+		collectors = append(collectors, pullerMetrics)
+	}
 	dedup := *dedupSize
 	if dedup == 0 {
 		dedup = -1 // off
@@ -128,6 +246,27 @@ func runServe(ctx context.Context, args []string, sio stdio) error {
 	}, backend)
 	if err != nil {
 		return err
+	}
+	var pl *puller.Puller
+	if watcher != nil {
+		pl, err = puller.New(puller.Config{
+			Name:    *pullerName,
+			Owner:   node.ID(),
+			Watcher: watcher,
+			Mapping: puller.Mapping{
+				TenantField:     *tenantField,
+				DefaultTenant:   *defaultTenant,
+				CollectionField: *collectionField,
+				IDField:         *idField,
+			},
+			PreImages:    *preImages,
+			StartFromNow: *startFromNow,
+			Logger:       logger,
+		}, backend)
+		if err != nil {
+			return err
+		}
+		pullerMetrics.g = pl.Registry()
 	}
 
 	gl, err := net.Listen("tcp", *grpcAddr)
@@ -158,6 +297,22 @@ func runServe(ctx context.Context, args []string, sio stdio) error {
 		}
 	})
 	logger.Info("listening", "grpc_addr", gl.Addr().String(), "http_addr", hl.Addr().String(), "node_id", node.ID(), "mode", mode)
+	if pl != nil {
+		logger.Info("embedded puller starting", "puller", *pullerName, "database", database, "collections", colls)
+		// A puller that stops for good ends the node: without its feed the
+		// node would serve stale data silently.
+		wg.Go(func() {
+			err := pl.Run(ctx)
+			if err == nil && ctx.Err() != nil {
+				return // the node is stopping
+			}
+			if err == nil {
+				err = errors.New("puller: stopped unexpectedly")
+			}
+			logger.Error("EMBEDDED PULLER STOPPED: shutting the node down; fix the cause, then restart", "puller", *pullerName, "err", err)
+			cancel(fmt.Errorf("embedded puller %q stopped: %w", *pullerName, err))
+		})
+	}
 
 	runErr := node.Run(ctx) // returns once sessions are closed and batches finished
 
@@ -336,4 +491,83 @@ func (h redisErrorHook) count(ctx context.Context, err error) {
 	default:
 		h.errs.WithLabelValues("io").Inc()
 	}
+}
+
+// gathererCollector serves the metrics of a Gatherer (the embedded puller's
+// own registry) from the node's registry, through service.Config.Collectors.
+// It is an unchecked collector (Describe sends nothing): the registry checks
+// the names for consistency at each gather instead. Its Gatherer is set
+// before the first gather.
+type gathererCollector struct {
+	g      prometheus.Gatherer
+	logger *slog.Logger
+}
+
+func (c *gathererCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (c *gathererCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.g == nil {
+		return
+	}
+	mfs, err := c.g.Gather()
+	if err != nil {
+		// A partial result is still served; failing the node's whole
+		// /metrics for it would hide more than it shows.
+		c.logger.Warn("gathering the embedded puller's metrics", "err", err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if pm, err := constMetric(mf, m); err != nil {
+				c.logger.Warn("dropping a metric of the embedded puller", "metric", mf.GetName(), "err", err)
+			} else {
+				ch <- pm
+			}
+		}
+	}
+}
+
+// constMetric rebuilds one gathered sample as a constant metric, created
+// timestamp included. Classic histograms only: the puller has no native ones.
+func constMetric(mf *dto.MetricFamily, m *dto.Metric) (prometheus.Metric, error) {
+	names := make([]string, 0, len(m.GetLabel()))
+	values := make([]string, 0, len(m.GetLabel()))
+	for _, l := range m.GetLabel() {
+		names = append(names, l.GetName())
+		values = append(values, l.GetValue())
+	}
+	desc := prometheus.NewDesc(mf.GetName(), mf.GetHelp(), names, nil)
+	switch mf.GetType() {
+	case dto.MetricType_COUNTER:
+		if ct := m.GetCounter().GetCreatedTimestamp(); ct != nil {
+			return prometheus.NewConstMetricWithCreatedTimestamp(desc, prometheus.CounterValue, m.GetCounter().GetValue(), ct.AsTime(), values...)
+		}
+		return prometheus.NewConstMetric(desc, prometheus.CounterValue, m.GetCounter().GetValue(), values...)
+	case dto.MetricType_GAUGE:
+		return prometheus.NewConstMetric(desc, prometheus.GaugeValue, m.GetGauge().GetValue(), values...)
+	case dto.MetricType_UNTYPED:
+		return prometheus.NewConstMetric(desc, prometheus.UntypedValue, m.GetUntyped().GetValue(), values...)
+	case dto.MetricType_HISTOGRAM:
+		h := m.GetHistogram()
+		buckets := make(map[float64]uint64, len(h.GetBucket()))
+		for _, b := range h.GetBucket() {
+			if !math.IsInf(b.GetUpperBound(), +1) {
+				buckets[b.GetUpperBound()] = b.GetCumulativeCount()
+			}
+		}
+		if ct := h.GetCreatedTimestamp(); ct != nil {
+			return prometheus.NewConstHistogramWithCreatedTimestamp(desc, h.GetSampleCount(), h.GetSampleSum(), buckets, ct.AsTime(), values...)
+		}
+		return prometheus.NewConstHistogram(desc, h.GetSampleCount(), h.GetSampleSum(), buckets, values...)
+	case dto.MetricType_SUMMARY:
+		s := m.GetSummary()
+		quantiles := make(map[float64]float64, len(s.GetQuantile()))
+		for _, q := range s.GetQuantile() {
+			quantiles[q.GetQuantile()] = q.GetValue()
+		}
+		if ct := s.GetCreatedTimestamp(); ct != nil {
+			return prometheus.NewConstSummaryWithCreatedTimestamp(desc, s.GetSampleCount(), s.GetSampleSum(), quantiles, ct.AsTime(), values...)
+		}
+		return prometheus.NewConstSummary(desc, s.GetSampleCount(), s.GetSampleSum(), quantiles, values...)
+	}
+	return nil, fmt.Errorf("metric type %s is not supported", mf.GetType())
 }

@@ -278,12 +278,70 @@ func TestServeBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("embedded puller with an unreachable MongoDB", func(t *testing.T) {
+		p := startServe(t, exe, nil, "--mongo", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500", "--mongo-db", "app")
+		if code, body := p.get(t, "/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+			t.Fatalf("/healthz = %d %q", code, body)
+		}
+		// The node serves; the puller's failure shows in /metrics and the log.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			rc, _ := p.get(t, "/readyz")
+			_, metrics := p.get(t, "/metrics")
+			logs := p.stderr()
+			if rc == 200 && strings.Contains(metrics, `streamer_puller_errors_total{kind="stream"}`) &&
+				strings.Contains(metrics, "streamer_puller_leader 1") && strings.Contains(metrics, "streamer_partitions_owned 16") &&
+				strings.Contains(logs, `"level":"WARN","msg":"change stream failed: reopening it from the checkpoint"`) &&
+				strings.Contains(logs, "connection refused") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no puller failure in /metrics and the log, or the node is not ready (/readyz %d):\n%s\nlogs:\n%s", rc, metrics, logs)
+			}
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-p.exited:
+			if err != nil {
+				t.Fatalf("exit after SIGTERM: %v\n%s", err, p.stderr())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("serve still running 10s after SIGTERM\n%s", p.stderr())
+		}
+	})
+
+	t.Run("embedded puller stopping for good ends the node", func(t *testing.T) {
+		// A server the driver takes for a standalone mongod: $changeStream
+		// fails with 40573, which retrying cannot fix.
+		m := startFakeMongod(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, exe, "serve", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
+			"--mongo", "mongodb://"+m.addr()+"/app?serverSelectionTimeoutMS=2000").CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("serve with a fatal puller error: err %v, want exit status 1; output:\n%s", err, out)
+		}
+		for _, want := range []string{"EMBEDDED PULLER STOPPED", "node shutting down",
+			`streamer serve: embedded puller "default" stopped: puller: change stream failed and retrying cannot help`,
+			"only supported on replica sets"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		if n := m.aggregates(); n != 1 {
+			t.Errorf("the puller sent %d aggregates, want 1 (no retry of a permanent error)", n)
+		}
+	})
+
 	t.Run("help", func(t *testing.T) {
 		out, err := exec.Command(exe, "serve", "--help").CombinedOutput()
 		if err != nil {
 			t.Fatalf("--help: %v", err)
 		}
-		for _, want := range []string{"Usage: streamer serve", "-grpc", "-redis", "STREAMER_AUTH_TOKEN", "-gateway-ttl", "-lease-ttl", "pool_size", "-dedup-size"} {
+		for _, want := range []string{"Usage: streamer serve", "-grpc", "-redis", "STREAMER_AUTH_TOKEN", "-gateway-ttl", "-lease-ttl", "pool_size", "-dedup-size",
+			"-mongo URI", "-mongo-db", "-mongo-collections", "-puller-name", "-start-from-now", "serve exits with status 1"} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("--help lacks %q:\n%s", want, out)
 			}

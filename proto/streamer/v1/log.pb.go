@@ -336,10 +336,14 @@ func (x *GatewayExpired) GetGatewayId() string {
 // OutboxBatch is one entry of a gateway's outbox: the matches produced for
 // that gateway by one processing batch of one partition. It is sent to the
 // gateway as a Delivery whose cursor is the entry's outbox position.
+//
+// Its field number equals Delivery.matches on purpose: an OutboxBatch's
+// bytes are a Delivery without its cursor, so the node forwards them to the
+// gateway as they are, without decoding and re-encoding every event.
 type OutboxBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The matches, in event-log order. Never empty.
-	Matches       []*EventMatch `protobuf:"bytes,1,rep,name=matches,proto3" json:"matches,omitempty"`
+	Matches       []*EventMatch `protobuf:"bytes,2,rep,name=matches,proto3" json:"matches,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -408,7 +412,7 @@ const file_streamer_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"gateway_id\x18\x01 \x01(\tR\tgatewayId\"@\n" +
 	"\vOutboxBatch\x121\n" +
-	"\amatches\x18\x01 \x03(\v2\x17.streamer.v1.EventMatchR\amatchesB<Z:github.com/streamerd/streamer/proto/streamer/v1;streamerv1b\x06proto3"
+	"\amatches\x18\x02 \x03(\v2\x17.streamer.v1.EventMatchR\amatchesB<Z:github.com/streamerd/streamer/proto/streamer/v1;streamerv1b\x06proto3"
 
 var (
 	file_streamer_v1_log_proto_rawDescOnce sync.Once
