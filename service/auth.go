@@ -1,10 +1,10 @@
 package service
 
 import (
-	"google.golang.org/grpc/encoding"
-	grpcproto "google.golang.org/grpc/encoding/proto"
 	"context"
 	"crypto/subtle"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"strings"
 	"time"
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
 
