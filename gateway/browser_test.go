@@ -5,11 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/streamerd/streamer/internal/testbin"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,7 +31,7 @@ func TestBrowserDemo(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("the browser test needs Chromium at %s: install chromium (apt-get install -y chromium): %v", chromiumPath, err)
 	}
-	exe := buildStreamer(t)
+	exe := testbin.Streamer(t)
 	serve := startProcess(t, exe, "serve", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--partitions", "4", "--log-format", "json")
 	grpcAddr := serve.listening["grpc_addr"]
 	gw := startProcess(t, exe, "gateway", "--addr", grpcAddr, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
@@ -117,21 +117,6 @@ func TestBrowserDemo(t *testing.T) {
 	}
 	gw.stop(t)
 	serve.stop(t)
-}
-
-// buildStreamer builds the streamer command into a temporary directory.
-func buildStreamer(t *testing.T) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the go tool is needed to build the streamer binary: %v", err)
-	}
-	exe := filepath.Join(t.TempDir(), "streamer")
-	out, err := exec.Command(goTool, "build", "-o", exe, "github.com/streamerd/streamer/cmd/streamer").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return exe
 }
 
 // process is a running streamer subcommand with JSON logs on stderr.

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/streamerd/streamer/internal/testbin"
 	"maps"
 	"net"
 	"os"
@@ -42,7 +43,7 @@ func TestComposeStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli := composeLoadCLI(t, composeBuildBinary(t))
+	cli := composeLoadCLI(t, testbin.Streamer(t))
 
 	t.Run("checked-in stack", func(t *testing.T) {
 		for _, p := range composeCheck(t.Context(), root, nil, cli) {
@@ -122,21 +123,6 @@ func TestComposeStack(t *testing.T) {
 			t.Errorf("%s config -q: %v\n%s", strings.Join(tool, " "), err, out)
 		}
 	})
-}
-
-// composeBuildBinary builds cmd/streamer from this tree.
-func composeBuildBinary(t *testing.T) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the go tool is needed to build the streamer binary: %v", err)
-	}
-	exe := filepath.Join(t.TempDir(), "streamer")
-	out, err := exec.Command(goTool, "build", "-o", exe, "github.com/streamerd/streamer/cmd/streamer").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build ./cmd/streamer: %v\n%s", err, out)
-	}
-	return exe
 }
 
 // composeCLI is what the binary says about itself: its subcommands and their flags.

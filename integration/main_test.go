@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/streamerd/streamer/internal/testbin"
 	"os"
 	"testing"
 
@@ -12,7 +13,7 @@ import (
 // goroutines.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	removeBinary()
+	testbin.Cleanup()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/streamerd/streamer/internal/testbin"
 	"io"
 	"log/slog"
 	"net"
@@ -44,42 +45,6 @@ const (
 	poolWait = 60 * time.Second
 )
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildExe  string
-	buildErr  error
-)
-
-// streamerBinary builds ./cmd/streamer once per test binary (go build into
-// a temporary directory that TestMain removes) and returns its path.
-func streamerBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "streamer-integration-"); buildErr != nil {
-			return
-		}
-		buildExe = filepath.Join(buildDir, "streamer")
-		start := time.Now()
-		out, err := exec.Command("go", "build", "-o", buildExe, "../cmd/streamer").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/streamer: %v\n%s", err, out)
-		}
-		t.Logf("built %s in %v", buildExe, time.Since(start).Round(time.Millisecond))
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildExe
-}
-
-// removeBinary deletes what streamerBinary built.
-func removeBinary() {
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
-	}
-}
-
 // pool is a Redis server and the streamer node processes sharing it.
 type pool struct {
 	t     testing.TB
@@ -98,7 +63,7 @@ type pool struct {
 // yet. Every node gets args after the pool's defaults.
 func newPool(t testing.TB, opts []redistest.Option, args ...string) *pool {
 	t.Helper()
-	p := &pool{t: t, exe: streamerBinary(t), redis: redistest.Start(t, opts...), dir: t.TempDir()}
+	p := &pool{t: t, exe: testbin.Streamer(t), redis: redistest.Start(t, opts...), dir: t.TempDir()}
 	p.args = append([]string{
 		"--redis", p.redis.URL(), "--partitions", strconv.Itoa(poolPartitions),
 		"--lease-ttl", poolLeaseTTL.String(), "--gateway-ttl", poolGatewayTTL.String(),

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"github.com/streamerd/streamer/internal/testbin"
 	"io"
 	"net/http"
 	"os"
@@ -96,7 +97,7 @@ func (b *syncBuffer) String() string {
 // checks a WebSocket and an SSE subscriber, the admin endpoints and a clean
 // stop.
 func TestGatewayEndToEnd(t *testing.T) {
-	node := startServe(t, buildBinary(t), nil, "--partitions", "2")
+	node := startServe(t, testbin.Streamer(t), nil, "--partitions", "2")
 	secret := "cmd-test-secret-0123456789abcdef"
 	t.Setenv("STREAMER_JWT_SECRET", secret)
 

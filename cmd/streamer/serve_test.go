@@ -5,11 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/streamerd/streamer/internal/testbin"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,21 +25,6 @@ import (
 	"github.com/streamerd/streamer/internal/redistest"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
-
-// buildBinary builds the streamer command into a temporary directory.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the go tool is needed to build the binary: %v", err)
-	}
-	exe := filepath.Join(t.TempDir(), "streamer")
-	out, err := exec.Command(goTool, "build", "-o", exe, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return exe
-}
 
 // serveProcess is a running `streamer serve`.
 type serveProcess struct {
@@ -120,7 +105,7 @@ func (p *serveProcess) get(t *testing.T, path string) (int, string) {
 }
 
 func TestServeBinary(t *testing.T) {
-	exe := buildBinary(t)
+	exe := testbin.Streamer(t)
 
 	t.Run("serves and stops cleanly on SIGTERM", func(t *testing.T) {
 		p := startServe(t, exe, []string{"STREAMER_AUTH_TOKEN=tok"}, "--partitions", "4")

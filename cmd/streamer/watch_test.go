@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/streamerd/streamer/internal/testbin"
 	"os"
 	"os/exec"
 	"strings"
@@ -132,7 +133,7 @@ func (w *watchProcess) wait(t *testing.T) int {
 }
 
 func TestPublishWatchBinary(t *testing.T) {
-	exe := buildBinary(t)
+	exe := testbin.Streamer(t)
 	node := startServe(t, exe, []string{"STREAMER_AUTH_TOKEN=tok"}, "--partitions", "2")
 	addr := node.grpcAddr
 	auth := []string{"STREAMER_AUTH_TOKEN=tok"} // the shared env var works for every command
