@@ -272,7 +272,7 @@ func TestPoolVanishedGatewayIsExpired(t *testing.T) {
 	proxy.Pause() // no more bytes either way, no connection closed
 	vanished := time.Now()
 	waitUntil(t, "the vanished gateway's keys gone and no node indexing its subscriptions", func() bool {
-		return !exists(keys.Subs(vanishing.id)) && !exists(keys.Outbox(vanishing.id)) && indexed() == float64(len(live.subs))
+		return !exists(keys.Subs(vanishing.id)) && !exists(keys.Outbox(vanishing.id)) && !exists(keys.OutboxDeleted(vanishing.id)) && indexed() == float64(len(live.subs))
 	})
 	gone := time.Since(vanished)
 	// Its node notices the dead connection (keepalive) and releases the

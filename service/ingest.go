@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
-	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
 )
 
 // PartitionOf returns the event-log partition of a tenant's collection among
@@ -27,8 +27,8 @@ func PartitionOf(tenant, collection string, p int) int {
 }
 
 // Publish validates each event and appends the valid ones, as LogEntry
-// payloads, to their partitions in request order (the partitions in
-// parallel). Each event gets its own
+// payloads, to their partitions in request order (all partitions in one
+// EventLog.AppendMany). Each event gets its own
 // result; a rejected event does not stop the others. While the node shuts
 // down it fails with codes.Unavailable.
 func (s *ingestService) Publish(ctx context.Context, req *streamerv1.PublishRequest) (*streamerv1.PublishResponse, error) {
@@ -64,31 +64,25 @@ func (s *ingestService) Publish(ctx context.Context, req *streamerv1.PublishRequ
 		}
 		byPartition[p] = append(byPartition[p], pending{i, payload})
 	}
-	// One append per partition, all partitions at once: each keeps the
-	// request's order, and partitions are independent of each other.
-	appendPartition := func(p int) {
+	// One append per partition, all partitions in one round trip: each
+	// keeps the request's order, and partitions are independent.
+	appends := make([]store.PartitionAppend, len(order))
+	for i, p := range order {
 		batch := byPartition[p]
-		payloads := make([][]byte, len(batch))
-		for i, b := range batch {
-			payloads[i] = b.payload
-		}
-		ids, err := n.backend.Log.Append(ctx, p, payloads...)
-		for i, b := range batch {
-			if err != nil {
-				results[b.index].Error = errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: appending to partition %d: %v", p, err)
-				continue
-			}
-			results[b.index].Position = ids[i]
+		appends[i] = store.PartitionAppend{P: p, Payloads: make([][]byte, len(batch))}
+		for j, b := range batch {
+			appends[i].Payloads[j] = b.payload
 		}
 	}
-	if len(order) == 1 {
-		appendPartition(order[0])
-	} else {
-		var wg sync.WaitGroup
-		for _, p := range order {
-			wg.Go(func() { appendPartition(p) })
+	n.backend.Log.AppendMany(ctx, appends)
+	for _, a := range appends {
+		for j, b := range byPartition[a.P] {
+			if a.Err != nil {
+				results[b.index].Error = errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: appending to partition %d: %v", a.P, a.Err)
+				continue
+			}
+			results[b.index].Position = a.IDs[j]
 		}
-		wg.Wait()
 	}
 	for _, r := range results {
 		if r.Error != nil {

@@ -172,7 +172,7 @@ func (o *ownership) renew(ctx context.Context) {
 			op.fence.extend(start, ttl-n.fenceMargin())
 		case err == nil && !ok:
 			op.fence.revoke()
-			n.log.Error("partition lease lost to another node, stopping its consumer", "partition", p)
+			n.log.Error("partition lease no longer held (it expired before renewal, or another node took it), stopping its consumer", "partition", p, "since_last_renewal", time.Since(op.renewed).Round(time.Millisecond))
 			n.metrics.leaseChanges.WithLabelValues("lost").Inc()
 			o.stopPartitions([]int{p}, false)
 		case ctx.Err() != nil:

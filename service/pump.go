@@ -23,7 +23,7 @@ const (
 func (s *session) pump(ctx context.Context, cursor string) {
 	ob := s.n.backend.Outboxes
 	for {
-		entries, err := ob.Read(ctx, s.gateway, cursor, pumpReadCount, pumpBlock)
+		entries, lost, err := ob.Fetch(ctx, s.gateway, cursor, pumpReadCount, pumpBlock)
 		if ctx.Err() != nil {
 			return
 		}
@@ -35,14 +35,6 @@ func (s *session) pump(ctx context.Context, cursor string) {
 			continue
 		}
 		if len(entries) == 0 {
-			continue
-		}
-		lost, err := ob.Lost(ctx, s.gateway, cursor)
-		if err != nil {
-			s.log.Warn("checking outbox", "err", err)
-			if !sleepCtx(ctx, retryDelay) {
-				return
-			}
 			continue
 		}
 		if lost {

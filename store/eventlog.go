@@ -26,9 +26,21 @@ type Entry struct {
 	// the entry was appended.
 	ID string
 	// Payload is the bytes appended, opaque to the store. Nil and empty
-	// payloads are stored alike and read back as empty (length 0). Every
-	// read returns a copy the caller may keep and modify.
+	// payloads are stored alike and read back as empty (length 0). The
+	// caller may keep it but must not modify it: a backend may share it
+	// between reads (the memory backend returns the stored bytes).
 	Payload []byte
+}
+
+// PartitionAppend is one partition's share of an AppendMany call: the
+// payloads to append to partition P, and, once AppendMany returns, their ids
+// or the reason they were not appended.
+type PartitionAppend struct {
+	P        int
+	Payloads [][]byte
+
+	IDs []string // ids in payload order, as Append returns them
+	Err error    // why this partition's payloads were not appended
 }
 
 // DeadLetter is an event log entry that could not be decoded, set aside with
@@ -70,6 +82,14 @@ type EventLog interface {
 	// id is greater than every id returned before.
 	Append(ctx context.Context, p int, payloads ...[]byte) ([]string, error)
 
+	// AppendMany appends each element's payloads to its partition as Append
+	// would, all elements in one round trip where the backend allows (Redis:
+	// one pipeline), and sets each element's IDs or Err. Elements are
+	// independent: one failing (a bad partition, a Redis error) does not
+	// stop the others. Elements naming the same partition are appended in
+	// slice order.
+	AppendMany(ctx context.Context, appends []PartitionAppend)
+
 	// Read returns, oldest first, up to count entries of partition p that
 	// were never delivered to the group before (XREADGROUP ... >); count <= 0
 	// means no limit. Returned entries are pending for consumer until Ack.
@@ -83,6 +103,22 @@ type EventLog interface {
 	// (XACK). Ids that are not pending are ignored; a malformed id is an
 	// error wrapping ErrBadID and acks nothing. No ids: no-op.
 	Ack(ctx context.Context, p int, ids ...string) error
+
+	// RouteRead finishes a consumer's batch and reads the next one, in one
+	// round trip where the backend allows (Redis without Cluster: one script
+	// and XREADGROUP, pipelined). It appends items to their outboxes, as
+	// Outboxes.Append would; then, only if all were appended, acknowledges
+	// ack, as Ack would; then reads, as Read would. All of that takes effect
+	// before the read waits. With no items and no ack it is Read.
+	//
+	// routed reports whether items were appended and ack acknowledged (true
+	// when there was nothing to do), even if the read then failed. When the
+	// append or the ack fails, RouteRead returns that error, routed false
+	// and no entries: ack is then not acknowledged, items may have been
+	// partly appended (delivery is at least once), and the read may have
+	// happened in Redis, leaving its entries pending for consumer, where
+	// ClaimPending finds them after the entries of ack.
+	RouteRead(ctx context.Context, p int, consumer string, items []OutboxItem, ack []string, count int, block time.Duration) (entries []Entry, routed bool, err error)
 
 	// ClaimPending transfers to consumer the group's pending entries of
 	// partition p that have been idle (not delivered or claimed) for at

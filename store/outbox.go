@@ -45,6 +45,16 @@ type Outboxes interface {
 	// gateway simply has no entries yet.
 	Read(ctx context.Context, gateway, after string, count int, block time.Duration) ([]Entry, error)
 
+	// Fetch is Read followed by Lost(after), in one round trip where the
+	// backend allows: a delivery pump's read. lost is false when no entries
+	// are returned. When lost is true, entries after `after` were deleted
+	// before they could be read, and the caller must resynchronise instead
+	// of delivering entries. The check runs just after the read, so it never
+	// misses a gap; a cap overflow that deletes entries between the read and
+	// the check may report one the read did not skip, which only happens
+	// while the outbox is full anyway.
+	Fetch(ctx context.Context, gateway, after string, count int, block time.Duration) (entries []Entry, lost bool, err error)
+
 	// Trim deletes the entries with id <= upTo (the gateway acknowledged
 	// them) and records the greatest deleted id (see Lost). upTo "" deletes
 	// nothing; an unknown gateway is a no-op.
@@ -63,11 +73,9 @@ type Outboxes interface {
 	// true for every cursor before the newest deleted entry. False for an
 	// unknown gateway or when nothing was deleted.
 	//
-	// Redis: this is XINFO STREAM's max-deleted-entry-id ("0-0" when none,
-	// Redis >= 7.0), but only XDEL maintains it: trimming by XADD MAXLEN or
-	// XTRIM does not. The implementation therefore deletes with XDEL (or
-	// records the id with XSETID ... MAXDELETEDID) in the same script that
-	// appends or trims.
+	// Redis: the scripts that delete outbox entries (cap and Trim) record
+	// the greatest deleted id in stm:{gw:G}:outdel, which Lost reads with
+	// one GET.
 	Lost(ctx context.Context, gateway, after string) (bool, error)
 
 	// Len returns the number of entries in gateway's outbox (XLEN); 0 for an

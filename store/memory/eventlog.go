@@ -13,9 +13,10 @@ import (
 // one consumer group, with its last-delivered id and pending list, plus a
 // dead-letter stream. Obtain it from New.
 type EventLog struct {
-	life   *lifecycle
-	maxLen int64
-	parts  []*partition
+	life     *lifecycle
+	outboxes *Outboxes // RouteRead's
+	maxLen   int64
+	parts    []*partition
 }
 
 var _ store.EventLog = (*EventLog)(nil)
@@ -81,6 +82,32 @@ func (l *EventLog) Append(ctx context.Context, p int, payloads ...[]byte) ([]str
 	return ids, nil
 }
 
+// AppendMany implements store.EventLog.
+func (l *EventLog) AppendMany(ctx context.Context, appends []store.PartitionAppend) {
+	for i := range appends {
+		a := &appends[i]
+		a.IDs, a.Err = l.Append(ctx, a.P, a.Payloads...)
+	}
+}
+
+// RouteRead implements store.EventLog.
+func (l *EventLog) RouteRead(ctx context.Context, p int, consumer string, items []store.OutboxItem, ack []string, count int, block time.Duration) ([]store.Entry, bool, error) {
+	if _, err := l.partition(ctx, "read", p); err != nil {
+		return nil, false, err
+	}
+	if err := needName("consumer", consumer); err != nil {
+		return nil, false, err
+	}
+	if _, err := l.outboxes.Append(ctx, items); err != nil {
+		return nil, false, err
+	}
+	if err := l.Ack(ctx, p, ack...); err != nil {
+		return nil, false, err
+	}
+	entries, err := l.Read(ctx, p, consumer, count, block)
+	return entries, true, err
+}
+
 // Read implements store.EventLog.
 func (l *EventLog) Read(ctx context.Context, p int, consumer string, count int, block time.Duration) ([]store.Entry, error) {
 	part, err := l.partition(ctx, "read", p)
@@ -118,7 +145,7 @@ func (part *partition) deliver(consumer string, count int) ([]store.Entry, <-cha
 	now := time.Now()
 	out := make([]store.Entry, len(fresh))
 	for i, e := range fresh {
-		out[i] = store.Entry{ID: e.key, Payload: clone(e.value)}
+		out[i] = store.Entry{ID: e.key, Payload: e.value} // stored bytes are never modified
 		part.pending.add(e.id, consumer, now)
 	}
 	part.delivered = fresh[len(fresh)-1].id
@@ -188,7 +215,7 @@ func (l *EventLog) ClaimPending(ctx context.Context, p int, consumer string, min
 		}
 		pe.consumer, pe.delivered = consumer, now
 		pe.deliveries++
-		out = append(out, store.Entry{ID: e.key, Payload: clone(e.value)})
+		out = append(out, store.Entry{ID: e.key, Payload: e.value})
 	}
 	for _, id := range trimmed {
 		part.pending.remove(id)

@@ -51,10 +51,13 @@ func (c Config) withDefaults() Config {
 func New(cfg Config) *store.Backend {
 	cfg = cfg.withDefaults()
 	life := &lifecycle{done: make(chan struct{})}
+	outboxes := newOutboxes(life, cfg.OutboxMaxLen)
+	log := newEventLog(life, cfg.Partitions, cfg.MaxLen)
+	log.outboxes = outboxes
 	return &store.Backend{
-		Log:           newEventLog(life, cfg.Partitions, cfg.MaxLen),
+		Log:           log,
 		Subscriptions: newSubscriptions(life),
-		Outboxes:      newOutboxes(life, cfg.OutboxMaxLen),
+		Outboxes:      outboxes,
 		Leases:        newLeases(life, cfg.Partitions),
 		Nodes:         newNodes(life),
 		Sessions:      newSessions(life),

@@ -97,6 +97,19 @@ func (o *Outboxes) Read(ctx context.Context, gateway, after string, count int, b
 	}
 }
 
+// Fetch implements store.Outboxes.
+func (o *Outboxes) Fetch(ctx context.Context, gateway, after string, count int, block time.Duration) ([]store.Entry, bool, error) {
+	entries, err := o.Read(ctx, gateway, after, count, block)
+	if err != nil || len(entries) == 0 {
+		return nil, false, err
+	}
+	lost, err := o.Lost(ctx, gateway, after)
+	if err != nil {
+		return nil, false, err
+	}
+	return entries, lost, nil
+}
+
 // readOrWait returns up to count entries after cursor. When there are none
 // and wait is true it registers the caller as a waiter and returns the
 // waiters, whose count the caller must decrement once woken, and the
@@ -108,7 +121,7 @@ func (o *Outboxes) readOrWait(gateway string, cursor streamID, count int, wait b
 		if found := s.after(cursor, count); len(found) > 0 {
 			out := make([]store.Entry, len(found))
 			for i, e := range found {
-				out[i] = store.Entry{ID: e.key, Payload: clone(e.value)}
+				out[i] = store.Entry{ID: e.key, Payload: e.value} // stored bytes are never modified
 			}
 			return out, nil, nil
 		}

@@ -47,25 +47,130 @@ func (l *EventLog) Append(ctx context.Context, p int, payloads ...[]byte) ([]str
 	return ids, nil
 }
 
+// AppendMany runs scriptLogAppend once per element, all pipelined in one
+// round trip.
+func (l *EventLog) AppendMany(ctx context.Context, appends []store.PartitionAppend) {
+	if err := l.c.begin(ctx); err != nil {
+		for i := range appends {
+			appends[i].IDs, appends[i].Err = nil, err
+		}
+		return
+	}
+	cmds := make([]*goredis.Cmd, len(appends))
+	args := func(a *store.PartitionAppend) []any {
+		args := make([]any, 0, 1+len(a.Payloads))
+		args = append(args, l.c.maxLen)
+		for _, pl := range a.Payloads {
+			args = append(args, pl)
+		}
+		return args
+	}
+	pipe := l.c.client.Pipeline()
+	for i := range appends {
+		a := &appends[i]
+		a.IDs, a.Err = nil, l.c.beginPartition(ctx, a.P)
+		if a.Err == nil && len(a.Payloads) > 0 {
+			cmds[i] = scriptLogAppend.EvalSha(ctx, pipe, []string{l.c.keys.Events(a.P)}, args(a)...)
+		}
+	}
+	if pipe.Len() == 0 {
+		return
+	}
+	_, _ = pipe.Exec(ctx) // errors are per command, below
+	for i, cmd := range cmds {
+		if cmd == nil {
+			continue
+		}
+		a := &appends[i]
+		if isNoScript(cmd.Err()) { // script cache flushed since New
+			cmd = scriptLogAppend.Run(ctx, l.c.client, []string{l.c.keys.Events(a.P)}, args(a)...)
+		}
+		ids, err := cmd.StringSlice()
+		if err == nil && len(ids) != len(a.Payloads) {
+			err = fmt.Errorf("script returned %d ids for %d payloads", len(ids), len(a.Payloads))
+		}
+		if err != nil {
+			a.Err = l.c.fail(ctx, "append", err)
+			continue
+		}
+		a.IDs = ids
+	}
+}
+
 // Read is XREADGROUP GROUP streamer consumer COUNT count BLOCK … STREAMS key >.
 func (l *EventLog) Read(ctx context.Context, p int, consumer string, count int, block time.Duration) ([]store.Entry, error) {
+	entries, _, err := l.RouteRead(ctx, p, consumer, nil, nil, count, block)
+	return entries, err
+}
+
+// RouteRead pipelines scriptRoute (or, with no items, XACK) and the first
+// XREADGROUP of Read. On Redis Cluster, where the outboxes live in other
+// slots than the partition, it appends with Outboxes.Append first: two
+// round trips.
+func (l *EventLog) RouteRead(ctx context.Context, p int, consumer string, items []store.OutboxItem, ack []string, count int, block time.Duration) ([]store.Entry, bool, error) {
 	if err := l.c.beginPartition(ctx, p); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := required("consumer", consumer); err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	ack, err := normIDs(ack)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := checkItems(items); err != nil {
+		return nil, false, err
 	}
 	key := l.c.keys.Events(p)
+	if _, cluster := l.c.client.(*goredis.ClusterClient); cluster && len(items) > 0 {
+		if _, err := (&Outboxes{l.c}).Append(ctx, items); err != nil {
+			return nil, false, err
+		}
+		items = nil
+	}
+	var write func(goredis.Pipeliner) goredis.Cmder // the first slice's writes
+	var keys []string
+	var args []any
+	switch {
+	case len(items) > 0:
+		keys, args = l.routeArgs(key, items, ack)
+		write = func(pipe goredis.Pipeliner) goredis.Cmder { return scriptRoute.EvalSha(ctx, pipe, keys, args...) }
+	case len(ack) > 0:
+		write = func(pipe goredis.Pipeliner) goredis.Cmder { return pipe.XAck(ctx, key, store.Group, ack...) }
+	}
+	op, routed := "read", false
 	got, err := l.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
+		rargs := &goredis.XReadGroupArgs{
+			Group:    store.Group,
+			Consumer: consumer,
+			Streams:  []string{key, ">"},
+			Count:    int64(max(count, 0)),
+			Block:    block,
+		}
 		var streams []goredis.XStream
-		err := l.withGroup(ctx, p, func() (err error) {
-			streams, err = l.c.client.XReadGroup(ctx, &goredis.XReadGroupArgs{
-				Group:    store.Group,
-				Consumer: consumer,
-				Streams:  []string{key, ">"},
-				Count:    int64(max(count, 0)),
-				Block:    block,
-			}).Result()
+		err := l.withGroup(ctx, p, func() error {
+			if write == nil {
+				var err error
+				streams, err = l.c.client.XReadGroup(ctx, rargs).Result()
+				return err
+			}
+			pipe := l.c.client.Pipeline()
+			wrote := write(pipe)
+			read := pipe.XReadGroup(ctx, rargs)
+			_, _ = pipe.Exec(ctx) // errors are per command
+			err := wrote.Err()
+			if isNoScript(err) { // script cache flushed since New
+				err = scriptRoute.Run(ctx, l.c.client, keys, args...).Err()
+			}
+			if err != nil {
+				op = "route"
+				if len(items) == 0 {
+					op = "ack"
+				}
+				return err
+			}
+			write, op, routed = nil, "read", true // done: later slices only read
+			streams, err = read.Result()
 			return err
 		})
 		if err != nil || len(streams) == 0 {
@@ -73,10 +178,40 @@ func (l *EventLog) Read(ctx context.Context, p int, consumer string, count int, 
 		}
 		return entries(streams[0].Messages), nil
 	})
-	if err != nil {
-		return nil, l.c.fail(ctx, "read", err)
+	if write == nil {
+		routed = true
 	}
-	return got, nil
+	if err != nil {
+		return nil, routed, l.c.fail(ctx, op, err)
+	}
+	return got, routed, nil
+}
+
+// routeArgs returns scriptRoute's keys and arguments: items grouped by
+// gateway, in order of first appearance, each gateway's in item order.
+func (l *EventLog) routeArgs(events string, items []store.OutboxItem, ack []string) ([]string, []any) {
+	order, byGateway := []string{}, map[string][][]byte{}
+	for _, it := range items {
+		if _, ok := byGateway[it.Gateway]; !ok {
+			order = append(order, it.Gateway)
+		}
+		byGateway[it.Gateway] = append(byGateway[it.Gateway], it.Payload)
+	}
+	keys := make([]string, 0, 1+2*len(order))
+	keys = append(keys, events)
+	args := make([]any, 0, 3+len(ack)+len(order)+len(items))
+	args = append(args, store.Group, l.c.outboxMaxLen, len(ack))
+	for _, id := range ack {
+		args = append(args, id)
+	}
+	for _, gw := range order {
+		keys = append(keys, l.c.keys.Outbox(gw), l.c.keys.OutboxDeleted(gw))
+		args = append(args, len(byGateway[gw]))
+		for _, pl := range byGateway[gw] {
+			args = append(args, pl)
+		}
+	}
+	return keys, args
 }
 
 // Ack is XACK.
@@ -84,17 +219,14 @@ func (l *EventLog) Ack(ctx context.Context, p int, ids ...string) error {
 	if err := l.c.beginPartition(ctx, p); err != nil {
 		return err
 	}
-	norm := make([]string, len(ids))
-	for i, id := range ids {
-		var err error
-		if norm[i], err = normID(id); err != nil {
-			return err
-		}
+	norm, err := normIDs(ids)
+	if err != nil {
+		return err
 	}
 	if len(norm) == 0 {
 		return nil
 	}
-	err := l.withGroup(ctx, p, func() error {
+	err = l.withGroup(ctx, p, func() error {
 		return l.c.client.XAck(ctx, l.c.keys.Events(p), store.Group, norm...).Err()
 	})
 	if err != nil {
@@ -223,6 +355,21 @@ func (l *EventLog) withGroup(ctx context.Context, p int, call func() error) erro
 	l.c.log.Warn("redis: consumer group was missing and has been recreated from the start of the stream",
 		"stream", key, "group", store.Group)
 	return call()
+}
+
+// normIDs validates stream ids and returns them in canonical form.
+func normIDs(ids []string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	norm := make([]string, len(ids))
+	for i, id := range ids {
+		var err error
+		if norm[i], err = normID(id); err != nil {
+			return nil, err
+		}
+	}
+	return norm, nil
 }
 
 // ignoreNil turns go-redis's "no reply" (a blocking read that timed out, a

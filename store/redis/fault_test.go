@@ -107,6 +107,34 @@ func TestScriptCacheFlushed(t *testing.T) {
 	if err != nil || len(got) != 2 || got[0].ID != ids[0] || got[1].ID != ids[2] || string(got[1].Payload) != "3" {
 		t.Fatalf("Read(a) = %v, %v; want ids %s, %s", got, err, ids[0], ids[2])
 	}
+
+	// The pipelined scripts of the consumer and the ingest path fall back too.
+	if err := raw.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	appends := []store.PartitionAppend{{P: 0, Payloads: [][]byte{[]byte("e1")}}, {P: 1, Payloads: [][]byte{[]byte("e2")}}}
+	b.Log.AppendMany(ctx, appends)
+	for _, a := range appends {
+		if a.Err != nil || len(a.IDs) != 1 {
+			t.Fatalf("AppendMany after SCRIPT FLUSH: partition %d: %v, %v", a.P, a.IDs, a.Err)
+		}
+	}
+	read, err := b.Log.Read(ctx, 0, "c", 0, 0)
+	if err != nil || len(read) != 1 {
+		t.Fatalf("Read = %v, %v", read, err)
+	}
+	if err := raw.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, routed, err := b.Log.RouteRead(ctx, 0, "c", []store.OutboxItem{{Gateway: "b", Payload: []byte("4")}}, []string{read[0].ID}, 0, 0); err != nil || !routed {
+		t.Fatalf("RouteRead after SCRIPT FLUSH: routed %v, %v", routed, err)
+	}
+	if n, err := b.Log.Pending(ctx, 0); err != nil || n != 0 {
+		t.Errorf("Pending after RouteRead = %d, %v; want 0", n, err)
+	}
+	if got, err := b.Outboxes.Read(ctx, "b", ids[1], 0, 0); err != nil || len(got) != 1 || string(got[0].Payload) != "4" {
+		t.Errorf("outbox b after RouteRead = %v, %v; want the entry 4", got, err)
+	}
 }
 
 func TestOutboxReadKeepsWaitingAcrossDelete(t *testing.T) {

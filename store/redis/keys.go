@@ -14,6 +14,7 @@ import "strconv"
 //	stm:nodes                zset: live nodes by heartbeat deadline (ms)
 //	stm:{gw:G}:subs          hash: gateway G's subscriptions (PEXPIREAT deadline)
 //	stm:{gw:G}:out           stream: gateway G's outbox
+//	stm:{gw:G}:outdel        string: greatest id deleted from G's outbox
 //	stm:{gw:G}:session       string: "<epoch>:<node>" of G's session
 //	stm:gateways             zset: gateways by heartbeat deadline (ms)
 //	stm:{lock:NAME}          string: holder of lock NAME (PX ttl)
@@ -43,6 +44,10 @@ func (k Keys) Subs(gateway string) string { return k.gateway(gateway) + ":subs" 
 
 // Outbox is gateway's outbox stream.
 func (k Keys) Outbox(gateway string) string { return k.gateway(gateway) + ":out" }
+
+// OutboxDeleted records the greatest id ever deleted from gateway's outbox
+// (by the cap or by a trim), which Lost compares cursors with.
+func (k Keys) OutboxDeleted(gateway string) string { return k.gateway(gateway) + ":outdel" }
 
 // Session is gateway's session record.
 func (k Keys) Session(gateway string) string { return k.gateway(gateway) + ":session" }

@@ -13,18 +13,20 @@ import (
 // Outboxes is store.Outboxes on one stream per gateway, stm:{gw:G}:out.
 //
 // The cap is exact: scriptOutboxAppend deletes the oldest entries beyond
-// OutboxMaxLen in the script that appends, and, like Trim, deletes the newest
-// of them with XDEL so that XINFO STREAM's max-deleted-entry-id, which Lost
-// reads, is exact (XADD MAXLEN and XTRIM alone leave it unchanged).
+// OutboxMaxLen in the script that appends. It and Trim record the greatest
+// deleted id in stm:{gw:G}:outdel, which Lost reads with one GET. (XINFO
+// STREAM's max-deleted-entry-id would say the same when deleting with XDEL,
+// but XINFO STREAM also returns the first and last entries, payloads
+// included, and a pump checks after every read.)
 type Outboxes struct{ c *core }
 
 var _ store.Outboxes = (*Outboxes)(nil)
 
 // outboxBatch is the items of one gateway in one Append.
 type outboxBatch struct {
-	key   string
-	index []int // positions of the items in Append's argument
-	args  []any // cap, then payloads
+	keys  []string // outbox, outdel
+	index []int    // positions of the items in Append's argument
+	args  []any    // cap, then payloads
 	cmd   *goredis.Cmd
 }
 
@@ -35,10 +37,8 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 	if err := o.c.begin(ctx); err != nil {
 		return nil, err
 	}
-	for i, it := range items {
-		if it.Gateway == "" {
-			return nil, fmt.Errorf("%w: item %d names no gateway", store.ErrInvalid, i)
-		}
+	if err := checkItems(items); err != nil {
+		return nil, err
 	}
 	if len(items) == 0 {
 		return nil, nil
@@ -48,7 +48,7 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 	for i, it := range items {
 		b := byGateway[it.Gateway]
 		if b == nil {
-			b = &outboxBatch{key: o.c.keys.Outbox(it.Gateway), args: []any{o.c.outboxMaxLen}}
+			b = &outboxBatch{keys: o.keys(it.Gateway), args: []any{o.c.outboxMaxLen}}
 			byGateway[it.Gateway] = b
 			batches = append(batches, b)
 		}
@@ -58,16 +58,16 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 
 	if len(batches) == 1 {
 		b := batches[0]
-		b.cmd = scriptOutboxAppend.Run(ctx, o.c.client, []string{b.key}, b.args...)
+		b.cmd = scriptOutboxAppend.Run(ctx, o.c.client, b.keys, b.args...)
 	} else {
 		pipe := o.c.client.Pipeline()
 		for _, b := range batches {
-			b.cmd = scriptOutboxAppend.EvalSha(ctx, pipe, []string{b.key}, b.args...)
+			b.cmd = scriptOutboxAppend.EvalSha(ctx, pipe, b.keys, b.args...)
 		}
 		_, _ = pipe.Exec(ctx) // errors are per command, below
 		for _, b := range batches {
 			if isNoScript(b.cmd.Err()) { // script cache flushed since New
-				b.cmd = scriptOutboxAppend.Run(ctx, o.c.client, []string{b.key}, b.args...)
+				b.cmd = scriptOutboxAppend.Run(ctx, o.c.client, b.keys, b.args...)
 			}
 		}
 	}
@@ -88,34 +88,82 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 	return ids, nil
 }
 
+// keys returns gateway's outbox stream and its outdel key.
+func (o *Outboxes) keys(gateway string) []string {
+	return []string{o.c.keys.Outbox(gateway), o.c.keys.OutboxDeleted(gateway)}
+}
+
+// checkItems refuses items naming no gateway.
+func checkItems(items []store.OutboxItem) error {
+	for i, it := range items {
+		if it.Gateway == "" {
+			return fmt.Errorf("%w: item %d names no gateway", store.ErrInvalid, i)
+		}
+	}
+	return nil
+}
+
 // Read is XREAD COUNT count BLOCK … STREAMS stm:{gw:G}:out after.
 func (o *Outboxes) Read(ctx context.Context, gateway, after string, count int, block time.Duration) ([]store.Entry, error) {
+	entries, _, err := o.read(ctx, "outbox read", gateway, after, count, block, false)
+	return entries, err
+}
+
+// Fetch pipelines Read's XREAD with Lost's GET: the GET runs right after
+// the XREAD is served, in the same round trip.
+func (o *Outboxes) Fetch(ctx context.Context, gateway, after string, count int, block time.Duration) ([]store.Entry, bool, error) {
+	return o.read(ctx, "outbox fetch", gateway, after, count, block, true)
+}
+
+func (o *Outboxes) read(ctx context.Context, op, gateway, after string, count int, block time.Duration, check bool) ([]store.Entry, bool, error) {
 	if err := o.c.begin(ctx); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := required("gateway", gateway); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	after, err := cursor(after)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	key := o.c.keys.Outbox(gateway)
+	keys := o.keys(gateway)
+	lost := false
 	got, err := o.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
-		streams, err := o.c.client.XRead(ctx, &goredis.XReadArgs{
-			Streams: []string{key, after},
-			Count:   int64(max(count, 0)),
-			Block:   block,
-		}).Result()
-		if err != nil || len(streams) == 0 {
+		args := &goredis.XReadArgs{Streams: []string{keys[0], after}, Count: int64(max(count, 0)), Block: block}
+		if !check {
+			streams, err := o.c.client.XRead(ctx, args).Result()
+			if err != nil || len(streams) == 0 {
+				return nil, ignoreNil(err)
+			}
+			return entries(streams[0].Messages), nil
+		}
+		pipe := o.c.client.Pipeline()
+		read := pipe.XRead(ctx, args)
+		deleted := pipe.Get(ctx, keys[1])
+		_, _ = pipe.Exec(ctx) // errors are per command
+		streams, err := read.Result()
+		if err != nil || len(streams) == 0 || len(streams[0].Messages) == 0 {
 			return nil, ignoreNil(err)
+		}
+		if lost, err = deletedAfter(deleted, after); err != nil {
+			return nil, err
 		}
 		return entries(streams[0].Messages), nil
 	})
 	if err != nil {
-		return nil, o.c.fail(ctx, "outbox read", err)
+		return nil, false, o.c.fail(ctx, op, err)
 	}
-	return got, nil
+	return got, lost, nil
+}
+
+// deletedAfter reports whether the outdel value GET returned is an id
+// greater than after.
+func deletedAfter(get *goredis.StringCmd, after string) (bool, error) {
+	deleted, err := get.Result()
+	if err != nil {
+		return false, ignoreNil(err)
+	}
+	return store.CompareIDs(deleted, after) > 0, nil
 }
 
 // Trim runs scriptOutboxTrim.
@@ -133,7 +181,7 @@ func (o *Outboxes) Trim(ctx context.Context, gateway, upTo string) error {
 	if err != nil {
 		return err
 	}
-	if err := scriptOutboxTrim.Run(ctx, o.c.client, []string{o.c.keys.Outbox(gateway)}, upTo).Err(); err != nil {
+	if err := scriptOutboxTrim.Run(ctx, o.c.client, o.keys(gateway), upTo).Err(); err != nil {
 		return o.c.fail(ctx, "outbox trim", err)
 	}
 	return nil
@@ -141,49 +189,39 @@ func (o *Outboxes) Trim(ctx context.Context, gateway, upTo string) error {
 
 // Last is XINFO STREAM's last-generated-id.
 func (o *Outboxes) Last(ctx context.Context, gateway string) (string, error) {
-	last, _, err := o.info(ctx, "outbox last", gateway)
-	return last, err
+	if err := o.c.begin(ctx); err != nil {
+		return "", err
+	}
+	if err := required("gateway", gateway); err != nil {
+		return "", err
+	}
+	last, err := scriptOutboxLast.Run(ctx, o.c.client, []string{o.c.keys.Outbox(gateway)}).Text()
+	if err = ignoreNil(err); err != nil {
+		return "", o.c.fail(ctx, "outbox last", err)
+	}
+	if last == "0-0" {
+		return "", nil
+	}
+	return last, nil
 }
 
-// Lost compares XINFO STREAM's max-deleted-entry-id with after.
+// Lost compares stm:{gw:G}:outdel with after.
 func (o *Outboxes) Lost(ctx context.Context, gateway, after string) (bool, error) {
 	if err := o.c.begin(ctx); err != nil {
+		return false, err
+	}
+	if err := required("gateway", gateway); err != nil {
 		return false, err
 	}
 	after, err := cursor(after)
 	if err != nil {
 		return false, err
 	}
-	_, deleted, err := o.info(ctx, "outbox lost", gateway)
-	if err != nil || deleted == "" {
-		return false, err
-	}
-	return store.CompareIDs(deleted, after) > 0, nil
-}
-
-// info returns the outbox's last-generated-id and max-deleted-entry-id,
-// each "" when there is none (no stream, or "0-0").
-func (o *Outboxes) info(ctx context.Context, op, gateway string) (last, deleted string, err error) {
-	if err := o.c.begin(ctx); err != nil {
-		return "", "", err
-	}
-	if err := required("gateway", gateway); err != nil {
-		return "", "", err
-	}
-	got, err := scriptOutboxInfo.Run(ctx, o.c.client, []string{o.c.keys.Outbox(gateway)}).StringSlice()
+	lost, err := deletedAfter(o.c.client.Get(ctx, o.c.keys.OutboxDeleted(gateway)), after)
 	if err != nil {
-		return "", "", o.c.fail(ctx, op, err)
+		return false, o.c.fail(ctx, "outbox lost", err)
 	}
-	if len(got) != 2 {
-		return "", "", nil
-	}
-	unset := func(id string) string {
-		if id == "0-0" {
-			return ""
-		}
-		return id
-	}
-	return unset(got[0]), unset(got[1]), nil
+	return lost, nil
 }
 
 // Len is XLEN.
@@ -201,7 +239,7 @@ func (o *Outboxes) Len(ctx context.Context, gateway string) (int64, error) {
 	return n, nil
 }
 
-// Delete is DEL, which also forgets the stream's last and max deleted ids.
+// Delete is DEL of the stream (which forgets its last id) and of outdel.
 func (o *Outboxes) Delete(ctx context.Context, gateway string) error {
 	if err := o.c.begin(ctx); err != nil {
 		return err
@@ -209,7 +247,7 @@ func (o *Outboxes) Delete(ctx context.Context, gateway string) error {
 	if err := required("gateway", gateway); err != nil {
 		return err
 	}
-	if err := o.c.client.Del(ctx, o.c.keys.Outbox(gateway)).Err(); err != nil {
+	if err := o.c.client.Del(ctx, o.keys(gateway)...).Err(); err != nil {
 		return o.c.fail(ctx, "outbox delete", err)
 	}
 	return nil

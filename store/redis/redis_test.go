@@ -127,7 +127,17 @@ func TestKeyLayout(t *testing.T) {
 	if err := b.Subscriptions.Put(ctx, "G", "s", []byte("x"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "G", Payload: []byte("x")}}); err != nil {
+	if _, err := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "G", Payload: []byte("x")}, {Gateway: "G", Payload: []byte("y")}}); err != nil {
+		t.Fatal(err)
+	}
+	last, err := b.Outboxes.Last(ctx, "G")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Outboxes.Trim(ctx, "G", last); err != nil { // records the deleted id, deletes the stream's entries
+		t.Fatal(err)
+	}
+	if _, err := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "G", Payload: []byte("z")}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Sessions.Claim(ctx, "G", "n1"); err != nil {
@@ -149,6 +159,7 @@ func TestKeyLayout(t *testing.T) {
 		"stm:nodes":               "zset",
 		"stm:{gw:G}:subs":         "hash",
 		"stm:{gw:G}:out":          "stream",
+		"stm:{gw:G}:outdel":       "string",
 		"stm:{gw:G}:session":      "string",
 		"stm:gateways":            "zset",
 		"stm:{lock:leader}":       "string",

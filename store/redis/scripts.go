@@ -17,31 +17,62 @@ end
 return ids
 `)
 
-// scriptOutboxAppend appends ARGV[2..] to the outbox KEYS[1], then deletes
-// the oldest entries beyond ARGV[1] exactly, and returns the ids.
-//
-// Trimming by XADD MAXLEN or XTRIM does not update the stream's
-// max-deleted-entry-id, which Lost reads; XDEL does. So the script finds the
-// newest entry to delete, trims everything before it with XTRIM MINID and
-// deletes that one with XDEL, which records it.
-var scriptOutboxAppend = goredis.NewScript(`
+// luaCapOutbox deletes the oldest entries of outbox `out` beyond `cap`
+// exactly and records the newest deleted id in `del` (see Outboxes.Lost).
+// XTRIM MINID deletes the entries before the newest one to delete, XDEL that
+// one. Deletions always take a prefix of the stream, so `del` only grows.
+const luaCapOutbox = `
+local function cap_outbox(out, del, cap)
+  local excess = redis.call('XLEN', out) - cap
+  if excess > 0 then
+    local old = redis.call('XRANGE', out, '-', '+', 'COUNT', excess)
+    local newest = old[#old][1]
+    redis.call('XTRIM', out, 'MINID', newest)
+    redis.call('XDEL', out, newest)
+    redis.call('SET', del, newest)
+  end
+end
+`
+
+// scriptOutboxAppend appends ARGV[2..] to the outbox KEYS[1], caps it at
+// ARGV[1] entries (luaCapOutbox, outdel KEYS[2]) and returns the ids.
+var scriptOutboxAppend = goredis.NewScript(luaCapOutbox + `
 local ids = {}
 for i = 2, #ARGV do
   ids[i - 1] = redis.call('XADD', KEYS[1], '*', 'p', ARGV[i])
 end
-local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
-if excess > 0 then
-  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
-  local newest = old[#old][1]
-  redis.call('XTRIM', KEYS[1], 'MINID', newest)
-  redis.call('XDEL', KEYS[1], newest)
-end
+cap_outbox(KEYS[1], KEYS[2], tonumber(ARGV[1]))
 return ids
 `)
 
+// scriptRoute is the write half of EventLog.RouteRead without Cluster,
+// where one script may touch a partition's and many gateways' keys. KEYS[1]
+// is the partition stream, then each gateway's outbox and outdel; ARGV is
+// the group, the outbox cap, the number of ids to acknowledge and the ids,
+// then per gateway the number of payloads and the payloads. It appends and
+// caps every outbox, then acknowledges: if anything fails, nothing is
+// acknowledged.
+var scriptRoute = goredis.NewScript(luaCapOutbox + `
+local cap = tonumber(ARGV[2])
+local nack = tonumber(ARGV[3])
+local a = 4 + nack
+for k = 2, #KEYS, 2 do
+  local n = tonumber(ARGV[a])
+  for i = a + 1, a + n do
+    redis.call('XADD', KEYS[k], '*', 'p', ARGV[i])
+  end
+  a = a + n + 1
+  cap_outbox(KEYS[k], KEYS[k + 1], cap)
+end
+for i = 4, 3 + nack, 1000 do
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, math.min(i + 999, 3 + nack)))
+end
+return nack
+`)
+
 // scriptOutboxTrim deletes the entries of outbox KEYS[1] with id <= ARGV[1]
-// and records the greatest of them as max-deleted-entry-id (see
-// scriptOutboxAppend). It returns 1 if it deleted anything.
+// and records the greatest of them in KEYS[2] (see scriptOutboxAppend). It
+// returns 1 if it deleted anything.
 var scriptOutboxTrim = goredis.NewScript(`
 local upto = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', 1)
 if #upto == 0 then
@@ -50,25 +81,23 @@ end
 local newest = upto[1][1]
 redis.call('XTRIM', KEYS[1], 'MINID', newest)
 redis.call('XDEL', KEYS[1], newest)
+redis.call('SET', KEYS[2], newest)
 return 1
 `)
 
-// scriptOutboxInfo returns {last-generated-id, max-deleted-entry-id} of the
-// outbox KEYS[1], or an empty array when it does not exist.
-var scriptOutboxInfo = goredis.NewScript(`
+// scriptOutboxLast returns the last-generated-id of the outbox KEYS[1]
+// (XINFO STREAM), or false when it does not exist.
+var scriptOutboxLast = goredis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {}
+  return false
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local last, maxdel = '0-0', '0-0'
 for i = 1, #info, 2 do
   if info[i] == 'last-generated-id' then
-    last = info[i + 1]
-  elseif info[i] == 'max-deleted-entry-id' then
-    maxdel = info[i + 1]
+    return info[i + 1]
   end
 end
-return {last, maxdel}
+return false
 `)
 
 // scriptLeaseAcquire sets KEYS[1] to the owner ARGV[1] with PX ARGV[2] if it
@@ -135,7 +164,7 @@ return 0
 
 // allScripts are loaded by New so that pipelined EVALSHA calls find them.
 var allScripts = []*goredis.Script{
-	scriptLogAppend, scriptOutboxAppend, scriptOutboxTrim, scriptOutboxInfo,
+	scriptLogAppend, scriptOutboxAppend, scriptRoute, scriptOutboxTrim, scriptOutboxLast,
 	scriptLeaseAcquire, scriptLeaseRenew, scriptLeaseRelease,
 	scriptSessionClaim, scriptSessionRelease,
 }

@@ -39,6 +39,12 @@ func everyCall(ctx context.Context, b *store.Backend) map[string]error {
 	record("Log.Read")
 	err = b.Log.Ack(ctx, 0, "1-1")
 	record("Log.Ack")
+	_, _, err = b.Log.RouteRead(ctx, 0, "a", []store.OutboxItem{{Gateway: "g"}}, []string{"1-1"}, 1, 0)
+	record("Log.RouteRead")
+	many := []store.PartitionAppend{{P: 0, Payloads: [][]byte{[]byte("x")}}}
+	b.Log.AppendMany(ctx, many)
+	err = many[0].Err
+	record("Log.AppendMany")
 	_, err = b.Log.ClaimPending(ctx, 0, "a", 0, 1)
 	record("Log.ClaimPending")
 	_, err = b.Log.Pending(ctx, 0)
@@ -69,6 +75,8 @@ func everyCall(ctx context.Context, b *store.Backend) map[string]error {
 	record("Outboxes.Append")
 	_, err = b.Outboxes.Read(ctx, "g", "", 1, 0)
 	record("Outboxes.Read")
+	_, _, err = b.Outboxes.Fetch(ctx, "g", "", 1, 0)
+	record("Outboxes.Fetch")
 	err = b.Outboxes.Trim(ctx, "g", "1-1")
 	record("Outboxes.Trim")
 	_, err = b.Outboxes.Last(ctx, "g")

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -26,6 +27,8 @@ var eventLogScenarios = []scenario{
 	{"partition out of range is rejected", testLogBadPartition},
 	{"malformed ids and empty consumers are rejected", testLogBadArgs},
 	{"concurrent appenders keep per-partition id order", testLogConcurrent},
+	{"append many appends each partition's batch on its own", testLogAppendMany},
+	{"route-read appends, then acknowledges, then reads", testLogRouteRead},
 }
 
 // lastPartition is the highest partition number, exercising the bound.
@@ -317,4 +320,144 @@ func testLogConcurrent(t *testing.T, e *env) {
 		}
 		next[w]++
 	}
+}
+
+func testLogAppendMany(t *testing.T, e *env) {
+	ctx := t.Context()
+	last := e.lastPartition()
+	first, firstPls := e.appendLog(t, last, "before", 1)
+	appends := []store.PartitionAppend{
+		{P: 0, Payloads: payloads("a", 3)},
+		{P: last, Payloads: payloads("b", 2)},
+		{P: last + 1, Payloads: payloads("bad", 1)},
+		{P: 0, Payloads: payloads("c", 1)},
+		{P: 0},
+	}
+	e.b.Log.AppendMany(ctx, appends)
+	for i, a := range appends {
+		switch {
+		case a.P == last+1:
+			wantErr(t, "AppendMany element of a partition out of range", a.Err, store.ErrBadPartition)
+			if a.IDs != nil {
+				t.Errorf("element %d of a bad partition got ids %v", i, a.IDs)
+			}
+		case a.Err != nil:
+			t.Fatalf("AppendMany element %d (partition %d): %v", i, a.P, a.Err)
+		case len(a.IDs) != len(a.Payloads):
+			t.Fatalf("AppendMany element %d: %d ids for %d payloads", i, len(a.IDs), len(a.Payloads))
+		}
+	}
+	// Expected content per partition: the earlier entry, then the elements in order.
+	wantIDs := map[int][]string{last: first}
+	wantPls := map[int][][]byte{last: firstPls}
+	for _, a := range appends {
+		if a.Err == nil {
+			wantIDs[a.P] = append(wantIDs[a.P], a.IDs...)
+			wantPls[a.P] = append(wantPls[a.P], a.Payloads...)
+		}
+	}
+	for _, p := range slices.Compact([]int{0, last}) {
+		checkIncreasing(t, wantIDs[p])
+		checkEntries(t, try(e.b.Log.Read(ctx, p, "r", 0, 0)).must(t), wantIDs[p], wantPls[p])
+	}
+	e.b.Log.AppendMany(ctx, nil)
+}
+
+func testLogRouteRead(t *testing.T, e *env) {
+	ctx := t.Context()
+	wantPending := func(n int64) {
+		t.Helper()
+		if got := try(e.b.Log.Pending(ctx, 0)).must(t); got != n {
+			t.Fatalf("Pending = %d, want %d", got, n)
+		}
+	}
+	routeRead := func(items []store.OutboxItem, ack []string, block time.Duration) []store.Entry {
+		t.Helper()
+		entries, routed, err := e.b.Log.RouteRead(ctx, 0, "a", items, ack, 10, block)
+		ok(t, err)
+		if !routed {
+			t.Fatalf("RouteRead succeeded with routed false")
+		}
+		return entries
+	}
+	ids, pls := e.appendLog(t, 0, "x", 3)
+	entries, routed, err := e.b.Log.RouteRead(ctx, 0, "a", nil, nil, 2, 0)
+	ok(t, err)
+	if !routed {
+		t.Errorf("RouteRead with nothing to route: routed false")
+	}
+	checkEntries(t, entries, ids[:2], pls[:2])
+	wantPending(2)
+
+	// Outbox entries of the batch, then its ack, then the next read.
+	items := []store.OutboxItem{
+		{Gateway: "g", Payload: []byte("g1")}, {Gateway: "h", Payload: []byte("h1")}, {Gateway: "g", Payload: []byte("g2")},
+	}
+	checkEntries(t, routeRead(items, ids[:2], 0), ids[2:], pls[2:])
+	wantPending(1)
+	for gw, want := range map[string][]string{"g": {"g1", "g2"}, "h": {"h1"}} {
+		got := try(e.b.Outboxes.Read(ctx, gw, "", 0, 0)).must(t)
+		if len(got) != len(want) {
+			t.Fatalf("outbox %s after RouteRead: %d entries, want %v", gw, len(got), want)
+		}
+		for i, w := range want {
+			if string(got[i].Payload) != w {
+				t.Errorf("outbox %s entry %d = %q, want %q", gw, i, got[i].Payload, w)
+			}
+		}
+	}
+
+	// An item without gateway, or a malformed id: nothing appended, acked or read.
+	more, morePls := e.appendLog(t, 0, "y", 1)
+	_, routed, err = e.b.Log.RouteRead(ctx, 0, "a", []store.OutboxItem{{Gateway: "g", Payload: []byte("no")}, {}}, ids[2:], 10, 0)
+	wantErr(t, "RouteRead with an item naming no gateway", err, store.ErrInvalid)
+	if routed {
+		t.Errorf("RouteRead with an item naming no gateway: routed true")
+	}
+	_, routed, err = e.b.Log.RouteRead(ctx, 0, "a", nil, []string{ids[2], "nope"}, 10, 0)
+	wantErr(t, "RouteRead with a malformed id", err, store.ErrBadID)
+	if routed {
+		t.Errorf("RouteRead with a malformed id: routed true")
+	}
+	wantPending(1)
+	e.wantLen(t, "g", 2)
+
+	// Everything takes effect before a blocking read waits; the read wakes on append.
+	checkEntries(t, routeRead(nil, ids[2:], 0), more, morePls)
+	wantPending(1)
+	res := background(func() ([]store.Entry, error) {
+		entries, routed, err := e.b.Log.RouteRead(ctx, 0, "a", []store.OutboxItem{{Gateway: "h", Payload: []byte("h2")}}, more, 10, longBlock)
+		if err == nil && !routed {
+			err = errors.New("routed false")
+		}
+		return entries, err
+	})
+	eventually(t, "the writes of a blocked RouteRead", func() bool {
+		n, err := e.b.Log.Pending(ctx, 0)
+		l, lerr := e.b.Outboxes.Len(ctx, "h")
+		return err == nil && lerr == nil && n == 0 && l == 2
+	})
+	last, lastPls := e.appendLog(t, 0, "z", 1)
+	r := await(t, res)
+	ok(t, r.err)
+	checkEntries(t, r.entries, last, lastPls)
+	wantPending(1)
+
+	// Routed, then the read is cancelled: routed true with the error.
+	cancelled, cancel := context.WithCancel(ctx)
+	res = background(func() ([]store.Entry, error) {
+		entries, routed, err := e.b.Log.RouteRead(cancelled, 0, "a", []store.OutboxItem{{Gateway: "h", Payload: []byte("h3")}}, last, 10, longBlock)
+		if err != nil && !routed {
+			err = fmt.Errorf("routed false after a cancelled read: %w", err)
+		}
+		return entries, err
+	})
+	eventually(t, "the writes of a blocked RouteRead", func() bool {
+		l, err := e.b.Outboxes.Len(ctx, "h")
+		return err == nil && l == 3
+	})
+	cancel()
+	r = await(t, res)
+	wantErr(t, "RouteRead cancelled while reading", r.err, context.Canceled)
+	wantPending(0)
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -23,6 +24,7 @@ var outboxScenarios = []scenario{
 	{"blocking read returns on context cancel", testOutboxReadCancel},
 	{"malformed cursors and empty gateways are rejected", testOutboxBadArgs},
 	{"concurrent appenders keep per-gateway id order", testOutboxConcurrent},
+	{"fetch reads and reports deleted entries after the cursor", testOutboxFetch},
 }
 
 // appendOutbox appends n payloads "<prefix>-<i>" to gateway's outbox, in
@@ -270,5 +272,65 @@ func testOutboxConcurrent(t *testing.T, e *env) {
 	}
 	for w := range writers {
 		e.wantLen(t, fmt.Sprintf("own%d", w), int64(perWriter))
+	}
+}
+
+func testOutboxFetch(t *testing.T, e *env) {
+	ctx := t.Context()
+	fetch := func(after string, block time.Duration) ([]store.Entry, bool) {
+		t.Helper()
+		entries, lost, err := e.b.Outboxes.Fetch(ctx, "g", after, 0, block)
+		ok(t, err)
+		return entries, lost
+	}
+	if got, lost := fetch("", 0); got != nil || lost {
+		t.Fatalf("Fetch of an unknown outbox = %v, lost %v; want nil, false", entryIDs(got), lost)
+	}
+	ids, pls := e.appendOutbox(t, "g", "x", 4)
+	got, lost := fetch("", 0)
+	checkEntries(t, got, ids, pls)
+	if lost {
+		t.Errorf("Fetch before any deletion: lost")
+	}
+
+	ok(t, e.b.Outboxes.Trim(ctx, "g", ids[1]))
+	got, lost = fetch(ids[1], 0)
+	checkEntries(t, got, ids[2:], pls[2:])
+	if lost {
+		t.Errorf("Fetch after the acknowledged cursor: lost")
+	}
+	got, lost = fetch(ids[0], 0)
+	checkEntries(t, got, ids[2:], pls[2:])
+	if !lost {
+		t.Errorf("Fetch from behind the acknowledged cursor: not lost, though %s was deleted", ids[1])
+	}
+	if got, lost = fetch(ids[3], 0); got != nil || lost {
+		t.Errorf("Fetch at the newest entry = %v, lost %v; want nil, false", entryIDs(got), lost)
+	}
+
+	// A blocked fetch wakes on append and checks after reading.
+	res := background(func() ([]store.Entry, error) {
+		entries, lost, err := e.b.Outboxes.Fetch(ctx, "g", ids[3], 10, longBlock)
+		if err == nil && lost {
+			err = errors.New("lost after a blocked read with nothing deleted after the cursor")
+		}
+		return entries, err
+	})
+	time.Sleep(settle)
+	more, morePls := e.appendOutbox(t, "g", "y", 2)
+	r := await(t, res)
+	ok(t, r.err)
+	checkEntries(t, r.entries, more, morePls)
+
+	// A cap overflow deletes entries nobody read.
+	n := int(e.opts.OutboxMaxLen) + 150
+	over, _ := e.appendOutbox(t, "g", "z", n)
+	got, lost = fetch(more[1], 0)
+	if !lost || len(got) == 0 {
+		t.Errorf("Fetch after a cap overflow: %d entries, lost %v; want entries and lost", len(got), lost)
+	}
+	_, lost = fetch(over[n-2], 0)
+	if lost {
+		t.Errorf("Fetch from after the overflow: lost")
 	}
 }
