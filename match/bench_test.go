@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// celVariants are the two kinds of non-indexable CEL the benchmarks use: comparisons
-// (evaluated natively, as flat rows) and string functions (cel-go's interpreter).
+// celVariants are the kinds of non-indexable CEL the benchmarks use, all evaluated
+// natively: comparisons (as flat rows), a string function or a comparison, and the
+// shape of the bench harness's workload, a comparison and a string function on the id.
 var celVariants = []struct {
 	name string
 	expr func(i int) string
@@ -16,6 +17,7 @@ var celVariants = []struct {
 		return fmt.Sprintf(`doc.score >= %.2f && doc.score < %.2f`, float64(i%100_000)/100, float64(i%100_000)/100+1)
 	}},
 	{"cel=functions", func(i int) string { return fmt.Sprintf(`doc.title.startsWith("t%d") || doc.score < -%d.0`, i%1000, i) }},
+	{"cel=endsWith", func(i int) string { return fmt.Sprintf(`doc.score > %d.5 && id.endsWith("%d")`, 900+i%100, i%10) }},
 }
 
 // BenchmarkMatchEqualityMillion is benchmark (a) of the match issue: 1,000,000

@@ -101,12 +101,19 @@ func (e *Engine) Stats() Stats {
 type celProgram struct {
 	eng   *Engine
 	canon string      // canonical source
-	prg   cel.Program // nil when isNative
+	prg   cel.Program // nil when isNative, unless the native evaluation may need it
 	eq    []eqCand
-	// native holds the expression's conjuncts when it is a conjunction of comparisons
-	// that evaluateNative computes exactly as CEL would, without the interpreter.
-	native   []celCmp
+	// native is the expression when evalNative computes it exactly as CEL would,
+	// without the interpreter (see celnative.go).
+	native   celNode
 	isNative bool
+	// budget bounds the cost of the contains calls of a native evaluation. When the
+	// interpreter runs the expression under the cost limit (its static estimate is
+	// over the limit, as it is for contains on document data), budget is the limit
+	// minus an upper bound of the cost of everything else, so that an evaluation
+	// within budget is one the interpreter completes too; an evaluation over it is
+	// handed to the interpreter (prg), which decides. noBudget otherwise.
+	budget uint64
 }
 
 func (e *Engine) compileCEL(src string) (*celProgram, error) {
@@ -138,11 +145,21 @@ func (e *Engine) compileCEL(src string) (*celProgram, error) {
 		return nil, fmt.Errorf("%w: expression must evaluate to bool, it evaluates to %s%s", ErrInvalidCEL, checked.OutputType(), hint)
 	}
 	root := checked.NativeRep().Expr()
-	p := &celProgram{eng: e, canon: canon, eq: celEqualities(root, nil)}
-	// Conjunctions of comparisons are evaluated natively; everything else by cel-go's
+	p := &celProgram{eng: e, canon: canon, eq: celEqualities(root, nil), budget: noBudget}
+	// Simple boolean expressions are evaluated natively; everything else by cel-go's
 	// interpreter, whose programs are large, so they are built only when needed.
-	if p.native, p.isNative = nativeConjunction(root, nil); !p.isNative {
-		if p.prg, err = e.program(checked); err != nil {
+	tracked := e.costTracked(checked)
+	p.native, p.isNative = nativeExpr(root)
+	needPrg := !p.isNative
+	if p.isNative && tracked {
+		if fixed := p.native.fixedCost(); fixed > e.cfg.CELCostLimit {
+			p.native, p.isNative, needPrg = celNode{}, false, true // a tiny limit: CEL decides
+		} else if p.native.has(fnContains) {
+			p.budget, needPrg = e.cfg.CELCostLimit-fixed, true
+		}
+	}
+	if needPrg {
+		if p.prg, err = e.program(checked, tracked); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidCEL, err)
 		}
 	}
@@ -150,25 +167,32 @@ func (e *Engine) compileCEL(src string) (*celProgram, error) {
 	return p, nil
 }
 
-// eval evaluates the program against img, counting the evaluation (and its failure)
-// in img; the caller flushes the counts to the Engine.
-// program builds the interpreter program of a checked expression. Runtime cost
-// tracking makes an evaluation several times slower; it is paid for only when the
-// static estimate (an upper bound) says the limit can be exceeded.
-func (e *Engine) program(checked *cel.Ast) (cel.Program, error) {
+// costTracked reports whether the interpreter runs a checked expression under the
+// cost limit. Runtime cost tracking makes an evaluation several times slower; it is
+// paid for only when the static estimate (an upper bound) says the limit can be
+// exceeded.
+func (e *Engine) costTracked(checked *cel.Ast) bool {
+	est, err := e.env.EstimateCost(checked, noSizeEstimates{})
+	return err != nil || est.Max > e.cfg.CELCostLimit
+}
+
+// program builds the interpreter program of a checked expression.
+func (e *Engine) program(checked *cel.Ast, tracked bool) (cel.Program, error) {
 	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
-	if est, err := e.env.EstimateCost(checked, noSizeEstimates{}); err != nil || est.Max > e.cfg.CELCostLimit {
+	if tracked {
 		opts = append(opts, cel.CostLimit(e.cfg.CELCostLimit))
 	}
 	return e.env.Program(checked, opts...)
 }
 
+// eval evaluates the program against img, counting the evaluation (and its failure)
+// in img; the caller flushes the counts to the Engine.
 func (p *celProgram) eval(img *image) bool {
 	img.eng = p.eng
 	img.evals++
 	var ok, failed bool
 	if p.isNative {
-		ok, failed = evalNative(p.native, img)
+		ok, failed = p.evalNative(img)
 	} else {
 		ok, failed = p.evalInterpreted(img)
 	}
@@ -176,6 +200,22 @@ func (p *celProgram) eval(img *image) bool {
 		img.evalErrors++
 	}
 	return ok
+}
+
+// evalNative evaluates a native program. failed reports that CEL would have ended in
+// an error (no such key, no such overload) rather than false; either way there is no
+// match.
+func (p *celProgram) evalNative(img *image) (match, failed bool) {
+	run := nativeRun{img: img, budget: p.budget}
+	switch p.native.eval(&run) {
+	case celTrue:
+		return true, false
+	case celFalse:
+		return false, false
+	case celError:
+		return false, true
+	}
+	return p.evalInterpreted(img) // over budget: the interpreter may stop at its limit
 }
 
 func (p *celProgram) evalInterpreted(img *image) (match, failed bool) {

@@ -57,10 +57,14 @@ func flatPlan(c *Compiled) (preds []flatPred, paths [][]string, cel, ok bool) {
 	}
 	switch c.kind {
 	case kindCEL:
-		if !c.cel.isNative || len(c.cel.native) > maxFlatPreds {
+		if !c.cel.isNative {
 			return nil, nil, false, false
 		}
-		for _, cmp := range c.cel.native {
+		cmps, ok := c.cel.native.comparisons()
+		if !ok || len(cmps) > maxFlatPreds {
+			return nil, nil, false, false
+		}
+		for _, cmp := range cmps {
 			if cmp.path == nil {
 				return nil, nil, false, false // id comparisons stay on the general path
 			}

@@ -2,7 +2,6 @@ package match
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -45,23 +44,6 @@ func classOf(v any) class {
 		return classObject
 	}
 	return classInvalid
-}
-
-// ErrNotObject is returned by [ParseDocument] for JSON that is valid but not an object.
-var ErrNotObject = errors.New("match: document is not a JSON object")
-
-// ParseDocument decodes a JSON object into the representation every evaluator in this
-// package works on: map[string]any, []any, float64, string, bool and nil.
-func ParseDocument(data []byte) (map[string]any, error) {
-	var v any
-	if err := json.Unmarshal(data, &v); err != nil {
-		return nil, fmt.Errorf("match: document is not valid JSON: %w", err)
-	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("%w (got %s)", ErrNotObject, classOf(v))
-	}
-	return m, nil
 }
 
 // normalize converts a Go value given by an API caller (filter values, CEL constants)

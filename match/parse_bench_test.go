@@ -1,0 +1,46 @@
+package match
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+)
+
+// parseDocumentStdlib is ParseDocument's reference: encoding/json into any.
+func parseDocumentStdlib(data []byte) (map[string]any, error) {
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("match: document is not valid JSON: %w", err)
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w (got %s)", ErrNotObject, classOf(v))
+	}
+	return m, nil
+}
+
+// BenchmarkParseDocument decodes a typical small event document, with ParseDocument
+// and with encoding/json for comparison.
+func BenchmarkParseDocument(b *testing.B) {
+	docs := []struct{ name, doc string }{
+		{"event", `{"user":"u17","score":942.13,"region":"r3","n":12345}`},
+		{"nested", `{"id":"a1b2","title":"Caf\u00e9 \"menu\"","tags":["x","y","z"],"owner":{"team":"core","level":3,"active":true},"price":-0.5e-3,"note":null}`},
+	}
+	for _, d := range docs {
+		for _, impl := range []struct {
+			name  string
+			parse func([]byte) (map[string]any, error)
+		}{{"impl=ParseDocument", ParseDocument}, {"impl=encoding-json", parseDocumentStdlib}} {
+			b.Run(d.name+"/"+impl.name, func(b *testing.B) {
+				data := []byte(d.doc)
+				b.SetBytes(int64(len(data)))
+				b.ReportAllocs()
+				for i := 0; i < b.N; i++ {
+					if _, err := impl.parse(data); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
