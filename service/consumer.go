@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/streamerd/streamer/match"
@@ -24,7 +23,8 @@ const consumerBlock = 500 * time.Millisecond
 // consumer processes one event-log partition: it applies control entries to
 // the partition's match index in log order, matches events, routes the
 // matches into gateway outboxes and acknowledges each read batch after its
-// outbox entries are appended. It does not decide ownership: whoever starts
+// outbox entries are appended, both in the round trip of the next read. It
+// does not decide ownership: whoever starts
 // it (ownership.go) holds the partition's lease, and every call that reads
 // or writes the partition goes through the lease fence, so that the
 // consumer stops touching the partition the moment the lease is no longer
@@ -43,21 +43,26 @@ type consumer struct {
 
 	router  *router
 	results []match.Result
+	// unrouted are the outbox entries of the batch processed last, and
+	// unacked its entry ids: the next read appends and acknowledges them.
+	unrouted []store.OutboxItem
+	unacked  []string
+
+	// wire is the event being processed, ev the same decoded for matching;
+	// both are reused from event to event.
+	wire wireEvent
+	ev   match.Event
 
 	// dedup remembers the ids of the events routed recently (nil when
-	// deduplication is off); batchIDs are those of the batch in progress,
-	// remembered once its outbox entries are appended.
-	dedup    *simplelru.LRU[string, struct{}]
-	batchIDs []string
-	inBatch  map[string]struct{}
+	// deduplication is off).
+	dedup *recentIDs
 }
 
 func newConsumer(n *Node, p int, fence *leaseFence, acquired time.Time) *consumer {
 	c := &consumer{n: n, p: p, log: n.log.With("partition", p), ix: match.NewIndex(n.engine), fence: fence,
 		acquired: acquired, router: newRouter()}
 	if n.cfg.DedupSize > 0 {
-		c.dedup, _ = simplelru.NewLRU[string, struct{}](n.cfg.DedupSize, nil) // size > 0: never fails
-		c.inBatch = map[string]struct{}{}
+		c.dedup = newRecentIDs(n.cfg.DedupSize)
 	}
 	return c
 }
@@ -87,6 +92,13 @@ func (c *consumer) run(stop, work context.Context) {
 	if !c.awaitTakeover(stop) {
 		return
 	}
+	defer func() { // finish the last batch processed
+		if len(c.unacked) > 0 && work.Err() == nil {
+			if err := c.fence.guard(work, c.flush); err != nil {
+				c.log.Warn("finishing the last batch; its entries stay pending for the next owner", "err", err)
+			}
+		}
+	}()
 	batch := c.n.cfg.ReadBatch
 	block := min(consumerBlock, c.n.cfg.LeaseTTL/4)
 	claim, minIdle := true, c.n.claimGrace()
@@ -99,9 +111,16 @@ func (c *consumer) run(stop, work context.Context) {
 		var entries []store.Entry
 		err := c.fence.guard(stop, func(ctx context.Context) (err error) {
 			if claim {
+				if err := c.flush(ctx); err != nil {
+					return err
+				}
 				entries, err = c.n.backend.Log.ClaimPending(ctx, c.p, c.n.cfg.NodeID, minIdle, batch)
-			} else {
-				entries, err = c.n.backend.Log.Read(ctx, c.p, c.n.cfg.NodeID, batch, block)
+				return err
+			}
+			var routed bool
+			entries, routed, err = c.n.backend.Log.RouteRead(ctx, c.p, c.n.cfg.NodeID, c.unrouted, c.unacked, batch, block)
+			if routed {
+				c.routed()
 			}
 			return err
 		})
@@ -144,6 +163,9 @@ const sweepEvery = 5 * time.Second
 func (c *consumer) strays(stop context.Context) bool {
 	var pending int64
 	err := c.fence.guard(stop, func(ctx context.Context) (err error) {
+		if err := c.flush(ctx); err != nil {
+			return err
+		}
 		pending, err = c.n.backend.Log.Pending(ctx, c.p)
 		return err
 	})
@@ -213,8 +235,9 @@ func (c *consumer) add(gw string, sub *streamerv1.Subscription) error {
 // backend call goes through the lease fence.
 func (c *consumer) process(ctx context.Context, entries []store.Entry) error {
 	c.router.reset()
-	c.batchIDs = c.batchIDs[:0]
-	clear(c.inBatch)
+	if c.dedup != nil {
+		c.dedup.abort() // the ids of a failed attempt at this batch
+	}
 	log := c.n.backend.Log
 	ids := make([]string, len(entries))
 	for i, e := range entries {
@@ -227,46 +250,58 @@ func (c *consumer) process(ctx context.Context, entries []store.Entry) error {
 			c.n.metrics.deadLetters.Inc()
 		}
 	}
-	items, err := c.router.items()
-	if err != nil {
-		return fmt.Errorf("encoding outbox batch: %w", err)
+	// The outbox entries are appended and the batch acknowledged by the
+	// next read (EventLog.RouteRead), in one round trip, or by flush.
+	c.unrouted = c.router.items()
+	c.unacked = ids
+	return nil
+}
+
+// routed records that the processed batch's outbox entries were appended
+// and its entries acknowledged.
+func (c *consumer) routed() {
+	c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
+	if c.dedup != nil {
+		c.dedup.commit()
 	}
-	if err := c.fence.guard(ctx, func(ctx context.Context) error {
-		_, err := c.n.backend.Outboxes.Append(ctx, items)
-		return err
-	}); err != nil {
+	c.unrouted, c.unacked = nil, nil
+}
+
+// flush appends the processed batch's outbox entries and acknowledges it,
+// when no read did.
+func (c *consumer) flush(ctx context.Context) error {
+	if len(c.unacked) == 0 {
+		return nil
+	}
+	if _, err := c.n.backend.Outboxes.Append(ctx, c.unrouted); err != nil {
 		return fmt.Errorf("appending to outboxes: %w", err)
 	}
-	c.n.metrics.outboxBatches.Add(float64(len(items)))
-	if c.dedup != nil {
-		for _, id := range c.batchIDs {
-			c.dedup.Add(id, struct{}{})
-		}
-	}
-	if err := c.fence.guard(ctx, func(ctx context.Context) error { return log.Ack(ctx, c.p, ids...) }); err != nil {
+	if err := c.n.backend.Log.Ack(ctx, c.p, c.unacked...); err != nil {
 		return fmt.Errorf("acknowledging: %w", err)
 	}
+	c.routed()
 	return nil
 }
 
 // replayed reports whether the event id was routed recently (in an earlier
 // batch whose outbox entries were appended, or earlier in this batch), and
 // otherwise records it as part of this batch.
-func (c *consumer) replayed(id string) bool {
-	if c.dedup == nil || id == "" {
-		return false
-	}
-	if _, ok := c.inBatch[id]; ok || c.dedup.Contains(id) {
-		return true
-	}
-	c.inBatch[id] = struct{}{}
-	c.batchIDs = append(c.batchIDs, id)
-	return false
+func (c *consumer) replayed(id []byte) bool {
+	return c.dedup != nil && len(id) > 0 && c.dedup.replayed(id)
 }
 
 // apply handles one entry; it returns why the entry must be dead-lettered,
 // or "".
 func (c *consumer) apply(e store.Entry) (deadReason string) {
+	// An event, nearly every entry, is read without decoding it whole (see
+	// wire.go). Control entries, and whatever that declines, go through
+	// proto.Unmarshal, whose error is the reason to dead-letter.
+	if raw, ok := logEntryEvent(e.Payload); ok && c.wire.decode(raw) {
+		if err := c.event(e.ID); err != nil {
+			return err.Error()
+		}
+		return ""
+	}
 	var le streamerv1.LogEntry
 	if err := proto.Unmarshal(e.Payload, &le); err != nil {
 		return "undecodable log entry: " + err.Error()
@@ -274,7 +309,13 @@ func (c *consumer) apply(e store.Entry) (deadReason string) {
 	kind := ""
 	switch x := le.GetEntry().(type) {
 	case *streamerv1.LogEntry_Event:
-		if err := c.event(x.Event, e.ID); err != nil {
+		// An event encoded oddly (its entry field repeated, which protobuf
+		// merges): routed as protobuf reads it.
+		raw, err := proto.Marshal(x.Event)
+		if err != nil || !c.wire.decode(raw) { // proto.Unmarshal accepted it: cannot happen
+			return "undecodable log entry: event does not re-encode"
+		}
+		if err := c.event(e.ID); err != nil {
 			return err.Error()
 		}
 		return ""
@@ -310,29 +351,31 @@ func (c *consumer) apply(e store.Entry) (deadReason string) {
 // errBadEvent marks events that are dead-lettered.
 var errBadEvent = errors.New("malformed event")
 
-// event transforms, matches and routes one change event read at position
-// id.
-func (c *consumer) event(ce *streamerv1.ChangeEvent, id string) error {
-	if ce.GetCollection() == "" || ce.GetDocumentId() == "" {
+// event transforms, matches and routes the change event c.wire, read at
+// position id.
+func (c *consumer) event(id string) error {
+	w := &c.wire
+	if len(w.collection) == 0 || len(w.documentID) == 0 {
 		return fmt.Errorf("%w: collection and document_id are required", errBadEvent)
 	}
-	op := match.Op(ce.GetOperation())
-	if op < match.Create || op > match.Delete {
-		return fmt.Errorf("%w: operation %v", errBadEvent, ce.GetOperation())
+	// As always, an operation becomes a match.Op by its low 8 bits.
+	if op := match.Op(w.op); op < match.Create || op > match.Delete {
+		return fmt.Errorf("%w: operation %v", errBadEvent, streamerv1.Operation(w.op))
 	}
-	ev := &match.Event{Tenant: ce.GetTenant(), Collection: ce.GetCollection(), ID: ce.GetDocumentId(), Op: op, Changed: ce.GetChangedFields()}
+	c.ev = w.matchEvent()
+	ev := &c.ev
 	var err error
-	if len(ce.GetDocument()) > 0 {
-		if ev.Doc, err = match.ParseDocument(ce.GetDocument()); err != nil {
+	if len(w.document) > 0 {
+		if ev.Doc, err = match.ParseDocument(w.document); err != nil {
 			return fmt.Errorf("%w: document: %v", errBadEvent, err)
 		}
 	}
-	if len(ce.GetBefore()) > 0 {
-		if ev.Before, err = match.ParseDocument(ce.GetBefore()); err != nil {
+	if len(w.before) > 0 {
+		if ev.Before, err = match.ParseDocument(w.before); err != nil {
 			return fmt.Errorf("%w: before: %v", errBadEvent, err)
 		}
 	}
-	if c.replayed(ce.GetEventId()) {
+	if c.replayed(w.eventID) {
 		c.n.metrics.eventsDeduplicated.Inc()
 		return nil
 	}
@@ -344,9 +387,8 @@ func (c *consumer) event(ce *streamerv1.ChangeEvent, id string) error {
 	if len(c.results) == 0 {
 		return nil
 	}
-	ce.Partition, ce.Position, ce.Operation = int32(c.p), id, streamerv1.Operation(ev.Op)
 	c.n.metrics.eventsMatched.Inc()
 	c.n.metrics.matches.Add(float64(len(c.results)))
-	c.router.add(ce, c.results)
+	c.router.add(w, int32(c.p), id, ev.Op, c.results)
 	return nil
 }

@@ -4,10 +4,9 @@ import (
 	"cmp"
 	"slices"
 
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/streamerd/streamer/match"
-	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 )
 
@@ -17,28 +16,70 @@ import (
 // default 4 MiB message limit. One event alone may exceed it.
 const maxBatchBytes = 1 << 20
 
+// routerRetain bounds the capacity of the slices a router keeps from one
+// read batch to the next: a burst that needs more allocates afresh, and its
+// memory is not held once it is over.
+const routerRetain = 1 << 16
+
 // router groups one read batch's matches per gateway, keeping event order,
-// into outbox batches.
+// into outbox batches. It encodes each batch (an OutboxBatch) by hand around
+// the events' bytes as read from the log (see wire.go), and reuses its
+// bookkeeping from one read batch to the next.
 type router struct {
-	order []string // gateways in order of first match
-	gws   map[string]*gatewayBatches
+	gws  map[string]int // gateway → index in out
+	out  []gatewayOut   // gateways in order of first match; capacity reused
+	evs  []routedEvent  // the read batch's routed events
+	tail []byte         // the events' overrides, back to back
+	ids  []string       // subscription ids of all matches, in routing order
 }
 
-type gatewayBatches struct {
-	batches []*streamerv1.OutboxBatch
-	size    int // approximate bytes of the last batch
+// routedEvent is one routed event: its bytes as read, and the fields that
+// the node sets, which override the publisher's (wireEvent.appendOverrides).
+type routedEvent struct {
+	raw                []byte
+	tailStart, tailEnd int // its overrides: router.tail[tailStart:tailEnd]
 }
 
-func newRouter() *router { return &router{gws: map[string]*gatewayBatches{}} }
+// gatewayOut is one gateway's matches of the read batch, split into batches.
+type gatewayOut struct {
+	gateway string
+	matches []matchRef // in event order
+	starts  []int      // index in matches of each batch's first match
+	size    int        // approximate bytes of the last batch
+}
+
+// matchRef is one EventMatch: an event, an effective operation, and the
+// subscriptions router.ids[idStart:idEnd].
+type matchRef struct {
+	event          int // index in router.evs
+	op             match.Op
+	idStart, idEnd int
+}
+
+func newRouter() *router { return &router{gws: map[string]int{}} }
 
 // reset empties the router for the next read batch.
 func (r *router) reset() {
-	r.order = r.order[:0]
 	clear(r.gws)
+	r.out = r.out[:0]
+	r.evs = reuse(r.evs)
+	r.tail = reuse(r.tail)
+	r.ids = reuse(r.ids)
 }
 
-// add routes one event's match results. results is reordered.
-func (r *router) add(ev *streamerv1.ChangeEvent, results []match.Result) {
+// reuse returns s emptied, and cleared so that it holds no references into
+// the previous read batch; nil when it grew beyond routerRetain.
+func reuse[T any](s []T) []T {
+	if cap(s) > routerRetain {
+		return nil
+	}
+	clear(s)
+	return s[:0]
+}
+
+// add routes one event's match results; partition, position and op are
+// the event's fields as the node delivers them. results is reordered.
+func (r *router) add(ev *wireEvent, partition int32, position string, op match.Op, results []match.Result) {
 	if len(results) == 0 {
 		return
 	}
@@ -47,44 +88,109 @@ func (r *router) add(ev *streamerv1.ChangeEvent, results []match.Result) {
 	slices.SortFunc(results, func(a, b match.Result) int {
 		return cmp.Or(cmp.Compare(a.Gateway, b.Gateway), cmp.Compare(a.Op, b.Op), cmp.Compare(a.ID, b.ID))
 	})
-	evSize := len(ev.GetDocument()) + len(ev.GetBefore()) + 256
+	evi, start := len(r.evs), len(r.tail)
+	r.tail = ev.appendOverrides(r.tail, partition, position, int32(op))
+	r.evs = append(r.evs, routedEvent{raw: ev.raw, tailStart: start, tailEnd: len(r.tail)})
+	evSize := len(ev.document) + len(ev.before) + 256
 	for i := 0; i < len(results); {
 		gw := results[i].Gateway
-		g := r.gws[gw]
-		if g == nil {
-			g = &gatewayBatches{}
-			r.gws[gw] = g
-			r.order = append(r.order, gw)
-		}
-		if len(g.batches) == 0 || (g.size > 0 && g.size+evSize > maxBatchBytes) {
-			g.batches = append(g.batches, &streamerv1.OutboxBatch{})
+		g := r.gateway(gw)
+		if len(g.starts) == 0 || (g.size > 0 && g.size+evSize > maxBatchBytes) {
+			g.starts = append(g.starts, len(g.matches))
 			g.size = 0
 		}
-		b := g.batches[len(g.batches)-1]
 		for i < len(results) && results[i].Gateway == gw {
-			op := results[i].Op
-			em := &streamerv1.EventMatch{Event: ev, Operation: streamerv1.Operation(op)}
-			for ; i < len(results) && results[i].Gateway == gw && results[i].Op == op; i++ {
-				em.SubscriptionIds = append(em.SubscriptionIds, results[i].ID)
+			m := matchRef{event: evi, op: results[i].Op, idStart: len(r.ids)}
+			for ; i < len(results) && results[i].Gateway == gw && results[i].Op == m.op; i++ {
+				r.ids = append(r.ids, results[i].ID)
 				g.size += len(results[i].ID) + 2
 			}
-			b.Matches = append(b.Matches, em)
+			m.idEnd = len(r.ids)
+			g.matches = append(g.matches, m)
 		}
 		g.size += evSize
 	}
 }
 
-// items encodes the outbox entries to append, all gateways together.
-func (r *router) items() ([]store.OutboxItem, error) {
-	var items []store.OutboxItem
-	for _, gw := range r.order {
-		for _, b := range r.gws[gw].batches {
-			payload, err := proto.Marshal(b)
-			if err != nil {
-				return nil, err
+// gateway returns gw's entry, adding it (with the slices of an entry of an
+// earlier read batch) on its first match.
+func (r *router) gateway(gw string) *gatewayOut {
+	if i, ok := r.gws[gw]; ok {
+		return &r.out[i]
+	}
+	r.gws[gw] = len(r.out)
+	if len(r.out) == cap(r.out) {
+		r.out = append(r.out, gatewayOut{})
+	} else {
+		r.out = r.out[:len(r.out)+1]
+	}
+	g := &r.out[len(r.out)-1]
+	*g = gatewayOut{gateway: gw, matches: reuse(g.matches), starts: g.starts[:0]}
+	return g
+}
+
+// items encodes the outbox entries to append, all gateways together. Each
+// payload is a new allocation: the outbox may keep it.
+func (r *router) items() []store.OutboxItem {
+	n := 0
+	for i := range r.out {
+		n += len(r.out[i].starts)
+	}
+	if n == 0 {
+		return nil
+	}
+	items := make([]store.OutboxItem, 0, n)
+	for i := range r.out {
+		g := &r.out[i]
+		for j, start := range g.starts {
+			end := len(g.matches)
+			if j+1 < len(g.starts) {
+				end = g.starts[j+1]
 			}
-			items = append(items, store.OutboxItem{Gateway: gw, Payload: payload})
+			items = append(items, store.OutboxItem{Gateway: g.gateway, Payload: r.encode(g.matches[start:end])})
 		}
 	}
-	return items, nil
+	return items
+}
+
+// encode returns the OutboxBatch of matches, encoded as proto.Marshal would
+// encode it but for each event, whose bytes are the ones read followed by
+// the node's overrides.
+func (r *router) encode(matches []matchRef) []byte {
+	size := 0
+	for _, m := range matches {
+		size += protowire.SizeTag(fieldDeliveryMatches) + protowire.SizeBytes(r.matchSize(m))
+	}
+	b := make([]byte, 0, size)
+	for _, m := range matches {
+		b = protowire.AppendTag(b, fieldDeliveryMatches, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(r.matchSize(m)))
+		ev := &r.evs[m.event]
+		tail := r.tail[ev.tailStart:ev.tailEnd]
+		b = protowire.AppendTag(b, fieldEventMatchEvent, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(len(ev.raw)+len(tail)))
+		b = append(append(b, ev.raw...), tail...)
+		if m.op != match.Unspecified { // proto3 omits the zero value
+			b = protowire.AppendTag(b, fieldEventMatchOperation, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(m.op))
+		}
+		for _, id := range r.ids[m.idStart:m.idEnd] {
+			b = protowire.AppendTag(b, fieldEventMatchSubscriptionIDs, protowire.BytesType)
+			b = protowire.AppendString(b, id)
+		}
+	}
+	return b
+}
+
+// matchSize is the encoded size of m's EventMatch.
+func (r *router) matchSize(m matchRef) int {
+	ev := &r.evs[m.event]
+	n := protowire.SizeTag(fieldEventMatchEvent) + protowire.SizeBytes(len(ev.raw)+ev.tailEnd-ev.tailStart)
+	if m.op != match.Unspecified {
+		n += protowire.SizeTag(fieldEventMatchOperation) + protowire.SizeVarint(uint64(m.op))
+	}
+	for _, id := range r.ids[m.idStart:m.idEnd] {
+		n += protowire.SizeTag(fieldEventMatchSubscriptionIDs) + protowire.SizeBytes(len(id))
+	}
+	return n
 }
