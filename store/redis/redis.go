@@ -34,7 +34,10 @@ const DefaultPrefix = "stm"
 
 // blockSlice is the longest a single blocking command waits in Redis; a
 // longer block is made of several. It bounds how long a canceled context or
-// Close takes to end a blocked read.
+// Close takes to end a blocked read. Blocking reads pipelined with writes
+// (EventLog.RouteRead, Outboxes.Fetch) are bounded by the client's
+// read_timeout (3 s by default) rather than by the block, so a read_timeout
+// must stay well above blockSlice.
 const blockSlice = 100 * time.Millisecond
 
 // ErrPartitionMismatch is returned (wrapped) by New when Redis already
