@@ -170,6 +170,9 @@ func NewClient(rawURL string) (goredis.UniversalClient, error) {
 			return nil, fmt.Errorf("redis: bad Sentinel URL: %w", err)
 		}
 		opt.ContextTimeoutEnabled = opt.ContextTimeoutEnabled || ctxTimeouts
+		if err := checkReadTimeout(opt.ReadTimeout); err != nil {
+			return nil, err
+		}
 		return goredis.NewFailoverClient(opt), nil
 	case cluster:
 		opt, err := goredis.ParseClusterURL(u.String())
@@ -177,6 +180,9 @@ func NewClient(rawURL string) (goredis.UniversalClient, error) {
 			return nil, fmt.Errorf("redis: bad Cluster URL: %w", err)
 		}
 		opt.ContextTimeoutEnabled = opt.ContextTimeoutEnabled || ctxTimeouts
+		if err := checkReadTimeout(opt.ReadTimeout); err != nil {
+			return nil, err
+		}
 		return goredis.NewClusterClient(opt), nil
 	default:
 		opt, err := goredis.ParseURL(u.String())
@@ -184,8 +190,22 @@ func NewClient(rawURL string) (goredis.UniversalClient, error) {
 			return nil, fmt.Errorf("redis: bad URL: %w", err)
 		}
 		opt.ContextTimeoutEnabled = opt.ContextTimeoutEnabled || ctxTimeouts
+		if err := checkReadTimeout(opt.ReadTimeout); err != nil {
+			return nil, err
+		}
 		return goredis.NewClient(opt), nil
 	}
+}
+
+// checkReadTimeout refuses a read_timeout that a pipelined blocking read
+// (blockSlice) could exceed: go-redis would then fail, and may retry, a
+// pipeline whose writes Redis already executed. 0 (the 3 s default) and
+// negative values (no timeout) are fine.
+func checkReadTimeout(d time.Duration) error {
+	if d > 0 && d < 2*blockSlice {
+		return fmt.Errorf("redis: read_timeout=%v is too short: blocking reads wait up to %v, use at least %v: %w", d, blockSlice, 2*blockSlice, store.ErrInvalid)
+	}
+	return nil
 }
 
 // core is shared by the pieces of one backend.

@@ -276,6 +276,29 @@ func TestNewClientKinds(t *testing.T) {
 	}
 }
 
+func TestNewClientRefusesShortReadTimeout(t *testing.T) {
+	for _, url := range []string{
+		"redis://127.0.0.1:1?read_timeout=50ms",
+		"redis://127.0.0.1:1?cluster=true&read_timeout=150ms",
+		"redis://127.0.0.1:1?master_name=m&addr=127.0.0.1:2&read_timeout=100ms",
+	} {
+		if c, err := redis.NewClient(url); !errors.Is(err, store.ErrInvalid) {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("NewClient(%s) = %v, want an error wrapping ErrInvalid", url, err)
+		}
+	}
+	for _, url := range []string{"redis://127.0.0.1:1?read_timeout=200ms", "redis://127.0.0.1:1?read_timeout=-1"} {
+		c, err := redis.NewClient(url)
+		if err != nil {
+			t.Errorf("NewClient(%s): %v", url, err)
+			continue
+		}
+		c.Close()
+	}
+}
+
 // TestForgottenGatewayLeavesNoKey checks that the janitor's Forget plus
 // Outboxes.Delete remove every key of a gateway, its session record included,
 // and that a later session of the same gateway still gets a greater epoch.
