@@ -1,24 +1,42 @@
 package client
 
 import (
-	"github.com/hashicorp/golang-lru/v2/simplelru"
-
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
 
-// dedup drops events already delivered, by event id, remembering the most
-// recent size ids (least recently seen are forgotten first). It is owned by
-// one goroutine and not safe for concurrent use.
+// dedup drops events already delivered, by event id, remembering the ids of
+// the last size distinct events delivered (the one delivered first is
+// forgotten first): a ring of ids and a set, with no per-id list node. It is
+// owned by one goroutine and not safe for concurrent use.
 type dedup struct {
-	seen *simplelru.LRU[string, struct{}]
+	seen map[string]struct{}
+	ring []string // ids in delivery order, grown up to size
+	next int      // once the ring is full: the slot of the oldest id
+	size int
 }
 
 func newDedup(size int) *dedup {
-	l, err := simplelru.NewLRU[string, struct{}](size, nil)
-	if err != nil { // only for size <= 0, which options reject
-		panic(err)
+	if size <= 0 { // options reject it
+		panic("client: dedup size must be positive")
 	}
-	return &dedup{seen: l}
+	return &dedup{seen: make(map[string]struct{}, min(size, 1<<12)), size: size}
+}
+
+// remember adds id, forgetting the oldest id beyond size.
+func (d *dedup) remember(id string) {
+	if _, ok := d.seen[id]; ok {
+		return
+	}
+	d.seen[id] = struct{}{}
+	if len(d.ring) < d.size {
+		d.ring = append(d.ring, id)
+		return
+	}
+	delete(d.seen, d.ring[d.next])
+	d.ring[d.next] = id
+	if d.next++; d.next == d.size {
+		d.next = 0
+	}
 }
 
 // filter returns the matches of one delivery whose event ids were not seen
@@ -31,7 +49,7 @@ func (d *dedup) filter(matches []*streamerv1.EventMatch) (kept []*streamerv1.Eve
 	var dupIDs map[string]bool
 	for i, m := range matches {
 		id := m.GetEvent().GetEventId()
-		if id == "" || !d.seen.Contains(id) {
+		if _, seen := d.seen[id]; id == "" || !seen {
 			if dupIDs != nil {
 				kept = append(kept, m)
 			}
@@ -48,7 +66,7 @@ func (d *dedup) filter(matches []*streamerv1.EventMatch) (kept []*streamerv1.Eve
 	}
 	for _, m := range matches {
 		if id := m.GetEvent().GetEventId(); id != "" {
-			d.seen.Add(id, struct{}{})
+			d.remember(id)
 		}
 	}
 	return kept, dropped

@@ -65,3 +65,36 @@ func TestDedup(t *testing.T) {
 		})
 	}
 }
+
+// TestDedupRemembersTheLastDistinctIDs compares the dedup with a plain model
+// over random deliveries: an id is dropped exactly when it is among the last
+// size distinct ids delivered before.
+func TestDedupRemembersTheLastDistinctIDs(t *testing.T) {
+	const size = 7
+	d := newDedup(size)
+	var order []string // distinct ids in first-delivery order
+	rnd := uint64(1)
+	next := func(n uint64) uint64 { rnd = rnd*6364136223846793005 + 1442695040888963407; return (rnd >> 33) % n }
+	for step := range 2000 {
+		var in []*streamerv1.EventMatch
+		for range 1 + next(4) {
+			in = append(in, em(string(rune('a'+next(20))), streamerv1.Operation_OPERATION_UPDATE, "s"))
+		}
+		recent := order[max(0, len(order)-size):]
+		var want []string
+		for _, m := range in {
+			if !slices.Contains(recent, m.GetEvent().GetEventId()) {
+				want = append(want, m.GetEvent().GetEventId())
+			}
+		}
+		kept, _ := d.filter(in)
+		if got := ids(kept); !slices.Equal(got, want) {
+			t.Fatalf("step %d: kept %v, want %v (remembered %v)", step, got, want, recent)
+		}
+		for _, m := range in {
+			if id := m.GetEvent().GetEventId(); !slices.Contains(order[max(0, len(order)-size):], id) {
+				order = append(order, id)
+			}
+		}
+	}
+}

@@ -8,7 +8,7 @@
 // newest cursor it handed to the caller (so nothing still in the node's
 // outbox is lost), re-subscribes every live subscription, sends heartbeats
 // that keep the subscriptions alive and acknowledge deliveries, and drops
-// events it has already delivered (by event id, with an LRU).
+// events it has already delivered (by event id, remembering the last ones).
 //
 // Stream semantics, in short (details on [Conn.Deliveries]):
 //   - Events arrive in outbox order, which is event-log order within a
