@@ -17,19 +17,23 @@ end
 return ids
 `)
 
-// luaCapOutbox deletes the oldest entries of outbox `out` beyond `cap`
-// exactly and records the newest deleted id in `del` (see Outboxes.Lost).
-// XTRIM MINID deletes the entries before the newest one to delete, XDEL that
-// one. Deletions always take a prefix of the stream, so `del` only grows.
+// luaCapOutbox defines the outbox deletions of the scripts below.
+// delete_through deletes the entries of outbox `out` up to and including
+// `newest` (XTRIM MINID deletes those before it, XDEL that one) and records
+// `newest` in `del` (see Outboxes.Lost). Deletions always take a prefix of
+// the stream, so `del` only grows. cap_outbox deletes the oldest entries
+// beyond `cap` exactly.
 const luaCapOutbox = `
+local function delete_through(out, del, newest)
+  redis.call('XTRIM', out, 'MINID', newest)
+  redis.call('XDEL', out, newest)
+  redis.call('SET', del, newest)
+end
 local function cap_outbox(out, del, cap)
   local excess = redis.call('XLEN', out) - cap
   if excess > 0 then
     local old = redis.call('XRANGE', out, '-', '+', 'COUNT', excess)
-    local newest = old[#old][1]
-    redis.call('XTRIM', out, 'MINID', newest)
-    redis.call('XDEL', out, newest)
-    redis.call('SET', del, newest)
+    delete_through(out, del, old[#old][1])
   end
 end
 `
@@ -71,17 +75,14 @@ return nack
 `)
 
 // scriptOutboxTrim deletes the entries of outbox KEYS[1] with id <= ARGV[1]
-// and records the greatest of them in KEYS[2] (see scriptOutboxAppend). It
+// and records the greatest of them in KEYS[2] (delete_through). It
 // returns 1 if it deleted anything.
-var scriptOutboxTrim = goredis.NewScript(`
+var scriptOutboxTrim = goredis.NewScript(luaCapOutbox + `
 local upto = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', 1)
 if #upto == 0 then
   return 0
 end
-local newest = upto[1][1]
-redis.call('XTRIM', KEYS[1], 'MINID', newest)
-redis.call('XDEL', KEYS[1], newest)
-redis.call('SET', KEYS[2], newest)
+delete_through(KEYS[1], KEYS[2], upto[1][1])
 return 1
 `)
 
