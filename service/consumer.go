@@ -99,31 +99,55 @@ func (c *consumer) run(stop, work context.Context) {
 			}
 		}
 	}()
+	// With a multiplexer (mux.go), reads of new entries go through it;
+	// holding entries it returned, the consumer must come back or leave.
+	mux, fromMux := c.n.mux, false
+	leave := func() {
+		if fromMux {
+			mux.leave(c)
+			fromMux = false
+		}
+	}
+	defer leave() // first, before finishing the last batch
 	batch := c.n.cfg.ReadBatch
 	block := min(consumerBlock, c.n.cfg.LeaseTTL/4)
 	claim, minIdle := true, c.n.claimGrace()
 	swept := time.Now()
 	for stop.Err() == nil {
 		if !claim && time.Since(swept) >= sweepEvery {
+			leave()
 			swept = time.Now()
 			claim = c.strays(stop)
 		}
 		var entries []store.Entry
-		err := c.fence.guard(stop, func(ctx context.Context) (err error) {
-			if claim {
+		var err error
+		switch {
+		case claim:
+			leave()
+			err = c.fence.guard(stop, func(ctx context.Context) (err error) {
 				if err := c.flush(ctx); err != nil {
 					return err
 				}
 				entries, err = c.n.backend.Log.ClaimPending(ctx, c.p, c.n.cfg.NodeID, minIdle, batch)
 				return err
-			}
+			})
+		case mux != nil:
 			var routed bool
-			entries, routed, err = c.n.backend.Log.RouteRead(ctx, c.p, c.n.cfg.NodeID, c.unrouted, c.unacked, batch, block)
+			entries, routed, err = mux.routeRead(stop, c, c.unrouted, c.unacked)
 			if routed {
 				c.routed()
 			}
-			return err
-		})
+			fromMux = err == nil && len(entries) > 0
+		default:
+			err = c.fence.guard(stop, func(ctx context.Context) (err error) {
+				var routed bool
+				entries, routed, err = c.n.backend.Log.RouteRead(ctx, c.p, c.n.cfg.NodeID, c.unrouted, c.unacked, batch, block)
+				if routed {
+					c.routed()
+				}
+				return err
+			})
+		}
 		if err == nil && claim {
 			if minIdle > 0 && len(entries) > 0 {
 				c.log.Info("took over the pending entries of the previous owner", "first_batch", len(entries))
@@ -135,6 +159,7 @@ func (c *consumer) run(stop, work context.Context) {
 			err = c.process(work, entries)
 		}
 		if err != nil {
+			leave()
 			if stop.Err() != nil || work.Err() != nil {
 				return
 			}

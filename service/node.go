@@ -27,6 +27,7 @@ type Node struct {
 	metrics *metrics
 
 	sessions *registry
+	mux      *readMux // nil without a store.MultiRouter
 
 	// consumersMu guards consumers, the partitions consumed right now.
 	consumersMu sync.Mutex
@@ -63,6 +64,9 @@ func New(cfg Config, backend *store.Backend) (*Node, error) {
 		consumers: map[int]*consumer{},
 	}
 	n.sessions = newRegistry()
+	if backend.Multi != nil {
+		n.mux = newReadMux(n, backend.Multi)
+	}
 	n.metrics = newMetrics(n)
 	n.probe.set(errNotProbed)
 	for _, c := range cfg.Collectors {
@@ -106,7 +110,13 @@ func (n *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	own := newOwnership(n)
 	wg.Go(func() { n.runMonitor(bg) })
-	wg.Go(func() { own.run(bg) })
+	// The multiplexer serves the consumers until the last has stopped.
+	muxCtx, stopMux := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopMux()
+	if n.mux != nil {
+		wg.Go(func() { n.mux.run(muxCtx) })
+	}
+	wg.Go(func() { own.run(bg); stopMux() })
 	wg.Go(func() { n.runJanitor(bg) })
 
 	<-ctx.Done()

@@ -48,9 +48,28 @@ func shares(t *testing.T, b *store.Backend) map[string]int {
 	return m
 }
 
+// poolBackends runs test over a memory backend and over a Redis backend
+// (a real redis-server), whose nodes read all their partitions through the
+// read multiplexer (mux.go).
+func poolBackends(t *testing.T, test func(t *testing.T, newBackend func(partitions int) *store.Backend)) {
+	t.Run("memory", func(t *testing.T) {
+		test(t, func(partitions int) *store.Backend {
+			b := memory.New(memory.Config{Partitions: partitions})
+			t.Cleanup(func() { _ = b.Close() })
+			return b
+		})
+	})
+	t.Run("redis", func(t *testing.T) {
+		test(t, func(partitions int) *store.Backend { return redisBackend(t, partitions) })
+	})
+}
+
 func TestPoolFairShareAndCleanRelease(t *testing.T) {
-	backend := memory.New(memory.Config{Partitions: 12})
-	t.Cleanup(func() { _ = backend.Close() })
+	poolBackends(t, testPoolFairShareAndCleanRelease)
+}
+
+func testPoolFairShareAndCleanRelease(t *testing.T, newBackend func(int) *store.Backend) {
+	backend := newBackend(12)
 	cfg := func(id string) Config { return Config{NodeID: id, LeaseTTL: poolLeaseTTL} }
 	want := func(w map[string]int) {
 		t.Helper()
@@ -92,8 +111,11 @@ func TestPoolFairShareAndCleanRelease(t *testing.T) {
 }
 
 func TestLostLeaseStopsThePartitionAtOnceAndTheNextOwnerClaimsPending(t *testing.T) {
-	backend := memory.New(memory.Config{Partitions: 1})
-	t.Cleanup(func() { _ = backend.Close() })
+	poolBackends(t, testLostLease)
+}
+
+func testLostLease(t *testing.T, newBackend func(int) *store.Backend) {
+	backend := newBackend(1)
 	ctx := context.Background()
 	h := startNodeOn(t, Config{NodeID: "owner", LeaseTTL: poolLeaseTTL}, backend)
 	g, _ := h.connect("gw", "")
@@ -148,8 +170,11 @@ func logEvent(t *testing.T, ev *streamerv1.ChangeEvent) []byte {
 }
 
 func TestTakeoverOfACrashedOwnerKeepsPartitionOrder(t *testing.T) {
-	backend := memory.New(memory.Config{Partitions: 1})
-	t.Cleanup(func() { _ = backend.Close() })
+	poolBackends(t, testTakeover)
+}
+
+func testTakeover(t *testing.T, newBackend func(int) *store.Backend) {
+	backend := newBackend(1)
 	ctx := context.Background()
 
 	// A crashed owner: it holds the lease (until it expires), has read five

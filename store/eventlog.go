@@ -43,6 +43,33 @@ type PartitionAppend struct {
 	Err error    // why this partition's payloads were not appended
 }
 
+// PartitionRoute is one partition's share of a MultiRouter.RouteReadMany
+// call: the items and acknowledgements that finish the partition's last
+// batch, and, once RouteReadMany returns, the entries read next.
+type PartitionRoute struct {
+	P     int
+	Items []OutboxItem
+	Ack   []string
+
+	Entries []Entry // read from partition P, oldest first
+}
+
+// MultiRouter finishes the batches of several partitions and reads all of
+// them in one round trip. Backends offer it (Backend.Multi) where a single
+// call may span partitions: Redis without Cluster. A node then reads every
+// partition it owns with one XREADGROUP instead of one per partition.
+type MultiRouter interface {
+	// RouteReadMany is RouteRead over distinct partitions at once. It
+	// appends every route's items, then, only if all were appended,
+	// acknowledges every route's Ack; then it reads up to count new entries
+	// (count <= 0: no limit) of each partition into its route's Entries,
+	// waiting up to block (<= 0: not at all) until one of them has some. A
+	// partition named twice, or out of range, is an error and nothing
+	// happens. routed and the errors are as for RouteRead, for all the
+	// routes together.
+	RouteReadMany(ctx context.Context, consumer string, routes []PartitionRoute, count int, block time.Duration) (routed bool, err error)
+}
+
 // DeadLetter is an event log entry that could not be decoded, set aside with
 // the reason (Redis: an entry of the stream stm:{p:N}:dead).
 type DeadLetter struct {

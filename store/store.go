@@ -27,6 +27,10 @@ import (
 type Backend struct {
 	// Log is the partitioned event log.
 	Log EventLog
+	// Multi reads many partitions in one round trip; nil where the backend
+	// cannot (the memory backend, whose reads cost no round trip, and Redis
+	// Cluster, whose partitions live in different slots).
+	Multi MultiRouter
 	// Subscriptions holds each gateway's subscriptions and heartbeat deadline.
 	Subscriptions Subscriptions
 	// Outboxes holds each gateway's delivery batches.

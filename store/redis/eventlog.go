@@ -111,51 +111,93 @@ func (l *EventLog) RouteRead(ctx context.Context, p int, consumer string, items 
 	if err := l.c.beginPartition(ctx, p); err != nil {
 		return nil, false, err
 	}
-	if err := required("consumer", consumer); err != nil {
-		return nil, false, err
-	}
-	ack, err := normIDs(ack)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := checkItems(items); err != nil {
-		return nil, false, err
-	}
-	key := l.c.keys.Events(p)
 	if _, cluster := l.c.client.(*goredis.ClusterClient); cluster && len(items) > 0 {
+		if err := required("consumer", consumer); err != nil {
+			return nil, false, err
+		}
+		if _, err := normIDs(ack); err != nil {
+			return nil, false, err
+		}
 		if _, err := (&Outboxes{l.c}).Append(ctx, items); err != nil {
 			return nil, false, err
 		}
 		items = nil
 	}
-	var write func(goredis.Pipeliner) goredis.Cmder // the first slice's writes
+	route := [1]store.PartitionRoute{{P: p, Items: items, Ack: ack}}
+	routed, err := l.routeRead(ctx, consumer, route[:], count, block)
+	return route[0].Entries, routed, err
+}
+
+// RouteReadMany is RouteRead for many partitions: one scriptRoute and one
+// XREADGROUP over every partition's stream, pipelined. It is offered only
+// without Cluster (Backend.Multi).
+func (l *EventLog) RouteReadMany(ctx context.Context, consumer string, routes []store.PartitionRoute, count int, block time.Duration) (bool, error) {
+	if err := l.c.begin(ctx); err != nil {
+		return false, err
+	}
+	seen := make(map[int]bool, len(routes))
+	for _, r := range routes {
+		if err := l.c.beginPartition(ctx, r.P); err != nil {
+			return false, err
+		}
+		if seen[r.P] {
+			return false, fmt.Errorf("%w: partition %d named twice", store.ErrInvalid, r.P)
+		}
+		seen[r.P] = true
+	}
+	return l.routeRead(ctx, consumer, routes, count, block)
+}
+
+// routeRead is RouteRead and RouteReadMany once the partitions are checked.
+func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []store.PartitionRoute, count int, block time.Duration) (bool, error) {
+	if err := required("consumer", consumer); err != nil {
+		return false, err
+	}
+	acks := make([][]string, len(routes))
+	writes := false
+	for i := range routes {
+		r := &routes[i]
+		r.Entries = nil
+		var err error
+		if acks[i], err = normIDs(r.Ack); err != nil {
+			return false, err
+		}
+		if err := checkItems(r.Items); err != nil {
+			return false, err
+		}
+		writes = writes || len(acks[i]) > 0 || len(r.Items) > 0
+	}
+	if len(routes) == 0 {
+		return true, nil
+	}
 	var keys []string
 	var args []any
-	switch {
-	case len(items) > 0:
-		keys, args = l.routeArgs(key, items, ack)
-		write = func(pipe goredis.Pipeliner) goredis.Cmder { return scriptRoute.EvalSha(ctx, pipe, keys, args...) }
-	case len(ack) > 0:
-		write = func(pipe goredis.Pipeliner) goredis.Cmder { return pipe.XAck(ctx, key, store.Group, ack...) }
+	if writes {
+		keys, args = l.routeArgs(routes, acks)
 	}
-	op, routed := "read", false
-	got, err := l.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
+	streams := make([]string, 2*len(routes))
+	for i, r := range routes {
+		streams[i] = l.c.keys.Events(r.P)
+		streams[len(routes)+i] = ">"
+	}
+	op, routed := "read", !writes
+	_, err := l.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
 		rargs := &goredis.XReadGroupArgs{
 			Group:    store.Group,
 			Consumer: consumer,
-			Streams:  []string{key, ">"},
+			Streams:  streams,
 			Count:    int64(max(count, 0)),
 			Block:    block,
 		}
-		var streams []goredis.XStream
-		err := l.withGroup(ctx, p, func() error {
-			if write == nil {
+		var got []goredis.XStream
+		err := l.withGroups(ctx, routes, func() error {
+			if routed {
 				var err error
-				streams, err = l.c.client.XReadGroup(ctx, rargs).Result()
+				got, err = l.c.client.XReadGroup(ctx, rargs).Result()
 				return err
 			}
 			pipe := l.c.client.Pipeline()
-			wrote := write(pipe)
+			wrote := scriptRoute.EvalSha(ctx, pipe, keys, args...)
 			read := pipe.XReadGroup(ctx, rargs)
 			_, _ = pipe.Exec(ctx) // errors are per command
 			err := wrote.Err()
@@ -164,45 +206,67 @@ func (l *EventLog) RouteRead(ctx context.Context, p int, consumer string, items 
 			}
 			if err != nil {
 				op = "route"
-				if len(items) == 0 {
-					op = "ack"
-				}
 				return err
 			}
-			write, op, routed = nil, "read", true // done: later slices only read
-			streams, err = read.Result()
+			op, routed = "read", true // done: later slices only read
+			got, err = read.Result()
 			return err
 		})
-		if err != nil || len(streams) == 0 {
+		if err != nil {
 			return nil, ignoreNil(err)
 		}
-		return entries(streams[0].Messages), nil
+		// poll only needs to know whether anything came.
+		var some []store.Entry
+		for _, st := range got {
+			for i := range routes {
+				if streams[i] == st.Stream && len(st.Messages) > 0 {
+					routes[i].Entries = entries(st.Messages)
+					some = routes[i].Entries
+				}
+			}
+		}
+		return some, nil
 	})
-	if write == nil {
-		routed = true
-	}
 	if err != nil {
-		return nil, routed, l.c.fail(ctx, op, err)
+		for i := range routes {
+			routes[i].Entries = nil
+		}
+		return routed, l.c.fail(ctx, op, err)
 	}
-	return got, routed, nil
+	return routed, nil
 }
 
-// routeArgs returns scriptRoute's keys and arguments: items grouped by
-// gateway, in order of first appearance, each gateway's in item order.
-func (l *EventLog) routeArgs(events string, items []store.OutboxItem, ack []string) ([]string, []any) {
+// routeArgs returns scriptRoute's keys and arguments for routes, whose
+// normalised acknowledgements are acks: items grouped by gateway, in order
+// of first appearance, each gateway's in item order.
+func (l *EventLog) routeArgs(routes []store.PartitionRoute, acks [][]string) ([]string, []any) {
 	order, byGateway := []string{}, map[string][][]byte{}
-	for _, it := range items {
-		if _, ok := byGateway[it.Gateway]; !ok {
-			order = append(order, it.Gateway)
+	nitems, nacks, nparts := 0, 0, 0
+	for i, r := range routes {
+		for _, it := range r.Items {
+			if _, ok := byGateway[it.Gateway]; !ok {
+				order = append(order, it.Gateway)
+			}
+			byGateway[it.Gateway] = append(byGateway[it.Gateway], it.Payload)
 		}
-		byGateway[it.Gateway] = append(byGateway[it.Gateway], it.Payload)
+		nitems += len(r.Items)
+		nacks += len(acks[i])
+		if len(acks[i]) > 0 {
+			nparts++
+		}
 	}
-	keys := make([]string, 0, 1+2*len(order))
-	keys = append(keys, events)
-	args := make([]any, 0, 3+len(ack)+len(order)+len(items))
-	args = append(args, store.Group, l.c.outboxMaxLen, len(ack))
-	for _, id := range ack {
-		args = append(args, id)
+	keys := make([]string, 0, nparts+2*len(order))
+	args := make([]any, 0, 3+nparts+nacks+len(order)+nitems)
+	args = append(args, store.Group, l.c.outboxMaxLen, nparts)
+	for i, r := range routes {
+		if len(acks[i]) == 0 {
+			continue
+		}
+		keys = append(keys, l.c.keys.Events(r.P))
+		args = append(args, len(acks[i]))
+		for _, id := range acks[i] {
+			args = append(args, id)
+		}
 	}
 	for _, gw := range order {
 		keys = append(keys, l.c.keys.Outbox(gw), l.c.keys.OutboxDeleted(gw))
@@ -354,6 +418,30 @@ func (l *EventLog) withGroup(ctx context.Context, p int, call func() error) erro
 	}
 	l.c.log.Warn("redis: consumer group was missing and has been recreated from the start of the stream",
 		"stream", key, "group", store.Group)
+	return call()
+}
+
+// withGroups is withGroup for a call reading the partitions of routes: on
+// NOGROUP it recreates the group of each of them, then calls again.
+func (l *EventLog) withGroups(ctx context.Context, routes []store.PartitionRoute, call func() error) error {
+	if len(routes) == 1 {
+		return l.withGroup(ctx, routes[0].P, call)
+	}
+	err := call()
+	if !isNoGroup(err) {
+		return err
+	}
+	for _, r := range routes {
+		key := l.c.keys.Events(r.P)
+		created, err := l.c.client.XGroupCreateMkStream(ctx, key, store.Group, "0").Result()
+		if err != nil && !isBusyGroup(err) {
+			return fmt.Errorf("recreating consumer group %s of %s: %w", store.Group, key, err)
+		}
+		if err == nil && created != "" {
+			l.c.log.Warn("redis: consumer group was missing and has been recreated from the start of the stream",
+				"stream", key, "group", store.Group)
+		}
+	}
 	return call()
 }
 

@@ -128,8 +128,14 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 		}
 		return nil, err
 	}
+	log := &EventLog{c}
+	var multi store.MultiRouter
+	if _, cluster := client.(*goredis.ClusterClient); !cluster {
+		multi = log
+	}
 	return &store.Backend{
-		Log:           &EventLog{c},
+		Log:           log,
+		Multi:         multi,
 		Subscriptions: &Subscriptions{c},
 		Outboxes:      &Outboxes{c},
 		Leases:        &Leases{c},

@@ -76,7 +76,7 @@ func rawClient(t testing.TB, srv *redistest.Server) *goredis.Client {
 
 // conformance runs the store conformance suite on backends created from
 // url, each with a fresh prefix.
-func conformance(t *testing.T, url string) {
+func conformance(t *testing.T, url string, multi bool) {
 	storetest.Run(t, func(t *testing.T) *store.Backend {
 		b, err := redis.New(t.Context(), redis.Config{
 			URL: url, Prefix: newPrefix(), MaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen, Logger: testLogger(t),
@@ -84,12 +84,15 @@ func conformance(t *testing.T, url string) {
 		if err != nil {
 			t.Fatalf("redis.New: %v", err)
 		}
+		if (b.Multi != nil) != multi {
+			t.Fatalf("Backend.Multi set: %v, want %v (only Cluster cannot read partitions together)", b.Multi != nil, multi)
+		}
 		return b
 	}, storetest.Options{LogMaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen})
 }
 
 func TestConformance(t *testing.T) {
-	conformance(t, redistest.Start(t).URL())
+	conformance(t, redistest.Start(t).URL(), true)
 }
 
 // TestConformanceOnCluster runs the suite through a cluster client against
@@ -97,13 +100,13 @@ func TestConformance(t *testing.T) {
 // transactions like a real one: it checks that every multi-key operation
 // stays within one hash tag.
 func TestConformanceOnCluster(t *testing.T) {
-	conformance(t, "redis://"+redistest.Start(t, redistest.WithCluster()).Addr()+"?cluster=true")
+	conformance(t, "redis://"+redistest.Start(t, redistest.WithCluster()).Addr()+"?cluster=true", false)
 }
 
 // TestConformanceWithSentinel runs the suite through a Sentinel URL.
 func TestConformanceWithSentinel(t *testing.T) {
 	sentinel := redistest.StartSentinel(t, redistest.Start(t), "mymaster")
-	conformance(t, "redis://"+sentinel.Addr()+"?master_name=mymaster")
+	conformance(t, "redis://"+sentinel.Addr()+"?master_name=mymaster", true)
 }
 
 func TestKeyLayout(t *testing.T) {

@@ -49,18 +49,25 @@ cap_outbox(KEYS[1], KEYS[2], tonumber(ARGV[1]))
 return ids
 `)
 
-// scriptRoute is the write half of EventLog.RouteRead without Cluster,
-// where one script may touch a partition's and many gateways' keys. KEYS[1]
-// is the partition stream, then each gateway's outbox and outdel; ARGV is
-// the group, the outbox cap, the number of ids to acknowledge and the ids,
+// scriptRoute is the write half of EventLog.RouteRead and RouteReadMany
+// without Cluster, where one script may touch many partitions' and
+// gateways' keys. KEYS are the streams of the K partitions with ids to
+// acknowledge, then each gateway's outbox and outdel; ARGV is the group,
+// the outbox cap and K, then per partition the number of ids and the ids,
 // then per gateway the number of payloads and the payloads. It appends and
 // caps every outbox, then acknowledges: if anything fails, nothing is
 // acknowledged.
 var scriptRoute = goredis.NewScript(luaCapOutbox + `
 local cap = tonumber(ARGV[2])
-local nack = tonumber(ARGV[3])
-local a = 4 + nack
-for k = 2, #KEYS, 2 do
+local nparts = tonumber(ARGV[3])
+local acks = {}
+local a = 4
+for j = 1, nparts do
+  local n = tonumber(ARGV[a])
+  acks[j] = {a + 1, a + n}
+  a = a + n + 1
+end
+for k = nparts + 1, #KEYS, 2 do
   local n = tonumber(ARGV[a])
   for i = a + 1, a + n do
     redis.call('XADD', KEYS[k], '*', 'p', ARGV[i])
@@ -68,10 +75,13 @@ for k = 2, #KEYS, 2 do
   a = a + n + 1
   cap_outbox(KEYS[k], KEYS[k + 1], cap)
 end
-for i = 4, 3 + nack, 1000 do
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, math.min(i + 999, 3 + nack)))
+for j = 1, nparts do
+  local first, last = acks[j][1], acks[j][2]
+  for i = first, last, 1000 do
+    redis.call('XACK', KEYS[j], ARGV[1], unpack(ARGV, i, math.min(i + 999, last)))
+  end
 end
-return nack
+return 1
 `)
 
 // scriptOutboxTrim deletes the entries of outbox KEYS[1] with id <= ARGV[1]

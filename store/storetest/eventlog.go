@@ -29,6 +29,7 @@ var eventLogScenarios = []scenario{
 	{"concurrent appenders keep per-partition id order", testLogConcurrent},
 	{"append many appends each partition's batch on its own", testLogAppendMany},
 	{"route-read appends, then acknowledges, then reads", testLogRouteRead},
+	{"route-read-many finishes and reads many partitions at once", testLogRouteReadMany},
 }
 
 // lastPartition is the highest partition number, exercising the bound.
@@ -464,4 +465,113 @@ func testLogRouteRead(t *testing.T, e *env) {
 	r = await(t, res)
 	wantErr(t, "RouteRead cancelled while reading", r.err, context.Canceled)
 	wantPending(0)
+}
+
+func testLogRouteReadMany(t *testing.T, e *env) {
+	if e.b.Multi == nil {
+		t.Skip("this backend offers no MultiRouter (Backend.Multi is nil): nothing to test")
+	}
+	ctx := t.Context()
+	m, last := e.b.Multi, e.lastPartition()
+	if last == 0 {
+		t.Skip("the backend has one partition: RouteReadMany needs two")
+	}
+	pending := func(p int) int64 { t.Helper(); return try(e.b.Log.Pending(ctx, p)).must(t) }
+	ids0, pls0 := e.appendLog(t, 0, "a", 3)
+	idsL, plsL := e.appendLog(t, last, "b", 2)
+
+	// A first read of both: up to count entries of each.
+	routes := []store.PartitionRoute{{P: 0}, {P: last}}
+	routed, err := m.RouteReadMany(ctx, "c", routes, 2, 0)
+	ok(t, err)
+	if !routed {
+		t.Errorf("RouteReadMany with nothing to route: routed false")
+	}
+	checkEntries(t, routes[0].Entries, ids0[:2], pls0[:2])
+	checkEntries(t, routes[1].Entries, idsL, plsL)
+
+	// Finish both batches: outbox entries from both, acks of both, then the
+	// next read returns partition 0's third entry and nothing of the other.
+	routes = []store.PartitionRoute{
+		{P: 0, Items: []store.OutboxItem{{Gateway: "g", Payload: []byte("g1")}, {Gateway: "h", Payload: []byte("h1")}}, Ack: ids0[:2]},
+		{P: last, Items: []store.OutboxItem{{Gateway: "g", Payload: []byte("g2")}}, Ack: idsL},
+	}
+	routed, err = m.RouteReadMany(ctx, "c", routes, 10, 0)
+	ok(t, err)
+	if !routed {
+		t.Fatalf("RouteReadMany succeeded with routed false")
+	}
+	checkEntries(t, routes[0].Entries, ids0[2:], pls0[2:])
+	if len(routes[1].Entries) != 0 {
+		t.Errorf("partition %d read %d entries, want none", last, len(routes[1].Entries))
+	}
+	if n0, nL := pending(0), pending(last); n0 != 1 || nL != 0 {
+		t.Errorf("Pending after RouteReadMany = %d and %d, want 1 and 0", n0, nL)
+	}
+	for gw, want := range map[string][]string{"g": {"g1", "g2"}, "h": {"h1"}} {
+		got := try(e.b.Outboxes.Read(ctx, gw, "", 0, 0)).must(t)
+		if len(got) != len(want) {
+			t.Fatalf("outbox %s: %d entries, want %v", gw, len(got), want)
+		}
+		for i, w := range want {
+			if string(got[i].Payload) != w {
+				t.Errorf("outbox %s entry %d = %q, want %q", gw, i, got[i].Payload, w)
+			}
+		}
+	}
+
+	// Refused before anything happens: a partition twice, out of range, a
+	// malformed id, an item without gateway.
+	bad := [][]store.PartitionRoute{
+		{{P: 0, Ack: ids0[2:]}, {P: 0}},
+		{{P: 0, Ack: ids0[2:]}, {P: last + 1}},
+		{{P: 0, Ack: ids0[2:]}, {P: last, Ack: []string{"nope"}}},
+		{{P: 0, Ack: ids0[2:]}, {P: last, Items: []store.OutboxItem{{Payload: []byte("x")}}}},
+	}
+	for i, rs := range bad {
+		routed, err := m.RouteReadMany(ctx, "c", rs, 10, 0)
+		if err == nil || routed {
+			t.Errorf("bad call %d: routed %v, err %v; want an error and routed false", i, routed, err)
+		}
+	}
+	wantErr(t, "RouteReadMany naming a partition out of range", func() error {
+		_, err := m.RouteReadMany(ctx, "c", bad[1], 10, 0)
+		return err
+	}(), store.ErrBadPartition)
+	if n := pending(0); n != 1 {
+		t.Errorf("Pending after refused calls = %d, want 1", n)
+	}
+
+	// Blocking: the acknowledgement takes effect before the read waits, and
+	// an append to any of the partitions wakes it.
+	res := background(func() ([]store.Entry, error) {
+		rs := []store.PartitionRoute{{P: 0, Ack: ids0[2:]}, {P: last}}
+		routed, err := m.RouteReadMany(ctx, "c", rs, 10, longBlock)
+		if err == nil && !routed {
+			err = errors.New("routed false")
+		}
+		if err == nil && len(rs[0].Entries) != 0 {
+			err = fmt.Errorf("partition 0 read %d entries, want none", len(rs[0].Entries))
+		}
+		return rs[1].Entries, err
+	})
+	eventually(t, "the ack of a blocked RouteReadMany", func() bool {
+		n, err := e.b.Log.Pending(ctx, 0)
+		return err == nil && n == 0
+	})
+	woke, wokePls := e.appendLog(t, last, "w", 1)
+	r := await(t, res)
+	ok(t, r.err)
+	checkEntries(t, r.entries, woke, wokePls)
+
+	// Nothing to read within block: routed, no entries, no error.
+	routes = []store.PartitionRoute{{P: 0}, {P: last, Ack: woke}}
+	routed, err = m.RouteReadMany(ctx, "c", routes, 10, 20*time.Millisecond)
+	ok(t, err)
+	if !routed || routes[0].Entries != nil || routes[1].Entries != nil {
+		t.Errorf("RouteReadMany with nothing new: routed %v, entries %v and %v", routed, routes[0].Entries, routes[1].Entries)
+	}
+	if n := pending(last); n != 0 {
+		t.Errorf("Pending of partition %d = %d, want 0", last, n)
+	}
 }

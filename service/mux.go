@@ -1,0 +1,184 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/streamerd/streamer/store"
+)
+
+// muxSlice is the longest one multiplexed read waits in the backend. A
+// consumer that joins while a read is blocked (after a takeover or an
+// error) waits at most that long; an idle node makes 1/muxSlice reads a
+// second.
+const muxSlice = 20 * time.Millisecond
+
+// readMux reads every partition this node consumes with one backend call
+// (store.MultiRouter: one XREADGROUP over all of them, pipelined with the
+// script that appends the previous batches' outbox entries and
+// acknowledges them). Without it each partition's consumer makes its own
+// round trip for every read, and at moderate rates each read brings about
+// one event: per-round-trip costs, not matching, then bound the node.
+//
+// The multiplexer works in rounds. A round's call includes every consumer
+// waiting in routeRead; when it returns, the consumers whose partitions
+// had entries take them away to process, and the next round starts only
+// when all of them are back (or have left). So a batch's outbox entries
+// are appended by the very next call, never behind a blocked read that
+// does not include them. The consumers stay in charge of everything else:
+// loading, takeover claims, errors, dead letters, shutdown.
+//
+// Every round's call is fenced by the leases of all its partitions: a
+// consumer whose fence has passed is answered errLeaseExpired before the
+// call, and the call's deadline is the earliest fence among the others.
+type readMux struct {
+	n     *Node
+	multi store.MultiRouter
+	// msgs carries consumers' requests and leaves, in order: each consumer
+	// has at most one message outstanding, and a partition at most two
+	// consumers (one stopping, one starting).
+	msgs chan muxMsg
+}
+
+// muxMsg is a consumer's request (req set) or its leaving (req nil): it
+// will not call routeRead again before processing something else.
+type muxMsg struct {
+	p   int
+	req *muxRequest
+}
+
+// muxRequest is one consumer's wait in routeRead.
+type muxRequest struct {
+	c      *consumer
+	stop   context.Context
+	items  []store.OutboxItem
+	ack    []string
+	routed bool // items appended and ack acknowledged by an earlier round
+	reply  chan muxReply
+}
+
+type muxReply struct {
+	entries []store.Entry
+	routed  bool
+	err     error
+}
+
+func newReadMux(n *Node, multi store.MultiRouter) *readMux {
+	return &readMux{n: n, multi: multi, msgs: make(chan muxMsg, 2*n.cfg.Partitions)}
+}
+
+// routeRead is EventLog.RouteRead of c's partition through the
+// multiplexer: it appends items, acknowledges ack and returns the next
+// entries. It returns within about muxSlice once stop is done. After
+// entries were returned, the consumer must call routeRead again or leave.
+func (m *readMux) routeRead(stop context.Context, c *consumer, items []store.OutboxItem, ack []string) ([]store.Entry, bool, error) {
+	req := &muxRequest{c: c, stop: stop, items: items, ack: ack, reply: make(chan muxReply, 1)}
+	m.msgs <- muxMsg{p: c.p, req: req}
+	r := <-req.reply
+	return r.entries, r.routed, r.err
+}
+
+// leave tells the multiplexer that c, which took entries from it, will not
+// call routeRead before doing something else (claim, retry, exit).
+func (m *readMux) leave(c *consumer) { m.msgs <- muxMsg{p: c.p} }
+
+// run serves rounds until ctx is done. ctx must end only after every
+// consumer has stopped: a consumer waiting in routeRead then is answered
+// with ctx's error.
+func (m *readMux) run(ctx context.Context) {
+	waiting := map[int]*muxRequest{}
+	out := map[int]bool{} // partitions whose consumers hold entries from the last round
+	receive := func(msg muxMsg) {
+		if msg.req == nil {
+			delete(out, msg.p)
+			return
+		}
+		delete(out, msg.p)
+		waiting[msg.p] = msg.req
+	}
+	answer := func(p int, r muxReply) {
+		req := waiting[p]
+		delete(waiting, p)
+		r.routed = r.routed || req.routed
+		req.reply <- r
+	}
+	var routes []store.PartitionRoute
+	var order []int
+	for {
+		for len(waiting) == 0 || len(out) > 0 {
+			select {
+			case msg := <-m.msgs:
+				receive(msg)
+			case <-ctx.Done():
+				for p := range waiting {
+					answer(p, muxReply{err: ctx.Err()})
+				}
+				return
+			}
+		}
+		for more := true; more; { // whoever else is already waiting
+			select {
+			case msg := <-m.msgs:
+				receive(msg)
+			default:
+				more = false
+			}
+		}
+
+		// The round: stopped consumers and lapsed fences leave first.
+		deadline := time.Time{}
+		order = order[:0]
+		for p, req := range waiting {
+			if err := req.stop.Err(); err != nil {
+				answer(p, muxReply{err: err})
+				continue
+			}
+			d, ok := req.c.fence.deadline()
+			if !ok {
+				answer(p, muxReply{err: errLeaseExpired})
+				continue
+			}
+			if deadline.IsZero() || d.Before(deadline) {
+				deadline = d
+			}
+			order = append(order, p)
+		}
+		if len(order) == 0 {
+			continue
+		}
+		slices.Sort(order)
+		routes = routes[:0]
+		for _, p := range order {
+			req := waiting[p]
+			routes = append(routes, store.PartitionRoute{P: p, Items: req.items, Ack: req.ack})
+		}
+		cctx, cancel := context.WithDeadline(ctx, deadline)
+		routed, err := m.multi.RouteReadMany(cctx, m.n.cfg.NodeID, routes, m.n.cfg.ReadBatch, muxSlice)
+		cut := err != nil && ctx.Err() == nil && cctx.Err() != nil
+		cancel()
+		if routed {
+			for _, p := range order {
+				req := waiting[p]
+				req.routed, req.items, req.ack = true, nil, nil
+			}
+		}
+		if err != nil {
+			if cut {
+				err = fmt.Errorf("%w: %v", errLeaseExpired, err)
+			}
+			for _, p := range order {
+				answer(p, muxReply{err: err})
+			}
+			continue
+		}
+		for i, p := range order {
+			if len(routes[i].Entries) > 0 {
+				answer(p, muxReply{entries: routes[i].Entries})
+				out[p] = true
+			}
+		}
+		clear(routes) // drop references to payloads
+	}
+}

@@ -1,0 +1,125 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/streamerd/streamer/internal/redistest"
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
+	"github.com/streamerd/streamer/store/redis"
+)
+
+var redisPrefixes atomic.Int64
+
+// redisBackend returns a Redis backend with the given partitions on a
+// redis-server of its own, closed by t.Cleanup.
+func redisBackend(t *testing.T, partitions int) *store.Backend {
+	t.Helper()
+	srv := redistest.Start(t)
+	b, err := redis.New(t.Context(), redis.Config{
+		URL: srv.URL(), Prefix: fmt.Sprintf("svc%d", redisPrefixes.Add(1)), Partitions: partitions, Logger: testLogger(),
+	})
+	if err != nil {
+		t.Fatalf("redis.New: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// countingLog counts the single-partition reads a node makes.
+type countingLog struct {
+	store.EventLog
+	routeReads atomic.Int64
+}
+
+func (l *countingLog) RouteRead(ctx context.Context, p int, consumer string, items []store.OutboxItem, ack []string, count int, block time.Duration) ([]store.Entry, bool, error) {
+	l.routeReads.Add(1)
+	return l.EventLog.RouteRead(ctx, p, consumer, items, ack, count, block)
+}
+
+// countingMulti records which partitions each multiplexed read named.
+type countingMulti struct {
+	store.MultiRouter
+	mu    sync.Mutex
+	calls [][]int
+}
+
+func (m *countingMulti) RouteReadMany(ctx context.Context, consumer string, routes []store.PartitionRoute, count int, block time.Duration) (bool, error) {
+	ps := make([]int, len(routes))
+	for i, r := range routes {
+		ps[i] = r.P
+	}
+	m.mu.Lock()
+	m.calls = append(m.calls, ps)
+	m.mu.Unlock()
+	return m.MultiRouter.RouteReadMany(ctx, consumer, routes, count, block)
+}
+
+func TestMuxReadsEveryPartitionInOneCall(t *testing.T) {
+	const partitions = 8
+	real := redisBackend(t, partitions)
+	log := &countingLog{EventLog: real.Log}
+	multi := &countingMulti{MultiRouter: real.Multi}
+	backend := *real
+	backend.Log, backend.Multi = log, multi
+	h := startNodeOn(t, Config{}, &backend)
+	g, _ := h.connect("gw", "")
+
+	// One subscription per collection; the collections cover every
+	// partition.
+	covered := map[int]bool{}
+	var colls []string
+	for i := 0; len(covered) < partitions; i++ {
+		c := fmt.Sprintf("c%d", i)
+		covered[PartitionOf("t", c, partitions)] = true
+		colls = append(colls, c)
+		g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s-" + c, Tenant: "t", Collection: c})
+	}
+	// Rounds of one event per collection: each document's events arrive in
+	// order, every one of them once.
+	const rounds = 20
+	want := map[string][]string{}
+	for r := range rounds {
+		var evs []*streamerv1.ChangeEvent
+		for _, c := range colls {
+			id := fmt.Sprintf("%s-%d", c, r)
+			evs = append(evs, event(id, "t", c, "d", opCreate, `{}`, ""))
+			want[c] = append(want[c], id)
+		}
+		h.publish(evs...)
+	}
+	got := map[string][]string{}
+	for n := 0; n < rounds*len(colls); {
+		for _, m := range g.delivery().GetMatches() {
+			got[m.GetEvent().GetCollection()] = append(got[m.GetEvent().GetCollection()], m.GetEvent().GetEventId())
+			n++
+		}
+	}
+	for _, c := range colls {
+		if !slices.Equal(got[c], want[c]) {
+			t.Errorf("collection %s delivered %q, want %q", c, got[c], want[c])
+		}
+	}
+
+	if n := log.routeReads.Load(); n != 0 {
+		t.Errorf("%d single-partition reads; with a MultiRouter every read goes through the multiplexer", n)
+	}
+	multi.mu.Lock()
+	defer multi.mu.Unlock()
+	widest := 0
+	for _, ps := range multi.calls {
+		if !slices.IsSorted(ps) || len(slices.Compact(slices.Clone(ps))) != len(ps) {
+			t.Fatalf("a multiplexed read named partitions %v", ps)
+		}
+		widest = max(widest, len(ps))
+	}
+	if widest != partitions {
+		t.Errorf("the widest multiplexed read named %d partitions, want all %d (of %d reads)", widest, partitions, len(multi.calls))
+	}
+}
