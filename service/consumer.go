@@ -283,9 +283,12 @@ func (c *consumer) process(ctx context.Context, entries []store.Entry) error {
 }
 
 // routed records that the processed batch's outbox entries were appended
-// and its entries acknowledged.
+// and its entries acknowledged. The read multiplexer merges the batches
+// of many partitions, and counts the outbox entries itself.
 func (c *consumer) routed() {
-	c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
+	if c.n.mux == nil {
+		c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
+	}
 	if c.dedup != nil {
 		c.dedup.commit()
 	}
@@ -300,6 +303,9 @@ func (c *consumer) flush(ctx context.Context) error {
 	}
 	if _, err := c.n.backend.Outboxes.Append(ctx, c.unrouted); err != nil {
 		return fmt.Errorf("appending to outboxes: %w", err)
+	}
+	if c.n.mux != nil {
+		c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
 	}
 	if err := c.n.backend.Log.Ack(ctx, c.p, c.unacked...); err != nil {
 		return fmt.Errorf("acknowledging: %w", err)

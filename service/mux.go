@@ -24,11 +24,22 @@ const muxSlice = 20 * time.Millisecond
 //
 // The multiplexer works in rounds. A round's call includes every consumer
 // waiting in routeRead; when it returns, the consumers whose partitions
-// had entries take them away to process, and the next round starts only
-// when all of them are back (or have left). So a batch's outbox entries
-// are appended by the very next call, never behind a blocked read that
-// does not include them. The consumers stay in charge of everything else:
-// loading, takeover claims, errors, dead letters, shutdown.
+// had entries take them away to process, and the next blocking round
+// starts only when all of them are back (or have left). So a batch's
+// outbox entries are appended by the very next call, never behind a
+// blocked read that does not include them. A partition whose last read
+// filled a whole batch has a backlog: when its consumer is back, a round
+// that does not block starts at once, without waiting for the others, so
+// that under load a busy partition is read as often as its consumer
+// keeps up rather than once per round of the slowest. The consumers stay
+// in charge of everything else: loading, takeover claims, errors, dead
+// letters, shutdown.
+//
+// A round appends one outbox entry per gateway, not one per partition:
+// the batches of all its partitions for one gateway are merged (an
+// OutboxBatch is only its repeated matches, so encoded batches concatenate),
+// up to maxBatchBytes each. That divides the outbox appends, the gateways'
+// reads and the Delivery messages by up to the number of partitions.
 //
 // Every round's call is fenced by the leases of all its partitions: a
 // consumer whose fence has passed is answered errLeaseExpired before the
@@ -104,10 +115,26 @@ func (m *readMux) run(ctx context.Context) {
 		r.routed = r.routed || req.routed
 		req.reply <- r
 	}
+	backlog := map[int]bool{} // the partition's last read filled a batch
+	ready := func() bool {    // a round can start: blocking, or not
+		if len(waiting) == 0 {
+			return false
+		}
+		if len(out) == 0 {
+			return true
+		}
+		for p := range waiting {
+			if backlog[p] {
+				return true
+			}
+		}
+		return false
+	}
 	var routes []store.PartitionRoute
 	var order []int
+	merge := &batchMerger{open: map[string]int{}}
 	for {
-		for len(waiting) == 0 || len(out) > 0 {
+		for !ready() {
 			select {
 			case msg := <-m.msgs:
 				receive(msg)
@@ -150,15 +177,23 @@ func (m *readMux) run(ctx context.Context) {
 		}
 		slices.Sort(order)
 		routes = routes[:0]
+		merge.reset()
 		for _, p := range order {
 			req := waiting[p]
-			routes = append(routes, store.PartitionRoute{P: p, Items: req.items, Ack: req.ack})
+			merge.add(req.items)
+			routes = append(routes, store.PartitionRoute{P: p, Ack: req.ack})
+		}
+		routes[0].Items = merge.items // all appended together, before any ack
+		block := muxSlice
+		if len(out) > 0 { // a round for a backlog: the others will be back soon
+			block = 0
 		}
 		cctx, cancel := context.WithDeadline(ctx, deadline)
-		routed, err := m.multi.RouteReadMany(cctx, m.n.cfg.NodeID, routes, m.n.cfg.ReadBatch, muxSlice)
+		routed, err := m.multi.RouteReadMany(cctx, m.n.cfg.NodeID, routes, m.n.cfg.ReadBatch, block)
 		cut := err != nil && ctx.Err() == nil && cctx.Err() != nil
 		cancel()
 		if routed {
+			m.n.metrics.outboxBatches.Add(float64(len(merge.items)))
 			for _, p := range order {
 				req := waiting[p]
 				req.routed, req.items, req.ack = true, nil, nil
@@ -174,11 +209,47 @@ func (m *readMux) run(ctx context.Context) {
 			continue
 		}
 		for i, p := range order {
+			backlog[p] = len(routes[i].Entries) >= m.n.cfg.ReadBatch
 			if len(routes[i].Entries) > 0 {
 				answer(p, muxReply{entries: routes[i].Entries})
 				out[p] = true
 			}
 		}
 		clear(routes) // drop references to payloads
+		merge.reset()
+	}
+}
+
+// batchMerger merges outbox items per gateway: each gateway's payloads, in
+// the order added, are concatenated into one item while it stays within
+// maxBatchBytes. Payloads added are never modified: a merged item is a new
+// buffer.
+type batchMerger struct {
+	items []store.OutboxItem
+	open  map[string]int // gateway → index in items of its item still growing
+	owned []bool         // items[i].Payload is a buffer of the merger's
+}
+
+func (b *batchMerger) reset() {
+	clear(b.items)
+	b.items, b.owned = b.items[:0], b.owned[:0]
+	clear(b.open)
+}
+
+func (b *batchMerger) add(items []store.OutboxItem) {
+	for _, it := range items {
+		i, ok := b.open[it.Gateway]
+		if ok && len(b.items[i].Payload)+len(it.Payload) <= maxBatchBytes {
+			if !b.owned[i] {
+				old := b.items[i].Payload
+				b.items[i].Payload = append(make([]byte, 0, 2*(len(old)+len(it.Payload))), old...)
+				b.owned[i] = true
+			}
+			b.items[i].Payload = append(b.items[i].Payload, it.Payload...)
+			continue
+		}
+		b.open[it.Gateway] = len(b.items)
+		b.items = append(b.items, it)
+		b.owned = append(b.owned, false)
 	}
 }

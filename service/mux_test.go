@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -8,6 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/streamerd/streamer/internal/redistest"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
@@ -121,5 +125,59 @@ func TestMuxReadsEveryPartitionInOneCall(t *testing.T) {
 	}
 	if widest != partitions {
 		t.Errorf("the widest multiplexed read named %d partitions, want all %d (of %d reads)", widest, partitions, len(multi.calls))
+	}
+}
+
+func TestBatchMergerConcatenatesPerGatewayWithinTheCap(t *testing.T) {
+	batch := func(ids ...string) []byte {
+		var b streamerv1.OutboxBatch
+		for _, id := range ids {
+			b.Matches = append(b.Matches, &streamerv1.EventMatch{Event: &streamerv1.ChangeEvent{EventId: id}, SubscriptionIds: []string{"s"}})
+		}
+		out, err := proto.Marshal(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	ids := func(payload []byte) []string {
+		var b streamerv1.OutboxBatch
+		if err := proto.Unmarshal(payload, &b); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, m := range b.GetMatches() {
+			out = append(out, m.GetEvent().GetEventId())
+		}
+		return out
+	}
+	p0 := []store.OutboxItem{{Gateway: "g", Payload: batch("a1", "a2")}, {Gateway: "h", Payload: batch("a3")}}
+	p1 := []store.OutboxItem{{Gateway: "h", Payload: batch("b1")}, {Gateway: "g", Payload: batch("b2")}}
+	big := bytes.Repeat([]byte("x"), maxBatchBytes-len(batch("c1"))+1)
+	p2 := []store.OutboxItem{{Gateway: "g", Payload: append(batch("c1"), protowire.AppendTag(nil, 15, protowire.BytesType)...)}}
+	p2[0].Payload = protowire.AppendBytes(p2[0].Payload, big) // an unknown field: too big to merge with g's
+	before := [][]byte{slices.Clone(p0[0].Payload), slices.Clone(p1[1].Payload)}
+
+	m := &batchMerger{open: map[string]int{}}
+	m.add(p0)
+	m.add(p1)
+	m.add(p2)
+	if len(m.items) != 3 {
+		t.Fatalf("%d items, want 3 (g merged, h merged, g's oversized third)", len(m.items))
+	}
+	for i, want := range []struct {
+		gw  string
+		ids []string
+	}{{"g", []string{"a1", "a2", "b2"}}, {"h", []string{"a3", "b1"}}, {"g", []string{"c1"}}} {
+		if got := ids(m.items[i].Payload); m.items[i].Gateway != want.gw || !slices.Equal(got, want.ids) {
+			t.Errorf("item %d: gateway %s, events %q; want %s, %q", i, m.items[i].Gateway, got, want.gw, want.ids)
+		}
+	}
+	if !bytes.Equal(p0[0].Payload, before[0]) || !bytes.Equal(p1[1].Payload, before[1]) {
+		t.Error("merging modified the payloads it was given")
+	}
+	m.reset()
+	if m.add(p1); len(m.items) != 2 {
+		t.Errorf("after reset: %d items, want 2", len(m.items))
 	}
 }

@@ -40,7 +40,7 @@ func (l *EventLog) Append(ctx context.Context, p int, payloads ...[]byte) ([]str
 	for _, pl := range payloads {
 		args = append(args, pl)
 	}
-	ids, err := scriptLogAppend.Run(ctx, l.c.client, []string{l.c.keys.Events(p)}, args...).StringSlice()
+	ids, err := scriptLogAppend.Run(ctx, l.c.client, []string{l.c.events[p]}, args...).StringSlice()
 	if err != nil {
 		return nil, l.c.fail(ctx, "append", err)
 	}
@@ -70,7 +70,7 @@ func (l *EventLog) AppendMany(ctx context.Context, appends []store.PartitionAppe
 		a := &appends[i]
 		a.IDs, a.Err = nil, l.c.beginPartition(ctx, a.P)
 		if a.Err == nil && len(a.Payloads) > 0 {
-			cmds[i] = scriptLogAppend.EvalSha(ctx, pipe, []string{l.c.keys.Events(a.P)}, args(a)...)
+			cmds[i] = scriptLogAppend.EvalSha(ctx, pipe, []string{l.c.events[a.P]}, args(a)...)
 		}
 	}
 	if pipe.Len() == 0 {
@@ -83,7 +83,7 @@ func (l *EventLog) AppendMany(ctx context.Context, appends []store.PartitionAppe
 		}
 		a := &appends[i]
 		if isNoScript(cmd.Err()) { // script cache flushed since New
-			cmd = scriptLogAppend.Run(ctx, l.c.client, []string{l.c.keys.Events(a.P)}, args(a)...)
+			cmd = scriptLogAppend.Run(ctx, l.c.client, []string{l.c.events[a.P]}, args(a)...)
 		}
 		ids, err := cmd.StringSlice()
 		if err == nil && len(ids) != len(a.Payloads) {
@@ -177,7 +177,7 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 	}
 	streams := make([]string, 2*len(routes))
 	for i, r := range routes {
-		streams[i] = l.c.keys.Events(r.P)
+		streams[i] = l.c.events[r.P]
 		streams[len(routes)+i] = ">"
 	}
 	op, routed := "read", !writes
@@ -262,7 +262,7 @@ func (l *EventLog) routeArgs(routes []store.PartitionRoute, acks [][]string) ([]
 		if len(acks[i]) == 0 {
 			continue
 		}
-		keys = append(keys, l.c.keys.Events(r.P))
+		keys = append(keys, l.c.events[r.P])
 		args = append(args, len(acks[i]))
 		for _, id := range acks[i] {
 			args = append(args, id)
@@ -291,7 +291,7 @@ func (l *EventLog) Ack(ctx context.Context, p int, ids ...string) error {
 		return nil
 	}
 	err = l.withGroup(ctx, p, func() error {
-		return l.c.client.XAck(ctx, l.c.keys.Events(p), store.Group, norm...).Err()
+		return l.c.client.XAck(ctx, l.c.events[p], store.Group, norm...).Err()
 	})
 	if err != nil {
 		return l.c.fail(ctx, "ack", err)
@@ -309,7 +309,7 @@ func (l *EventLog) ClaimPending(ctx context.Context, p int, consumer string, min
 		return nil, err
 	}
 	args := &goredis.XAutoClaimArgs{
-		Stream:   l.c.keys.Events(p),
+		Stream:   l.c.events[p],
 		Group:    store.Group,
 		MinIdle:  ceilMs(max(minIdle, 0)),
 		Start:    "0-0",
@@ -348,7 +348,7 @@ func (l *EventLog) Pending(ctx context.Context, p int) (int64, error) {
 	}
 	var n int64
 	err := l.withGroup(ctx, p, func() error {
-		sum, err := l.c.client.XPending(ctx, l.c.keys.Events(p), store.Group).Result()
+		sum, err := l.c.client.XPending(ctx, l.c.events[p], store.Group).Result()
 		if err == nil {
 			n = sum.Count
 		}
@@ -412,7 +412,7 @@ func (l *EventLog) withGroup(ctx context.Context, p int, call func() error) erro
 	if !isNoGroup(err) {
 		return err
 	}
-	key := l.c.keys.Events(p)
+	key := l.c.events[p]
 	if err := l.c.client.XGroupCreateMkStream(ctx, key, store.Group, "0").Err(); err != nil && !isBusyGroup(err) {
 		return fmt.Errorf("recreating consumer group %s of %s: %w", store.Group, key, err)
 	}
@@ -432,7 +432,7 @@ func (l *EventLog) withGroups(ctx context.Context, routes []store.PartitionRoute
 		return err
 	}
 	for _, r := range routes {
-		key := l.c.keys.Events(r.P)
+		key := l.c.events[r.P]
 		created, err := l.c.client.XGroupCreateMkStream(ctx, key, store.Group, "0").Result()
 		if err != nil && !isBusyGroup(err) {
 			return fmt.Errorf("recreating consumer group %s of %s: %w", store.Group, key, err)

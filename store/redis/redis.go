@@ -23,6 +23,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -121,6 +122,9 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 		maxLen:       cfg.MaxLen,
 		outboxMaxLen: cfg.OutboxMaxLen,
 		log:          cfg.Logger,
+	}
+	for p := range cfg.Partitions {
+		c.events = append(c.events, c.keys.Events(p))
 	}
 	if err := c.setup(ctx); err != nil {
 		if owned {
@@ -223,6 +227,7 @@ type core struct {
 	maxLen       int64
 	outboxMaxLen int64
 	log          *slog.Logger
+	events       []string // Keys.Events of every partition, built once
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -396,9 +401,12 @@ func entries(msgs []goredis.XMessage) []store.Entry {
 }
 
 // field returns a stream entry's field as bytes; empty (not nil) if absent.
+// The bytes are the reply string's own, not a copy: strings are immutable
+// and store.Entry.Payload must not be modified, so sharing is safe, and it
+// saves copying every payload read.
 func field(values map[string]any, name string) []byte {
-	if s, ok := values[name].(string); ok {
-		return []byte(s)
+	if s, ok := values[name].(string); ok && s != "" {
+		return unsafe.Slice(unsafe.StringData(s), len(s))
 	}
 	return []byte{}
 }
