@@ -183,7 +183,7 @@ func (m *readMux) run(ctx context.Context) {
 			merge.add(req.items)
 			routes = append(routes, store.PartitionRoute{P: p, Ack: req.ack})
 		}
-		routes[0].Items = merge.items // all appended together, before any ack
+		routes[0].Items = merge.done() // all appended together, before any ack
 		block := muxSlice
 		if len(out) > 0 { // a round for a backlog: the others will be back soon
 			block = 0
@@ -223,33 +223,55 @@ func (m *readMux) run(ctx context.Context) {
 // batchMerger merges outbox items per gateway: each gateway's payloads, in
 // the order added, are concatenated into one item while it stays within
 // maxBatchBytes. Payloads added are never modified: a merged item is a new
-// buffer.
+// buffer of exactly its size, made by done.
 type batchMerger struct {
-	items []store.OutboxItem
-	open  map[string]int // gateway → index in items of its item still growing
-	owned []bool         // items[i].Payload is a buffer of the merger's
+	items  []store.OutboxItem
+	open   map[string]int // gateway → index in items of its item still growing
+	pieces [][][]byte     // per item, the payloads it is made of
+	sizes  []int          // per item, the bytes of its pieces
 }
 
 func (b *batchMerger) reset() {
 	clear(b.items)
-	b.items, b.owned = b.items[:0], b.owned[:0]
+	b.items = b.items[:0]
+	for i := range b.pieces {
+		clear(b.pieces[i])
+		b.pieces[i] = b.pieces[i][:0]
+	}
+	b.pieces, b.sizes = b.pieces[:0], b.sizes[:0]
 	clear(b.open)
 }
 
 func (b *batchMerger) add(items []store.OutboxItem) {
 	for _, it := range items {
 		i, ok := b.open[it.Gateway]
-		if ok && len(b.items[i].Payload)+len(it.Payload) <= maxBatchBytes {
-			if !b.owned[i] {
-				old := b.items[i].Payload
-				b.items[i].Payload = append(make([]byte, 0, 2*(len(old)+len(it.Payload))), old...)
-				b.owned[i] = true
-			}
-			b.items[i].Payload = append(b.items[i].Payload, it.Payload...)
+		if ok && b.sizes[i]+len(it.Payload) <= maxBatchBytes {
+			b.pieces[i] = append(b.pieces[i], it.Payload)
+			b.sizes[i] += len(it.Payload)
 			continue
 		}
 		b.open[it.Gateway] = len(b.items)
-		b.items = append(b.items, it)
-		b.owned = append(b.owned, false)
+		b.items = append(b.items, store.OutboxItem{Gateway: it.Gateway, Payload: it.Payload})
+		if len(b.pieces) < cap(b.pieces) {
+			b.pieces = b.pieces[:len(b.pieces)+1]
+		} else {
+			b.pieces = append(b.pieces, nil)
+		}
+		b.pieces[len(b.pieces)-1] = append(b.pieces[len(b.pieces)-1], it.Payload)
+		b.sizes = append(b.sizes, len(it.Payload))
 	}
+}
+
+// done joins the items made of several payloads and returns all items.
+func (b *batchMerger) done() []store.OutboxItem {
+	for i, ps := range b.pieces {
+		if len(ps) > 1 {
+			joined := make([]byte, 0, b.sizes[i])
+			for _, p := range ps {
+				joined = append(joined, p...)
+			}
+			b.items[i].Payload = joined
+		}
+	}
+	return b.items
 }

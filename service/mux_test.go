@@ -162,6 +162,7 @@ func TestBatchMergerConcatenatesPerGatewayWithinTheCap(t *testing.T) {
 	m.add(p0)
 	m.add(p1)
 	m.add(p2)
+	m.done()
 	if len(m.items) != 3 {
 		t.Fatalf("%d items, want 3 (g merged, h merged, g's oversized third)", len(m.items))
 	}
@@ -177,7 +178,7 @@ func TestBatchMergerConcatenatesPerGatewayWithinTheCap(t *testing.T) {
 		t.Error("merging modified the payloads it was given")
 	}
 	m.reset()
-	if m.add(p1); len(m.items) != 2 {
+	if m.add(p1); len(m.done()) != 2 {
 		t.Errorf("after reset: %d items, want 2", len(m.items))
 	}
 }

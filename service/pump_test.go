@@ -73,7 +73,7 @@ func delivery(t *testing.T, o outgoing) *streamerv1.Delivery {
 		t.Fatalf("got %v, want a delivery", o.msg)
 	}
 	var m streamerv1.StreamerMessage
-	if err := proto.Unmarshal(deliveryFrame(o.cursor, o.batch), &m); err != nil || m.GetDelivery() == nil {
+	if err := proto.Unmarshal(deliveryFrame(o.cursor, o.batch).bytes(), &m); err != nil || m.GetDelivery() == nil {
 		t.Fatalf("delivery frame does not decode as a StreamerMessage with a Delivery: %v (%v)", &m, err)
 	}
 	return m.GetDelivery()

@@ -8,16 +8,20 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// rawFrame is an already encoded StreamerMessage. The node's server codec sends
-// it as it is; every other value goes through the protobuf codec.
-type rawFrame []byte
+// rawFrame is an already encoded StreamerMessage, head then body. The
+// node's server codec sends it as it is, without joining the two; every
+// other value goes through the protobuf codec.
+type rawFrame struct{ head, body []byte }
+
+// bytes returns the frame in one slice.
+func (f rawFrame) bytes() []byte { return append(f.head[:len(f.head):len(f.head)], f.body...) }
 
 // rawCodec is the node's gRPC server codec: protobuf, plus rawFrame pass-through.
 type rawCodec struct{ proto encoding.CodecV2 }
 
 func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if f, ok := v.(rawFrame); ok {
-		return mem.BufferSlice{mem.SliceBuffer(f)}, nil
+		return mem.BufferSlice{mem.SliceBuffer(f.head), mem.SliceBuffer(f.body)}, nil
 	}
 	return c.proto.Marshal(v)
 }
@@ -36,15 +40,17 @@ const (
 )
 
 // deliveryFrame encodes StreamerMessage{delivery: Delivery{cursor, matches}} from
-// an outbox entry: the entry's bytes are the Delivery's matches already.
+// an outbox entry: the entry's bytes are the Delivery's matches already, and
+// become the frame's body as they are (batch must not be modified).
 func deliveryFrame(cursor string, batch []byte) rawFrame {
 	inner := protowire.SizeTag(fieldDeliveryCursor) + protowire.SizeBytes(len(cursor)) + len(batch)
-	b := make([]byte, 0, protowire.SizeTag(fieldStreamerMessageDelivery)+protowire.SizeBytes(inner))
+	b := make([]byte, 0, protowire.SizeTag(fieldStreamerMessageDelivery)+protowire.SizeVarint(uint64(inner))+
+		protowire.SizeTag(fieldDeliveryCursor)+protowire.SizeBytes(len(cursor)))
 	b = protowire.AppendTag(b, fieldStreamerMessageDelivery, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(inner))
 	b = protowire.AppendTag(b, fieldDeliveryCursor, protowire.BytesType)
 	b = protowire.AppendString(b, cursor)
-	return append(b, batch...)
+	return rawFrame{head: b, body: batch}
 }
 
 var errMalformedBatch = errors.New("malformed outbox batch")

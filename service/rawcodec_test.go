@@ -20,7 +20,7 @@ func TestDeliveryFrameIsTheDeliveryItEncodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got streamerv1.StreamerMessage
-	if err := proto.Unmarshal(deliveryFrame("17-3", payload), &got); err != nil {
+	if err := proto.Unmarshal(deliveryFrame("17-3", payload).bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
 	want := &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Delivery{Delivery: &streamerv1.Delivery{Cursor: "17-3", Matches: batch.Matches}}}

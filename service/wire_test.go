@@ -86,7 +86,7 @@ func TestHandEncodedOutboxIsWhatProtoEncodingProduced(t *testing.T) {
 							t.Fatalf("batch %d: item %d decodes to\n%v\nwant\n%v", batch, i, &g, &w)
 						}
 						var m streamerv1.StreamerMessage // what the gateway receives
-						if err := proto.Unmarshal(deliveryFrame("1-1", it.Payload), &m); err != nil ||
+						if err := proto.Unmarshal(deliveryFrame("1-1", it.Payload).bytes(), &m); err != nil ||
 							!proto.Equal(m.GetDelivery(), &streamerv1.Delivery{Cursor: "1-1", Matches: w.GetMatches()}) {
 							t.Fatalf("batch %d: delivery frame decodes to %v, %v", batch, &m, err)
 						}
