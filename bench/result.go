@@ -65,6 +65,12 @@ type Result struct {
 	// the measured phase: nodes, gateways and harness together, so an upper
 	// bound of a node's. 0 where not available.
 	PeakRSSMB float64 `json:"peak_rss_mb"`
+	// AllocKBPerEvent is what the whole process allocated during the
+	// measured phase (runtime MemStats.TotalAlloc) per event published, and
+	// GCCycles the garbage collections in it: the GC's work grows with the
+	// first, and each cycle competes with delivery for the CPUs.
+	AllocKBPerEvent float64 `json:"alloc_kb_per_event"`
+	GCCycles        uint32  `json:"gc_cycles"`
 
 	// Timeline is the measured phase second by second.
 	Timeline []Second `json:"timeline"`
@@ -137,6 +143,7 @@ func (r *Result) WriteSummary(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  machine      %d CPUs, GOMAXPROCS %d, load average %.2f → %.2f, peak RSS %.0f MiB (whole process)\n",
 		r.CPUs, r.GoMaxProcs, r.LoadAvgStart[0], r.LoadAvgEnd[0], r.PeakRSSMB)
+	fmt.Fprintf(w, "  memory       %.1f KiB allocated per event, %d GC cycles while measuring (whole process)\n", r.AllocKBPerEvent, r.GCCycles)
 }
 
 // loadAvg reads /proc/loadavg; zeros where it is not available.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"sync"
@@ -99,6 +100,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, fmt.Errorf("bench: CPU profile: %w", err)
 		}
 	}
+	var memBefore, memAfter runtime.MemStats
+	runtime.ReadMemStats(&memBefore)
 	start = time.Now()
 	tl.begin(start)
 	stop := startProgress(out, phaseMeasure, pub, rec, tl)
@@ -109,6 +112,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		drained, err = closePhase(ctx, cfg, phaseMeasure, pub, rec)
 	}
 	span := time.Since(start)
+	runtime.ReadMemStats(&memAfter)
 	stop()
 	if cfg.CPUProfile != nil {
 		pprof.StopCPUProfile()
@@ -126,6 +130,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		fmt.Fprintf(out, "ERROR: the last matches did not arrive within %v; what is missing counts as lost\n", cfg.DrainTimeout)
 	}
 	events := pub.published() - first
+	if events > 0 {
+		res.AllocKBPerEvent = float64(memAfter.TotalAlloc-memBefore.TotalAlloc) / 1024 / float64(events)
+	}
+	res.GCCycles = memAfter.NumGC - memBefore.NumGC
 	total := pub.published()
 	for _, c := range conns {
 		s := c.Stats()

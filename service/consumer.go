@@ -53,6 +53,9 @@ type consumer struct {
 	wire wireEvent
 	ev   match.Event
 
+	// muxReq is this consumer's request to the read multiplexer, reused.
+	muxReq *muxRequest
+
 	// dedup remembers the ids of the events routed recently (nil when
 	// deduplication is off).
 	dedup *recentIDs
@@ -115,7 +118,9 @@ func (c *consumer) run(stop, work context.Context) {
 	swept := time.Now()
 	for stop.Err() == nil {
 		if !claim && time.Since(swept) >= sweepEvery {
-			leave()
+			// Still holding the multiplexer's round: one more round trip
+			// for it, while leaving would cost the way back in, up to
+			// muxSlice.
 			swept = time.Now()
 			claim = c.strays(stop)
 		}

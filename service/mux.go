@@ -85,7 +85,12 @@ func newReadMux(n *Node, multi store.MultiRouter) *readMux {
 // entries. It returns within about muxSlice once stop is done. After
 // entries were returned, the consumer must call routeRead again or leave.
 func (m *readMux) routeRead(stop context.Context, c *consumer, items []store.OutboxItem, ack []string) ([]store.Entry, bool, error) {
-	req := &muxRequest{c: c, stop: stop, items: items, ack: ack, reply: make(chan muxReply, 1)}
+	req := c.muxReq // one request at a time: reused
+	if req == nil {
+		req = &muxRequest{c: c, reply: make(chan muxReply, 1)}
+		c.muxReq = req
+	}
+	req.stop, req.items, req.ack, req.routed = stop, items, ack, false
 	m.msgs <- muxMsg{p: c.p, req: req}
 	r := <-req.reply
 	return r.entries, r.routed, r.err

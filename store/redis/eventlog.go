@@ -175,30 +175,20 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 	if writes {
 		keys, args = l.routeArgs(routes, acks)
 	}
-	streams := make([]string, 2*len(routes))
-	for i, r := range routes {
-		streams[i] = l.c.events[r.P]
-		streams[len(routes)+i] = ">"
-	}
 	op, routed := "read", !writes
 	_, err := l.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
-		rargs := &goredis.XReadGroupArgs{
-			Group:    store.Group,
-			Consumer: consumer,
-			Streams:  streams,
-			Count:    int64(max(count, 0)),
-			Block:    block,
-		}
 		var got []goredis.XStream
 		err := l.withGroups(ctx, routes, func() error {
+			read := l.xreadgroup(ctx, consumer, routes, count, block)
 			if routed {
 				var err error
-				got, err = l.c.client.XReadGroup(ctx, rargs).Result()
+				_ = l.c.client.Process(ctx, read)
+				got, err = read.Result()
 				return err
 			}
 			pipe := l.c.client.Pipeline()
 			wrote := scriptRoute.EvalSha(ctx, pipe, keys, args...)
-			read := pipe.XReadGroup(ctx, rargs)
+			_ = pipe.Process(ctx, read)
 			_, _ = pipe.Exec(ctx) // errors are per command
 			err := wrote.Err()
 			if isNoScript(err) { // script cache flushed since New
@@ -219,7 +209,7 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 		var some []store.Entry
 		for _, st := range got {
 			for i := range routes {
-				if streams[i] == st.Stream && len(st.Messages) > 0 {
+				if l.c.events[routes[i].P] == st.Stream && len(st.Messages) > 0 {
 					routes[i].Entries = entries(st.Messages)
 					some = routes[i].Entries
 				}
@@ -235,6 +225,36 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 	}
 	return routed, nil
 }
+
+// xreadgroup returns the command XREADGROUP GROUP streamer consumer COUNT
+// count BLOCK block STREAMS <the routes' partitions> > … >, not yet sent:
+// XReadGroup's, with the stream keys boxed once (core.eventArgs), as it is
+// built for every read. block < 0: no BLOCK. Its reply waits up to the
+// client's read timeout, which New keeps above every block used here.
+func (l *EventLog) xreadgroup(ctx context.Context, consumer string, routes []store.PartitionRoute, count int, block time.Duration) *goredis.XStreamSliceCmd {
+	args := make([]any, 0, 9+2*len(routes))
+	args = append(args, "xreadgroup", "group", store.Group, consumer)
+	if count > 0 {
+		args = append(args, "count", count)
+	}
+	if block >= 0 {
+		args = append(args, "block", block.Milliseconds())
+	}
+	args = append(args, "streams")
+	keyPos := len(args)
+	for _, r := range routes {
+		args = append(args, l.c.eventArgs[r.P])
+	}
+	for range routes {
+		args = append(args, newEntries)
+	}
+	cmd := goredis.NewXStreamSliceCmd(ctx, args...)
+	cmd.SetFirstKeyPos(int8(keyPos))
+	return cmd
+}
+
+// newEntries is the id ">" of XREADGROUP, boxed once.
+var newEntries any = ">"
 
 // routeArgs returns scriptRoute's keys and arguments for routes, whose
 // normalised acknowledgements are acks: items grouped by gateway, in order
