@@ -3,6 +3,7 @@ package service
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -180,5 +181,75 @@ func TestBatchMergerConcatenatesPerGatewayWithinTheCap(t *testing.T) {
 	m.reset()
 	if m.add(p1); len(m.done()) != 2 {
 		t.Errorf("after reset: %d items, want 2", len(m.items))
+	}
+}
+
+// stuckDeadLetters makes dead-lettering in one partition fail until
+// released: a fault of the real backend that a poison entry and an
+// unavailable dead-letter stream would cause.
+type stuckDeadLetters struct {
+	store.EventLog
+	p        int
+	released chan struct{}
+	failed   atomic.Int64
+}
+
+func (l *stuckDeadLetters) DeadLetter(ctx context.Context, p int, e store.Entry, reason string) error {
+	if p == l.p {
+		select {
+		case <-l.released:
+		default:
+			l.failed.Add(1)
+			return errors.New("dead-letter stream unavailable")
+		}
+	}
+	return l.EventLog.DeadLetter(ctx, p, e, reason)
+}
+
+func TestMuxAFailingPartitionDoesNotStallTheOthers(t *testing.T) {
+	const partitions = 4
+	real := redisBackend(t, partitions)
+	colls := map[int]string{} // partition → a collection in it
+	for i := 0; len(colls) < partitions; i++ {
+		c := fmt.Sprintf("c%d", i)
+		if _, ok := colls[PartitionOf("t", c, partitions)]; !ok {
+			colls[PartitionOf("t", c, partitions)] = c
+		}
+	}
+	stuck := &stuckDeadLetters{EventLog: real.Log, p: 0, released: make(chan struct{})}
+	backend := *real
+	backend.Log = stuck
+	h := startNodeOn(t, Config{}, &backend)
+	g, _ := h.connect("gw", "")
+	for p := range partitions {
+		g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s" + colls[p], Tenant: "t", Collection: colls[p]})
+	}
+
+	// A poison entry in partition 0, whose dead-lettering fails: its
+	// consumer retries, and partition 0 is stuck until released.
+	if _, err := real.Log.Append(t.Context(), 0, []byte("not a log entry")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a failed dead-lettering", func() bool { return stuck.failed.Load() > 0 })
+	h.publish(event("stuck", "t", colls[0], "d", opCreate, `{}`, ""))
+	var others []string
+	for p := 1; p < partitions; p++ {
+		for i := range 3 {
+			id := fmt.Sprintf("p%d-%d", p, i)
+			h.publish(event(id, "t", colls[p], "d", opCreate, `{}`, ""))
+			others = append(others, id)
+		}
+	}
+	for _, m := range g.matchesUntil(others...) {
+		if m.GetEvent().GetEventId() == "stuck" {
+			t.Fatal("partition 0 delivered past its poison entry before it was dead-lettered")
+		}
+	}
+
+	close(stuck.released)
+	g.matchesUntil("stuck")
+	dead, err := real.Log.DeadLetters(t.Context(), 0, 0)
+	if err != nil || len(dead) != 1 || string(dead[0].Original.Payload) != "not a log entry" {
+		t.Fatalf("dead letters of partition 0: %v, %v; want the poison entry", dead, err)
 	}
 }
