@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -19,111 +18,177 @@ import (
 // event and subscription of one tenant's collection lands in the same
 // partition, which orders them. p must be positive.
 func PartitionOf(tenant, collection string, p int) int {
-	h := fnv.New32a()
-	h.Write([]byte(tenant))
-	h.Write([]byte{'/'})
-	h.Write([]byte(collection))
-	return int(h.Sum32() % uint32(p))
+	h := fnvString(fnvString(fnvOffset, tenant), "/")
+	return int(fnvString(h, collection) % uint32(p))
+}
+
+// partitionOfBytes is PartitionOf of byte slices.
+func partitionOfBytes(tenant, collection []byte, p int) int {
+	h := fnvBytes(fnvString(fnvBytes(fnvOffset, tenant), "/"), collection)
+	return int(h % uint32(p))
+}
+
+// FNV-1a, 32 bit (hash/fnv's New32a), without its allocation.
+const (
+	fnvOffset = 2166136261
+	fnvPrime  = 16777619
+)
+
+func fnvString(h uint32, s string) uint32 {
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * fnvPrime
+	}
+	return h
+}
+
+func fnvBytes(h uint32, b []byte) uint32 {
+	for _, c := range b {
+		h = (h ^ uint32(c)) * fnvPrime
+	}
+	return h
+}
+
+// ingested is one event of a Publish request, validated and encoded: its
+// result, and, unless that says rejected, its partition and LogEntry.
+type ingested struct {
+	result  *streamerv1.PublishResult
+	p       int
+	payload []byte
 }
 
 // Publish validates each event and appends the valid ones, as LogEntry
 // payloads, to their partitions in request order (all partitions in one
-// EventLog.AppendMany). Each event gets its own
-// result; a rejected event does not stop the others. While the node shuts
-// down it fails with codes.Unavailable.
+// EventLog.AppendMany). Each event gets its own result; a rejected event
+// does not stop the others. While the node shuts down it fails with
+// codes.Unavailable.
+//
+// A node's gRPC server (RegisterGRPC) takes requests through publishRaw
+// instead, which reads the request's bytes without decoding the events,
+// and comes here only for what it declines.
 func (s *ingestService) Publish(ctx context.Context, req *streamerv1.PublishRequest) (*streamerv1.PublishResponse, error) {
 	n := s.n
 	if n.draining.Load() {
 		return nil, status.Error(codes.Unavailable, "streamer: node is shutting down")
 	}
 	events := req.GetEvents()
-	results := make([]*streamerv1.PublishResult, len(events))
-	type pending struct {
-		index   int
-		payload []byte
-	}
-	byPartition := map[int][]pending{}
-	var order []int // partitions in order of first appearance
+	in := make([]ingested, len(events))
 	for i, ev := range events {
 		res := &streamerv1.PublishResult{EventId: ev.GetEventId()}
-		results[i] = res
-		if e := n.validateEvent(ev); e != nil {
-			res.Error = e
+		in[i].result = res
+		if ev == nil {
+			res.Error = invalidf("event is null")
 			continue
 		}
-		p := PartitionOf(ev.GetTenant(), ev.GetCollection(), n.cfg.Partitions)
-		res.Partition = int32(p)
+		if res.Error = n.validateEvent(eventFields{
+			id: ev.GetEventId(), noCollection: ev.GetCollection() == "", noDocumentID: ev.GetDocumentId() == "",
+			op: ev.GetOperation(), document: ev.GetDocument(), before: ev.GetBefore(),
+		}); res.Error != nil {
+			continue
+		}
+		in[i].p = PartitionOf(ev.GetTenant(), ev.GetCollection(), n.cfg.Partitions)
 		ev.Partition, ev.Position = 0, "" // set by the log, ignored on publish
 		payload, err := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_Event{Event: ev}})
 		if err != nil {
 			res.Error = errorf(streamerv1.ErrorCode_ERROR_CODE_INTERNAL, "streamer: encoding event: %v", err)
 			continue
 		}
+		in[i].payload = payload
+	}
+	return n.appendIngested(ctx, in), nil
+}
+
+// appendIngested appends the accepted events of in, each partition's in
+// request order, all partitions in one EventLog.AppendMany, and returns
+// the response.
+func (n *Node) appendIngested(ctx context.Context, in []ingested) *streamerv1.PublishResponse {
+	byPartition := map[int][]int{} // partition → indexes in in
+	var order []int                // partitions in order of first appearance
+	for i := range in {
+		if in[i].result.Error != nil {
+			continue
+		}
+		p := in[i].p
+		in[i].result.Partition = int32(p)
 		if _, seen := byPartition[p]; !seen {
 			order = append(order, p)
 		}
-		byPartition[p] = append(byPartition[p], pending{i, payload})
+		byPartition[p] = append(byPartition[p], i)
 	}
 	// One append per partition, all partitions in one round trip: each
 	// keeps the request's order, and partitions are independent.
 	appends := make([]store.PartitionAppend, len(order))
 	for i, p := range order {
-		batch := byPartition[p]
-		appends[i] = store.PartitionAppend{P: p, Payloads: make([][]byte, len(batch))}
-		for j, b := range batch {
-			appends[i].Payloads[j] = b.payload
+		idx := byPartition[p]
+		appends[i] = store.PartitionAppend{P: p, Payloads: make([][]byte, len(idx))}
+		for j, k := range idx {
+			appends[i].Payloads[j] = in[k].payload
 		}
 	}
 	n.backend.Log.AppendMany(ctx, appends)
 	for _, a := range appends {
-		for j, b := range byPartition[a.P] {
+		for j, k := range byPartition[a.P] {
 			if a.Err != nil {
-				results[b.index].Error = errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: appending to partition %d: %v", a.P, a.Err)
+				in[k].result.Error = errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: appending to partition %d: %v", a.P, a.Err)
 				continue
 			}
-			results[b.index].Position = a.IDs[j]
+			in[k].result.Position = a.IDs[j]
 		}
 	}
-	for _, r := range results {
-		if r.Error != nil {
-			n.metrics.published.WithLabelValues("rejected").Inc()
-		} else {
-			n.metrics.published.WithLabelValues("appended").Inc()
+	results := make([]*streamerv1.PublishResult, len(in))
+	rejected := 0
+	for i := range in {
+		results[i] = in[i].result
+		if results[i].Error != nil {
+			rejected++
 		}
 	}
-	return &streamerv1.PublishResponse{Results: results}, nil
+	if rejected > 0 {
+		n.metrics.published.WithLabelValues("rejected").Add(float64(rejected))
+	}
+	if rejected < len(in) {
+		n.metrics.published.WithLabelValues("appended").Add(float64(len(in) - rejected))
+	}
+	return &streamerv1.PublishResponse{Results: results}
 }
 
-// validateEvent returns why ev cannot be published, or nil.
-func (n *Node) validateEvent(ev *streamerv1.ChangeEvent) *streamerv1.Error {
-	invalid := func(format string, args ...any) *streamerv1.Error {
-		return errorf(streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "streamer: "+format, args...)
-	}
+// eventFields are the fields of a published event that validation reads.
+type eventFields struct {
+	id                         string
+	noCollection, noDocumentID bool
+	op                         streamerv1.Operation
+	document, before           []byte
+}
+
+func invalidf(format string, args ...any) *streamerv1.Error {
+	return errorf(streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "streamer: "+format, args...)
+}
+
+// validateEvent returns why an event with fields ev cannot be published, or
+// nil.
+func (n *Node) validateEvent(ev eventFields) *streamerv1.Error {
 	switch {
-	case ev == nil:
-		return invalid("event is null")
-	case ev.GetEventId() == "":
-		return invalid("event_id is required")
-	case ev.GetCollection() == "":
-		return invalid("event %q: collection is required", ev.GetEventId())
-	case ev.GetDocumentId() == "":
-		return invalid("event %q: document_id is required", ev.GetEventId())
+	case ev.id == "":
+		return invalidf("event_id is required")
+	case ev.noCollection:
+		return invalidf("event %q: collection is required", ev.id)
+	case ev.noDocumentID:
+		return invalidf("event %q: document_id is required", ev.id)
 	}
-	switch ev.GetOperation() {
+	switch ev.op {
 	case streamerv1.Operation_OPERATION_CREATE, streamerv1.Operation_OPERATION_UPDATE, streamerv1.Operation_OPERATION_DELETE:
 	default:
-		return invalid("event %q: operation must be OPERATION_CREATE, OPERATION_UPDATE or OPERATION_DELETE, got %v", ev.GetEventId(), ev.GetOperation())
+		return invalidf("event %q: operation must be OPERATION_CREATE, OPERATION_UPDATE or OPERATION_DELETE, got %v", ev.id, ev.op)
 	}
 	for _, f := range []struct {
 		name string
 		data []byte
-	}{{"document", ev.GetDocument()}, {"before", ev.GetBefore()}} {
+	}{{"document", ev.document}, {"before", ev.before}} {
 		if len(f.data) > n.cfg.MaxDocumentBytes {
 			return errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE,
-				"streamer: event %q: %s is %d bytes, the limit is %d bytes", ev.GetEventId(), f.name, len(f.data), n.cfg.MaxDocumentBytes)
+				"streamer: event %q: %s is %d bytes, the limit is %d bytes", ev.id, f.name, len(f.data), n.cfg.MaxDocumentBytes)
 		}
 		if len(f.data) > 0 && !isJSONObject(f.data) {
-			return invalid("event %q: %s must be one JSON object", ev.GetEventId(), f.name)
+			return invalidf("event %q: %s must be one JSON object", ev.id, f.name)
 		}
 	}
 	return nil

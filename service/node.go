@@ -83,7 +83,7 @@ func (n *Node) ID() string { return n.cfg.NodeID }
 // RegisterGRPC registers the Streamer and Ingest services on s.
 func (n *Node) RegisterGRPC(s *grpc.Server) {
 	streamerv1.RegisterStreamerServer(s, &streamerService{n: n})
-	streamerv1.RegisterIngestServer(s, &ingestService{n: n})
+	s.RegisterService(&ingestServiceDesc, &ingestService{n: n}) // Publish without decoding events (publishraw.go)
 }
 
 // Run starts the partition ownership loop (which starts one consumer per

@@ -16,7 +16,8 @@ type rawFrame struct{ head, body []byte }
 // bytes returns the frame in one slice.
 func (f rawFrame) bytes() []byte { return append(f.head[:len(f.head):len(f.head)], f.body...) }
 
-// rawCodec is the node's gRPC server codec: protobuf, plus rawFrame pass-through.
+// rawCodec is the node's gRPC server codec: protobuf, plus rawFrame
+// pass-through on the way out and rawRequest on the way in.
 type rawCodec struct{ proto encoding.CodecV2 }
 
 func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
@@ -26,7 +27,13 @@ func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.proto.Marshal(v)
 }
 
-func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*rawRequest); ok {
+		r.data = data.Materialize()
+		return nil
+	}
+	return c.proto.Unmarshal(data, v)
+}
 
 func (c rawCodec) Name() string { return c.proto.Name() }
 
