@@ -310,12 +310,28 @@ func TestResyncWhenTheGatewayStopsReading(t *testing.T) {
 
 	// The caller reads nothing and its link stalls (a slow gateway): gRPC
 	// flow control stops the node's delivery pump once the stream's window
-	// is full, and the gateway's outbox overflows its cap.
+	// and the sockets' buffers are full, and the gateway's outbox overflows
+	// its cap. How much those absorb varies (gRPC grows its window with the
+	// measured bandwidth), so publish until the node has dropped outbox
+	// entries: with the link paused no acknowledgement reaches it, so any
+	// deletion is the cap's.
 	proxy.Pause()
-	doc := fmt.Sprintf(`{"pad":%q}`, strings.Repeat("x", 2<<10))
-	const events = 300
-	for i := range events {
-		publish(t, pub, event(fmt.Sprintf("e%03d", i), "", "c", "d", update, doc, ""))
+	doc := fmt.Sprintf(`{"pad":%q}`, strings.Repeat("x", 16<<10))
+	events := 0
+	for ; ; events++ {
+		if events == 5000 {
+			t.Fatal("the outbox did not overflow after 5000 events of 16 KiB")
+		}
+		publish(t, pub, event(fmt.Sprintf("e%04d", events), "", "c", "d", update, doc, ""))
+		if events >= 300 {
+			lost, err := n.backend.Outboxes.Lost(context.Background(), c.GatewayID(), "0-0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lost {
+				break
+			}
+		}
 	}
 	proxy.Resume()
 	// Now read. A Resync may still skip a marker published meanwhile (that
@@ -344,7 +360,7 @@ func TestResyncWhenTheGatewayStopsReading(t *testing.T) {
 	if resyncs == 0 {
 		t.Fatalf("all %d matches arrived without a Resync: the outbox never overflowed", matches)
 	}
-	t.Logf("%d matches delivered for %d events, %d resyncs", matches, events, resyncs)
+	t.Logf("%d matches delivered for %d events, %d resyncs", matches, events+1, resyncs)
 }
 
 func TestNodeRestartWithManySubscriptions(t *testing.T) {
