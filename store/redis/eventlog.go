@@ -289,7 +289,8 @@ func (l *EventLog) routeArgs(routes []store.PartitionRoute, acks [][]string) ([]
 		}
 	}
 	for _, gw := range order {
-		keys = append(keys, l.c.keys.Outbox(gw), l.c.keys.OutboxDeleted(gw))
+		out, outdel := l.c.outbox(gw)
+		keys = append(keys, out, outdel)
 		args = append(args, len(byGateway[gw]))
 		for _, pl := range byGateway[gw] {
 			args = append(args, pl)

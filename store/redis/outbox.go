@@ -90,7 +90,8 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 
 // keys returns gateway's outbox stream and its outdel key.
 func (o *Outboxes) keys(gateway string) []string {
-	return []string{o.c.keys.Outbox(gateway), o.c.keys.OutboxDeleted(gateway)}
+	out, outdel := o.c.outbox(gateway)
+	return []string{out, outdel}
 }
 
 // checkItems refuses items naming no gateway.
@@ -195,7 +196,7 @@ func (o *Outboxes) Last(ctx context.Context, gateway string) (string, error) {
 	if err := required("gateway", gateway); err != nil {
 		return "", err
 	}
-	last, err := scriptOutboxLast.Run(ctx, o.c.client, []string{o.c.keys.Outbox(gateway)}).Text()
+	last, err := scriptOutboxLast.Run(ctx, o.c.client, []string{o.keys(gateway)[0]}).Text()
 	if err = ignoreNil(err); err != nil {
 		return "", o.c.fail(ctx, "outbox last", err)
 	}
@@ -217,7 +218,7 @@ func (o *Outboxes) Lost(ctx context.Context, gateway, after string) (bool, error
 	if err != nil {
 		return false, err
 	}
-	lost, err := deletedAfter(o.c.client.Get(ctx, o.c.keys.OutboxDeleted(gateway)), after)
+	lost, err := deletedAfter(o.c.client.Get(ctx, o.keys(gateway)[1]), after)
 	if err != nil {
 		return false, o.c.fail(ctx, "outbox lost", err)
 	}
@@ -232,7 +233,7 @@ func (o *Outboxes) Len(ctx context.Context, gateway string) (int64, error) {
 	if err := required("gateway", gateway); err != nil {
 		return 0, err
 	}
-	n, err := o.c.client.XLen(ctx, o.c.keys.Outbox(gateway)).Result()
+	n, err := o.c.client.XLen(ctx, o.keys(gateway)[0]).Result()
 	if err != nil {
 		return 0, o.c.fail(ctx, "outbox len", err)
 	}

@@ -231,8 +231,31 @@ type core struct {
 	events       []string // Keys.Events of every partition, built once
 	eventArgs    []any    // the same, boxed for command arguments
 
+	outboxKeysMu sync.Mutex
+	outboxKeys   map[string][2]string // gateway → outbox, outdel; see outbox
+
 	closed    atomic.Bool
 	closeOnce sync.Once
+}
+
+// maxCachedGateways bounds core.outboxKeys: past it the cache starts over.
+const maxCachedGateways = 4096
+
+// outbox returns gateway's outbox stream and outdel keys, built once per
+// gateway (every round of the read multiplexer and every Fetch needs them)
+// from a bounded cache.
+func (c *core) outbox(gateway string) (out, outdel string) {
+	c.outboxKeysMu.Lock()
+	defer c.outboxKeysMu.Unlock()
+	if k, ok := c.outboxKeys[gateway]; ok {
+		return k[0], k[1]
+	}
+	if c.outboxKeys == nil || len(c.outboxKeys) >= maxCachedGateways {
+		c.outboxKeys = make(map[string][2]string)
+	}
+	k := [2]string{c.keys.Outbox(gateway), c.keys.OutboxDeleted(gateway)}
+	c.outboxKeys[gateway] = k
+	return k[0], k[1]
 }
 
 // setup checks the recorded partition count, creates the consumer groups and
