@@ -75,26 +75,12 @@ func (s *ingestService) publishRaw(ctx context.Context, req *rawRequest) (*strea
 // ok is false when it declines the request (see above).
 func (n *Node) ingestRaw(b []byte) (in []ingested, ok bool) {
 	var w wireEvent
-	for len(b) > 0 {
-		num, typ, l := consumeTag(b)
-		if l < 0 {
-			return nil, false
+	ok = true
+	wellFormed := eachBytes(b, fieldPublishRequestEvents, func(raw []byte) bool {
+		if !w.decode(raw) || w.partition != 0 || len(w.position) > 0 {
+			ok = false
+			return false
 		}
-		b = b[l:]
-		if num != fieldPublishRequestEvents || typ != protowire.BytesType {
-			// An unknown field, or events with the wrong wire type, which
-			// proto.Unmarshal keeps as unknown: nothing to publish.
-			if l = protowire.ConsumeFieldValue(num, typ, b); l < 0 {
-				return nil, false
-			}
-			b = b[l:]
-			continue
-		}
-		raw, l := protowire.ConsumeBytes(b)
-		if l < 0 || !w.decode(raw) || w.partition != 0 || len(w.position) > 0 {
-			return nil, false
-		}
-		b = b[l:]
 		id := string(w.eventID)
 		res := &streamerv1.PublishResult{EventId: id}
 		in = append(in, ingested{result: res})
@@ -102,13 +88,17 @@ func (n *Node) ingestRaw(b []byte) (in []ingested, ok bool) {
 			id: id, noCollection: len(w.collection) == 0, noDocumentID: len(w.documentID) == 0,
 			op: streamerv1.Operation(w.op), document: w.document, before: w.before,
 		}); res.Error != nil {
-			continue
+			return true
 		}
 		e := &in[len(in)-1]
 		e.p = partitionOfBytes(w.tenant, w.collection, n.cfg.Partitions)
 		e.payload = protowire.AppendBytes(protowire.AppendTag(
 			make([]byte, 0, protowire.SizeTag(fieldLogEntryEvent)+protowire.SizeBytes(len(raw))),
 			fieldLogEntryEvent, protowire.BytesType), raw)
+		return true
+	})
+	if !wellFormed || !ok {
+		return nil, false
 	}
 	return in, true
 }

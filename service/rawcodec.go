@@ -66,32 +66,19 @@ var errMalformedBatch = errors.New("malformed outbox batch")
 // number of matches and calls stamp with each match's event timestamp_ms (0 when
 // unset). It allocates nothing.
 func scanBatch(batch []byte, stamp func(ms int64)) (matches int, err error) {
-	for len(batch) > 0 {
-		num, typ, n := protowire.ConsumeTag(batch)
-		if n < 0 {
-			return matches, errMalformedBatch
-		}
-		batch = batch[n:]
-		if num != fieldDeliveryMatches || typ != protowire.BytesType {
-			if n = protowire.ConsumeFieldValue(num, typ, batch); n < 0 {
-				return matches, errMalformedBatch
-			}
-			batch = batch[n:]
-			continue
-		}
-		em, n := protowire.ConsumeBytes(batch)
-		if n < 0 {
-			return matches, errMalformedBatch
-		}
-		batch = batch[n:]
+	wellFormed := eachBytes(batch, fieldDeliveryMatches, func(em []byte) bool {
 		matches++
-		ts, err := eventTimestamp(em)
-		if err != nil {
-			return matches, err
+		var ts int64
+		if ts, err = eventTimestamp(em); err != nil {
+			return false
 		}
 		stamp(ts)
+		return true
+	})
+	if err == nil && !wellFormed {
+		err = errMalformedBatch
 	}
-	return matches, nil
+	return matches, err
 }
 
 // eventTimestamp finds EventMatch.event.timestamp_ms in an encoded EventMatch.

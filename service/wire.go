@@ -47,6 +47,36 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	return num, typ, n
 }
 
+// eachBytes calls fn with every value of field num in the encoded message b
+// that has the bytes wire type, in order, skipping every other field (as
+// proto.Unmarshal keeps them as unknown). It stops when fn returns false,
+// and returns false when b is malformed.
+func eachBytes(b []byte, num protowire.Number, fn func([]byte) bool) bool {
+	for len(b) > 0 {
+		n, typ, l := consumeTag(b)
+		if l < 0 {
+			return false
+		}
+		b = b[l:]
+		if n != num || typ != protowire.BytesType {
+			if l = protowire.ConsumeFieldValue(n, typ, b); l < 0 {
+				return false
+			}
+			b = b[l:]
+			continue
+		}
+		v, l := protowire.ConsumeBytes(b)
+		if l < 0 {
+			return false
+		}
+		b = b[l:]
+		if !fn(v) {
+			return true
+		}
+	}
+	return true
+}
+
 // logEntryEvent returns the ChangeEvent bytes of an encoded LogEntry whose
 // content is one event. ok is false for everything else: control entries,
 // malformed bytes, and the odd encodings where protobuf would merge or

@@ -364,6 +364,23 @@ func testLogAppendMany(t *testing.T, e *env) {
 	e.b.Log.AppendMany(ctx, nil)
 }
 
+// wantOutboxes checks that each gateway's outbox holds exactly the payloads
+// of want, in order, after call.
+func (e *env) wantOutboxes(t *testing.T, call string, want map[string][]string) {
+	t.Helper()
+	for gw, payloads := range want {
+		got := try(e.b.Outboxes.Read(t.Context(), gw, "", 0, 0)).must(t)
+		if len(got) != len(payloads) {
+			t.Fatalf("outbox %s after %s: %d entries, want %v", gw, call, len(got), payloads)
+		}
+		for i, w := range payloads {
+			if string(got[i].Payload) != w {
+				t.Errorf("outbox %s entry %d after %s = %q, want %q", gw, i, call, got[i].Payload, w)
+			}
+		}
+	}
+}
+
 func testLogRouteRead(t *testing.T, e *env) {
 	ctx := t.Context()
 	wantPending := func(n int64) {
@@ -396,17 +413,7 @@ func testLogRouteRead(t *testing.T, e *env) {
 	}
 	checkEntries(t, routeRead(items, ids[:2], 0), ids[2:], pls[2:])
 	wantPending(1)
-	for gw, want := range map[string][]string{"g": {"g1", "g2"}, "h": {"h1"}} {
-		got := try(e.b.Outboxes.Read(ctx, gw, "", 0, 0)).must(t)
-		if len(got) != len(want) {
-			t.Fatalf("outbox %s after RouteRead: %d entries, want %v", gw, len(got), want)
-		}
-		for i, w := range want {
-			if string(got[i].Payload) != w {
-				t.Errorf("outbox %s entry %d = %q, want %q", gw, i, got[i].Payload, w)
-			}
-		}
-	}
+	e.wantOutboxes(t, "RouteRead", map[string][]string{"g": {"g1", "g2"}, "h": {"h1"}})
 
 	// An item without gateway, or a malformed id: nothing appended, acked or read.
 	more, morePls := e.appendLog(t, 0, "y", 1)
@@ -508,17 +515,7 @@ func testLogRouteReadMany(t *testing.T, e *env) {
 	if n0, nL := pending(0), pending(last); n0 != 1 || nL != 0 {
 		t.Errorf("Pending after RouteReadMany = %d and %d, want 1 and 0", n0, nL)
 	}
-	for gw, want := range map[string][]string{"g": {"g1", "g2"}, "h": {"h1"}} {
-		got := try(e.b.Outboxes.Read(ctx, gw, "", 0, 0)).must(t)
-		if len(got) != len(want) {
-			t.Fatalf("outbox %s: %d entries, want %v", gw, len(got), want)
-		}
-		for i, w := range want {
-			if string(got[i].Payload) != w {
-				t.Errorf("outbox %s entry %d = %q, want %q", gw, i, got[i].Payload, w)
-			}
-		}
-	}
+	e.wantOutboxes(t, "RouteReadMany", map[string][]string{"g": {"g1", "g2"}, "h": {"h1"}})
 
 	// Refused before anything happens: a partition twice, out of range, a
 	// malformed id, an item without gateway.
