@@ -143,6 +143,9 @@ func (c *consumer) run(stop, work context.Context) {
 				c.routed()
 			}
 			fromMux = err == nil && len(entries) > 0
+			if err == nil && len(entries) == 0 {
+				swept = time.Time{} // the multiplexer's idle answer: time to sweep
+			}
 		default:
 			err = c.fence.guard(stop, func(ctx context.Context) (err error) {
 				var routed bool

@@ -41,6 +41,11 @@ const muxSlice = 20 * time.Millisecond
 // up to maxBatchBytes each. That divides the outbox appends, the gateways'
 // reads and the Delivery messages by up to the number of partitions.
 //
+// A consumer waiting through rounds without entries is answered with none
+// every sweepEvery, so that it still checks its partition for stray
+// pending entries (consumer.strays): a read whose reply was lost, which
+// go-redis may retry on a network error, leaves its entries pending.
+//
 // Every round's call is fenced by the leases of all its partitions: a
 // consumer whose fence has passed is answered errLeaseExpired before the
 // call, and the call's deadline is the earliest fence among the others.
@@ -105,6 +110,7 @@ func (m *readMux) leave(c *consumer) { m.msgs <- muxMsg{p: c.p} }
 // with ctx's error.
 func (m *readMux) run(ctx context.Context) {
 	waiting := map[int]*muxRequest{}
+	answered := map[int]time.Time{} // when each partition's consumer last had an answer
 	out := map[int]bool{} // partitions whose consumers hold entries from the last round
 	receive := func(msg muxMsg) {
 		if msg.req == nil {
@@ -113,11 +119,15 @@ func (m *readMux) run(ctx context.Context) {
 		}
 		delete(out, msg.p)
 		waiting[msg.p] = msg.req
+		if _, ok := answered[msg.p]; !ok {
+			answered[msg.p] = time.Now()
+		}
 	}
 	answer := func(p int, r muxReply) {
 		req := waiting[p]
 		delete(waiting, p)
 		r.routed = r.routed || req.routed
+		answered[p] = time.Now()
 		req.reply <- r
 	}
 	backlog := map[int]bool{} // the partition's last read filled a batch
@@ -215,9 +225,12 @@ func (m *readMux) run(ctx context.Context) {
 		}
 		for i, p := range order {
 			backlog[p] = len(routes[i].Entries) >= m.n.cfg.ReadBatch
-			if len(routes[i].Entries) > 0 {
+			switch {
+			case len(routes[i].Entries) > 0:
 				answer(p, muxReply{entries: routes[i].Entries})
 				out[p] = true
+			case time.Since(answered[p]) >= sweepEvery:
+				answer(p, muxReply{}) // idle: time for its sweep
 			}
 		}
 		clear(routes) // drop references to payloads

@@ -253,3 +253,47 @@ func TestMuxAFailingPartitionDoesNotStallTheOthers(t *testing.T) {
 		t.Fatalf("dead letters of partition 0: %v, %v; want the poison entry", dead, err)
 	}
 }
+
+// losingMulti loses the entries of the first multiplexed read that returns
+// any, as when the reply of a read that took effect in Redis is lost (and
+// go-redis retried it): the entries are pending, and no batch holds them.
+type losingMulti struct {
+	store.MultiRouter
+	lost atomic.Int64
+}
+
+func (m *losingMulti) RouteReadMany(ctx context.Context, consumer string, routes []store.PartitionRoute, count int, block time.Duration) (bool, error) {
+	routed, err := m.MultiRouter.RouteReadMany(ctx, consumer, routes, count, block)
+	if err == nil && m.lost.Load() == 0 {
+		for i := range routes {
+			if n := len(routes[i].Entries); n > 0 {
+				m.lost.Add(int64(n))
+				routes[i].Entries = nil
+			}
+		}
+	}
+	return routed, err
+}
+
+func TestMuxIdlePartitionStillClaimsStrayEntries(t *testing.T) {
+	real := redisBackend(t, 2)
+	multi := &losingMulti{MultiRouter: real.Multi}
+	backend := *real
+	backend.Multi = multi
+	h := startNodeOn(t, Config{}, &backend)
+	g, _ := h.connect("gw", "")
+	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+
+	// The event's read is lost; nothing else is published, so only the
+	// consumer's periodic sweep, while it waits idle in the multiplexer,
+	// can find it pending and deliver it.
+	h.publish(event("stray", "t", "c", "d", opCreate, `{}`, ""))
+	waitFor(t, "a lost read", func() bool { return multi.lost.Load() > 0 })
+	start := time.Now()
+	g.matchesUntil("stray")
+	t.Logf("the stray entry was delivered %v after its read was lost", time.Since(start).Round(time.Millisecond))
+	waitFor(t, "nothing pending", func() bool {
+		n, err := real.Log.Pending(t.Context(), PartitionOf("t", "c", 2))
+		return err == nil && n == 0
+	})
+}

@@ -179,16 +179,14 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 	_, err := l.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
 		var got []goredis.XStream
 		err := l.withGroups(ctx, routes, func() error {
-			read := l.xreadgroup(ctx, consumer, routes, count, block)
 			if routed {
 				var err error
-				_ = l.c.client.Process(ctx, read)
-				got, err = read.Result()
+				got, err = l.xreadgroup(ctx, nil, consumer, routes, count, block).Result()
 				return err
 			}
 			pipe := l.c.client.Pipeline()
 			wrote := scriptRoute.EvalSha(ctx, pipe, keys, args...)
-			_ = pipe.Process(ctx, read)
+			read := l.xreadgroup(ctx, pipe, consumer, routes, count, block)
 			_, _ = pipe.Exec(ctx) // errors are per command
 			err := wrote.Err()
 			if isNoScript(err) { // script cache flushed since New
@@ -227,34 +225,24 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 }
 
 // xreadgroup returns the command XREADGROUP GROUP streamer consumer COUNT
-// count BLOCK block STREAMS <the routes' partitions> > … >, not yet sent:
-// XReadGroup's, with the stream keys boxed once (core.eventArgs), as it is
-// built for every read. block < 0: no BLOCK. Its reply waits up to the
-// client's read timeout, which New keeps above every block used here.
-func (l *EventLog) xreadgroup(ctx context.Context, consumer string, routes []store.PartitionRoute, count int, block time.Duration) *goredis.XStreamSliceCmd {
-	args := make([]any, 0, 9+2*len(routes))
-	args = append(args, "xreadgroup", "group", store.Group, consumer)
-	if count > 0 {
-		args = append(args, "count", count)
+// count BLOCK block STREAMS <the routes' partitions> > … >, queued on pipe
+// (nil: sent at once). block < 0: no BLOCK. It is go-redis's XReadGroup, so
+// that go-redis treats it as the blocking read it is: it waits for the
+// reply past its read timeout and does not retry it on a timeout, which
+// for a read of new entries would lose the first attempt's entries to the
+// pending list.
+func (l *EventLog) xreadgroup(ctx context.Context, pipe goredis.Pipeliner, consumer string, routes []store.PartitionRoute, count int, block time.Duration) *goredis.XStreamSliceCmd {
+	streams := make([]string, 2*len(routes))
+	for i, r := range routes {
+		streams[i] = l.c.events[r.P]
+		streams[len(routes)+i] = ">"
 	}
-	if block >= 0 {
-		args = append(args, "block", block.Milliseconds())
+	args := &goredis.XReadGroupArgs{Group: store.Group, Consumer: consumer, Streams: streams, Count: int64(max(count, 0)), Block: block}
+	if pipe == nil {
+		return l.c.client.XReadGroup(ctx, args)
 	}
-	args = append(args, "streams")
-	keyPos := len(args)
-	for _, r := range routes {
-		args = append(args, l.c.eventArgs[r.P])
-	}
-	for range routes {
-		args = append(args, newEntries)
-	}
-	cmd := goredis.NewXStreamSliceCmd(ctx, args...)
-	cmd.SetFirstKeyPos(int8(keyPos))
-	return cmd
+	return pipe.XReadGroup(ctx, args)
 }
-
-// newEntries is the id ">" of XREADGROUP, boxed once.
-var newEntries any = ">"
 
 // routeArgs returns scriptRoute's keys and arguments for routes, whose
 // normalised acknowledgements are acks: items grouped by gateway, in order

@@ -125,7 +125,6 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 	}
 	for p := range cfg.Partitions {
 		c.events = append(c.events, c.keys.Events(p))
-		c.eventArgs = append(c.eventArgs, c.events[p])
 	}
 	if err := c.setup(ctx); err != nil {
 		if owned {
@@ -229,7 +228,6 @@ type core struct {
 	outboxMaxLen int64
 	log          *slog.Logger
 	events       []string // Keys.Events of every partition, built once
-	eventArgs    []any    // the same, boxed for command arguments
 
 	outboxKeysMu sync.Mutex
 	outboxKeys   map[string][2]string // gateway → outbox, outdel; see outbox
