@@ -111,7 +111,7 @@ func (m *readMux) leave(c *consumer) { m.msgs <- muxMsg{p: c.p} }
 func (m *readMux) run(ctx context.Context) {
 	waiting := map[int]*muxRequest{}
 	answered := map[int]time.Time{} // when each partition's consumer last had an answer
-	out := map[int]bool{} // partitions whose consumers hold entries from the last round
+	out := map[int]bool{}           // partitions whose consumers hold entries from the last round
 	receive := func(msg muxMsg) {
 		if msg.req == nil {
 			delete(out, msg.p)
