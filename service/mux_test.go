@@ -255,16 +255,18 @@ func TestMuxAFailingPartitionDoesNotStallTheOthers(t *testing.T) {
 }
 
 // losingMulti loses the entries of the first multiplexed read that returns
-// any, as when the reply of a read that took effect in Redis is lost (and
-// go-redis retried it): the entries are pending, and no batch holds them.
+// any once armed, as when the reply of a read that took effect in Redis is
+// lost (and go-redis retried it): the entries are pending, and no batch
+// holds them.
 type losingMulti struct {
 	store.MultiRouter
-	lost atomic.Int64
+	armed atomic.Bool
+	lost  atomic.Int64
 }
 
 func (m *losingMulti) RouteReadMany(ctx context.Context, consumer string, routes []store.PartitionRoute, count int, block time.Duration) (bool, error) {
 	routed, err := m.MultiRouter.RouteReadMany(ctx, consumer, routes, count, block)
-	if err == nil && m.lost.Load() == 0 {
+	if err == nil && m.armed.Load() && m.lost.Load() == 0 {
 		for i := range routes {
 			if n := len(routes[i].Entries); n > 0 {
 				m.lost.Add(int64(n))
@@ -283,6 +285,10 @@ func TestMuxIdlePartitionStillClaimsStrayEntries(t *testing.T) {
 	h := startNodeOn(t, Config{}, &backend)
 	g, _ := h.connect("gw", "")
 	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	waitFor(t, "the subscription in the index", func() bool {
+		return h.labelledValue("streamer_control_entries_total", "kind", "subscription_added") == 1
+	})
+	multi.armed.Store(true)
 
 	// The event's read is lost; nothing else is published, so only the
 	// consumer's periodic sweep, while it waits idle in the multiplexer,
