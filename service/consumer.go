@@ -151,6 +151,7 @@ func (c *consumer) run(stop, work context.Context) {
 				var routed bool
 				entries, routed, err = c.n.backend.Log.RouteRead(ctx, c.p, c.n.cfg.NodeID, c.unrouted, c.unacked, batch, block)
 				if routed {
+					c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
 					c.routed()
 				}
 				return err
@@ -291,12 +292,9 @@ func (c *consumer) process(ctx context.Context, entries []store.Entry) error {
 }
 
 // routed records that the processed batch's outbox entries were appended
-// and its entries acknowledged. The read multiplexer merges the batches
-// of many partitions, and counts the outbox entries itself.
+// and its entries acknowledged. Whoever appended them counts the outbox
+// entries: the read multiplexer merges the batches of many partitions.
 func (c *consumer) routed() {
-	if c.n.mux == nil {
-		c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
-	}
 	if c.dedup != nil {
 		c.dedup.commit()
 	}
@@ -312,9 +310,7 @@ func (c *consumer) flush(ctx context.Context) error {
 	if _, err := c.n.backend.Outboxes.Append(ctx, c.unrouted); err != nil {
 		return fmt.Errorf("appending to outboxes: %w", err)
 	}
-	if c.n.mux != nil {
-		c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
-	}
+	c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
 	if err := c.n.backend.Log.Ack(ctx, c.p, c.unacked...); err != nil {
 		return fmt.Errorf("acknowledging: %w", err)
 	}
