@@ -30,6 +30,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseDocument -fuzztime 20s ./match/
 	$(GO) test -run '^$$' -fuzz FuzzLogEntryDecoding -fuzztime 20s ./service/
 	$(GO) test -run '^$$' -fuzz FuzzIngestRaw -fuzztime 20s ./service/
+	$(GO) test -run '^$$' -fuzz FuzzParseStreams -fuzztime 20s ./store/redis/
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 20s ./gateway/
 	$(GO) test -run '^$$' -fuzz FuzzAppendJSON -fuzztime 20s ./puller/
 

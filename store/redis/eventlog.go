@@ -177,11 +177,11 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 	}
 	op, routed := "read", !writes
 	_, err := l.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
-		var got []goredis.XStream
+		var got []streamReply
 		err := l.withGroups(ctx, routes, func() error {
 			if routed {
 				var err error
-				got, err = l.xreadgroup(ctx, nil, consumer, routes, count, block).Result()
+				got, err = l.xreadgroup(ctx, nil, consumer, routes, count, block).result()
 				return err
 			}
 			pipe := l.c.client.Pipeline()
@@ -197,7 +197,7 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 				return err
 			}
 			op, routed = "read", true // done: later slices only read
-			got, err = read.Result()
+			got, err = read.result()
 			return err
 		})
 		if err != nil {
@@ -207,9 +207,9 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 		var some []store.Entry
 		for _, st := range got {
 			for i := range routes {
-				if l.c.events[routes[i].P] == st.Stream && len(st.Messages) > 0 {
-					routes[i].Entries = entries(st.Messages)
-					some = routes[i].Entries
+				if l.c.events[routes[i].P] == st.stream {
+					routes[i].Entries = st.entries
+					some = st.entries
 				}
 			}
 		}
@@ -226,12 +226,33 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 
 // xreadgroup returns the command XREADGROUP GROUP streamer consumer COUNT
 // count BLOCK block STREAMS <the routes' partitions> > … >, queued on pipe
-// (nil: sent at once). block < 0: no BLOCK. It is go-redis's XReadGroup, so
-// that go-redis treats it as the blocking read it is: it waits for the
-// reply past its read timeout and does not retry it on a timeout, which
-// for a read of new entries would lose the first attempt's entries to the
-// pending list.
-func (l *EventLog) xreadgroup(ctx context.Context, pipe goredis.Pipeliner, consumer string, routes []store.PartitionRoute, count int, block time.Duration) *goredis.XStreamSliceCmd {
+// (nil: sent at once). block < 0: no BLOCK.
+//
+// It is never retried by go-redis: a retry of a read of new entries after
+// a network error or a timeout would leave the first attempt's entries
+// pending, held by no batch. Off Cluster it is a raw command (resp.go),
+// which go-redis does not retry; on Cluster it is go-redis's XReadGroup,
+// which go-redis treats as the blocking read it is (it waits for the reply
+// past its read timeout and does not retry it on a timeout).
+func (l *EventLog) xreadgroup(ctx context.Context, pipe goredis.Pipeliner, consumer string, routes []store.PartitionRoute, count int, block time.Duration) streamsCmd {
+	if l.c.raw {
+		args := make([]any, 0, 9+2*len(routes))
+		args = append(args, "xreadgroup", "group", store.Group, consumer)
+		if count > 0 {
+			args = append(args, "count", count)
+		}
+		if block >= 0 {
+			args = append(args, "block", int64(block/time.Millisecond))
+		}
+		args = append(args, "streams")
+		for _, r := range routes {
+			args = append(args, l.c.eventArgs[r.P])
+		}
+		for range routes {
+			args = append(args, ">")
+		}
+		return rawStreamsCmd(ctx, l.c.client, pipe, args)
+	}
 	streams := make([]string, 2*len(routes))
 	for i, r := range routes {
 		streams[i] = l.c.events[r.P]
@@ -239,9 +260,9 @@ func (l *EventLog) xreadgroup(ctx context.Context, pipe goredis.Pipeliner, consu
 	}
 	args := &goredis.XReadGroupArgs{Group: store.Group, Consumer: consumer, Streams: streams, Count: int64(max(count, 0)), Block: block}
 	if pipe == nil {
-		return l.c.client.XReadGroup(ctx, args)
+		return typedStreams{l.c.client.XReadGroup(ctx, args)}
 	}
-	return pipe.XReadGroup(ctx, args)
+	return typedStreams{pipe.XReadGroup(ctx, args)}
 }
 
 // routeArgs returns scriptRoute's keys and arguments for routes, whose

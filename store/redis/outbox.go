@@ -130,31 +130,57 @@ func (o *Outboxes) read(ctx context.Context, op, gateway, after string, count in
 	keys := o.keys(gateway)
 	lost := false
 	got, err := o.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
-		args := &goredis.XReadArgs{Streams: []string{keys[0], after}, Count: int64(max(count, 0)), Block: block}
 		if !check {
-			streams, err := o.c.client.XRead(ctx, args).Result()
-			if err != nil || len(streams) == 0 {
-				return nil, ignoreNil(err)
-			}
-			return entries(streams[0].Messages), nil
+			return first(o.xread(ctx, nil, keys[0], after, count, block).result())
 		}
 		pipe := o.c.client.Pipeline()
-		read := pipe.XRead(ctx, args)
+		read := o.xread(ctx, pipe, keys[0], after, count, block)
 		deleted := pipe.Get(ctx, keys[1])
 		_, _ = pipe.Exec(ctx) // errors are per command
-		streams, err := read.Result()
-		if err != nil || len(streams) == 0 || len(streams[0].Messages) == 0 {
-			return nil, ignoreNil(err)
+		got, err := first(read.result())
+		if err != nil || len(got) == 0 {
+			return nil, err
 		}
 		if lost, err = deletedAfter(deleted, after); err != nil {
 			return nil, err
 		}
-		return entries(streams[0].Messages), nil
+		return got, nil
 	})
 	if err != nil {
 		return nil, false, o.c.fail(ctx, op, err)
 	}
 	return got, lost, nil
+}
+
+// xread returns the command XREAD COUNT count BLOCK block STREAMS key
+// after, queued on pipe (nil: sent at once). block < 0: no BLOCK. Off
+// Cluster it is a raw command (resp.go).
+func (o *Outboxes) xread(ctx context.Context, pipe goredis.Pipeliner, key, after string, count int, block time.Duration) streamsCmd {
+	if o.c.raw {
+		args := make([]any, 0, 8)
+		args = append(args, "xread")
+		if count > 0 {
+			args = append(args, "count", count)
+		}
+		if block >= 0 {
+			args = append(args, "block", int64(block/time.Millisecond))
+		}
+		args = append(args, "streams", key, after)
+		return rawStreamsCmd(ctx, o.c.client, pipe, args)
+	}
+	args := &goredis.XReadArgs{Streams: []string{key, after}, Count: int64(max(count, 0)), Block: block}
+	if pipe == nil {
+		return typedStreams{o.c.client.XRead(ctx, args)}
+	}
+	return typedStreams{pipe.XRead(ctx, args)}
+}
+
+// first returns the entries of a one-stream read's reply.
+func first(got []streamReply, err error) ([]store.Entry, error) {
+	if err != nil || len(got) == 0 {
+		return nil, ignoreNil(err)
+	}
+	return got[0].entries, nil
 }
 
 // deletedAfter reports whether the outdel value GET returned is an id

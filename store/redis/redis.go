@@ -125,7 +125,9 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 	}
 	for p := range cfg.Partitions {
 		c.events = append(c.events, c.keys.Events(p))
+		c.eventArgs = append(c.eventArgs, c.events[p])
 	}
+	_, c.raw = client.(*goredis.Client)
 	if err := c.setup(ctx); err != nil {
 		if owned {
 			_ = client.Close()
@@ -228,6 +230,10 @@ type core struct {
 	outboxMaxLen int64
 	log          *slog.Logger
 	events       []string // Keys.Events of every partition, built once
+	eventArgs    []any    // the same, boxed once for command arguments
+
+	// raw: the hot reads take raw replies (resp.go); false on Cluster.
+	raw bool
 
 	outboxKeysMu sync.Mutex
 	outboxKeys   map[string][2]string // gateway → outbox, outdel; see outbox

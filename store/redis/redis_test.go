@@ -95,6 +95,12 @@ func TestConformance(t *testing.T) {
 	conformance(t, redistest.Start(t).URL(), true)
 }
 
+// TestConformanceRESP2 runs the suite over RESP2 (go-redis speaks RESP3
+// by default), whose replies the raw reads (resp.go) parse differently.
+func TestConformanceRESP2(t *testing.T) {
+	conformance(t, redistest.Start(t).URL()+"?protocol=2", true)
+}
+
 // TestConformanceOnCluster runs the suite through a cluster client against
 // a one-node Redis Cluster, which refuses cross-slot scripts and
 // transactions like a real one: it checks that every multi-key operation
