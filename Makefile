@@ -12,7 +12,7 @@ build:
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 15m $(PKGS)
-	$(GO) test -count=1 -race -timeout 15m ./match/... ./store/... ./service/... ./client/... ./gateway/... ./puller/...
+	$(GO) test -count=1 -race -timeout 15m ./match/... ./store/... ./service/... ./client/... ./gateway/... ./puller/... ./internal/gcpolicy/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./match/

@@ -173,6 +173,10 @@ type Config struct {
 	// allocation since the process started, sampled) taken right after the
 	// measured phase.
 	MemProfile io.Writer
+	// Trace, when set, receives a runtime execution trace of the measured
+	// phase (go tool trace), which shows what every goroutine waited on:
+	// the scheduler, the GC, the network.
+	Trace io.Writer
 }
 
 // ErrMemoryOneNode is returned by Run for Nodes > 1 without RedisURL.

@@ -71,6 +71,12 @@ type Result struct {
 	// first, and each cycle competes with delivery for the CPUs.
 	AllocKBPerEvent float64 `json:"alloc_kb_per_event"`
 	GCCycles        uint32  `json:"gc_cycles"`
+	// GCPercent is the GC percent in effect at the end of the measured phase
+	// (runtime/metrics /gc/gogc:percent) and GCPacing says how it was set:
+	// the headroom policy the streamer commands apply (--gc-headroom-mb),
+	// or GOGC.
+	GCPercent uint64 `json:"gc_percent"`
+	GCPacing  string `json:"gc_pacing,omitempty"`
 
 	// Timeline is the measured phase second by second.
 	Timeline []Second `json:"timeline"`
@@ -144,6 +150,7 @@ func (r *Result) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "  machine      %d CPUs, GOMAXPROCS %d, load average %.2f → %.2f, peak RSS %.0f MiB (whole process)\n",
 		r.CPUs, r.GoMaxProcs, r.LoadAvgStart[0], r.LoadAvgEnd[0], r.PeakRSSMB)
 	fmt.Fprintf(w, "  memory       %.1f KiB allocated per event, %d GC cycles while measuring (whole process)\n", r.AllocKBPerEvent, r.GCCycles)
+	fmt.Fprintf(w, "  GC pacing    GC percent %d at the end; %s\n", r.GCPercent, r.GCPacing)
 }
 
 // loadAvg reads /proc/loadavg; zeros where it is not available.

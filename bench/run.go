@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -100,6 +102,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, fmt.Errorf("bench: CPU profile: %w", err)
 		}
 	}
+	if cfg.Trace != nil {
+		if err := trace.Start(cfg.Trace); err != nil {
+			return nil, fmt.Errorf("bench: execution trace: %w", err)
+		}
+	}
 	var memBefore, memAfter runtime.MemStats
 	runtime.ReadMemStats(&memBefore)
 	start = time.Now()
@@ -116,6 +123,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	stop()
 	if cfg.CPUProfile != nil {
 		pprof.StopCPUProfile()
+	}
+	if cfg.Trace != nil {
+		trace.Stop()
 	}
 	if err != nil {
 		return nil, err
@@ -134,6 +144,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.AllocKBPerEvent = float64(memAfter.TotalAlloc-memBefore.TotalAlloc) / 1024 / float64(events)
 	}
 	res.GCCycles = memAfter.NumGC - memBefore.NumGC
+	gogc := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(gogc)
+	res.GCPercent = gogc[0].Value.Uint64()
 	total := pub.published()
 	for _, c := range conns {
 		s := c.Stats()

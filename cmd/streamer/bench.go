@@ -59,8 +59,10 @@ func runBench(ctx context.Context, args []string, sio stdio) error {
 	asJSON := fs.Bool("json", false, "print the result as one JSON object on the last line of stdout")
 	plotFile := fs.String("plot", "", "write latency distribution and throughput over time to this PNG `file`")
 	cpuProfile := fs.String("cpuprofile", "", "write a pprof CPU profile of the measured phase to `file`")
+	traceFile := fs.String("trace", "", "write a runtime execution trace of the measured phase to `file` (go tool trace; a few MB per second)")
 	memProfile := fs.String("memprofile", "", "write the pprof allocation profile, taken after the measured phase, to `file`")
 	logLevel := fs.String("log-level", "error", "`level` of the nodes' and gateways' logs on stderr: debug, info, warn or error")
+	gcHeadroom := gcHeadroomFlag(fs)
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
 	}
@@ -96,6 +98,14 @@ func runBench(ctx context.Context, args []string, sio stdio) error {
 	if err != nil {
 		return usage("%v", err)
 	}
+	// The nodes run in this process: they get the GC pacing streamer serve
+	// gives them.
+	gcp, gcPacing, err := startGCPolicy(*gcHeadroom, logger)
+	if err != nil {
+		return usage("%v", err)
+	}
+	defer gcp.Stop()
+	fmt.Fprintf(sio.err, "GC pacing: %s\n", gcPacing)
 
 	cfg := bench.Config{
 		RedisURL: *redisURL, Nodes: *nodes, Gateways: *gateways, SubsPerGateway: *subs, Rate: r,
@@ -128,11 +138,17 @@ func runBench(ctx context.Context, args []string, sio stdio) error {
 			return err
 		}
 	}
+	if *traceFile != "" {
+		if cfg.Trace, err = create(*traceFile); err != nil {
+			return err
+		}
+	}
 
 	res, err := bench.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	res.GCPacing = gcPacing
 	summary := sio.out
 	if *asJSON {
 		summary = sio.err

@@ -60,6 +60,7 @@ func runGateway(ctx context.Context, args []string, sio stdio) error {
 	origins := fs.String("allowed-origins", "", "comma-separated origin host `patterns` allowed to open WebSockets besides the gateway's own host")
 	celMax := fs.Int("cel-max-bytes", match.DefaultMaxCELBytes, "longest CEL expression accepted, in `bytes`")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	gcHeadroom := gcHeadroomFlag(fs)
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
@@ -84,6 +85,11 @@ func runGateway(ctx context.Context, args []string, sio stdio) error {
 	if err != nil {
 		return usage(err.Error())
 	}
+	gcp, _, err := startGCPolicy(*gcHeadroom, logger)
+	if err != nil {
+		return usage(err.Error())
+	}
+	defer gcp.Stop()
 
 	auth, authMode, err := gatewayAuth(*jwtSecret, *jwksFile, *jwtIssuer, *jwtAudience, *jwtLeeway, *noAuth, *noAuthTenant)
 	if err != nil {

@@ -131,6 +131,7 @@ func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpene
 	celCost := fs.Uint64("cel-cost-limit", 100_000, "runtime cost limit of one CEL evaluation (over it = no match)")
 	celCache := fs.Int("cel-cache-size", 10_000, "compiled CEL programs kept in the cache")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	gcHeadroom := gcHeadroomFlag(fs)
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
 	mongoURI := fs.String("mongo", "", "MongoDB connection `URI` (a replica set or sharded cluster) to tail with an embedded puller (see above); empty = no puller")
 	mongoDB := fs.String("mongo-db", "", "`database` the embedded puller watches (default: the database named in the --mongo URI)")
@@ -154,6 +155,11 @@ func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpene
 	if err != nil {
 		return usageErr("%v", err)
 	}
+	gcp, _, err := startGCPolicy(*gcHeadroom, logger)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	defer gcp.Stop()
 	if *partitions <= 0 || *outboxMax <= 0 || *logMaxLen <= 0 || *poolSize < 0 || *dedupSize < 0 || *leaseTTL < 10*time.Millisecond {
 		return usageErr("--partitions, --outbox-max-len, --log-max-len must be positive, --redis-pool-size and --dedup-size not negative, --lease-ttl at least 10ms")
 	}
