@@ -61,6 +61,14 @@ type Result struct {
 	GoMaxProcs   int        `json:"gomaxprocs"`
 	LoadAvgStart [3]float64 `json:"loadavg_start"`
 	LoadAvgEnd   [3]float64 `json:"loadavg_end"`
+	// CPUStealPct is the share of the machine's CPU time taken by the
+	// hypervisor for others during the measured phase, and
+	// CPUPressurePct the share of that phase's wall time in which some
+	// task (of this process, Redis or anything else) waited for a CPU
+	// (Linux PSI). Both are -1 where not available. They tell a noisy
+	// neighbour (steal) from a saturated machine (pressure).
+	CPUStealPct    float64 `json:"cpu_steal_pct"`
+	CPUPressurePct float64 `json:"cpu_pressure_pct"`
 	// PeakRSSMB is the process's peak resident memory (Linux VmHWM) after
 	// the measured phase: nodes, gateways and harness together, so an upper
 	// bound of a node's. 0 where not available.
@@ -149,6 +157,8 @@ func (r *Result) WriteSummary(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  machine      %d CPUs, GOMAXPROCS %d, load average %.2f → %.2f, peak RSS %.0f MiB (whole process)\n",
 		r.CPUs, r.GoMaxProcs, r.LoadAvgStart[0], r.LoadAvgEnd[0], r.PeakRSSMB)
+	fmt.Fprintf(w, "  CPU          while measuring: %.1f %% stolen by the hypervisor, some task waiting for a CPU %.0f %% of the time (-1 = unknown)\n",
+		r.CPUStealPct, r.CPUPressurePct)
 	fmt.Fprintf(w, "  memory       %.1f KiB allocated per event, %d GC cycles while measuring (whole process)\n", r.AllocKBPerEvent, r.GCCycles)
 	fmt.Fprintf(w, "  GC pacing    GC percent %d at the end; %s\n", r.GCPercent, r.GCPacing)
 }

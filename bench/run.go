@@ -109,6 +109,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	var memBefore, memAfter runtime.MemStats
 	runtime.ReadMemStats(&memBefore)
+	cpuBefore := readCPU()
 	start = time.Now()
 	tl.begin(start)
 	stop := startProgress(out, phaseMeasure, pub, rec, tl)
@@ -120,6 +121,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	span := time.Since(start)
 	runtime.ReadMemStats(&memAfter)
+	res.CPUStealPct, res.CPUPressurePct = cpuBetween(cpuBefore, readCPU())
 	stop()
 	if cfg.CPUProfile != nil {
 		pprof.StopCPUProfile()
