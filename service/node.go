@@ -28,6 +28,7 @@ type Node struct {
 
 	sessions *registry
 	mux      *readMux // nil without a store.MultiRouter
+	pumps    *pumpMux // nil without a store.MultiFetcher
 
 	// consumersMu guards consumers, the partitions consumed right now.
 	consumersMu sync.Mutex
@@ -66,6 +67,9 @@ func New(cfg Config, backend *store.Backend) (*Node, error) {
 	n.sessions = newRegistry()
 	if backend.Multi != nil {
 		n.mux = newReadMux(n, backend.Multi)
+	}
+	if backend.MultiFetch != nil {
+		n.pumps = newPumpMux(backend.MultiFetch, backend.Outboxes, pumpReadCount)
 	}
 	n.metrics = newMetrics(n)
 	n.probe.set(errNotProbed)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
 )
 
 // Delivery pump tuning.
@@ -22,8 +23,15 @@ const (
 // continues after the newest entry.
 func (s *session) pump(ctx context.Context, cursor string) {
 	ob := s.n.backend.Outboxes
+	fetch := func() ([]store.Entry, bool, error) {
+		return ob.Fetch(ctx, s.gateway, cursor, pumpReadCount, pumpBlock)
+	}
+	if s.n.pumps != nil {
+		req := &pumpReq{reply: make(chan pumpReply, 1)}
+		fetch = func() ([]store.Entry, bool, error) { return s.n.pumps.fetch(ctx, req, s.gateway, cursor) }
+	}
 	for {
-		entries, lost, err := ob.Fetch(ctx, s.gateway, cursor, pumpReadCount, pumpBlock)
+		entries, lost, err := fetch()
 		if ctx.Err() != nil {
 			return
 		}

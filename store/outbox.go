@@ -87,3 +87,27 @@ type Outboxes interface {
 	// an unknown outbox is a no-op. Reads waiting on it keep waiting.
 	Delete(ctx context.Context, gateway string) error
 }
+
+// OutboxFetch is one gateway's share of a MultiFetcher.FetchMany call: the
+// outbox to read after After, and, once FetchMany returns, what Fetch would
+// have returned for it.
+type OutboxFetch struct {
+	Gateway string
+	After   string
+
+	Entries []Entry
+	Lost    bool
+}
+
+// MultiFetcher reads several gateways' outboxes in one round trip.
+// Backends offer it (Backend.MultiFetch) where a single call may span
+// gateways: Redis without Cluster. A node then waits for the outboxes of
+// all its gateway sessions with one blocking XREAD instead of one each.
+type MultiFetcher interface {
+	// FetchMany is Fetch over distinct gateways at once: it waits up to
+	// block (<= 0: not at all) until one of the outboxes has entries after
+	// its fetch's After, then fills every fetch's Entries (up to count each;
+	// count <= 0: no limit) and Lost as Fetch would. A gateway named twice,
+	// or an empty one, is an error and nothing is read.
+	FetchMany(ctx context.Context, fetches []OutboxFetch, count int, block time.Duration) error
+}

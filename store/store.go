@@ -31,6 +31,9 @@ type Backend struct {
 	// cannot (the memory backend, whose reads cost no round trip, and Redis
 	// Cluster, whose partitions live in different slots).
 	Multi MultiRouter
+	// MultiFetch reads many gateways' outboxes in one round trip; nil where
+	// the backend cannot (as for Multi).
+	MultiFetch MultiFetcher
 	// Subscriptions holds each gateway's subscriptions and heartbeat deadline.
 	Subscriptions Subscriptions
 	// Outboxes holds each gateway's delivery batches.

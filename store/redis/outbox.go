@@ -152,6 +152,84 @@ func (o *Outboxes) read(ctx context.Context, op, gateway, after string, count in
 	return got, lost, nil
 }
 
+// FetchMany is one XREAD over every fetch's outbox, pipelined with the GET
+// of each outbox's outdel key (see Fetch).
+func (o *Outboxes) FetchMany(ctx context.Context, fetches []store.OutboxFetch, count int, block time.Duration) error {
+	if err := o.c.begin(ctx); err != nil {
+		return err
+	}
+	index := make(map[string]int, len(fetches)) // outbox key → fetch
+	keys := make([]string, 0, 2*len(fetches))
+	outdels := make([]string, len(fetches))
+	afters := make([]string, len(fetches))
+	for i := range fetches {
+		f := &fetches[i]
+		f.Entries, f.Lost = nil, false
+		if err := required("gateway", f.Gateway); err != nil {
+			return err
+		}
+		after, err := cursor(f.After)
+		if err != nil {
+			return err
+		}
+		out, outdel := o.c.outbox(f.Gateway)
+		if _, dup := index[out]; dup {
+			return fmt.Errorf("%w: gateway %q named twice", store.ErrInvalid, f.Gateway)
+		}
+		index[out], outdels[i], afters[i] = i, outdel, after
+		keys = append(keys, out)
+	}
+	keys = append(keys, afters...)
+	if len(fetches) == 0 {
+		return nil
+	}
+	_, err := o.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
+		args := make([]any, 0, 6+len(keys))
+		args = append(args, "xread")
+		if count > 0 {
+			args = append(args, "count", count)
+		}
+		if block >= 0 {
+			args = append(args, "block", int64(block/time.Millisecond))
+		}
+		args = append(args, "streams")
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		pipe := o.c.client.Pipeline()
+		read := rawStreamsCmd(ctx, o.c.client, pipe, args)
+		deleted := make([]*goredis.StringCmd, len(fetches))
+		for i := range fetches {
+			deleted[i] = pipe.Get(ctx, outdels[i])
+		}
+		_, _ = pipe.Exec(ctx) // errors are per command
+		got, err := read.result()
+		if err != nil || len(got) == 0 {
+			return nil, ignoreNil(err)
+		}
+		var some []store.Entry
+		for _, st := range got {
+			i, ok := index[st.stream]
+			if !ok {
+				return nil, fmt.Errorf("%w: XREAD returned stream %q, which was not asked for", errBadReply, st.stream)
+			}
+			f := &fetches[i]
+			if f.Lost, err = deletedAfter(deleted[i], afters[i]); err != nil {
+				return nil, err
+			}
+			f.Entries, some = st.entries, st.entries
+		}
+		return some, nil
+	})
+	if err != nil {
+		for i := range fetches {
+			fetches[i].Entries, fetches[i].Lost = nil, false
+		}
+		return o.c.fail(ctx, "outbox fetch", err)
+	}
+	return nil
+}
+
 // xread returns the command XREAD COUNT count BLOCK block STREAMS key
 // after, queued on pipe (nil: sent at once). block < 0: no BLOCK. Off
 // Cluster it is a raw command (resp.go).

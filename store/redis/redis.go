@@ -135,15 +135,18 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 		return nil, err
 	}
 	log := &EventLog{c}
+	outboxes := &Outboxes{c}
 	var multi store.MultiRouter
+	var multiFetch store.MultiFetcher
 	if _, cluster := client.(*goredis.ClusterClient); !cluster {
-		multi = log
+		multi, multiFetch = log, outboxes
 	}
 	return &store.Backend{
 		Log:           log,
 		Multi:         multi,
+		MultiFetch:    multiFetch,
 		Subscriptions: &Subscriptions{c},
-		Outboxes:      &Outboxes{c},
+		Outboxes:      outboxes,
 		Leases:        &Leases{c},
 		Nodes:         &Nodes{c},
 		Sessions:      &Sessions{c},

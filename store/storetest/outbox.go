@@ -25,6 +25,7 @@ var outboxScenarios = []scenario{
 	{"malformed cursors and empty gateways are rejected", testOutboxBadArgs},
 	{"concurrent appenders keep per-gateway id order", testOutboxConcurrent},
 	{"fetch reads and reports deleted entries after the cursor", testOutboxFetch},
+	{"fetch-many reads many outboxes at once", testOutboxFetchMany},
 }
 
 // appendOutbox appends n payloads "<prefix>-<i>" to gateway's outbox, in
@@ -333,4 +334,70 @@ func testOutboxFetch(t *testing.T, e *env) {
 	if lost {
 		t.Errorf("Fetch from after the overflow: lost")
 	}
+}
+
+func testOutboxFetchMany(t *testing.T, e *env) {
+	if e.b.MultiFetch == nil {
+		t.Skip("this backend offers no MultiFetcher (Backend.MultiFetch is nil): nothing to test")
+	}
+	ctx := t.Context()
+	m := e.b.MultiFetch
+	idsG, plsG := e.appendOutbox(t, "g", "a", 3)
+	idsH, plsH := e.appendOutbox(t, "h", "b", 2)
+
+	// Each outbox after its own cursor, up to count each; an unknown
+	// gateway has nothing; the caller's cursors are left as they were.
+	fs := []store.OutboxFetch{{Gateway: "g"}, {Gateway: "h", After: idsH[0]}, {Gateway: "none"}}
+	ok(t, m.FetchMany(ctx, fs, 2, 0))
+	checkEntries(t, fs[0].Entries, idsG[:2], plsG[:2])
+	checkEntries(t, fs[1].Entries, idsH[1:], plsH[1:])
+	if fs[2].Entries != nil || fs[0].Lost || fs[1].Lost || fs[2].Lost {
+		t.Errorf("FetchMany: unknown gateway got %v; lost %v %v %v; want nothing lost", entryIDs(fs[2].Entries), fs[0].Lost, fs[1].Lost, fs[2].Lost)
+	}
+	if fs[0].After != "" || fs[1].After != idsH[0] {
+		t.Errorf("FetchMany changed the cursors to %q, %q", fs[0].After, fs[1].After)
+	}
+
+	// Lost as Fetch reports it, per outbox.
+	ok(t, e.b.Outboxes.Trim(ctx, "g", idsG[1]))
+	fs = []store.OutboxFetch{{Gateway: "g", After: idsG[0]}, {Gateway: "h"}}
+	ok(t, m.FetchMany(ctx, fs, 0, 0))
+	checkEntries(t, fs[0].Entries, idsG[2:], plsG[2:])
+	checkEntries(t, fs[1].Entries, idsH, plsH)
+	if !fs[0].Lost || fs[1].Lost {
+		t.Errorf("FetchMany after a trim past g's cursor: lost %v, %v; want true, false", fs[0].Lost, fs[1].Lost)
+	}
+
+	// A blocked FetchMany wakes on an append to any of its outboxes, and
+	// returns only that one's entries.
+	res := background(func() ([]store.Entry, error) {
+		fs := []store.OutboxFetch{{Gateway: "g", After: idsG[2]}, {Gateway: "h", After: idsH[1]}}
+		if err := m.FetchMany(ctx, fs, 10, longBlock); err != nil {
+			return nil, err
+		}
+		if fs[0].Entries != nil {
+			return nil, fmt.Errorf("g, which got no append, returned %v", entryIDs(fs[0].Entries))
+		}
+		return fs[1].Entries, nil
+	})
+	time.Sleep(settle)
+	more, morePls := e.appendOutbox(t, "h", "c", 2)
+	r := await(t, res)
+	ok(t, r.err)
+	checkEntries(t, r.entries, more, morePls)
+
+	// Timeout: nothing; bad requests are refused.
+	fs = []store.OutboxFetch{{Gateway: "g", After: idsG[2]}}
+	ok(t, m.FetchMany(ctx, fs, 0, 20*time.Millisecond))
+	if fs[0].Entries != nil {
+		t.Errorf("FetchMany that timed out: %v", entryIDs(fs[0].Entries))
+	}
+	for _, bad := range [][]store.OutboxFetch{
+		{{Gateway: "g"}, {Gateway: "g"}},
+		{{Gateway: ""}},
+	} {
+		wantErr(t, fmt.Sprintf("FetchMany(%+v)", bad), m.FetchMany(ctx, bad, 0, 0), store.ErrInvalid)
+	}
+	wantErr(t, "FetchMany with a malformed cursor", m.FetchMany(ctx, []store.OutboxFetch{{Gateway: "g", After: "nonsense"}}, 0, 0), store.ErrBadID)
+	ok(t, m.FetchMany(ctx, nil, 0, longBlock)) // nothing to wait for: at once
 }

@@ -1,0 +1,221 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/streamerd/streamer/store"
+)
+
+// Outbox multiplexer tuning.
+const (
+	// pumpSlice is the longest one multiplexed outbox read waits in the
+	// backend: a session that starts while a read is blocked waits at most
+	// that long for its first entries.
+	pumpSlice = 20 * time.Millisecond
+	// pumpBarrier is how long the next blocking read waits for the sessions
+	// that took entries from the last one to come back. A session whose
+	// gateway is slow (its send buffer full) is left out until it is back,
+	// rather than holding up the others.
+	pumpBarrier = time.Millisecond
+)
+
+// pumpMux reads the outboxes of every gateway session on this node with one
+// backend call (store.MultiFetcher: one XREAD over all of them). Without it
+// each session's pump blocks in its own read, so every round of the
+// consumers that appends to G outboxes costs G round trips and wake-ups,
+// and a node holds a blocked Redis connection per session.
+//
+// The multiplexer works in rounds, like readMux: a round's read includes
+// every session waiting in fetch; the sessions whose outboxes had entries
+// take them away, and the next blocking round waits for them to come back
+// (up to pumpBarrier), so that their next entries are not read behind a
+// blocked read that does not include them. The goroutine runs while
+// sessions wait and exits when none do.
+type pumpMux struct {
+	multi  store.MultiFetcher
+	single store.Outboxes // for a round refused as a whole (a bad cursor)
+	count  int
+
+	mu      sync.Mutex
+	running bool
+	pending []*pumpReq // handed in since the last round
+	wake    chan struct{}
+}
+
+// pumpReq is one session's wait in fetch.
+type pumpReq struct {
+	ctx     context.Context
+	gateway string
+	after   string
+	reply   chan pumpReply
+}
+
+type pumpReply struct {
+	entries []store.Entry
+	lost    bool
+	err     error
+}
+
+func newPumpMux(multi store.MultiFetcher, single store.Outboxes, count int) *pumpMux {
+	return &pumpMux{multi: multi, single: single, count: count, wake: make(chan struct{}, 1)}
+}
+
+// fetch is Outboxes.Fetch of gateway after cursor through the multiplexer:
+// it waits until the outbox has entries after it (or lost ones), or ctx is
+// done. req is the session's request, reused.
+func (m *pumpMux) fetch(ctx context.Context, req *pumpReq, gateway, after string) ([]store.Entry, bool, error) {
+	req.ctx, req.gateway, req.after = ctx, gateway, after
+	m.mu.Lock()
+	m.pending = append(m.pending, req)
+	if !m.running {
+		m.running = true
+		go m.run()
+	}
+	m.mu.Unlock()
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case r := <-req.reply:
+		return r.entries, r.lost, r.err
+	case <-ctx.Done():
+		// The multiplexer answers the request anyway (reply is buffered),
+		// and drops it at its next round: the session is gone.
+		return nil, false, ctx.Err()
+	}
+}
+
+// run serves rounds until no session waits.
+func (m *pumpMux) run() {
+	var waiting []*pumpReq     // in the next round
+	var later []*pumpReq       // a second request of a gateway already waiting
+	out := map[*pumpReq]bool{} // took entries in the last round, not back yet (keys only)
+	var roundEnd time.Time
+	var fetches []store.OutboxFetch
+	names := map[string]bool{}
+	answer := func(req *pumpReq, r pumpReply) {
+		req.reply <- r
+	}
+	for {
+		m.mu.Lock()
+		incoming := m.pending
+		m.pending = nil
+		if len(incoming) == 0 && len(waiting) == 0 && len(later) == 0 {
+			m.running = false
+			m.mu.Unlock()
+			return
+		}
+		m.mu.Unlock()
+
+		// Gather: the sessions back from the last round, new ones, and
+		// second requests of a gateway (a superseded session and its
+		// successor on this node) once the first is answered.
+		clear(names)
+		keep := waiting[:0]
+		for _, req := range waiting {
+			if req.ctx.Err() != nil {
+				answer(req, pumpReply{err: req.ctx.Err()})
+				continue
+			}
+			keep = append(keep, req)
+			names[req.gateway] = true
+		}
+		waiting = keep
+		add := func(req *pumpReq) {
+			delete(out, req)
+			if req.ctx.Err() != nil {
+				answer(req, pumpReply{err: req.ctx.Err()})
+				return
+			}
+			if names[req.gateway] {
+				later = append(later, req)
+				return
+			}
+			names[req.gateway] = true
+			waiting = append(waiting, req)
+		}
+		pend := later
+		later = nil
+		for _, req := range pend {
+			add(req)
+		}
+		for _, req := range incoming {
+			add(req)
+		}
+		if len(waiting) == 0 {
+			if len(later) == 0 {
+				m.waitWake(pumpSlice)
+			}
+			continue
+		}
+		// The requests in out belong to their sessions until handed in
+		// again: only their identity is used here.
+		if len(out) > 0 {
+			if wait := pumpBarrier - time.Since(roundEnd); wait > 0 {
+				m.waitWake(wait)
+				continue
+			}
+			clear(out) // the rest are slow: they join a later round
+		}
+
+		fetches = fetches[:0]
+		for _, req := range waiting {
+			fetches = append(fetches, store.OutboxFetch{Gateway: req.gateway, After: req.after})
+		}
+		err := m.multi.FetchMany(context.Background(), fetches, m.count, pumpSlice)
+		roundEnd = time.Now()
+		if errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrBadID) {
+			// One request is bad: each is read on its own, so that only
+			// its session sees the error.
+			keep = waiting[:0]
+			for _, req := range waiting {
+				entries, lost, err := m.single.Fetch(req.ctx, req.gateway, req.after, m.count, 0)
+				switch {
+				case err != nil:
+					answer(req, pumpReply{err: err})
+				case len(entries) > 0:
+					out[req] = true
+					answer(req, pumpReply{entries: entries, lost: lost})
+				default:
+					keep = append(keep, req)
+				}
+			}
+			clear(waiting[len(keep):])
+			waiting = keep
+			continue
+		}
+		if err != nil {
+			for _, req := range waiting {
+				answer(req, pumpReply{err: err})
+			}
+			waiting = waiting[:0]
+			continue
+		}
+		keep = waiting[:0]
+		for i, req := range waiting {
+			f := &fetches[i]
+			if len(f.Entries) == 0 {
+				keep = append(keep, req)
+				continue
+			}
+			out[req] = true
+			answer(req, pumpReply{entries: f.Entries, lost: f.Lost})
+		}
+		clear(waiting[len(keep):])
+		waiting = keep
+	}
+}
+
+// waitWake waits until a session hands in a request, or for d.
+func (m *pumpMux) waitWake(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-m.wake:
+	case <-t.C:
+	}
+}
