@@ -20,6 +20,9 @@ const (
 	// gateway is slow (its send buffer full) is left out until it is back,
 	// rather than holding up the others.
 	pumpBarrier = time.Millisecond
+	// pumpRoundEntries bounds the entries of one multiplexed read (at least
+	// one per waiting session).
+	pumpRoundEntries = 256
 )
 
 // pumpMux reads the outboxes of every gateway session on this node with one
@@ -166,7 +169,11 @@ func (m *pumpMux) run() {
 		for _, req := range waiting {
 			fetches = append(fetches, store.OutboxFetch{Gateway: req.gateway, After: req.after})
 		}
-		err := m.multi.FetchMany(context.Background(), fetches, m.count, pumpSlice)
+		// Up to m.count entries per outbox, and about pumpRoundEntries in
+		// all: outbox entries are merged batches of up to maxBatchBytes, and
+		// one reply holds every session's.
+		count := min(m.count, max(1, pumpRoundEntries/len(waiting)))
+		err := m.multi.FetchMany(context.Background(), fetches, count, pumpSlice)
 		roundEnd = time.Now()
 		if errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrBadID) {
 			// One request is bad: each is read on its own, so that only

@@ -15,8 +15,9 @@ import (
 // countingFetcher counts multiplexed reads and the gateways each named.
 type countingFetcher struct {
 	store.MultiFetcher
-	calls   atomic.Int64
-	maxSize atomic.Int64
+	calls      atomic.Int64
+	maxSize    atomic.Int64
+	maxEntries atomic.Int64 // the most entries one read returned, all outboxes together
 }
 
 func (f *countingFetcher) FetchMany(ctx context.Context, fetches []store.OutboxFetch, count int, block time.Duration) error {
@@ -24,7 +25,15 @@ func (f *countingFetcher) FetchMany(ctx context.Context, fetches []store.OutboxF
 	if n := int64(len(fetches)); n > f.maxSize.Load() {
 		f.maxSize.Store(n)
 	}
-	return f.MultiFetcher.FetchMany(ctx, fetches, count, block)
+	err := f.MultiFetcher.FetchMany(ctx, fetches, count, block)
+	var n int64
+	for _, fe := range fetches {
+		n += int64(len(fe.Entries))
+	}
+	if n > f.maxEntries.Load() {
+		f.maxEntries.Store(n)
+	}
+	return err
 }
 
 // pumpClient is a session's pump reduced to its reads: it fetches through
@@ -70,7 +79,7 @@ func TestPumpMuxDeliversEveryOutboxInOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 
-	const gateways, perGateway = 20, 200
+	const gateways, perGateway = 20, 200 // with a backlog: 20 × 64 > pumpRoundEntries
 	clients := make([]*pumpClient, gateways)
 	var wg sync.WaitGroup
 	errs := make(chan error, gateways)
@@ -114,6 +123,9 @@ func TestPumpMuxDeliversEveryOutboxInOrder(t *testing.T) {
 	t.Logf("%d entries over %d gateways in %d multiplexed reads (at most %d gateways in one)", gateways*perGateway, gateways, calls, counting.maxSize.Load())
 	if calls >= gateways*perGateway/2 {
 		t.Errorf("%d reads for %d entries: the reads were not shared", calls, gateways*perGateway)
+	}
+	if got := counting.maxEntries.Load(); got > pumpRoundEntries {
+		t.Errorf("one read returned %d entries, more than pumpRoundEntries (%d)", got, pumpRoundEntries)
 	}
 	if counting.maxSize.Load() < gateways/2 {
 		t.Errorf("no read named more than %d of %d waiting gateways", counting.maxSize.Load(), gateways)
@@ -223,4 +235,44 @@ func TestPumpMuxAbandonedRequest(t *testing.T) {
 		defer m.mu.Unlock()
 		return !m.running
 	})
+}
+
+// TestPumpMuxBoundsOneRead: with a backlog in every outbox, one read
+// returns about pumpRoundEntries entries in all, not pumpReadCount per
+// session.
+func TestPumpMuxBoundsOneRead(t *testing.T) {
+	b := redisBackend(t, 4)
+	counting := &countingFetcher{MultiFetcher: b.MultiFetch}
+	m := newPumpMux(counting, b.Outboxes, pumpReadCount)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const gateways, backlog = 20, 100
+	for g := range gateways {
+		items := make([]store.OutboxItem, backlog)
+		for i := range items {
+			items[i] = store.OutboxItem{Gateway: fmt.Sprintf("gw%d", g), Payload: fmt.Appendf(nil, "%d", i)}
+		}
+		if _, err := b.Outboxes.Append(ctx, items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := range gateways {
+		c := newPumpClient(fmt.Sprintf("gw%d", g))
+		wg.Go(func() {
+			<-start
+			for len(c.got) < backlog {
+				if err := c.fetchOnce(ctx, m); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if got := counting.maxEntries.Load(); got > pumpRoundEntries || got < pumpRoundEntries/4 {
+		t.Errorf("the largest read returned %d entries; want at most pumpRoundEntries (%d), and a backlog read near it", got, pumpRoundEntries)
+	}
 }
