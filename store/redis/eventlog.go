@@ -236,15 +236,7 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 // past its read timeout and does not retry it on a timeout).
 func (l *EventLog) xreadgroup(ctx context.Context, pipe goredis.Pipeliner, consumer string, routes []store.PartitionRoute, count int, block time.Duration) streamsCmd {
 	if l.c.raw {
-		args := make([]any, 0, 9+2*len(routes))
-		args = append(args, "xreadgroup", "group", store.Group, consumer)
-		if count > 0 {
-			args = append(args, "count", count)
-		}
-		if block >= 0 {
-			args = append(args, "block", int64(block/time.Millisecond))
-		}
-		args = append(args, "streams")
+		args := readArgs(count, block, 2*len(routes), "xreadgroup", "group", store.Group, consumer)
 		for _, r := range routes {
 			args = append(args, l.c.eventArgs[r.P])
 		}

@@ -131,10 +131,10 @@ func (o *Outboxes) read(ctx context.Context, op, gateway, after string, count in
 	lost := false
 	got, err := o.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
 		if !check {
-			return first(o.xread(ctx, nil, keys[0], after, count, block).result())
+			return first(o.xread(ctx, nil, []string{keys[0], after}, count, block).result())
 		}
 		pipe := o.c.client.Pipeline()
-		read := o.xread(ctx, pipe, keys[0], after, count, block)
+		read := o.xread(ctx, pipe, []string{keys[0], after}, count, block)
 		deleted := pipe.Get(ctx, keys[1])
 		_, _ = pipe.Exec(ctx) // errors are per command
 		got, err := first(read.result())
@@ -184,20 +184,8 @@ func (o *Outboxes) FetchMany(ctx context.Context, fetches []store.OutboxFetch, c
 		return nil
 	}
 	_, err := o.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
-		args := make([]any, 0, 6+len(keys))
-		args = append(args, "xread")
-		if count > 0 {
-			args = append(args, "count", count)
-		}
-		if block >= 0 {
-			args = append(args, "block", int64(block/time.Millisecond))
-		}
-		args = append(args, "streams")
-		for _, k := range keys {
-			args = append(args, k)
-		}
 		pipe := o.c.client.Pipeline()
-		read := rawStreamsCmd(ctx, o.c.client, pipe, args)
+		read := o.xread(ctx, pipe, keys, count, block)
 		deleted := make([]*goredis.StringCmd, len(fetches))
 		for i := range fetches {
 			deleted[i] = pipe.Get(ctx, outdels[i])
@@ -230,23 +218,18 @@ func (o *Outboxes) FetchMany(ctx context.Context, fetches []store.OutboxFetch, c
 	return nil
 }
 
-// xread returns the command XREAD COUNT count BLOCK block STREAMS key
-// after, queued on pipe (nil: sent at once). block < 0: no BLOCK. Off
-// Cluster it is a raw command (resp.go).
-func (o *Outboxes) xread(ctx context.Context, pipe goredis.Pipeliner, key, after string, count int, block time.Duration) streamsCmd {
+// xread returns the command XREAD COUNT count BLOCK block STREAMS streams
+// (keys, then ids), queued on pipe (nil: sent at once). block < 0: no
+// BLOCK. Off Cluster it is a raw command (resp.go).
+func (o *Outboxes) xread(ctx context.Context, pipe goredis.Pipeliner, streams []string, count int, block time.Duration) streamsCmd {
 	if o.c.raw {
-		args := make([]any, 0, 8)
-		args = append(args, "xread")
-		if count > 0 {
-			args = append(args, "count", count)
+		args := readArgs(count, block, len(streams), "xread")
+		for _, s := range streams {
+			args = append(args, s)
 		}
-		if block >= 0 {
-			args = append(args, "block", int64(block/time.Millisecond))
-		}
-		args = append(args, "streams", key, after)
 		return rawStreamsCmd(ctx, o.c.client, pipe, args)
 	}
-	args := &goredis.XReadArgs{Streams: []string{key, after}, Count: int64(max(count, 0)), Block: block}
+	args := &goredis.XReadArgs{Streams: streams, Count: int64(max(count, 0)), Block: block}
 	if pipe == nil {
 		return typedStreams{o.c.client.XRead(ctx, args)}
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 	"unsafe"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -162,9 +163,13 @@ func parseStreams(b []byte) ([]streamReply, error) {
 	if err != nil || n < 0 {
 		return nil, err
 	}
-	if !pairs { // RESP2: [[stream, entries], …]
-		out := make([]streamReply, 0, r.fits(n))
-		for range n {
+	streams := n // RESP2: [[stream, entries], …]
+	if pairs {
+		streams = n / 2 // RESP3: a map stream → entries
+	}
+	out := make([]streamReply, 0, r.fits(streams))
+	for range streams {
+		if !pairs {
 			m, _, err := r.aggregate()
 			if err != nil {
 				return nil, err
@@ -172,18 +177,7 @@ func parseStreams(b []byte) ([]streamReply, error) {
 			if m != 2 {
 				return nil, fmt.Errorf("%w: a stream of %d elements", errBadReply, m)
 			}
-			st, err := r.stream()
-			if err != nil {
-				return nil, err
-			}
-			if len(st.entries) > 0 {
-				out = append(out, st)
-			}
 		}
-		return out, nil
-	}
-	out := make([]streamReply, 0, r.fits(n/2))
-	for range n / 2 { // RESP3 map: stream → entries
 		st, err := r.stream()
 		if err != nil {
 			return nil, err
@@ -193,6 +187,21 @@ func parseStreams(b []byte) ([]streamReply, error) {
 		}
 	}
 	return out, nil
+}
+
+// readArgs returns the arguments of an XREAD or XREADGROUP up to STREAMS:
+// head (the command, and its GROUP), COUNT count (if > 0), BLOCK block (if
+// >= 0). room is how many stream arguments the caller appends.
+func readArgs(count int, block time.Duration, room int, head ...any) []any {
+	args := make([]any, 0, len(head)+5+room)
+	args = append(args, head...)
+	if count > 0 {
+		args = append(args, "count", count)
+	}
+	if block >= 0 {
+		args = append(args, "block", int64(block/time.Millisecond))
+	}
+	return append(args, "streams")
 }
 
 // respReader reads RESP from a complete reply.
