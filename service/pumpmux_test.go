@@ -36,6 +36,16 @@ func (f *countingFetcher) FetchMany(ctx context.Context, fetches []store.OutboxF
 	return err
 }
 
+// waitStopped waits until m's goroutine has exited (nobody waits in it).
+func waitStopped(t *testing.T, m *pumpMux) {
+	t.Helper()
+	waitFor(t, "the multiplexer to stop once nobody waits", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return !m.running
+	})
+}
+
 // pumpClient is a session's pump reduced to its reads: it fetches through
 // m, checks order, and records what it got.
 type pumpClient struct {
@@ -130,11 +140,7 @@ func TestPumpMuxDeliversEveryOutboxInOrder(t *testing.T) {
 	if counting.maxSize.Load() < gateways/2 {
 		t.Errorf("no read named more than %d of %d waiting gateways", counting.maxSize.Load(), gateways)
 	}
-	waitFor(t, "the multiplexer to stop once nobody waits", func() bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		return !m.running
-	})
+	waitStopped(t, m)
 }
 
 // TestPumpMuxSlowSessionDoesNotStallOthers: a session that took entries and
@@ -230,11 +236,7 @@ func TestPumpMuxAbandonedRequest(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("fetch did not return after its context was cancelled")
 	}
-	waitFor(t, "the multiplexer to stop", func() bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		return !m.running
-	})
+	waitStopped(t, m)
 }
 
 // TestPumpMuxBoundsOneRead: with a backlog in every outbox, one read

@@ -133,8 +133,6 @@ func (p *Policy) arm() {
 	})
 }
 
-var liveSample = []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-
 // adjust sets the percent for the live heap the last collection found.
 func (p *Policy) adjust() {
 	p.mu.Lock()
@@ -142,8 +140,7 @@ func (p *Policy) adjust() {
 	if p.stopped.Load() {
 		return
 	}
-	s := make([]metrics.Sample, 1)
-	copy(s, liveSample)
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
 	var live uint64
 	if s[0].Value.Kind() == metrics.KindUint64 {
