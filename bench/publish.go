@@ -240,18 +240,18 @@ func (p *publisher) markers(ctx context.Context, ph phase) error {
 	return p.send(ctx, p.wl.markerEvents(ph))
 }
 
-// sleepUntil waits until t or ctx is done; false when ctx is done.
+// sleepUntil waits until t or ctx is done; false when ctx is done. It
+// sleeps in pause (see there why not on a timer), at most a tick at a time
+// so that ctx is checked as often.
 func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return true
-	case <-ctx.Done():
-		return false
+	for {
+		if ctx.Err() != nil {
+			return false
+		}
+		d := time.Until(t)
+		if d <= 0 {
+			return true
+		}
+		pause(min(d, publishTick))
 	}
 }

@@ -47,13 +47,18 @@ func (l *EventLog) Append(ctx context.Context, p int, payloads ...[]byte) ([]str
 	return ids, nil
 }
 
-// AppendMany runs scriptLogAppend once per element, all pipelined in one
-// round trip.
+// AppendMany appends every element in one round trip: without Cluster in
+// one scriptLogAppendMany, on Cluster (where partitions live in different
+// slots) as one scriptLogAppend per element, pipelined.
 func (l *EventLog) AppendMany(ctx context.Context, appends []store.PartitionAppend) {
 	if err := l.c.begin(ctx); err != nil {
 		for i := range appends {
 			appends[i].IDs, appends[i].Err = nil, err
 		}
+		return
+	}
+	if l.c.oneNode {
+		l.appendOneScript(ctx, appends)
 		return
 	}
 	cmds := make([]*goredis.Cmd, len(appends))
@@ -95,6 +100,72 @@ func (l *EventLog) AppendMany(ctx context.Context, appends []store.PartitionAppe
 		}
 		a.IDs = ids
 	}
+}
+
+// appendOneScript is AppendMany in one scriptLogAppendMany.
+func (l *EventLog) appendOneScript(ctx context.Context, appends []store.PartitionAppend) {
+	keys := make([]string, 0, len(appends))
+	n := 1
+	for i := range appends {
+		a := &appends[i]
+		a.IDs, a.Err = nil, l.c.beginPartition(ctx, a.P)
+		if a.Err == nil && len(a.Payloads) > 0 {
+			keys = append(keys, l.c.events[a.P])
+			n += 1 + len(a.Payloads)
+		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	args := make([]any, 0, n)
+	args = append(args, l.c.maxLen)
+	for i := range appends {
+		if a := &appends[i]; a.Err == nil && len(a.Payloads) > 0 {
+			args = append(args, len(a.Payloads))
+			for _, pl := range a.Payloads {
+				args = append(args, pl)
+			}
+		}
+	}
+	reply, err := scriptLogAppendMany.Run(ctx, l.c.client, keys, args...).Slice()
+	if err == nil && len(reply) != len(keys) {
+		err = fmt.Errorf("script returned %d results for %d partitions", len(reply), len(keys))
+	}
+	k := 0
+	for i := range appends {
+		a := &appends[i]
+		if a.Err != nil || len(a.Payloads) == 0 {
+			continue
+		}
+		if err != nil {
+			a.Err = l.c.fail(ctx, "append", err)
+			continue
+		}
+		a.IDs, a.Err = appendedIDs(reply[k], len(a.Payloads))
+		if a.Err != nil {
+			a.IDs, a.Err = nil, l.c.fail(ctx, "append", a.Err)
+		}
+		k++
+	}
+}
+
+// appendedIDs reads one partition's element of scriptLogAppendMany's
+// reply: n ids, or the error that stopped the partition.
+func appendedIDs(v any, n int) ([]string, error) {
+	if err, ok := v.(error); ok {
+		return nil, err
+	}
+	list, ok := v.([]any)
+	if !ok || len(list) != n {
+		return nil, fmt.Errorf("script returned %T (%d ids) for %d payloads", v, len(list), n)
+	}
+	ids := make([]string, n)
+	for i, id := range list {
+		if ids[i], ok = id.(string); !ok {
+			return nil, fmt.Errorf("script returned an id of type %T", id)
+		}
+	}
+	return ids, nil
 }
 
 // Read is XREADGROUP GROUP streamer consumer COUNT count BLOCK … STREAMS key >.

@@ -138,7 +138,9 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 	outboxes := &Outboxes{c}
 	var multi store.MultiRouter
 	var multiFetch store.MultiFetcher
-	if _, cluster := client.(*goredis.ClusterClient); !cluster {
+	_, cluster := client.(*goredis.ClusterClient)
+	c.oneNode = !cluster
+	if c.oneNode {
 		multi, multiFetch = log, outboxes
 	}
 	return &store.Backend{
@@ -237,6 +239,9 @@ type core struct {
 
 	// raw: the hot reads take raw replies (resp.go); false on Cluster.
 	raw bool
+	// oneNode: every key lives on one server (not Cluster), so one script
+	// may touch many partitions.
+	oneNode bool
 
 	outboxKeysMu sync.Mutex
 	outboxKeys   map[string][2]string // gateway → outbox, outdel; see outbox

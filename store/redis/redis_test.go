@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -346,4 +347,125 @@ func TestForgottenGatewayLeavesNoKey(t *testing.T) {
 	if err != nil || next <= epoch {
 		t.Fatalf("Claim after Forget = %d, %v; want an epoch > %d", next, err, epoch)
 	}
+}
+
+// TestAppendManyWakesReadersOnce: without Cluster one AppendMany over
+// several partitions is one script, so a reader blocked on all of them
+// wakes once and finds every partition's entries (one script per partition
+// woke it after the first, with one partition's share).
+func TestAppendManyWakesReadersOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	b, _ := newBackend(t, srv, redis.Config{Partitions: 4})
+	ctx := t.Context()
+	if v := serverVersion(t, srv); v[0] < 7 || v[0] == 7 && v[1] < 2 {
+		t.Skipf("redis-server %d.%d answers a read blocked on several streams with the first stream "+
+			"that receives entries only, so no writer can wake it once; from 7.2 it re-runs the whole read", v[0], v[1])
+	}
+	routes := []store.PartitionRoute{{P: 0}, {P: 1}, {P: 2}, {P: 3}}
+	if _, err := b.Multi.RouteReadMany(ctx, "c", routes, 0, -1); err != nil { // creates the groups
+		t.Fatal(err)
+	}
+	for round := range 20 {
+		done := make(chan error, 1)
+		go func() {
+			_, err := b.Multi.RouteReadMany(ctx, "c", routes, 0, 10*time.Second)
+			done <- err
+		}()
+		waitBlocked(t, srv, 1)
+		appends := []store.PartitionAppend{
+			{P: 0, Payloads: [][]byte{[]byte("a")}},
+			{P: 2, Payloads: [][]byte{[]byte("b"), []byte("c")}},
+			{P: 3, Payloads: [][]byte{[]byte("d")}},
+		}
+		b.Log.AppendMany(ctx, appends)
+		for _, a := range appends {
+			if a.Err != nil {
+				t.Fatal(a.Err)
+			}
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		got := []int{len(routes[0].Entries), len(routes[1].Entries), len(routes[2].Entries), len(routes[3].Entries)}
+		if !slices.Equal(got, []int{1, 0, 2, 1}) {
+			t.Fatalf("round %d: one wake-up read %v entries per partition, want [1 0 2 1]", round, got)
+		}
+		for i := range routes {
+			for _, e := range routes[i].Entries {
+				routes[i].Ack = append(routes[i].Ack, e.ID)
+			}
+		}
+	}
+}
+
+// TestAppendManyFailsOnlyTheBrokenPartition: a partition whose stream key
+// holds another type fails alone; the others of the same call are
+// appended and get their ids.
+func TestAppendManyFailsOnlyTheBrokenPartition(t *testing.T) {
+	srv := redistest.Start(t)
+	raw := rawClient(t, srv)
+	b, keys := newBackend(t, srv, redis.Config{Partitions: 3})
+	ctx := t.Context()
+	if err := raw.Del(ctx, keys.Events(1)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Set(ctx, keys.Events(1), "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	appends := []store.PartitionAppend{
+		{P: 0, Payloads: [][]byte{[]byte("a"), []byte("b")}},
+		{P: 1, Payloads: [][]byte{[]byte("x")}},
+		{P: 2, Payloads: [][]byte{[]byte("c")}},
+	}
+	b.Log.AppendMany(ctx, appends)
+	if err := appends[1].Err; err == nil || !strings.Contains(err.Error(), "WRONGTYPE") || appends[1].IDs != nil {
+		t.Errorf("partition 1 (not a stream): ids %v, error %v; want a WRONGTYPE error", appends[1].IDs, err)
+	}
+	for _, i := range []int{0, 2} {
+		a := appends[i]
+		if a.Err != nil || len(a.IDs) != len(a.Payloads) {
+			t.Fatalf("partition %d: ids %v, error %v; want %d ids", a.P, a.IDs, a.Err, len(a.Payloads))
+		}
+		n, err := raw.XLen(ctx, keys.Events(a.P)).Result()
+		if err != nil || n != int64(len(a.Payloads)) {
+			t.Errorf("partition %d holds %d entries (%v), want %d", a.P, n, err, len(a.Payloads))
+		}
+	}
+}
+
+// waitBlocked waits until srv has at least n clients blocked in a command.
+func waitBlocked(t *testing.T, srv *redistest.Server, n int) {
+	t.Helper()
+	raw := rawClient(t, srv)
+	want := fmt.Sprintf("blocked_clients:%d\r", n)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		info, err := raw.Info(t.Context(), "clients").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(info, want) {
+			return
+		}
+	}
+	t.Fatalf("no %d client(s) blocked on %s after 10s", n, srv.Addr())
+}
+
+// serverVersion returns srv's major and minor version.
+func serverVersion(t *testing.T, srv *redistest.Server) [2]int {
+	t.Helper()
+	info, err := rawClient(t, srv).Info(t.Context(), "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v [2]int
+	for line := range strings.SplitSeq(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "redis_version:"); ok {
+			if _, err := fmt.Sscanf(rest, "%d.%d", &v[0], &v[1]); err != nil {
+				t.Fatalf("redis_version %q: %v", rest, err)
+			}
+			return v
+		}
+	}
+	t.Fatal("INFO server has no redis_version")
+	return v
 }

@@ -17,6 +17,32 @@ end
 return ids
 `)
 
+// scriptLogAppendMany is scriptLogAppend for many partitions at once,
+// without Cluster: KEYS are the partitions' streams; ARGV is the MAXLEN,
+// then per key the number of payloads and the payloads. It returns one
+// element per key: the ids, or the error that stopped that partition (the
+// payloads before it stay appended, as with scriptLogAppend). One script
+// instead of one per partition means one wake-up of the consumers'
+// XREADGROUP, which is blocked on all the partitions, per publish.
+var scriptLogAppendMany = goredis.NewScript(`
+local out, a = {}, 2
+for k = 1, #KEYS do
+  local n, ids = tonumber(ARGV[a]), {}
+  a = a + 1
+  for i = 1, n do
+    local id = redis.pcall('XADD', KEYS[k], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[a + i - 1])
+    if type(id) == 'table' and id.err then
+      ids = id
+      break
+    end
+    ids[i] = id
+  end
+  a = a + n
+  out[k] = ids
+end
+return out
+`)
+
 // luaCapOutbox defines the outbox deletions of the scripts below.
 // delete_through deletes the entries of outbox `out` up to and including
 // `newest` (XTRIM MINID deletes those before it, XDEL that one) and records
