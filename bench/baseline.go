@@ -60,9 +60,10 @@ func naiveBaseline(ctx context.Context, wl *workload, d time.Duration) (*Baselin
 		tenant, collection string
 		crit               *match.Compiled
 	}
-	gws := make([][]sub, len(wl.subs))
-	for g, subs := range wl.subs {
-		for _, sp := range subs {
+	gws := make([][]sub, wl.gateways)
+	for g := range wl.gateways {
+		for i := range wl.perGateway {
+			sp := wl.spec(g, i)
 			c, err := eng.Compile(sp.crit)
 			if err != nil {
 				return nil, err
@@ -124,7 +125,7 @@ func naiveBaseline(ctx context.Context, wl *workload, d time.Duration) (*Baselin
 	}
 	return &Baseline{
 		What: fmt.Sprintf("every gateway decodes every event and evaluates all its %d subscriptions (%d gateways in parallel, no transport)",
-			len(wl.subs[0]), len(wl.subs)),
+			wl.perGateway, wl.gateways),
 		EventsPerSec: float64(slowest) / elapsed.Seconds(),
 	}, nil
 }

@@ -97,6 +97,11 @@ func (p *publisher) paced(ctx context.Context, ph phase, d time.Duration) error 
 			}
 		})
 	}
+	pc, err := newPacer()
+	if err != nil {
+		return err
+	}
+	defer pc.close()
 	s := schedule{rate: p.cfg.Rate, start: time.Now()}
 	total := uint64(p.cfg.Rate * d.Seconds())
 	first := p.next.Load()
@@ -105,7 +110,11 @@ loop:
 	for sent < total {
 		due := min(total, s.dueBy(time.Now()))
 		if due == sent {
-			if !sleepUntil(ctx, s.nextTick(time.Now())) {
+			ok, err := sleepUntil(ctx, pc, s.nextTick(time.Now()))
+			if err != nil {
+				cancel(err)
+			}
+			if !ok {
 				break
 			}
 			continue
@@ -240,18 +249,19 @@ func (p *publisher) markers(ctx context.Context, ph phase) error {
 	return p.send(ctx, p.wl.markerEvents(ph))
 }
 
-// sleepUntil waits until t or ctx is done; false when ctx is done. It
-// sleeps in pause (see there why not on a timer), at most a tick at a time
-// so that ctx is checked as often.
-func sleepUntil(ctx context.Context, t time.Time) bool {
+// sleepUntil waits on pc until t or ctx is done; false when ctx is done.
+// It sleeps at most a tick at a time, so that ctx is checked as often.
+func sleepUntil(ctx context.Context, pc *pacer, t time.Time) (bool, error) {
 	for {
 		if ctx.Err() != nil {
-			return false
+			return false, nil
 		}
 		d := time.Until(t)
 		if d <= 0 {
-			return true
+			return true, nil
 		}
-		pause(min(d, publishTick))
+		if err := pc.sleep(min(d, publishTick)); err != nil {
+			return false, err
+		}
 	}
 }

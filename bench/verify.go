@@ -67,13 +67,14 @@ func newVerifier(wl *workload) (*verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &verifier{wl: wl, gateways: len(wl.subs), byColl: make([][]*critGroup, wl.collections)}
+	v := &verifier{wl: wl, gateways: wl.gateways, byColl: make([][]*critGroup, wl.collections)}
 	seen := make([]map[string]*critGroup, wl.collections)
 	for c := range seen {
 		seen[c] = map[string]*critGroup{}
 	}
-	for g, subs := range wl.subs {
-		for i, sp := range subs {
+	for g := range wl.gateways {
+		for i := range wl.perGateway {
+			sp := wl.spec(g, i)
 			key, err := json.Marshal(sp.crit)
 			if err != nil {
 				return nil, err

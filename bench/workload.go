@@ -47,33 +47,33 @@ type workload struct {
 	collections int
 	distinct    int
 	documents   int
-	subs        [][]subSpec // per gateway; subscription id "s<i>" is subs[g][i]
+	gateways    int
+	perGateway  int // subscriptions per gateway
+	nCEL, nDoc  int // of each gateway's: the first nCEL are CEL, the next nDoc document ids
 }
 
 func newWorkload(cfg Config) *workload {
-	w := &workload{seed: cfg.Seed, collections: cfg.Collections, distinct: cfg.DistinctValues, documents: cfg.Documents}
+	w := &workload{seed: cfg.Seed, collections: cfg.Collections, distinct: cfg.DistinctValues, documents: cfg.Documents,
+		gateways: cfg.Gateways, perGateway: cfg.SubsPerGateway}
 	s := cfg.SubsPerGateway
-	nCEL := int(math.Round(float64(s) * cfg.Mix.CEL / 100))
-	nDoc := min(int(math.Round(float64(s)*cfg.Mix.DocumentID/100)), s-nCEL)
-	w.subs = make([][]subSpec, cfg.Gateways)
-	for g := range cfg.Gateways {
-		subs := make([]subSpec, s)
-		for i := range s {
-			h := w.rand(1, uint64(g), uint64(i))
-			var kind subKind
-			switch {
-			case i < nCEL:
-				kind = kindCEL
-			case i < nCEL+nDoc:
-				kind = kindDocID
-			default:
-				kind = kindEquality
-			}
-			subs[i] = w.subscription(fmt.Sprintf("s%d", i), kind, h)
-		}
-		w.subs[g] = subs
-	}
+	w.nCEL = int(math.Round(float64(s) * cfg.Mix.CEL / 100))
+	w.nDoc = min(int(math.Round(float64(s)*cfg.Mix.DocumentID/100)), s-w.nCEL)
 	return w
+}
+
+// spec returns gateway g's subscription i (id "s<i>"). It is computed
+// from the seed at each call rather than kept: the run's heap then holds
+// the nodes' and gateways' subscriptions, not a third copy for the bench,
+// which the garbage collector would mark in every collection.
+func (w *workload) spec(g, i int) subSpec {
+	kind := kindEquality
+	switch {
+	case i < w.nCEL:
+		kind = kindCEL
+	case i < w.nCEL+w.nDoc:
+		kind = kindDocID
+	}
+	return w.subscription("s"+strconv.Itoa(i), kind, w.rand(1, uint64(g), uint64(i)))
 }
 
 // subscription builds a subscription of the kind from the random values h.

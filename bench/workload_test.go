@@ -2,6 +2,7 @@ package bench
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -28,9 +29,10 @@ func TestWorkloadMix(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for g, subs := range wl.subs {
+			for g := range wl.gateways {
 				counts := map[subKind]int{}
-				for _, sp := range subs {
+				for i := range wl.perGateway {
+					sp := wl.spec(g, i)
 					counts[sp.kind]++
 					if _, err := eng.Compile(sp.crit); err != nil {
 						t.Fatalf("gateway %d %s: %v", g, sp.sub.ID, err)
@@ -48,10 +50,11 @@ func TestWorkloadMix(t *testing.T) {
 func TestWorkloadIsDeterministic(t *testing.T) {
 	cfg := Config{Gateways: 2, SubsPerGateway: 100}.withDefaults()
 	a, b := newWorkload(cfg), newWorkload(cfg)
-	for g := range a.subs {
-		for i := range a.subs[g] {
-			if a.subs[g][i].sub.ID != b.subs[g][i].sub.ID || a.subs[g][i].collection != b.subs[g][i].collection {
-				t.Fatalf("subscription %d/%d differs between two workloads of one seed", g, i)
+	for g := range a.gateways {
+		for i := range a.perGateway {
+			sp := a.spec(g, i)
+			if !reflect.DeepEqual(sp, b.spec(g, i)) || !reflect.DeepEqual(sp, a.spec(g, i)) {
+				t.Fatalf("subscription %d/%d differs between two calls or two workloads of one seed", g, i)
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
@@ -57,6 +58,7 @@ type Conn struct {
 type request struct {
 	id     string
 	sub    *streamerv1.Subscription
+	wire   []byte     // sub marshalled, kept once the node accepts it
 	result chan error // capacity 1: the run goroutine never blocks on it
 	sent   bool       // sent on some session
 	resent bool       // sent on an earlier session, so possibly applied already
@@ -181,7 +183,11 @@ func (c *Conn) Subscribe(ctx context.Context, s Subscription) error {
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, &request{id: s.ID, sub: p, result: make(chan error, 1)})
+	wire, err := proto.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("client: subscription %q: %w", s.ID, err)
+	}
+	return c.do(ctx, &request{id: s.ID, sub: p, wire: wire, result: make(chan error, 1)})
 }
 
 // Unsubscribe removes the subscription id and waits until the node has
@@ -251,23 +257,26 @@ func (c *Conn) setLastErr(err error) {
 }
 
 // liveSub is a subscription the node acknowledged; seq orders them by
-// first subscription.
+// first subscription. It is kept in wire form, needed again only to
+// subscribe anew after a reconnect: one block of bytes the garbage
+// collector does not scan, instead of a message tree of a few objects per
+// subscription (for a gateway holding 10,000 subscriptions, ~40,000 objects
+// fewer to mark in every collection).
 type liveSub struct {
-	seq uint64
-	sub *streamerv1.Subscription
+	seq  uint64
+	wire []byte
 }
 
-// upsertSub records p as live, keeping the position of an older subscription
-// with the same id.
-func (c *Conn) upsertSub(p *streamerv1.Subscription) {
-	id := p.GetSubscriptionId()
+// upsertSub records the subscription id, in wire form, as live, keeping
+// the position of an older subscription with the same id.
+func (c *Conn) upsertSub(id string, wire []byte) {
 	if old, ok := c.subs[id]; ok {
-		old.sub = p
+		old.wire = wire
 		c.subs[id] = old
 		return
 	}
 	c.subSeq++
-	c.subs[id] = liveSub{seq: c.subSeq, sub: p}
+	c.subs[id] = liveSub{seq: c.subSeq, wire: wire}
 }
 
 // removeSub forgets the live subscription id and reports whether it was live.
@@ -282,7 +291,9 @@ func (c *Conn) liveSubs() []*streamerv1.Subscription {
 	live := slices.SortedFunc(maps.Values(c.subs), func(a, b liveSub) int { return cmp.Compare(a.seq, b.seq) })
 	out := make([]*streamerv1.Subscription, len(live))
 	for i, l := range live {
-		out[i] = l.sub
+		out[i] = new(streamerv1.Subscription)
+		// proto.Marshal's output of a message of this type: it parses.
+		_ = proto.Unmarshal(l.wire, out[i])
 	}
 	return out
 }

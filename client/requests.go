@@ -70,7 +70,7 @@ func (s *session) result(r *streamerv1.SubscribeResult) error {
 	}
 	switch {
 	case req.sub != nil && e == nil:
-		c.upsertSub(req.sub)
+		c.upsertSub(req.id, req.wire)
 	case req.sub == nil && e == nil:
 		c.removeSub(p.id)
 	case req.sub == nil && e.GetCode() == streamerv1.ErrorCode_ERROR_CODE_UNKNOWN_SUBSCRIPTION:
