@@ -84,6 +84,11 @@ func (p *publisher) run(ctx context.Context, ph phase, d time.Duration) error {
 // (the nodes push back), the delay counts in the latency instead of
 // silently lowering the rate (no coordinated omission).
 func (p *publisher) paced(ctx context.Context, ph phase, d time.Duration) error {
+	pc, err := newPacer()
+	if err != nil {
+		return err
+	}
+	defer pc.close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	batches := make(chan []*streamerv1.ChangeEvent)
@@ -97,11 +102,6 @@ func (p *publisher) paced(ctx context.Context, ph phase, d time.Duration) error 
 			}
 		})
 	}
-	pc, err := newPacer()
-	if err != nil {
-		return err
-	}
-	defer pc.close()
 	s := schedule{rate: p.cfg.Rate, start: time.Now()}
 	total := uint64(p.cfg.Rate * d.Seconds())
 	first := p.next.Load()
