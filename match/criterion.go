@@ -49,6 +49,12 @@ type Compiled struct {
 	filters []compiledFilter
 	cel     *celProgram
 	eq      []eqCand // conjuncts usable by the equality index
+
+	// The backing arrays of a single filter's filters, eq and eq[0].keys: the commonest
+	// criterion is one object for the garbage collector to mark, not four.
+	oneFilter [1]compiledFilter
+	oneEq     [1]eqCand
+	oneKey    [1]vkey
 }
 
 // eqCand is a conjunct "path equals one of keys" implied by a criterion: a document that
@@ -133,7 +139,11 @@ func (e *Engine) Compile(cr Criterion) (*Compiled, error) {
 }
 
 func compileFilters(fs []Filter) (*Compiled, error) {
-	c := &Compiled{kind: kindFilters, filters: make([]compiledFilter, 0, len(fs))}
+	c := &Compiled{kind: kindFilters}
+	c.filters, c.eq = c.oneFilter[:0], c.oneEq[:0]
+	if len(fs) > 1 {
+		c.filters = make([]compiledFilter, 0, len(fs))
+	}
 	for i, f := range fs {
 		cf, err := compileFilter(i, f)
 		if err != nil {
@@ -148,7 +158,12 @@ func compileFilters(fs []Filter) (*Compiled, error) {
 		canon[i] = f.canon
 		switch f.op {
 		case OpEqual:
-			c.eq = append(c.eq, eqCand{path: f.path, keys: []vkey{keyOf(f.value)}})
+			keys := c.oneKey[:]
+			if len(c.eq) > 0 {
+				keys = make([]vkey, 1)
+			}
+			keys[0] = keyOf(f.value)
+			c.eq = append(c.eq, eqCand{path: f.path, keys: keys})
 		case OpIn:
 			keys := make([]vkey, 0, len(f.list))
 			for _, v := range f.list {

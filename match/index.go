@@ -49,8 +49,27 @@ type Index struct {
 	eng    *Engine // whose CEL counters Match updates; may be nil
 	mu     sync.RWMutex
 	scopes map[scopeKey]*scope
-	subs   map[string]map[string]*member // gateway → id → member
+	subs   map[string]*gatewaySubs
 	n      int
+}
+
+// The structures below are shaped for the garbage collector as much as for Match: a
+// node holds them for as long as it runs, and every collection marks all of them, so
+// each object saved per subscription shortens every collection. A subscription is one
+// entry in its gateway's map and one value in its group (its id string is its only
+// object of its own); a group, its first slot and its first member are one object,
+// and so are a posting and its first group.
+
+// gatewaySubs is where one gateway's subscriptions are.
+type gatewaySubs struct {
+	name string // shared by every member of the gateway
+	byID map[string]memberRef
+}
+
+// memberRef locates a subscription: members[pos] of grp.
+type memberRef struct {
+	grp *group
+	pos int
 }
 
 type scopeKey struct{ tenant, collection string }
@@ -78,7 +97,16 @@ type pathIndex struct {
 	groups   int
 }
 
-type posting struct{ groups []*group }
+type posting struct {
+	groups []*group
+	first  [1]*group // groups' first backing array
+}
+
+func newPosting() *posting {
+	p := &posting{}
+	p.groups = p.first[:0:1]
+	return p
+}
 
 type slot struct {
 	p   *posting
@@ -88,24 +116,23 @@ type slot struct {
 
 type group struct {
 	crit    *Compiled
-	members []*member
+	scope   *scope
+	members []member
 	scanPos int // position in scope.scan, or -1
 	flatPos int // position in scope.flat, or -1
 	path    *pathIndex
 	slots   []slot // positions in path's postings
+
+	firstMember [1]member // members' first backing array
+	firstSlot   [1]slot   // slots' first backing array
 }
 
-type member struct {
-	gateway, id string
-	scope       *scope
-	grp         *group
-	pos         int // position in grp.members
-}
+type member struct{ gateway, id string }
 
 // NewIndex returns an empty Index. Criteria arrive compiled; e (which may be nil)
 // receives the counts of the CEL evaluations Match performs.
 func NewIndex(e *Engine) *Index {
-	return &Index{eng: e, ParallelScan: 2048, scopes: map[scopeKey]*scope{}, subs: map[string]map[string]*member{}}
+	return &Index{eng: e, ParallelScan: 2048, scopes: map[scopeKey]*scope{}, subs: map[string]*gatewaySubs{}}
 }
 
 // Add indexes sub, replacing the subscription with the same (Gateway, ID) if any.
@@ -130,21 +157,21 @@ func (ix *Index) Add(sub Subscription) error {
 	if g == nil {
 		g = sc.place(sub.Criterion)
 	}
-	m := &member{gateway: sub.Gateway, id: sub.ID, scope: sc, grp: g, pos: len(g.members)}
-	g.members = append(g.members, m)
-	byGW := ix.subs[sub.Gateway]
-	if byGW == nil {
-		byGW = map[string]*member{}
-		ix.subs[sub.Gateway] = byGW
+	gs := ix.subs[sub.Gateway]
+	if gs == nil {
+		gs = &gatewaySubs{name: sub.Gateway, byID: map[string]memberRef{}}
+		ix.subs[sub.Gateway] = gs
 	}
-	byGW[sub.ID] = m
+	gs.byID[sub.ID] = memberRef{grp: g, pos: len(g.members)}
+	g.members = append(g.members, member{gateway: gs.name, id: sub.ID})
 	ix.n++
 	return nil
 }
 
 // place creates the group of c and files it where Match will find it.
 func (sc *scope) place(c *Compiled) *group {
-	g := &group{crit: c, scanPos: -1, flatPos: -1}
+	g := &group{crit: c, scope: sc, scanPos: -1, flatPos: -1}
+	g.members = g.firstMember[:0:1]
 	sc.groups[c.key] = g
 	if c.kind == kindID {
 		sc.byID[c.docID] = g
@@ -184,11 +211,15 @@ func (sc *scope) place(c *Compiled) *group {
 	}
 	pi.groups++
 	g.path = pi
-	g.slots = make([]slot, len(cand.keys))
+	if len(cand.keys) == 1 {
+		g.slots = g.firstSlot[:]
+	} else {
+		g.slots = make([]slot, len(cand.keys))
+	}
 	for i, k := range cand.keys {
 		p := pi.postings[k]
 		if p == nil {
-			p = &posting{}
+			p = newPosting()
 			pi.postings[k] = p
 		}
 		g.slots[i] = slot{p: p, key: k, pos: len(p.groups)}
@@ -251,8 +282,12 @@ func (ix *Index) Remove(gateway, id string) bool {
 func (ix *Index) RemoveGateway(gateway string) int {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	gs := ix.subs[gateway]
+	if gs == nil {
+		return 0
+	}
 	n := 0
-	for id := range ix.subs[gateway] {
+	for id := range gs.byID {
 		if ix.removeLocked(gateway, id) {
 			n++
 		}
@@ -261,23 +296,29 @@ func (ix *Index) RemoveGateway(gateway string) int {
 }
 
 func (ix *Index) removeLocked(gateway, id string) bool {
-	byGW := ix.subs[gateway]
-	m := byGW[id]
-	if m == nil {
+	gs := ix.subs[gateway]
+	if gs == nil {
 		return false
 	}
-	delete(byGW, id)
-	if len(byGW) == 0 {
+	ref, ok := gs.byID[id]
+	if !ok {
+		return false
+	}
+	delete(gs.byID, id)
+	g := ref.grp
+	// The group's last member takes the removed one's place.
+	if last := g.members[len(g.members)-1]; ref.pos != len(g.members)-1 {
+		g.members[ref.pos] = last
+		lgs := ix.subs[last.gateway]
+		lgs.byID[last.id] = memberRef{grp: g, pos: ref.pos}
+	}
+	if len(gs.byID) == 0 {
 		delete(ix.subs, gateway)
 	}
-	g := m.grp
-	last := g.members[len(g.members)-1]
-	g.members[m.pos] = last
-	last.pos = m.pos
-	g.members[len(g.members)-1] = nil
+	g.members[len(g.members)-1] = member{}
 	g.members = g.members[:len(g.members)-1]
 	if len(g.members) == 0 {
-		sc := m.scope
+		sc := g.scope
 		sc.unplace(g)
 		if len(sc.groups) == 0 {
 			delete(ix.scopes, sc.key)

@@ -177,6 +177,7 @@ func TestIndexMatchesBruteForce(t *testing.T) {
 		if ix.Len() != len(subs) {
 			t.Fatalf("seed %d: Len = %d, want %d", seed, ix.Len(), len(subs))
 		}
+		checkRefs(t, ix)
 		var out []Result
 		for i := 0; i < 400; i++ {
 			ev := &Event{Tenant: tenants[r.IntN(2)], Collection: colls[r.IntN(2)], ID: fmt.Sprintf("d%d", r.IntN(5)),
@@ -259,8 +260,35 @@ func TestIndexSharesGroups(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		ix.Remove(fmt.Sprintf("g%d", i), "s")
 	}
-	if st := ix.Stats(); st != (IndexStats{}) || len(ix.scopes) != 0 {
-		t.Fatalf("after removing everything: %+v, %d scopes", st, len(ix.scopes))
+	if st := ix.Stats(); st != (IndexStats{}) || len(ix.scopes) != 0 || len(ix.subs) != 0 {
+		t.Fatalf("after removing everything: %+v, %d scopes, %d gateways", st, len(ix.scopes), len(ix.subs))
+	}
+}
+
+// checkRefs checks that every subscription's reference leads to its own member, and
+// that every member of every group is referenced: removal moves members around.
+func checkRefs(t *testing.T, ix *Index) {
+	t.Helper()
+	n := 0
+	for gw, gs := range ix.subs {
+		if gs.name != gw || len(gs.byID) == 0 {
+			t.Fatalf("gateway %q: entry named %q with %d subscriptions", gw, gs.name, len(gs.byID))
+		}
+		for id, ref := range gs.byID {
+			if ref.pos >= len(ref.grp.members) || ref.grp.members[ref.pos] != (member{gw, id}) {
+				t.Fatalf("%s/%s: reference to position %d of a group of %d", gw, id, ref.pos, len(ref.grp.members))
+			}
+			n++
+		}
+	}
+	members := 0
+	for _, sc := range ix.scopes {
+		for _, g := range sc.groups {
+			members += len(g.members)
+		}
+	}
+	if n != members || n != ix.n {
+		t.Fatalf("%d references, %d members, %d counted", n, members, ix.n)
 	}
 }
 
