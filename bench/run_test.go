@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,12 @@ import (
 // the plot renders, and nothing is left running (TestMain checks leaks).
 func TestRunEmbedded(t *testing.T) {
 	var progress bytes.Buffer
+	forced := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	forcedBefore := forced()
 	res, err := Run(context.Background(), Config{
 		Gateways: 2, SubsPerGateway: 300, DistinctValues: 30, Collections: 4,
 		Rate: 3000, Duration: 1200 * time.Millisecond, Warmup: 200 * time.Millisecond,
@@ -19,6 +26,11 @@ func TestRunEmbedded(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// One collection of the setup's garbage, one under load in the warmup (run.go
+	// says why), none in the measured phase.
+	if n := forced() - forcedBefore; n != 2 {
+		t.Errorf("%d forced collections, want 2: after subscribing and in the warmup", n)
 	}
 	if f := res.Failures(); len(f) > 0 {
 		t.Fatalf("failures: %v\nexamples: %v", f, res.Examples)
