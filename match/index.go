@@ -50,7 +50,17 @@ type Index struct {
 	mu     sync.RWMutex
 	scopes map[scopeKey]*scope
 	subs   map[string]*gatewaySubs
+	crits  map[string]*sharedCrit // by key: one Compiled per distinct criterion
 	n      int
+}
+
+// sharedCrit is a criterion and the number of groups, across scopes, that use it.
+// Criteria with equal keys select the same documents, so the groups of one criterion
+// in different collections share the first Compiled indexed instead of keeping one
+// each (with the bench's mix, 14,600 criteria objects become 1,000).
+type sharedCrit struct {
+	c      *Compiled
+	groups int
 }
 
 // The structures below are shaped for the garbage collector as much as for Match: a
@@ -132,7 +142,7 @@ type member struct{ gateway, id string }
 // NewIndex returns an empty Index. Criteria arrive compiled; e (which may be nil)
 // receives the counts of the CEL evaluations Match performs.
 func NewIndex(e *Engine) *Index {
-	return &Index{eng: e, ParallelScan: 2048, scopes: map[scopeKey]*scope{}, subs: map[string]*gatewaySubs{}}
+	return &Index{eng: e, ParallelScan: 2048, scopes: map[scopeKey]*scope{}, subs: map[string]*gatewaySubs{}, crits: map[string]*sharedCrit{}}
 }
 
 // Add indexes sub, replacing the subscription with the same (Gateway, ID) if any.
@@ -155,7 +165,13 @@ func (ix *Index) Add(sub Subscription) error {
 	}
 	g := sc.groups[sub.Criterion.key]
 	if g == nil {
-		g = sc.place(sub.Criterion)
+		shared := ix.crits[sub.Criterion.key]
+		if shared == nil {
+			shared = &sharedCrit{c: sub.Criterion}
+			ix.crits[sub.Criterion.key] = shared
+		}
+		shared.groups++
+		g = sc.place(shared.c)
 	}
 	gs := ix.subs[sub.Gateway]
 	if gs == nil {
@@ -318,6 +334,10 @@ func (ix *Index) removeLocked(gateway, id string) bool {
 	g.members[len(g.members)-1] = member{}
 	g.members = g.members[:len(g.members)-1]
 	if len(g.members) == 0 {
+		shared := ix.crits[g.crit.key]
+		if shared.groups--; shared.groups == 0 {
+			delete(ix.crits, g.crit.key)
+		}
 		sc := g.scope
 		sc.unplace(g)
 		if len(sc.groups) == 0 {

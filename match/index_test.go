@@ -260,8 +260,8 @@ func TestIndexSharesGroups(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		ix.Remove(fmt.Sprintf("g%d", i), "s")
 	}
-	if st := ix.Stats(); st != (IndexStats{}) || len(ix.scopes) != 0 || len(ix.subs) != 0 {
-		t.Fatalf("after removing everything: %+v, %d scopes, %d gateways", st, len(ix.scopes), len(ix.subs))
+	if st := ix.Stats(); st != (IndexStats{}) || len(ix.scopes) != 0 || len(ix.subs) != 0 || len(ix.crits) != 0 {
+		t.Fatalf("after removing everything: %+v, %d scopes, %d gateways, %d criteria", st, len(ix.scopes), len(ix.subs), len(ix.crits))
 	}
 }
 
@@ -289,6 +289,21 @@ func checkRefs(t *testing.T, ix *Index) {
 	}
 	if n != members || n != ix.n {
 		t.Fatalf("%d references, %d members, %d counted", n, members, ix.n)
+	}
+	// Every group's criterion is the shared one of its key, counted once per group.
+	uses := map[string]int{}
+	for _, sc := range ix.scopes {
+		for _, g := range sc.groups {
+			if sh := ix.crits[g.crit.key]; sh == nil || sh.c != g.crit {
+				t.Fatalf("group of %s does not use the shared criterion", g.crit.key)
+			}
+			uses[g.crit.key]++
+		}
+	}
+	for k, sh := range ix.crits {
+		if sh.groups != uses[k] {
+			t.Fatalf("criterion %s counts %d groups, %d use it", k, sh.groups, uses[k])
+		}
 	}
 }
 
