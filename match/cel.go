@@ -54,6 +54,8 @@ type Engine struct {
 
 	hits, misses, evictions atomic.Uint64
 	evals, evalErrors       atomic.Uint64
+
+	crits critTable // the criteria its Indexes hold, shared across them
 }
 
 // Stats are cumulative counters of an Engine.

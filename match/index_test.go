@@ -260,8 +260,8 @@ func TestIndexSharesGroups(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		ix.Remove(fmt.Sprintf("g%d", i), "s")
 	}
-	if st := ix.Stats(); st != (IndexStats{}) || len(ix.scopes) != 0 || len(ix.subs) != 0 || len(ix.crits) != 0 {
-		t.Fatalf("after removing everything: %+v, %d scopes, %d gateways, %d criteria", st, len(ix.scopes), len(ix.subs), len(ix.crits))
+	if st := ix.Stats(); st != (IndexStats{}) || len(ix.scopes) != 0 || len(ix.subs) != 0 || len(ix.crits.m) != 0 {
+		t.Fatalf("after removing everything: %+v, %d scopes, %d gateways, %d criteria", st, len(ix.scopes), len(ix.subs), len(ix.crits.m))
 	}
 }
 
@@ -290,17 +290,18 @@ func checkRefs(t *testing.T, ix *Index) {
 	if n != members || n != ix.n {
 		t.Fatalf("%d references, %d members, %d counted", n, members, ix.n)
 	}
-	// Every group's criterion is the shared one of its key, counted once per group.
+	// Every group's criterion is the shared one of its key, counted once per group
+	// (the callers give each Index an Engine of its own).
 	uses := map[string]int{}
 	for _, sc := range ix.scopes {
 		for _, g := range sc.groups {
-			if sh := ix.crits[g.crit.key]; sh == nil || sh.c != g.crit {
+			if sh := ix.crits.m[g.crit.key]; sh == nil || sh.c != g.crit {
 				t.Fatalf("group of %s does not use the shared criterion", g.crit.key)
 			}
 			uses[g.crit.key]++
 		}
 	}
-	for k, sh := range ix.crits {
+	for k, sh := range ix.crits.m {
 		if sh.groups != uses[k] {
 			t.Fatalf("criterion %s counts %d groups, %d use it", k, sh.groups, uses[k])
 		}
@@ -357,5 +358,48 @@ func TestSoftDelete(t *testing.T) {
 	ev = Event{Op: Update, Doc: del}
 	if !SoftDelete(&ev, "") || ev.Op != Update {
 		t.Error("empty flag did not disable the transform")
+	}
+}
+
+// Indexes of one Engine (a node's partitions) share one Compiled per criterion, and
+// one Index letting go of a criterion leaves it to the others.
+func TestIndexesShareCriteria(t *testing.T) {
+	e := newTestEngine(t)
+	a, b := NewIndex(e), NewIndex(e)
+	compile := func() *Compiled {
+		c, err := e.Compile(Criterion{Filters: []Filter{{Field: "room", Op: OpEqual, Value: "r1"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for i, ix := range []*Index{a, a, b} {
+		if err := ix.Add(Subscription{Gateway: "g", ID: fmt.Sprint(i), Tenant: "t", Collection: fmt.Sprint("c", i), Criterion: compile()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var crits []*Compiled
+	for _, ix := range []*Index{a, b} {
+		for _, sc := range ix.scopes {
+			for _, g := range sc.groups {
+				crits = append(crits, g.crit)
+			}
+		}
+	}
+	if len(crits) != 3 || crits[0] != crits[1] || crits[1] != crits[2] {
+		t.Fatalf("3 groups of one criterion hold %d distinct Compiled", len(slices.Compact(crits)))
+	}
+	if sh := e.crits.m[crits[0].key]; sh == nil || sh.groups != 3 {
+		t.Fatalf("shared criterion: %+v, want 3 groups", sh)
+	}
+	a.Remove("g", "0")
+	a.Remove("g", "1")
+	ev := &Event{Tenant: "t", Collection: "c2", ID: "d", Op: Create, Doc: map[string]any{"room": "r1"}}
+	if got := resultStrings(b.Match(ev, nil)); len(got) != 1 {
+		t.Fatalf("after the other index let go: %v, want the one match", got)
+	}
+	b.Remove("g", "2")
+	if len(e.crits.m) != 0 {
+		t.Fatalf("%d criteria left after every group went", len(e.crits.m))
 	}
 }
