@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/metrics"
+	"strings"
 	"testing"
 )
 
@@ -197,7 +198,7 @@ func BenchmarkIndexHeap(b *testing.B) {
 			}
 			if err := ix.Add(Subscription{
 				Gateway: fmt.Sprintf("gateway-%d", i%gateways), ID: fmt.Sprintf("s%d", i),
-				Tenant: fmt.Sprint("bench"), Collection: fmt.Sprintf("items%d", next()%collections), Criterion: c,
+				Tenant: strings.Clone("bench"), Collection: fmt.Sprintf("items%d", next()%collections), Criterion: c,
 			}); err != nil {
 				b.Fatal(err)
 			}
