@@ -249,26 +249,44 @@ func (l *EventLog) routeRead(ctx context.Context, consumer string, routes []stor
 	op, routed := "read", !writes
 	_, err := l.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
 		var got []streamReply
+		// A blocking read of several partitions is followed, in the same
+		// round trip, by the same read without BLOCK (wakeUpReads).
+		follow := l.c.raw && block >= 0 && len(routes) > 1
 		err := l.withGroups(ctx, routes, func() error {
-			if routed {
+			if routed && !follow {
 				var err error
 				got, err = l.xreadgroup(ctx, nil, consumer, routes, count, block).result()
 				return err
 			}
 			pipe := l.c.client.Pipeline()
-			wrote := scriptRoute.EvalSha(ctx, pipe, keys, args...)
+			var wrote *goredis.Cmd
+			if !routed {
+				wrote = scriptRoute.EvalSha(ctx, pipe, keys, args...)
+			}
 			read := l.xreadgroup(ctx, pipe, consumer, routes, count, block)
+			var more streamsCmd
+			if follow {
+				more = l.xreadgroup(ctx, pipe, consumer, routes, count, -1)
+			}
 			_, _ = pipe.Exec(ctx) // errors are per command
-			err := wrote.Err()
-			if isNoScript(err) { // script cache flushed since New
-				err = scriptRoute.Run(ctx, l.c.client, keys, args...).Err()
+			if !routed {
+				err := wrote.Err()
+				if isNoScript(err) { // script cache flushed since New
+					err = scriptRoute.Run(ctx, l.c.client, keys, args...).Err()
+				}
+				if err != nil {
+					op = "route"
+					return err
+				}
+				op, routed = "read", true // done: later slices only read
 			}
-			if err != nil {
-				op = "route"
-				return err
-			}
-			op, routed = "read", true // done: later slices only read
+			var err error
 			got, err = read.result()
+			if err == nil && more != nil {
+				var next []streamReply
+				next, err = more.result()
+				got = appendReads(got, next)
+			}
 			return err
 		})
 		if err != nil {

@@ -186,12 +186,21 @@ func (o *Outboxes) FetchMany(ctx context.Context, fetches []store.OutboxFetch, c
 	_, err := o.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
 		pipe := o.c.client.Pipeline()
 		read := o.xread(ctx, pipe, keys, count, block)
+		var more streamsCmd // the wake-up read (resp.go)
+		if o.c.raw && block >= 0 && len(fetches) > 1 {
+			more = o.xread(ctx, pipe, keys, count, -1)
+		}
 		deleted := make([]*goredis.StringCmd, len(fetches))
 		for i := range fetches {
 			deleted[i] = pipe.Get(ctx, outdels[i])
 		}
 		_, _ = pipe.Exec(ctx) // errors are per command
 		got, err := read.result()
+		if err == nil && more != nil {
+			var next []streamReply
+			next, err = more.result()
+			got = laterReads(got, next)
+		}
 		if err != nil || len(got) == 0 {
 			return nil, ignoreNil(err)
 		}

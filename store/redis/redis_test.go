@@ -352,15 +352,13 @@ func TestForgottenGatewayLeavesNoKey(t *testing.T) {
 // TestAppendManyWakesReadersOnce: without Cluster one AppendMany over
 // several partitions is one script, so a reader blocked on all of them
 // wakes once and finds every partition's entries (one script per partition
-// woke it after the first, with one partition's share).
+// woke it after the first, with one partition's share). Before Redis 7.2 the
+// woken read itself brings one partition's entries; the wake-up read queued
+// behind it (resp.go) brings the others in the same round trip.
 func TestAppendManyWakesReadersOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	b, _ := newBackend(t, srv, redis.Config{Partitions: 4})
 	ctx := t.Context()
-	if v := serverVersion(t, srv); v[0] < 7 || v[0] == 7 && v[1] < 2 {
-		t.Skipf("redis-server %d.%d answers a read blocked on several streams with the first stream "+
-			"that receives entries only, so no writer can wake it once; from 7.2 it re-runs the whole read", v[0], v[1])
-	}
 	routes := []store.PartitionRoute{{P: 0}, {P: 1}, {P: 2}, {P: 3}}
 	if _, err := b.Multi.RouteReadMany(ctx, "c", routes, 0, -1); err != nil { // creates the groups
 		t.Fatal(err)
@@ -393,6 +391,45 @@ func TestAppendManyWakesReadersOnce(t *testing.T) {
 		for i := range routes {
 			for _, e := range routes[i].Entries {
 				routes[i].Ack = append(routes[i].Ack, e.ID)
+			}
+		}
+	}
+}
+
+// TestOutboxAppendWakesFetchOnce: one append to several outboxes answers a
+// FetchMany blocked on all of them with every outbox's entries, whatever the
+// server version (see TestAppendManyWakesReadersOnce), and a second round
+// from the new cursors finds them again when they are all read.
+func TestOutboxAppendWakesFetchOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	b, _ := newBackend(t, srv, redis.Config{Partitions: 1})
+	ctx := t.Context()
+	fetches := []store.OutboxFetch{{Gateway: "a"}, {Gateway: "b"}, {Gateway: "c"}}
+	for round := range 10 {
+		done := make(chan error, 1)
+		go func() { done <- b.MultiFetch.FetchMany(ctx, fetches, 100, 10*time.Second) }()
+		waitBlocked(t, srv, 1)
+		items := []store.OutboxItem{
+			{Gateway: "c", Payload: []byte("c1")},
+			{Gateway: "a", Payload: []byte("a1")},
+			{Gateway: "c", Payload: []byte("c2")},
+		}
+		if _, err := b.Outboxes.Append(ctx, items); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		got := []int{len(fetches[0].Entries), len(fetches[1].Entries), len(fetches[2].Entries)}
+		if !slices.Equal(got, []int{1, 0, 2}) {
+			t.Fatalf("round %d: one wake-up fetched %v entries per outbox, want [1 0 2]", round, got)
+		}
+		if p := string(fetches[2].Entries[1].Payload); p != "c2" || fetches[0].Lost || fetches[2].Lost {
+			t.Fatalf("round %d: last entry of c %q, lost %v %v", round, p, fetches[0].Lost, fetches[2].Lost)
+		}
+		for i := range fetches {
+			if n := len(fetches[i].Entries); n > 0 {
+				fetches[i].After = fetches[i].Entries[n-1].ID
 			}
 		}
 	}

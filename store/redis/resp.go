@@ -349,3 +349,44 @@ func (r *respReader) stream() (streamReply, error) {
 	}
 	return st, nil
 }
+
+// A blocking read of several streams is followed, in the same pipeline, by the same
+// read without BLOCK ("wake-up reads"). redis-server before 7.2 answers a read blocked
+// on several streams with only the first stream that receives entries, even when one
+// script appended to several of them at once: the reader would need another round
+// trip per stream (a node's consumers after each publish; its outbox multiplexer
+// after each round of the consumers, with the gateways not in the answer waiting for
+// the next round). The read without BLOCK, queued behind the blocked one, runs as soon
+// as that one is answered and returns every stream's entries present then. From
+// Redis 7.2, which answers a woken read with every stream that has entries, the second
+// read mostly finds nothing, at the cost of one command in a round trip already made.
+
+// appendReads merges the replies of two XREADGROUP … > calls made one after the
+// other: the second delivered only entries the first did not, so each stream's
+// entries are the first's followed by the second's.
+func appendReads(first, second []streamReply) []streamReply {
+	for _, st := range second {
+		i := slices.IndexFunc(first, func(f streamReply) bool { return f.stream == st.stream })
+		if i < 0 {
+			first = append(first, st)
+			continue
+		}
+		first[i].entries = append(slices.Clip(first[i].entries), st.entries...)
+	}
+	return first
+}
+
+// laterReads merges the replies of two XREAD calls from the same cursors made one
+// after the other: each stream's later entries are a superset of its earlier ones
+// (up to the same COUNT), so the second reply wins where it has the stream.
+func laterReads(first, second []streamReply) []streamReply {
+	for _, st := range second {
+		i := slices.IndexFunc(first, func(f streamReply) bool { return f.stream == st.stream })
+		if i < 0 {
+			first = append(first, st)
+			continue
+		}
+		first[i] = st
+	}
+	return first
+}

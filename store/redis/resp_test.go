@@ -11,6 +11,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/streamerd/streamer/internal/redistest"
+	"github.com/streamerd/streamer/store"
 )
 
 // TestRawReadsMatchGoRedis reads the same streams with go-redis's parser
@@ -188,4 +189,45 @@ func within(outer, inner []byte) bool {
 		}
 	}
 	return false
+}
+
+func TestMergeWakeUpReads(t *testing.T) {
+	e := func(ids ...string) []store.Entry {
+		var out []store.Entry
+		for _, id := range ids {
+			out = append(out, store.Entry{ID: id})
+		}
+		return out
+	}
+	show := func(rs []streamReply) string {
+		var b strings.Builder
+		for _, r := range rs {
+			b.WriteString(r.stream + ":")
+			for _, x := range r.entries {
+				b.WriteString(x.ID + ",")
+			}
+			b.WriteString(" ")
+		}
+		return b.String()
+	}
+	first := func() []streamReply {
+		return []streamReply{{"p0", e("1-1", "1-2")}, {"p1", e("2-1")}}
+	}
+	second := []streamReply{{"p1", e("2-1", "2-2")}, {"p2", e("3-1")}}
+	// XREADGROUP: the second read delivered only new entries.
+	f := first()
+	backing := f[0].entries
+	if got, want := show(appendReads(f, []streamReply{{"p0", e("1-3")}, {"p2", e("3-1")}})), "p0:1-1,1-2,1-3, p1:2-1, p2:3-1, "; got != want {
+		t.Errorf("appendReads = %q, want %q", got, want)
+	}
+	if len(backing) != 2 {
+		t.Errorf("appendReads grew the first reply's entries in place")
+	}
+	// XREAD from the same cursors: the later reply of a stream wins.
+	if got, want := show(laterReads(first(), second)), "p0:1-1,1-2, p1:2-1,2-2, p2:3-1, "; got != want {
+		t.Errorf("laterReads = %q, want %q", got, want)
+	}
+	if got, want := show(laterReads(nil, second)), "p1:2-1,2-2, p2:3-1, "; got != want {
+		t.Errorf("laterReads after a timeout = %q, want %q", got, want)
+	}
 }
