@@ -30,7 +30,22 @@ const maxJSONDepth = 10000
 // The strings of the result share one copy of data, so that retaining any of them
 // retains it all.
 func ParseDocument(data []byte) (map[string]any, error) {
+	return ParseDocumentInto(nil, data)
+}
+
+// ParseDocumentInto is [ParseDocument] decoding the top-level object into dst, which
+// it clears first, instead of a new map (nil dst: a new map). It returns the map the
+// document went into. A caller that parses a document per event and lets go of each
+// before the next saves the top-level map and its growth. On an error dst's contents
+// are unspecified.
+func ParseDocumentInto(dst map[string]any, data []byte) (map[string]any, error) {
 	p := jsonParser{s: string(data)}
+	if dst != nil {
+		clear(dst)
+		if p.skipSpace(); p.i < len(p.s) && p.s[p.i] == '{' {
+			p.top = dst
+		}
+	}
 	v, ok := p.value()
 	if ok {
 		p.skipSpace()
@@ -54,6 +69,7 @@ type jsonParser struct {
 	i     int // the next byte to read
 	depth int
 	err   error
+	top   map[string]any // the map for the top-level object, if given
 }
 
 // fail records a syntax error at the current position and returns false.
@@ -118,7 +134,11 @@ func (p *jsonParser) object() (any, bool) {
 		return nil, p.fail("exceeding the maximum nesting depth")
 	}
 	p.i++ // {
-	m := make(map[string]any)
+	m := p.top
+	if m == nil {
+		m = make(map[string]any)
+	}
+	p.top = nil
 	p.skipSpace()
 	if p.i < len(p.s) && p.s[p.i] == '}' {
 		p.i++

@@ -108,6 +108,16 @@ func checkAgainstEncodingJSON(t *testing.T, data []byte) {
 	t.Helper()
 	got, gotErr := ParseDocument(data)
 	want, wantErr := parseDocumentStdlib(data)
+	// Into a map that held another document: the same result and error.
+	reused := map[string]any{"stale": 1.0, "a": "old"}
+	into, intoErr := ParseDocumentInto(reused, data)
+	if (intoErr == nil) != (gotErr == nil) || intoErr != nil && intoErr.Error() != gotErr.Error() {
+		t.Fatalf("%q: ParseDocumentInto error %v, ParseDocument error %v", data, intoErr, gotErr)
+	}
+	if intoErr == nil && (!reflect.DeepEqual(into, got) || reflect.ValueOf(into).UnsafePointer() != reflect.ValueOf(reused).UnsafePointer()) {
+		t.Fatalf("%q: ParseDocumentInto gave %#v (same map: %v), ParseDocument %#v", data, into,
+			reflect.ValueOf(into).UnsafePointer() == reflect.ValueOf(reused).UnsafePointer(), got)
+	}
 	switch {
 	case (gotErr == nil) != (wantErr == nil):
 		t.Fatalf("%q: ParseDocument error %v, encoding/json error %v", data, gotErr, wantErr)

@@ -52,6 +52,9 @@ type consumer struct {
 	// both are reused from event to event.
 	wire wireEvent
 	ev   match.Event
+	// doc and before are the top-level maps ev's documents are parsed into,
+	// reused too: nothing keeps a document past its event's matching.
+	doc, before map[string]any
 
 	// muxReq is this consumer's request to the read multiplexer, reused.
 	muxReq *muxRequest
@@ -401,14 +404,16 @@ func (c *consumer) event(id string) error {
 	ev := &c.ev
 	var err error
 	if len(w.document) > 0 {
-		if ev.Doc, err = match.ParseDocument(w.document); err != nil {
+		if c.doc, err = match.ParseDocumentInto(c.doc, w.document); err != nil {
 			return fmt.Errorf("%w: document: %v", errBadEvent, err)
 		}
+		ev.Doc = c.doc
 	}
 	if len(w.before) > 0 {
-		if ev.Before, err = match.ParseDocument(w.before); err != nil {
+		if c.before, err = match.ParseDocumentInto(c.before, w.before); err != nil {
 			return fmt.Errorf("%w: before: %v", errBadEvent, err)
 		}
+		ev.Before = c.before
 	}
 	if c.replayed(w.eventID) {
 		c.n.metrics.eventsDeduplicated.Inc()
