@@ -28,14 +28,15 @@ func (ix *Index) Match(ev *Event, out []Result) []Result {
 		}
 		return out
 	}
-	m := matcher{op: ev.Op, withBefore: ev.Before != nil, eng: ix.eng}
+	m := matchers.Get().(*matcher)
+	*m = matcher{op: ev.Op, withBefore: ev.Before != nil, eng: ix.eng, valsA: m.valsA, valsB: m.valsB}
 	m.after = image{doc: ev.Doc, id: ev.ID}
 	if ev.Op == Delete {
 		m.after.doc = nil
 	}
 	m.before = image{doc: ev.Before, id: ev.ID}
 	m.after.eng, m.before.eng = ix.eng, ix.eng
-	defer m.flush()
+	defer m.release()
 
 	if g := sc.byID[ev.ID]; g != nil {
 		out = m.visit(g, out)
@@ -72,9 +73,9 @@ func (ix *Index) Match(ev *Event, out []Result) []Result {
 		}
 	}
 	if len(sc.flat) > 0 {
-		m.valsA = sc.loadSlots(m.after.doc, nil)
+		m.valsA = sc.loadSlots(m.after.doc, m.valsA)
 		if m.withBefore {
-			m.valsB = sc.loadSlots(m.before.doc, nil)
+			m.valsB = sc.loadSlots(m.before.doc, m.valsB)
 		}
 	}
 	if len(sc.scan)+len(sc.flat) >= ix.ParallelScan && runtime.GOMAXPROCS(0) > 1 {
@@ -102,6 +103,19 @@ func (g *group) emit(out []Result, op Op) []Result {
 		out = append(out, Result{Gateway: m.gateway, ID: m.id, Op: op})
 	}
 	return out
+}
+
+// matchers holds matchers between Match calls, with their slot value buffers: a
+// node matches every event it reads.
+var matchers = sync.Pool{New: func() any { return new(matcher) }}
+
+// release flushes m's counters and returns it to matchers, holding no document.
+func (m *matcher) release() {
+	m.flush()
+	clear(m.valsA)
+	clear(m.valsB)
+	*m = matcher{valsA: m.valsA[:0], valsB: m.valsB[:0]}
+	matchers.Put(m)
 }
 
 // matcher evaluates groups against one event's images.
