@@ -486,23 +486,3 @@ func waitBlocked(t *testing.T, srv *redistest.Server, n int) {
 	}
 	t.Fatalf("no %d client(s) blocked on %s after 10s", n, srv.Addr())
 }
-
-// serverVersion returns srv's major and minor version.
-func serverVersion(t *testing.T, srv *redistest.Server) [2]int {
-	t.Helper()
-	info, err := rawClient(t, srv).Info(t.Context(), "server").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v [2]int
-	for line := range strings.SplitSeq(info, "\r\n") {
-		if rest, ok := strings.CutPrefix(line, "redis_version:"); ok {
-			if _, err := fmt.Sscanf(rest, "%d.%d", &v[0], &v[1]); err != nil {
-				t.Fatalf("redis_version %q: %v", rest, err)
-			}
-			return v
-		}
-	}
-	t.Fatal("INFO server has no redis_version")
-	return v
-}
