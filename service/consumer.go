@@ -310,10 +310,15 @@ func (c *consumer) flush(ctx context.Context) error {
 	if len(c.unacked) == 0 {
 		return nil
 	}
-	if _, err := c.n.backend.Outboxes.Append(ctx, c.unrouted); err != nil {
-		return fmt.Errorf("appending to outboxes: %w", err)
+	if len(c.unrouted) > 0 {
+		if _, err := c.n.backend.Outboxes.Append(ctx, c.unrouted); err != nil {
+			return fmt.Errorf("appending to outboxes: %w", err)
+		}
+		c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
+		// Appended: if the acknowledgement fails (a shutdown cancels ctx
+		// between the two), the retry only acknowledges.
+		c.unrouted = nil
 	}
-	c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
 	if err := c.n.backend.Log.Ack(ctx, c.p, c.unacked...); err != nil {
 		return fmt.Errorf("acknowledging: %w", err)
 	}

@@ -98,10 +98,18 @@ func (l *EventLog) RouteRead(ctx context.Context, p int, consumer string, items 
 	if err := needName("consumer", consumer); err != nil {
 		return nil, false, err
 	}
+	for _, id := range ack { // refused before anything is appended
+		if _, _, err := store.ParseID(id); err != nil {
+			return nil, false, fmt.Errorf("memory: ack on partition %d: %w", p, err)
+		}
+	}
 	if _, err := l.outboxes.Append(ctx, items); err != nil {
 		return nil, false, err
 	}
-	if err := l.Ack(ctx, p, ack...); err != nil {
+	// Appended: the acknowledgement must follow whatever happens to ctx now.
+	// Redis runs both in one script; a batch appended but reported unrouted
+	// would be appended again by its consumer.
+	if err := l.Ack(context.WithoutCancel(ctx), p, ack...); err != nil {
 		return nil, false, err
 	}
 	entries, err := l.Read(ctx, p, consumer, count, block)

@@ -30,6 +30,7 @@ var eventLogScenarios = []scenario{
 	{"append many appends each partition's batch on its own", testLogAppendMany},
 	{"route-read appends, then acknowledges, then reads", testLogRouteRead},
 	{"route-read-many finishes and reads many partitions at once", testLogRouteReadMany},
+	{"route-read canceled midway routes all of its batch or none", testLogRouteReadCanceled},
 }
 
 // lastPartition is the highest partition number, exercising the bound.
@@ -570,5 +571,48 @@ func testLogRouteReadMany(t *testing.T, e *env) {
 	}
 	if n := pending(last); n != 0 {
 		t.Errorf("Pending of partition %d = %d, want 0", last, n)
+	}
+}
+
+// flippingContext reports no error for its first n Err calls and
+// context.Canceled after: a cancellation at each point of a call in turn.
+type flippingContext struct {
+	context.Context
+	n, calls int
+}
+
+func (c *flippingContext) Err() error {
+	if c.calls++; c.calls > c.n {
+		return context.Canceled
+	}
+	return nil
+}
+
+// A RouteRead whose context is canceled at any point either routed its batch
+// (outbox entries appended and entries acknowledged, routed true) or did
+// nothing of it (routed false). A half (appended, not acknowledged, routed
+// false) would make the consumer append the batch again on its way out.
+func testLogRouteReadCanceled(t *testing.T, e *env) {
+	ctx := t.Context()
+	for n := range 8 {
+		gw := fmt.Sprintf("g%d", n)
+		e.appendLog(t, 0, "x", 1)
+		read := try(e.b.Log.Read(ctx, 0, "a", 10, 0)).must(t)
+		if len(read) != 1 {
+			t.Fatalf("cut after %d checks: read %d entries, want 1", n, len(read))
+		}
+		fc := &flippingContext{Context: ctx, n: n}
+		_, routed, _ := e.b.Log.RouteRead(fc, 0, "a", []store.OutboxItem{{Gateway: gw, Payload: []byte("p")}}, []string{read[0].ID}, 10, 0)
+		pending := try(e.b.Log.Pending(ctx, 0)).must(t)
+		out := try(e.b.Outboxes.Read(ctx, gw, "", 0, 0)).must(t)
+		switch {
+		case routed && (len(out) != 1 || pending != 0):
+			t.Fatalf("cut after %d checks: routed, with %d outbox entries and %d pending", n, len(out), pending)
+		case !routed && (len(out) != 0 || pending != 1):
+			t.Fatalf("cut after %d checks: not routed, with %d outbox entries and %d pending", n, len(out), pending)
+		}
+		if !routed { // finish it, as the consumer would
+			ok(t, e.b.Log.Ack(ctx, 0, read[0].ID))
+		}
 	}
 }
