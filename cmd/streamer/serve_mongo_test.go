@@ -87,6 +87,7 @@ type inProcessServe struct {
 	base string // http://host:port of the admin listener
 	logs *pullerStderr
 	done chan error
+	read sync.WaitGroup // the reader of serve's stderr: done once serve closed it
 }
 
 // startServeInProcess runs serve with JSON logs on free loopback ports,
@@ -106,8 +107,7 @@ func startServeInProcess(t *testing.T, ctx context.Context, open mongoOpener, ar
 		s.done <- err
 	}()
 	addr := make(chan string, 1)
-	var readerDone sync.WaitGroup
-	readerDone.Go(func() {
+	s.read.Go(func() {
 		sc := bufio.NewScanner(stderrR)
 		for sc.Scan() {
 			s.logs.Write(append(sc.Bytes(), '\n'))
@@ -117,7 +117,7 @@ func startServeInProcess(t *testing.T, ctx context.Context, open mongoOpener, ar
 			}
 		}
 	})
-	t.Cleanup(readerDone.Wait)
+	t.Cleanup(s.read.Wait)
 	select {
 	case a := <-addr:
 		s.base = "http://" + a
@@ -145,6 +145,7 @@ func (s *inProcessServe) wait(t *testing.T) error {
 	t.Helper()
 	select {
 	case err := <-s.done:
+		s.read.Wait() // every line serve wrote is in s.logs
 		return err
 	case <-time.After(10 * time.Second):
 		t.Fatalf("serve still running after 10s\n%s", s.logs.String())
