@@ -365,28 +365,26 @@ func (r *respReader) stream() (streamReply, error) {
 // other: the second delivered only entries the first did not, so each stream's
 // entries are the first's followed by the second's.
 func appendReads(first, second []streamReply) []streamReply {
-	for _, st := range second {
-		i := slices.IndexFunc(first, func(f streamReply) bool { return f.stream == st.stream })
-		if i < 0 {
-			first = append(first, st)
-			continue
-		}
-		first[i].entries = append(slices.Clip(first[i].entries), st.entries...)
-	}
-	return first
+	return mergeReads(first, second, func(a, b []store.Entry) []store.Entry { return append(slices.Clip(a), b...) })
 }
 
 // laterReads merges the replies of two XREAD calls from the same cursors made one
 // after the other: each stream's later entries are a superset of its earlier ones
 // (up to the same COUNT), so the second reply wins where it has the stream.
 func laterReads(first, second []streamReply) []streamReply {
+	return mergeReads(first, second, func(_, b []store.Entry) []store.Entry { return b })
+}
+
+// mergeReads adds second's streams to first, combining the entries of a stream in
+// both.
+func mergeReads(first, second []streamReply, combine func(a, b []store.Entry) []store.Entry) []streamReply {
 	for _, st := range second {
 		i := slices.IndexFunc(first, func(f streamReply) bool { return f.stream == st.stream })
 		if i < 0 {
 			first = append(first, st)
 			continue
 		}
-		first[i] = st
+		first[i].entries = combine(first[i].entries, st.entries)
 	}
 	return first
 }
