@@ -99,6 +99,7 @@ func (p *publisher) paced(ctx context.Context, ph phase, d time.Duration) error 
 				if err := p.send(ctx, b); err != nil {
 					cancel(err)
 				}
+				releaseEvents(b)
 			}
 		})
 	}
@@ -216,6 +217,7 @@ func (p *publisher) saturate(ctx context.Context, ph phase, d time.Duration) err
 					cancel(err)
 					return
 				}
+				releaseEvents(batch)
 			}
 		})
 	}

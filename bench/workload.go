@@ -5,11 +5,13 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/streamerd/streamer/client"
 	"github.com/streamerd/streamer/match"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // tenant of every event and subscription of a run.
@@ -50,6 +52,7 @@ type workload struct {
 	gateways    int
 	perGateway  int // subscriptions per gateway
 	nCEL, nDoc  int // of each gateway's: the first nCEL are CEL, the next nDoc document ids
+	collNames   []string
 }
 
 func newWorkload(cfg Config) *workload {
@@ -58,6 +61,10 @@ func newWorkload(cfg Config) *workload {
 	s := cfg.SubsPerGateway
 	w.nCEL = int(math.Round(float64(s) * cfg.Mix.CEL / 100))
 	w.nDoc = min(int(math.Round(float64(s)*cfg.Mix.DocumentID/100)), s-w.nCEL)
+	w.collNames = make([]string, w.collections)
+	for c := range w.collNames {
+		w.collNames[c] = collectionName(c)
+	}
 	return w
 }
 
@@ -149,16 +156,32 @@ func (e eventSpec) appendDocument(dst []byte, seq uint64) []byte {
 
 // changeEvent builds the event to publish; stamp is its publish time, in
 // the event id.
+//
+// The event comes from eventPool, and goes back with releaseEvents once
+// published: the load generator shares its heap with the nodes it measures.
 func (w *workload) changeEvent(ph phase, seq uint64, stamp time.Time) *streamerv1.ChangeEvent {
 	e := w.event(seq)
-	return &streamerv1.ChangeEvent{
-		EventId:     eventID(ph, seq, stamp),
-		Tenant:      tenant,
-		Collection:  collectionName(e.collection),
-		DocumentId:  docName(e.doc),
-		Operation:   e.op,
-		Document:    e.appendDocument(make([]byte, 0, 80), seq),
-		TimestampMs: stamp.UnixMilli(),
+	ev := eventPool.Get().(*streamerv1.ChangeEvent)
+	doc := ev.Document[:0]
+	proto.Reset(ev)
+	ev.EventId = eventID(ph, seq, stamp)
+	ev.Tenant = tenant
+	ev.Collection = w.collNames[e.collection]
+	ev.DocumentId = docName(e.doc)
+	ev.Operation = e.op
+	ev.Document = e.appendDocument(doc, seq)
+	ev.TimestampMs = stamp.UnixMilli()
+	return ev
+}
+
+var eventPool = sync.Pool{New: func() any { return &streamerv1.ChangeEvent{Document: make([]byte, 0, 80)} }}
+
+// releaseEvents returns published events to eventPool: nothing refers to
+// them once Publish has returned.
+func releaseEvents(evs []*streamerv1.ChangeEvent) {
+	for i, ev := range evs {
+		eventPool.Put(ev)
+		evs[i] = nil
 	}
 }
 
