@@ -2,17 +2,32 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test race bench lint proto proto-check fuzz
+.PHONY: build test test-long coverage bench lint proto proto-check fuzz
+
+# The packages whose tests run goroutines: the suite runs them again under
+# the race detector.
+RACE_PKGS := ./match/... ./store/... ./service/... ./client/... ./gateway/... ./puller/... ./internal/...
 
 build:
 	$(GO) build -o bin/streamer ./cmd/streamer
 
-# The full test suite: unit, conformance and end-to-end tests, with the race
-# detector on the packages that run goroutines.
+# The test suite CI runs: unit, conformance and end-to-end tests, with the
+# race detector on the packages that run goroutines. Differential and
+# property tests run a fixed sample of their cases (under 10 minutes on 2
+# cores); `make test-long` runs them all.
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 15m $(PKGS)
-	$(GO) test -count=1 -race -timeout 15m ./match/... ./store/... ./service/... ./client/... ./gateway/... ./puller/... ./internal/gcpolicy/
+	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
+
+# Every case of the differential and property tests (STREAMER_TEST_LONG=1).
+test-long:
+	STREAMER_TEST_LONG=1 $(GO) test -count=1 -timeout 60m $(PKGS)
+	STREAMER_TEST_LONG=1 $(GO) test -count=1 -race -timeout 60m $(RACE_PKGS)
+
+# Statement coverage of each package by its own tests.
+coverage:
+	$(GO) test -count=1 -timeout 15m -cover $(PKGS) | awk '/coverage:/ { for (i = 1; i <= NF; i++) if ($$i == "coverage:") print $$(i+1), $$2 }' | sort -k2
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./match/

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/streamerd/streamer/internal/clock"
 	"github.com/streamerd/streamer/match"
 	"github.com/streamerd/streamer/store"
 )
@@ -89,6 +90,12 @@ type Config struct {
 	// client's, registered in the node's registry next to its own metrics.
 	// Their names must not clash with the node's (New fails otherwise).
 	Collectors []prometheus.Collector
+	// Clock drives everything time-driven in the node: lease renewal and
+	// fences, gateway TTLs, session checks and the janitor, backend probes
+	// and retry delays. Nil is the system clock; tests pass a clock.Fake
+	// (with a backend on the same clock). Network deadlines and the
+	// takeover grace stay on real time: they bound what Redis does.
+	Clock clock.Clock
 }
 
 // withDefaults returns c with zero fields set; backendPartitions is the
@@ -136,6 +143,7 @@ func (c Config) withDefaults(backendPartitions int) Config {
 	if c.ProbeInterval <= 0 {
 		c.ProbeInterval = DefaultProbeInterval
 	}
+	c.Clock = clock.Or(c.Clock)
 	return c
 }
 

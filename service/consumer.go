@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamerd/streamer/internal/clock"
 	"github.com/streamerd/streamer/match"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
@@ -39,7 +40,7 @@ type consumer struct {
 	log      *slog.Logger
 	ix       *match.Index
 	fence    *leaseFence
-	acquired time.Time // start of the Acquire that gave this node the lease
+	acquired time.Time // when this consumer was made, just after its lease was acquired (system clock: the grace bounds Redis's late work)
 
 	router  *router
 	results []match.Result
@@ -64,9 +65,9 @@ type consumer struct {
 	dedup *recentIDs
 }
 
-func newConsumer(n *Node, p int, fence *leaseFence, acquired time.Time) *consumer {
+func newConsumer(n *Node, p int, fence *leaseFence) *consumer {
 	c := &consumer{n: n, p: p, log: n.log.With("partition", p), ix: match.NewIndex(n.engine), fence: fence,
-		acquired: acquired, router: newRouter()}
+		acquired: time.Now(), router: newRouter()}
 	if n.cfg.DedupSize > 0 {
 		c.dedup = newRecentIDs(n.cfg.DedupSize)
 	}
@@ -91,7 +92,7 @@ func (c *consumer) run(stop, work context.Context) {
 			break
 		}
 		c.log.Error("loading subscriptions", "err", err)
-		if !sleepCtx(stop, retryDelay) {
+		if !clock.Sleep(stop, c.n.cfg.Clock, retryDelay) {
 			return
 		}
 	}
@@ -181,7 +182,7 @@ func (c *consumer) run(stop, work context.Context) {
 				c.log.Error("processing partition, retrying its pending entries", "err", err)
 			}
 			claim = true
-			if !sleepCtx(stop, retryDelay) {
+			if !clock.Sleep(stop, c.n.cfg.Clock, retryDelay) {
 				return
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/streamerd/streamer/internal/clock"
 )
 
 // errLeaseExpired says that a partition's lease may no longer be this
@@ -13,22 +15,27 @@ import (
 // renewed (or the consumer is stopped).
 var errLeaseExpired = errors.New("service: partition lease not known to be valid")
 
-// fenceEpoch anchors leaseFence deadlines to the monotonic clock.
-var fenceEpoch = time.Now()
-
 // leaseFence is how long this node may act on one partition: until the
-// instant it holds, on the node's monotonic clock. The ownership goroutine
+// instant it holds, on the node's clock (monotonic when it is the system
+// clock). The ownership goroutine
 // extends it after each successful Acquire or Renew and revokes it when the
 // lease is lost; the partition's consumer checks it before every call that
 // reads or writes the partition (guard) and passes its deadline to the call,
 // so that a call still running when the fence passes is cut.
 type leaseFence struct {
-	until atomic.Int64 // nanoseconds after fenceEpoch; 0 = revoked
+	clock clock.Clock
+	epoch time.Time    // anchors until to the clock
+	until atomic.Int64 // nanoseconds after epoch; 0 = revoked
+}
+
+// newLeaseFence returns a revoked fence on c.
+func newLeaseFence(c clock.Clock) *leaseFence {
+	return &leaseFence{clock: c, epoch: c.Now()}
 }
 
 // extend makes the fence end valid after start.
 func (f *leaseFence) extend(start time.Time, valid time.Duration) {
-	f.until.Store(max(int64(start.Sub(fenceEpoch)+valid), 1))
+	f.until.Store(max(int64(start.Sub(f.epoch)+valid), 1))
 }
 
 // revoke ends the fence now.
@@ -37,8 +44,8 @@ func (f *leaseFence) revoke() { f.until.Store(0) }
 // deadline returns when the fence ends and whether that is still ahead.
 func (f *leaseFence) deadline() (time.Time, bool) {
 	u := f.until.Load()
-	d := fenceEpoch.Add(time.Duration(u))
-	return d, u != 0 && time.Until(d) > 0
+	d := f.epoch.Add(time.Duration(u))
+	return d, u != 0 && clock.Until(f.clock, d) > 0
 }
 
 // valid reports whether the fence has not passed.
@@ -55,7 +62,7 @@ func (f *leaseFence) guard(ctx context.Context, call func(context.Context) error
 	if !ok {
 		return errLeaseExpired
 	}
-	gctx, cancel := context.WithDeadline(ctx, d)
+	gctx, cancel := clock.WithDeadline(ctx, f.clock, d)
 	defer cancel()
 	err := call(gctx)
 	if err != nil && ctx.Err() == nil && gctx.Err() != nil {

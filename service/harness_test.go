@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/streamerd/streamer/internal/clock"
+	"github.com/streamerd/streamer/internal/testwait"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/memory"
@@ -133,16 +135,42 @@ func (h *harness) ctx() context.Context {
 	return ctx
 }
 
-// waitFor polls cond until it holds, failing the test after waitTimeout.
+// waitFor polls cond until it holds, failing the test after testwait.Timeout.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	testwait.For(t, what, cond)
+}
+
+// fakeTime is a test's fake clock, started at the real time (a Redis
+// backend sets PEXPIREAT from it).
+type fakeTime struct {
+	*clock.Fake
+	t testing.TB
+}
+
+func newFakeTime(t testing.TB) *fakeTime { return &fakeTime{clock.NewFake(time.Now()), t} }
+
+// step advances the fake time by d and waits until every round of work it
+// started (ownership, janitor, session checks, probes) has finished.
+func (f *fakeTime) step(d time.Duration) {
+	f.t.Helper()
+	f.Advance(d)
+	if err := f.WaitDelivered(testwait.Timeout); err != nil {
+		f.t.Fatal(err)
 	}
+}
+
+// stepUntil steps by d until cond holds, failing the test with cond's last
+// state after testwait.Timeout of real time.
+func (f *fakeTime) stepUntil(what string, d time.Duration, cond func() (bool, any)) {
+	f.t.Helper()
+	testwait.ForState(f.t, what, func() (bool, any) {
+		if ok, state := cond(); ok {
+			return true, state
+		}
+		f.step(d)
+		return cond()
+	})
 }
 
 // publish publishes events and fails unless every one was appended.

@@ -27,23 +27,24 @@ var lockSeq atomic.Uint64
 // is still expired, so that a janitor never forgets a gateway that
 // registered again meanwhile on any node.
 func (n *Node) runJanitor(ctx context.Context) {
-	t := time.NewTicker(n.cfg.JanitorInterval)
+	t := n.cfg.Clock.NewTimer(n.cfg.JanitorInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			if err := n.expireGateways(ctx); err != nil && ctx.Err() == nil {
 				n.log.Warn("janitor", "err", err)
 			}
+			t.Reset(n.cfg.JanitorInterval)
 		}
 	}
 }
 
 // expireGateways expires every gateway past its deadline.
 func (n *Node) expireGateways(ctx context.Context) error {
-	gone, err := n.backend.Subscriptions.Expired(ctx, time.Now())
+	gone, err := n.backend.Subscriptions.Expired(ctx, n.cfg.Clock.Now())
 	if err != nil {
 		return err
 	}
@@ -64,7 +65,7 @@ func (n *Node) expireIfExpired(ctx context.Context, gw string) error {
 		return err
 	}
 	defer unlock()
-	gone, err := n.backend.Subscriptions.Expired(ctx, time.Now())
+	gone, err := n.backend.Subscriptions.Expired(ctx, n.cfg.Clock.Now())
 	if err != nil || !slices.Contains(gone, gw) {
 		return err
 	}

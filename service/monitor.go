@@ -44,17 +44,20 @@ var errNotProbed = errors.New("backend not probed yet")
 // runMonitor probes the backend every ProbeInterval (readiness) and
 // refreshes the pool metrics every statsEvery probes, until ctx is done.
 func (n *Node) runMonitor(ctx context.Context) {
-	t := time.NewTicker(n.cfg.ProbeInterval)
+	t := n.cfg.Clock.NewTimer(n.cfg.ProbeInterval)
 	defer t.Stop()
 	for i := 0; ; i++ {
 		n.probeBackend(ctx)
 		if i%statsEvery == 1 && n.probe.get() == nil { // first a tick after start, once partitions are owned
 			n.refreshStats(ctx)
 		}
+		if i > 0 { // the first period was armed with the timer
+			t.Reset(n.cfg.ProbeInterval)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamerd/streamer/internal/clock"
 	"github.com/streamerd/streamer/internal/redistest"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
@@ -26,9 +27,15 @@ var redisPrefixes atomic.Int64
 // redis-server of its own, closed by t.Cleanup.
 func redisBackend(t *testing.T, partitions int) *store.Backend {
 	t.Helper()
+	return redisBackendOn(t, partitions, nil)
+}
+
+// redisBackendOn is redisBackend with the registries' deadlines on c.
+func redisBackendOn(t *testing.T, partitions int, c clock.Clock) *store.Backend {
+	t.Helper()
 	srv := redistest.Start(t)
 	b, err := redis.New(t.Context(), redis.Config{
-		URL: srv.URL(), Prefix: fmt.Sprintf("svc%d", redisPrefixes.Add(1)), Partitions: partitions, Logger: testLogger(),
+		URL: srv.URL(), Prefix: fmt.Sprintf("svc%d", redisPrefixes.Add(1)), Partitions: partitions, Logger: testLogger(), Clock: c,
 	})
 	if err != nil {
 		t.Fatalf("redis.New: %v", err)

@@ -6,6 +6,8 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/streamerd/streamer/internal/clock"
 )
 
 // ownership decides which partitions this node consumes, through the
@@ -69,22 +71,25 @@ func (n *Node) claimGrace() time.Duration {
 
 // run rebalances every LeaseTTL/3 until ctx is done, then stops every
 // consumer (letting in-flight batches finish within ShutdownTimeout),
-// releases the leases and unregisters the node.
+// releases the leases and unregisters the node. The next round's timer is
+// armed when a round ends (so a round that overran its period is followed
+// by the next one at once, and a fake clock sees the round finish).
 func (o *ownership) run(ctx context.Context) {
 	n := o.n
 	every := n.cfg.LeaseTTL / 3
 	o.rebalance(ctx)
+	t := n.cfg.Clock.NewTimer(every)
+	defer t.Stop()
 	sleepCtx(ctx, n.claimGrace()) // the consumers' takeover wait: ready once they read
 	n.ready.Store(!n.draining.Load())
-	t := time.NewTicker(every)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			o.shutdown(ctx)
 			return
-		case <-t.C:
+		case <-t.C():
 			o.rebalance(ctx)
+			t.Reset(every)
 		}
 	}
 }
@@ -134,7 +139,7 @@ func (o *ownership) rebalance(ctx context.Context) {
 		if _, ok := o.owned[p]; ok {
 			continue
 		}
-		start := time.Now()
+		start := n.cfg.Clock.Now()
 		ok, err := n.backend.Leases.Acquire(actx, p, n.cfg.NodeID, ttl)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -164,7 +169,7 @@ func (o *ownership) renew(ctx context.Context) {
 	defer cancel()
 	for _, p := range slices.Sorted(maps.Keys(o.owned)) {
 		op := o.owned[p]
-		start := time.Now()
+		start := n.cfg.Clock.Now()
 		ok, err := n.backend.Leases.Renew(rctx, p, n.cfg.NodeID, ttl)
 		switch {
 		case err == nil && ok:
@@ -172,7 +177,7 @@ func (o *ownership) renew(ctx context.Context) {
 			op.fence.extend(start, ttl-n.fenceMargin())
 		case err == nil && !ok:
 			op.fence.revoke()
-			n.log.Error("partition lease no longer held (it expired before renewal, or another node took it), stopping its consumer", "partition", p, "since_last_renewal", time.Since(op.renewed).Round(time.Millisecond))
+			n.log.Error("partition lease no longer held (it expired before renewal, or another node took it), stopping its consumer", "partition", p, "since_last_renewal", clock.Since(n.cfg.Clock, op.renewed).Round(time.Millisecond))
 			n.metrics.leaseChanges.WithLabelValues("lost").Inc()
 			o.stopPartitions([]int{p}, false)
 		case ctx.Err() != nil:
@@ -195,9 +200,9 @@ func (o *ownership) renew(ctx context.Context) {
 // cancels it.
 func (o *ownership) startPartition(ctx context.Context, p int, acquired time.Time) {
 	n := o.n
-	fence := &leaseFence{}
+	fence := newLeaseFence(n.cfg.Clock)
 	fence.extend(acquired, n.cfg.LeaseTTL-n.fenceMargin())
-	c := newConsumer(n, p, fence, acquired)
+	c := newConsumer(n, p, fence)
 	stop, cancelStop := context.WithCancel(ctx)
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	op := &ownedPartition{renewed: acquired, fence: fence, stop: cancelStop, work: cancelWork, done: make(chan struct{})}

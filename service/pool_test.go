@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamerd/streamer/internal/clock"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/memory"
@@ -20,9 +21,23 @@ import (
 // it runs on Redis, in one process. The multi-process, real-Redis versions
 // live in integration/.
 
-// poolLeaseTTL is short so that rebalancing rounds (every third of it) are
-// quick.
-const poolLeaseTTL = 300 * time.Millisecond
+// The pool tests run their nodes on a fake clock: a rebalancing round
+// happens when the test steps the clock by a third of poolLeaseTTL, and a
+// lease held by a node can lapse only if the test steps past it, however
+// slow the machine. Gateway TTLs are longer than any test's fake time.
+const (
+	poolLeaseTTL   = 30 * time.Second
+	poolRound      = poolLeaseTTL / 3
+	poolGatewayTTL = 24 * time.Hour
+	// crashedTTL is the lease of a node that crashed: the backend lets it
+	// expire by itself (Redis on its own clock, so it is short in real time).
+	crashedTTL = 300 * time.Millisecond
+)
+
+// poolConfig is the configuration of pool node id on fake time ft.
+func poolConfig(id string, ft *fakeTime) Config {
+	return Config{NodeID: id, LeaseTTL: poolLeaseTTL, GatewayTTL: poolGatewayTTL, Clock: ft}
+}
 
 // owners returns the lease holder of every partition.
 func owners(t *testing.T, b *store.Backend) []string {
@@ -50,17 +65,19 @@ func shares(t *testing.T, b *store.Backend) map[string]int {
 
 // poolBackends runs test over a memory backend and over a Redis backend
 // (a real redis-server), whose nodes read all their partitions through the
-// read multiplexer (mux.go).
-func poolBackends(t *testing.T, test func(t *testing.T, newBackend func(partitions int) *store.Backend)) {
+// read multiplexer (mux.go), both on the fake time the test gets.
+func poolBackends(t *testing.T, test func(t *testing.T, ft *fakeTime, newBackend func(partitions int) *store.Backend)) {
 	t.Run("memory", func(t *testing.T) {
-		test(t, func(partitions int) *store.Backend {
-			b := memory.New(memory.Config{Partitions: partitions})
+		ft := newFakeTime(t)
+		test(t, ft, func(partitions int) *store.Backend {
+			b := memory.New(memory.Config{Partitions: partitions, Clock: ft})
 			t.Cleanup(func() { _ = b.Close() })
 			return b
 		})
 	})
 	t.Run("redis", func(t *testing.T) {
-		test(t, func(partitions int) *store.Backend { return redisBackend(t, partitions) })
+		ft := newFakeTime(t)
+		test(t, ft, func(partitions int) *store.Backend { return redisBackendOn(t, partitions, ft) })
 	})
 }
 
@@ -68,19 +85,19 @@ func TestPoolFairShareAndCleanRelease(t *testing.T) {
 	poolBackends(t, testPoolFairShareAndCleanRelease)
 }
 
-func testPoolFairShareAndCleanRelease(t *testing.T, newBackend func(int) *store.Backend) {
+func testPoolFairShareAndCleanRelease(t *testing.T, ft *fakeTime, newBackend func(int) *store.Backend) {
 	backend := newBackend(12)
-	cfg := func(id string) Config { return Config{NodeID: id, LeaseTTL: poolLeaseTTL} }
+	cfg := func(id string) Config { return poolConfig(id, ft) }
 	want := func(w map[string]int) {
 		t.Helper()
-		waitFor(t, fmt.Sprintf("shares %v", w), func() bool {
+		ft.stepUntil(fmt.Sprintf("shares %v", w), poolRound, func() (bool, any) {
 			got := shares(t, backend)
 			for id, n := range w {
 				if got[id] != n {
-					return false
+					return false, got
 				}
 			}
-			return true
+			return true, got
 		})
 	}
 
@@ -114,10 +131,10 @@ func TestLostLeaseStopsThePartitionAtOnceAndTheNextOwnerClaimsPending(t *testing
 	poolBackends(t, testLostLease)
 }
 
-func testLostLease(t *testing.T, newBackend func(int) *store.Backend) {
+func testLostLease(t *testing.T, ft *fakeTime, newBackend func(int) *store.Backend) {
 	backend := newBackend(1)
 	ctx := context.Background()
-	h := startNodeOn(t, Config{NodeID: "owner", LeaseTTL: poolLeaseTTL}, backend)
+	h := startNodeOn(t, poolConfig("owner", ft), backend)
 	g, _ := h.connect("gw", "")
 	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
 	h.publish(event("e0", "t", "c", "d", opCreate, `{}`, ""))
@@ -131,9 +148,10 @@ func testLostLease(t *testing.T, newBackend func(int) *store.Backend) {
 	if ok, err := backend.Leases.Acquire(ctx, 0, "thief", time.Hour); !ok || err != nil {
 		t.Fatalf("thief Acquire = %v, %v", ok, err)
 	}
-	waitFor(t, "the owner noticing the lost lease", func() bool {
-		return h.labelledValue("streamer_lease_changes_total", "change", "lost") == 1 && h.metricValue("streamer_partitions_owned") == 0
-	})
+	ft.step(poolRound) // the owner's next renewal
+	if lost, owned := h.labelledValue("streamer_lease_changes_total", "change", "lost"), h.metricValue("streamer_partitions_owned"); lost != 1 || owned != 0 {
+		t.Fatalf("after one round: %v leases lost, %v partitions owned; want the lease lost and the partition stopped", lost, owned)
+	}
 
 	// The former owner reads nothing more: the thief gets e1 and e2 as
 	// never delivered, and leaves them pending, as if it crashed.
@@ -149,6 +167,10 @@ func testLostLease(t *testing.T, newBackend func(int) *store.Backend) {
 	if err := backend.Leases.Release(ctx, 0, "thief"); err != nil {
 		t.Fatal(err)
 	}
+	ft.stepUntil("the partition owned again", poolRound, func() (bool, any) {
+		owned := h.metricValue("streamer_partitions_owned")
+		return owned == 1, owned
+	})
 	h.publish(event("e3", "t", "c", "d", opCreate, `{}`, ""))
 	if got := summary(g.matchesUntil("e1", "e2", "e3")); !slices.Equal(got, []string{"e1:CREATE:s", "e2:CREATE:s", "e3:CREATE:s"}) {
 		t.Fatalf("delivered %q", got)
@@ -173,17 +195,17 @@ func TestTakeoverOfACrashedOwnerKeepsPartitionOrder(t *testing.T) {
 	poolBackends(t, testTakeover)
 }
 
-func testTakeover(t *testing.T, newBackend func(int) *store.Backend) {
+func testTakeover(t *testing.T, ft *fakeTime, newBackend func(int) *store.Backend) {
 	backend := newBackend(1)
 	ctx := context.Background()
 
 	// A crashed owner: it holds the lease (until it expires), has read five
 	// of ten events and routed none of them.
 	sub, _ := proto.Marshal(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
-	if err := backend.Subscriptions.Put(ctx, "gw", "s", sub, time.Minute); err != nil {
+	if err := backend.Subscriptions.Put(ctx, "gw", "s", sub, poolGatewayTTL); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := backend.Leases.Acquire(ctx, 0, "crashed", poolLeaseTTL); !ok || err != nil {
+	if ok, err := backend.Leases.Acquire(ctx, 0, "crashed", crashedTTL); !ok || err != nil {
 		t.Fatalf("Acquire = %v, %v", ok, err)
 	}
 	var payloads [][]byte
@@ -197,9 +219,9 @@ func testTakeover(t *testing.T, newBackend func(int) *store.Backend) {
 		t.Fatalf("crashed owner read %d, %v", len(got), err)
 	}
 
-	h := startNodeOn(t, Config{NodeID: "heir", LeaseTTL: poolLeaseTTL}, backend)
+	h := startNodeOn(t, poolConfig("heir", ft), backend)
 	var ids []string
-	waitFor(t, "ten events in the outbox", func() bool {
+	ft.stepUntil("ten events in the outbox", poolRound, func() (bool, any) {
 		entries, err := backend.Outboxes.Read(ctx, "gw", "", 0, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -214,7 +236,7 @@ func testTakeover(t *testing.T, newBackend func(int) *store.Backend) {
 				ids = append(ids, m.GetEvent().GetEventId())
 			}
 		}
-		return len(ids) >= 10
+		return len(ids) >= 10, ids
 	})
 	if want := []string{"e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"}; !slices.Equal(ids, want) {
 		t.Fatalf("outbox holds %q, want %q", ids, want)
@@ -256,17 +278,20 @@ func TestEventIDDeduplication(t *testing.T) {
 }
 
 func TestSessionSupersededOnAnotherNodeIsClosed(t *testing.T) {
-	backend := memory.New(memory.Config{Partitions: 2})
+	ft := newFakeTime(t)
+	backend := memory.New(memory.Config{Partitions: 2, Clock: ft})
 	t.Cleanup(func() { _ = backend.Close() })
 	cfg := func(id string) Config {
-		return Config{NodeID: id, LeaseTTL: poolLeaseTTL, GatewayTTL: 600 * time.Millisecond}
+		return Config{NodeID: id, LeaseTTL: poolLeaseTTL, GatewayTTL: time.Minute, Clock: ft}
 	}
 	n1 := startNodeOn(t, cfg("n1"), backend)
 	n2 := startNodeOn(t, cfg("n2"), backend)
 
 	old, _ := n1.connect("gw", "")
 	newer, _ := n2.connect("gw", "")
-	// The old session sends nothing: its node finds out by itself.
+	// The old session sends nothing: its node finds out by itself, at its
+	// next self-check (every GatewayTTL/3).
+	ft.step(time.Minute / 3)
 	if e := old.endError(); e.GetCode() != streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED {
 		t.Fatalf("old session ended with %v, want SUPERSEDED", e)
 	}
@@ -293,7 +318,7 @@ func TestReadinessFollowsTheBackend(t *testing.T) {
 
 func TestLeaseFence(t *testing.T) {
 	ctx := context.Background()
-	var f leaseFence
+	f := newLeaseFence(clock.Real)
 	call := func(ctx context.Context) error { return nil }
 	if err := f.guard(ctx, call); !errors.Is(err, errLeaseExpired) {
 		t.Fatalf("a fence never extended: %v", err)

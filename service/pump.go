@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/streamerd/streamer/internal/clock"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 )
@@ -37,7 +38,7 @@ func (s *session) pump(ctx context.Context, cursor string) {
 		}
 		if err != nil {
 			s.log.Warn("reading outbox", "err", err)
-			if !sleepCtx(ctx, retryDelay) {
+			if !clock.Sleep(ctx, s.n.cfg.Clock, retryDelay) {
 				return
 			}
 			continue
@@ -49,7 +50,7 @@ func (s *session) pump(ctx context.Context, cursor string) {
 			last, err := ob.Last(ctx, s.gateway)
 			if err != nil {
 				s.log.Warn("reading outbox", "err", err)
-				if !sleepCtx(ctx, retryDelay) {
+				if !clock.Sleep(ctx, s.n.cfg.Clock, retryDelay) {
 					return
 				}
 				continue

@@ -132,7 +132,7 @@ func (s *session) unregister(ctx context.Context) {
 func (s *session) refreshTTL(ctx context.Context, op func() error) (expired bool, err error) {
 	n := s.n
 	margin := min(n.cfg.GatewayTTL/10, time.Second)
-	if before := time.Now(); before.Add(margin).Before(s.deadline) {
+	if before := n.cfg.Clock.Now(); before.Add(margin).Before(s.deadline) {
 		if err := op(); err != nil {
 			return false, err
 		}
@@ -144,7 +144,7 @@ func (s *session) refreshTTL(ctx context.Context, op func() error) (expired bool
 		return false, err
 	}
 	defer unlock()
-	before := time.Now()
+	before := n.cfg.Clock.Now()
 	var live []string
 	if s.epoch != 0 {
 		// Listed first: a gateway missing from both lists below was
@@ -153,7 +153,7 @@ func (s *session) refreshTTL(ctx context.Context, op func() error) (expired bool
 			return false, err
 		}
 	}
-	gone, err := n.backend.Subscriptions.Expired(ctx, time.Now())
+	gone, err := n.backend.Subscriptions.Expired(ctx, n.cfg.Clock.Now())
 	if err != nil {
 		return false, err
 	}

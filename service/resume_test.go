@@ -151,8 +151,9 @@ func TestRegisterWithoutCursorStartsAfterNewest(t *testing.T) {
 }
 
 func TestGatewayExpiry(t *testing.T) {
-	const ttl = 300 * time.Millisecond
-	h := startNode(t, Config{GatewayTTL: ttl}, memory.Config{Partitions: 4})
+	const ttl = 30 * time.Second
+	ft := newFakeTime(t)
+	h := startNode(t, Config{GatewayTTL: ttl, LeaseTTL: time.Hour, Clock: ft}, memory.Config{Partitions: 4, Clock: ft})
 	ctx := context.Background()
 	g, reg := h.connect("gw-quiet", "")
 	if reg.GetTtl().AsDuration() != ttl {
@@ -166,6 +167,11 @@ func TestGatewayExpiry(t *testing.T) {
 
 	// No heartbeat: the gateway expires, its session is closed, its
 	// subscriptions leave the store and the indexes, its outbox is deleted.
+	ft.step(ttl - time.Second)
+	if h.node.indexedSubscriptions() != 2 {
+		t.Fatal("the gateway expired before its TTL")
+	}
+	ft.step(ttl / 3)
 	e := g.endError()
 	if e.GetCode() != streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !strings.Contains(e.GetMessage(), "expired") {
 		t.Fatalf("session error = %v", e)
@@ -175,7 +181,7 @@ func TestGatewayExpiry(t *testing.T) {
 	if err != nil || len(subs) != 0 {
 		t.Fatalf("stored subscriptions = %v, %v", subs, err)
 	}
-	if expired, _ := h.backend.Subscriptions.Expired(ctx, time.Now()); slices.Contains(expired, "gw-quiet") {
+	if expired, _ := h.backend.Subscriptions.Expired(ctx, ft.Now()); slices.Contains(expired, "gw-quiet") {
 		t.Fatalf("gateway still registered after expiry")
 	}
 	if last, _ := h.backend.Outboxes.Last(ctx, "gw-quiet"); last != "" {
@@ -204,16 +210,17 @@ func TestGatewayExpiry(t *testing.T) {
 }
 
 func TestHeartbeatKeepsGatewayAlive(t *testing.T) {
-	const ttl = 300 * time.Millisecond
-	h := startNode(t, Config{GatewayTTL: ttl}, memory.Config{Partitions: 2})
+	const ttl = 30 * time.Second
+	ft := newFakeTime(t)
+	h := startNode(t, Config{GatewayTTL: ttl, LeaseTTL: time.Hour, Clock: ft}, memory.Config{Partitions: 2, Clock: ft})
 	g, _ := h.connect("gw-1", "")
 	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
-	// Heartbeat every ttl/3 for 3 TTLs; the subscription must survive.
-	end := time.Now().Add(3 * ttl)
-	for time.Now().Before(end) {
+	// Heartbeat every ttl/3 for 3 TTLs (the janitor and the session's
+	// self-check run at each step); the subscription must survive.
+	for range 9 {
 		g.send(&streamerv1.GatewayMessage{Msg: &streamerv1.GatewayMessage_Heartbeat{Heartbeat: &streamerv1.Heartbeat{}}})
 		g.take("HeartbeatAck", func(m *streamerv1.StreamerMessage) bool { return m.GetHeartbeatAck() != nil })
-		time.Sleep(ttl / 3) // the heartbeat period of a gateway, not synchronisation
+		ft.step(ttl / 3)
 	}
 	h.publish(event("e1", "t", "c", "d", opCreate, `{}`, ""))
 	if got := summary(g.matchesUntil("e1")); !slices.Equal(got, []string{"e1:CREATE:s"}) {

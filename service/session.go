@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/streamerd/streamer/internal/clock"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 )
@@ -135,8 +136,8 @@ func (s *session) run(ctx context.Context) error {
 	defer wg.Wait()
 	defer stopPump()
 
-	s.heard = time.Now()
-	check := time.NewTicker(s.n.cfg.GatewayTTL / 3)
+	s.heard = s.n.cfg.Clock.Now()
+	check := s.n.cfg.Clock.NewTimer(s.n.cfg.GatewayTTL / 3)
 	defer check.Stop()
 	for {
 		select {
@@ -144,7 +145,7 @@ func (s *session) run(ctx context.Context) error {
 			if r.err != nil {
 				return recvError(r.err)
 			}
-			s.heard = time.Now()
+			s.heard = s.n.cfg.Clock.Now()
 			if fatal, err := s.handle(ctx, r.msg); fatal != nil || err != nil {
 				if fatal != nil {
 					return s.sendError(fatal)
@@ -157,10 +158,11 @@ func (s *session) run(ctx context.Context) error {
 			}
 		case e := <-s.killCh:
 			return s.sendError(e)
-		case <-check.C:
+		case <-check.C():
 			if fatal := s.check(ctx); fatal != nil {
 				return s.sendError(fatal)
 			}
+			check.Reset(s.n.cfg.GatewayTTL / 3)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -178,7 +180,7 @@ func (s *session) check(ctx context.Context) *streamerv1.Error {
 	n := s.n
 	cctx, cancel := context.WithTimeout(ctx, n.cfg.GatewayTTL/3)
 	defer cancel()
-	if time.Since(s.heard) > n.cfg.GatewayTTL {
+	if clock.Since(n.cfg.Clock, s.heard) > n.cfg.GatewayTTL {
 		if err := n.expireIfExpired(cctx, s.gateway); err != nil {
 			s.log.Warn("expiring silent gateway (a janitor will)", "err", err)
 		}

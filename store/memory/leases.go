@@ -45,7 +45,7 @@ func (ls *Leases) Acquire(ctx context.Context, p int, node string, ttl time.Dura
 	}
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	now := time.Now()
+	now := ls.life.clock.Now()
 	if h := ls.leases[p].holder(now); h != "" && h != node {
 		return false, nil
 	}
@@ -60,7 +60,7 @@ func (ls *Leases) Renew(ctx context.Context, p int, node string, ttl time.Durati
 	}
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	now := time.Now()
+	now := ls.life.clock.Now()
 	if ls.leases[p].holder(now) != node {
 		return false, nil
 	}
@@ -75,7 +75,7 @@ func (ls *Leases) Release(ctx context.Context, p int, node string) error {
 	}
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	if ls.leases[p].holder(time.Now()) == node {
+	if ls.leases[p].holder(ls.life.clock.Now()) == node {
 		ls.leases[p] = lease{}
 	}
 	return nil
@@ -88,7 +88,7 @@ func (ls *Leases) Owner(ctx context.Context, p int) (string, error) {
 	}
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	return ls.leases[p].holder(time.Now()), nil
+	return ls.leases[p].holder(ls.life.clock.Now()), nil
 }
 
 // partition runs the checks every method starts with.

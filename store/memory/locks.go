@@ -30,7 +30,7 @@ func (l *Locks) Acquire(ctx context.Context, name, owner string, ttl time.Durati
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := time.Now()
+	now := l.life.clock.Now()
 	if h := l.locks[name].holder(now); h != "" && h != owner {
 		return false, nil
 	}
@@ -45,7 +45,7 @@ func (l *Locks) Renew(ctx context.Context, name, owner string, ttl time.Duration
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := time.Now()
+	now := l.life.clock.Now()
 	cur := l.locks[name]
 	if cur.holder(now) != owner {
 		return false, nil
@@ -62,7 +62,7 @@ func (l *Locks) Release(ctx context.Context, name, owner string) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.locks[name].holder(time.Now()) == owner {
+	if l.locks[name].holder(l.life.clock.Now()) == owner {
 		delete(l.locks, name)
 	}
 	return nil
@@ -78,7 +78,7 @@ func (l *Locks) Owner(ctx context.Context, name string) (string, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.locks[name].holder(time.Now()), nil
+	return l.locks[name].holder(l.life.clock.Now()), nil
 }
 
 func (l *Locks) args(ctx context.Context, op, name, owner string, ttl *time.Duration) error {

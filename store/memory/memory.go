@@ -3,7 +3,9 @@
 //
 // It mimics the Redis backend's observable behaviour: the same "<ms>-<seq>"
 // ids, trimming of the oldest entries at the configured lengths, consumer
-// group pending lists, TTLs measured with the real clock (time.Now). Nothing
+// group pending lists. TTLs (leases, locks, nodes, gateways) are measured on
+// Config.Clock; entry ids and pending idle times on the system clock, as
+// Redis measures them on its own. Nothing
 // is persisted: closing the backend or ending the process loses everything.
 // Every piece is safe for concurrent use; blocking reads wake on append, on
 // context cancellation and on Close, never by polling.
@@ -15,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/streamerd/streamer/internal/clock"
 	"github.com/streamerd/streamer/store"
 )
 
@@ -30,6 +33,9 @@ type Config struct {
 	// OutboxMaxLen is the number of entries each gateway outbox keeps; older
 	// ones are deleted and reported by Lost (store.DefaultOutboxMaxLen).
 	OutboxMaxLen int64
+	// Clock measures TTLs: leases, locks, node and gateway deadlines. Nil is
+	// the system clock; tests pass a clock.Fake shared with the node.
+	Clock clock.Clock
 }
 
 func (c Config) withDefaults() Config {
@@ -50,7 +56,7 @@ func (c Config) withDefaults() Config {
 // with it.
 func New(cfg Config) *store.Backend {
 	cfg = cfg.withDefaults()
-	life := &lifecycle{done: make(chan struct{})}
+	life := &lifecycle{done: make(chan struct{}), clock: clock.Or(cfg.Clock)}
 	outboxes := newOutboxes(life, cfg.OutboxMaxLen)
 	log := newEventLog(life, cfg.Partitions, cfg.MaxLen)
 	log.outboxes = outboxes
@@ -67,10 +73,12 @@ func New(cfg Config) *store.Backend {
 	}
 }
 
-// lifecycle is shared by the pieces of one backend: done is closed by Close.
+// lifecycle is shared by the pieces of one backend: done is closed by Close;
+// clock measures TTLs.
 type lifecycle struct {
-	once sync.Once
-	done chan struct{}
+	once  sync.Once
+	done  chan struct{}
+	clock clock.Clock
 }
 
 func (l *lifecycle) close() error {

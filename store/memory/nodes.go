@@ -34,7 +34,7 @@ func (n *Nodes) Heartbeat(ctx context.Context, node string, ttl time.Duration) e
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.deadlines[node] = time.Now().Add(ttl)
+	n.deadlines[node] = n.life.clock.Now().Add(ttl)
 	return nil
 }
 
@@ -45,7 +45,7 @@ func (n *Nodes) Live(ctx context.Context) ([]string, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	now := time.Now()
+	now := n.life.clock.Now()
 	var out []string
 	for node, deadline := range n.deadlines {
 		if deadline.After(now) {

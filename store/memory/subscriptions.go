@@ -65,7 +65,7 @@ func (s *Subscriptions) Put(ctx context.Context, gateway, id string, data []byte
 	data = clone(data)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refresh(gateway, time.Now(), ttl)[id] = data
+	s.refresh(gateway, s.life.clock.Now(), ttl)[id] = data
 	return nil
 }
 
@@ -76,7 +76,7 @@ func (s *Subscriptions) Delete(ctx context.Context, gateway, id string) (bool, e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	subs := s.live(gateway, time.Now())
+	subs := s.live(gateway, s.life.clock.Now())
 	_, existed := subs[id]
 	delete(subs, id)
 	return existed, nil
@@ -89,7 +89,7 @@ func (s *Subscriptions) Get(ctx context.Context, gateway, id string) ([]byte, bo
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	data, found := s.live(gateway, time.Now())[id]
+	data, found := s.live(gateway, s.life.clock.Now())[id]
 	if !found {
 		return nil, false, nil
 	}
@@ -103,7 +103,7 @@ func (s *Subscriptions) List(ctx context.Context, gateway string) (map[string][]
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	subs := s.live(gateway, time.Now())
+	subs := s.live(gateway, s.life.clock.Now())
 	out := make(map[string][]byte, len(subs))
 	for id, data := range subs {
 		out[id] = clone(data)
@@ -121,13 +121,13 @@ func (s *Subscriptions) Touch(ctx context.Context, gateway string, ttl time.Dura
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refresh(gateway, time.Now(), ttl)
+	s.refresh(gateway, s.life.clock.Now(), ttl)
 	return nil
 }
 
 // Live implements store.Subscriptions.
 func (s *Subscriptions) Live(ctx context.Context) ([]string, error) {
-	return s.byDeadline(ctx, time.Now(), true)
+	return s.byDeadline(ctx, s.life.clock.Now(), true)
 }
 
 // Expired implements store.Subscriptions.

@@ -28,7 +28,7 @@ func (n *Nodes) Heartbeat(ctx context.Context, node string, ttl time.Duration) e
 	if _, err := ttlMs(ttl); err != nil {
 		return err
 	}
-	z := goredis.Z{Score: float64(deadlineMs(ttl)), Member: node}
+	z := goredis.Z{Score: float64(n.c.deadlineMs(ttl)), Member: node}
 	if err := n.c.client.ZAdd(ctx, n.c.keys.Nodes(), z).Err(); err != nil {
 		return n.c.fail(ctx, "heartbeat", err)
 	}
@@ -41,7 +41,7 @@ func (n *Nodes) Live(ctx context.Context) ([]string, error) {
 	if err := n.c.begin(ctx); err != nil {
 		return nil, err
 	}
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	now := strconv.FormatInt(n.c.clock.Now().UnixMilli(), 10)
 	var live *goredis.StringSliceCmd
 	err := n.c.multi(ctx, func(pipe goredis.Pipeliner) {
 		pipe.ZRemRangeByScore(ctx, n.c.keys.Nodes(), "-inf", now)

@@ -27,6 +27,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/streamerd/streamer/internal/clock"
 	"github.com/streamerd/streamer/store"
 )
 
@@ -78,6 +79,12 @@ type Config struct {
 	// Logger receives rare operational messages such as a recreated
 	// consumer group (slog.Default()).
 	Logger *slog.Logger
+	// Clock computes the deadlines of the node and gateway registries and of
+	// the subscription hashes (PEXPIREAT), which are this process's time, not
+	// Redis's (nil: the system clock). Leases and locks expire on Redis's
+	// clock (SET PX). Tests that pass a clock.Fake start it at the real time,
+	// so that a hash's PEXPIREAT lands in the future.
+	Clock clock.Clock
 }
 
 // New connects to Redis, checks or records the partition count, creates the
@@ -122,6 +129,7 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 		maxLen:       cfg.MaxLen,
 		outboxMaxLen: cfg.OutboxMaxLen,
 		log:          cfg.Logger,
+		clock:        clock.Or(cfg.Clock),
 	}
 	for p := range cfg.Partitions {
 		c.events = append(c.events, c.keys.Events(p))
@@ -234,8 +242,9 @@ type core struct {
 	maxLen       int64
 	outboxMaxLen int64
 	log          *slog.Logger
-	events       []string // Keys.Events of every partition, built once
-	eventArgs    []any    // the same, boxed once for command arguments
+	clock        clock.Clock // the registries' and hashes' deadlines
+	events       []string    // Keys.Events of every partition, built once
+	eventArgs    []any       // the same, boxed once for command arguments
 
 	// raw: the hot reads take raw replies (resp.go); false on Cluster.
 	raw bool
@@ -403,9 +412,10 @@ func ttlMs(ttl time.Duration) (int64, error) {
 	return ttl.Milliseconds(), nil
 }
 
-// deadlineMs is now+ttl in Unix milliseconds, the score of the registries.
-func deadlineMs(ttl time.Duration) int64 {
-	return time.Now().Add(ttl).UnixMilli()
+// deadlineMs is now+ttl on the backend's clock in Unix milliseconds, the
+// score of the registries.
+func (c *core) deadlineMs(ttl time.Duration) int64 {
+	return c.clock.Now().Add(ttl).UnixMilli()
 }
 
 // normID validates a stream id and returns it in canonical form.

@@ -50,7 +50,7 @@ func (s *Subscriptions) heartbeat(ctx context.Context, op, gateway string, ttl t
 	if _, err := ttlMs(ttl); err != nil {
 		return err
 	}
-	deadline := deadlineMs(ttl)
+	deadline := s.c.deadlineMs(ttl)
 	err := s.c.multi(ctx, func(pipe goredis.Pipeliner) {
 		if first != nil {
 			first(pipe)
@@ -118,7 +118,7 @@ func (s *Subscriptions) List(ctx context.Context, gateway string) (map[string][]
 
 // Live is ZRANGEBYSCORE stm:gateways (now +inf, sorted by name.
 func (s *Subscriptions) Live(ctx context.Context) ([]string, error) {
-	return s.byDeadline(ctx, "live", "("+strconv.FormatInt(time.Now().UnixMilli(), 10), "+inf")
+	return s.byDeadline(ctx, "live", "("+strconv.FormatInt(s.c.clock.Now().UnixMilli(), 10), "+inf")
 }
 
 // Expired is ZRANGEBYSCORE stm:gateways -inf now, sorted by name.
