@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/streamerd/streamer/client"
+	"github.com/streamerd/streamer/internal/testwait"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/service"
 	"github.com/streamerd/streamer/store"
@@ -102,13 +103,7 @@ func startNode(t testing.TB, cfg service.Config, mcfg memory.Config, lis net.Lis
 // waitFor polls cond until it holds, failing the test after waitLimit.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
+	testwait.For(t, what, cond)
 }
 
 // dial opens a Conn to addr with test-friendly options, closed at cleanup.

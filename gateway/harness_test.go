@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/streamerd/streamer/internal/testbin"
+	"github.com/streamerd/streamer/internal/testwait"
 	"io"
 	"log/slog"
 	"net"
@@ -219,13 +220,7 @@ func (e *env) publish(evs ...event) []event {
 // waitFor polls cond until it holds or waitLimit passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitLimit, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, what, cond)
 }
 
 // nodeMetric returns the value of an unlabelled metric of the node.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/streamerd/streamer/client"
+	"github.com/streamerd/streamer/internal/testwait"
 	"github.com/streamerd/streamer/match"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
@@ -268,11 +269,5 @@ func TestCompileKeysAreCanonical(t *testing.T) {
 
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.For(t, "the hub's condition", cond)
 }

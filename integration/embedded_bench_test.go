@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/streamerd/streamer/client"
+	"github.com/streamerd/streamer/internal/testwait"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/service"
 	"github.com/streamerd/streamer/store/memory"
@@ -148,16 +149,11 @@ func startBenchEnv(b *testing.B) *benchEnv {
 		_ = backend.Close()
 	})
 	admin := node.AdminHandler()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testwait.For(b, "the node ready", func() bool {
 		rec := httptest.NewRecorder()
 		admin.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
-		if rec.Code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("node not ready")
-		}
-	}
+		return rec.Code == http.StatusOK
+	})
 	if env.pub, err = client.NewPublisher(env.addr); err != nil {
 		b.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/streamerd/streamer/internal/testbin"
+	"github.com/streamerd/streamer/internal/testwait"
 	"io"
 	"log/slog"
 	"net"
@@ -320,16 +321,11 @@ func (p *pool) balanced() bool {
 	return total == poolPartitions
 }
 
-// waitUntil polls cond every 20ms until it holds, failing the test after
-// poolWait.
+// waitUntil polls cond until it holds, failing the test after poolWait.
 func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(poolWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", poolWait, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if f := testwait.Until(poolWait, func() (bool, any) { return cond(), nil }); f != nil {
+		t.Fatalf("timed out after %v waiting for %s", poolWait, what)
 	}
 }
 

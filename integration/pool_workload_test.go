@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/streamerd/streamer/client"
+	"github.com/streamerd/streamer/internal/testwait"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/service"
 )
@@ -389,13 +390,9 @@ func (r *recorder) received(gws ...*gateway) int64 {
 func (r *recorder) waitComplete(upTo int, gws ...*gateway) int64 {
 	r.t.Helper()
 	want := r.expected(upTo, gws...)
-	deadline := time.Now().Add(poolWait)
-	for r.received(gws...) < want {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("after %v: %d of %d expected (event, subscription) pairs delivered; first missing: %s",
-				poolWait, r.received(gws...), want, r.missing(upTo, 10))
-		}
-		time.Sleep(20 * time.Millisecond)
+	if f := testwait.Until(poolWait, func() (bool, any) { return r.received(gws...) >= want, nil }); f != nil {
+		r.t.Fatalf("after %v: %d of %d expected (event, subscription) pairs delivered; first missing: %s",
+			poolWait, r.received(gws...), want, r.missing(upTo, 10))
 	}
 	return want
 }

@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/integration/mtest"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamerd/streamer/internal/clock"
 	"github.com/streamerd/streamer/internal/redistest"
 	"github.com/streamerd/streamer/internal/testproxy"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
@@ -62,8 +63,12 @@ func mustRaw(t testing.TB, d bson.D) bson.Raw {
 
 func TestLeaseLoss(t *testing.T) {
 	t.Run("leader that cannot renew stops reading at once and the standby resumes from its token", func(t *testing.T) {
-		const ttl = 150 * time.Millisecond
-		shared := newTestBackend(t)
+		// Both pullers and the backend's lease TTLs run on a fake clock: a
+		// renewal or an acquisition attempt happens when the test steps it by
+		// a third of the TTL, however slow the machine.
+		const ttl = 30 * time.Second
+		fc := clock.NewFake(time.Now())
+		shared := newTestBackendOn(t, fc)
 
 		streamA := &fakeStream{events: []bson.Raw{mustRaw(t, crud("f1", "insert", "acme", 1)), mustRaw(t, crud("f2", "insert", "acme", 2))}}
 		watcherA := &fakeWatcher{open: func(n int, _ WatchOptions) (ChangeStream, error) {
@@ -77,7 +82,7 @@ func TestLeaseLoss(t *testing.T) {
 		backendA.Locks = locksA
 		logsA := &syncBuffer{}
 		cfgA := testConfig(watcherA, logsA)
-		cfgA.Owner, cfgA.LeaseTTL = "puller-a", ttl
+		cfgA.Owner, cfgA.LeaseTTL, cfgA.Clock = "puller-a", ttl, fc
 		a := start(t, cfgA, &backendA)
 		waitFor(t, "A to lead and checkpoint f2", func() bool {
 			role, _ := a.Status()
@@ -88,19 +93,23 @@ func TestLeaseLoss(t *testing.T) {
 			return &fakeStream{events: []bson.Raw{mustRaw(t, crud("f3", "insert", "acme", 3))}}, nil
 		}}
 		cfgB := testConfig(watcherB, &syncBuffer{})
-		cfgB.Owner, cfgB.LeaseTTL = "puller-b", ttl
+		cfgB.Owner, cfgB.LeaseTTL, cfgB.Clock = "puller-b", ttl, fc
 		b := start(t, cfgB, shared.Backend)
-		time.Sleep(3 * ttl) // several renewals by A and acquisition attempts by B
+		waitFor(t, "B standing by", func() bool { role, _ := b.Status(); return role == "standby" })
+		for range 9 { // three TTLs: renewals by A, acquisition attempts by B
+			step(t, fc, ttl/3)
+		}
 		if role, _ := b.Status(); role != "standby" || len(watcherB.options()) != 0 {
 			t.Fatalf("B is %s and opened %d streams while A leads; want a standby that reads nothing", role, len(watcherB.options()))
 		}
 
 		locksA.cut.Store(true)
+		step(t, fc, ttl/3) // A's next renewal fails
 		waitFor(t, "A to stop reading", func() bool {
 			role, _ := a.Status()
 			return streamA.isClosed() && role == "standby"
 		})
-		waitFor(t, "B to take over and checkpoint f3", func() bool { return shared.checkpoint(t, DefaultName) == "f3" })
+		stepUntil(t, fc, "B to take over and checkpoint f3", ttl/3, func() bool { return shared.checkpoint(t, DefaultName) == "f3" })
 		locksA.cut.Store(false)
 
 		if err := a.stop(t); err != nil {
@@ -129,8 +138,13 @@ func TestLeaseLoss(t *testing.T) {
 // the test pauses (a network partition): the leader must stop reading, the
 // standby must take over from the leader's checkpoint, and Redis must hold
 // every event once.
+//
+// The pullers run on a fake clock: A renews and B tries to acquire when the
+// test steps it. The lease itself expires on Redis's clock, after ttl of real
+// time, which a stepped A renews long before, however slow the machine.
 func TestLeaderFailoverRedis(t *testing.T) {
-	const ttl = 500 * time.Millisecond
+	const ttl = 5 * time.Second
+	fc := clock.NewFake(time.Now())
 	srv := redistest.Start(t)
 	proxy, err := testproxy.New(srv.Addr())
 	if err != nil {
@@ -158,7 +172,7 @@ func TestLeaderFailoverRedis(t *testing.T) {
 
 			logsA := &syncBuffer{}
 			cfgA := testConfig(NewMongoWatcher(mtA.Client, testDB, nil), logsA)
-			cfgA.Owner, cfgA.LeaseTTL = "puller-a", ttl
+			cfgA.Owner, cfgA.LeaseTTL, cfgA.Clock = "puller-a", ttl, fc
 			a := start(t, cfgA, redisA)
 			checkpoint := func() string {
 				v, _, err := redisB.Checkpoints.Load(ctx, CheckpointName(DefaultName))
@@ -170,15 +184,18 @@ func TestLeaderFailoverRedis(t *testing.T) {
 			waitFor(t, "A to checkpoint x2", func() bool { return checkpoint() == "x2" })
 
 			cfgB := testConfig(NewMongoWatcher(mtB.Client, testDB, nil), &syncBuffer{})
-			cfgB.Owner, cfgB.LeaseTTL = "puller-b", ttl
+			cfgB.Owner, cfgB.LeaseTTL, cfgB.Clock = "puller-b", ttl, fc
 			b := start(t, cfgB, redisB)
-			time.Sleep(2 * ttl)
+			waitFor(t, "B standing by", func() bool { role, _ := b.Status(); return role == "standby" })
+			for range 6 { // two TTLs: renewals by A, acquisition attempts by B
+				step(t, fc, ttl/3)
+			}
 			if role, _ := b.Status(); role != "standby" {
 				t.Fatalf("B is %s while A leads", role)
 			}
 
 			proxy.Pause()
-			waitFor(t, "B to take over and checkpoint x3", func() bool { return checkpoint() == "x3" })
+			stepUntil(t, fc, "B to take over and checkpoint x3", ttl/3, func() bool { return checkpoint() == "x3" })
 			if role, _ := a.Status(); role == "leader" {
 				t.Error("A still leads after B took over")
 			}

@@ -16,6 +16,8 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/integration/mtest"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamerd/streamer/internal/clock"
+	"github.com/streamerd/streamer/internal/testwait"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/memory"
@@ -172,7 +174,13 @@ type testBackend struct {
 
 func newTestBackend(t *testing.T) *testBackend {
 	t.Helper()
-	mem := memory.New(memory.Config{Partitions: 16})
+	return newTestBackendOn(t, nil)
+}
+
+// newTestBackendOn is newTestBackend with its TTLs on c.
+func newTestBackendOn(t *testing.T, c clock.Clock) *testBackend {
+	t.Helper()
+	mem := memory.New(memory.Config{Partitions: 16, Clock: c})
 	t.Cleanup(func() { mem.Close() })
 	rec := &recorder{}
 	b := *mem
@@ -266,16 +274,33 @@ func (r *running) wait(t testing.TB) error {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after 10s.
+// step advances fc by d and waits until every round of work it started
+// (lease renewals, acquisition attempts, retries) has finished.
+func step(t testing.TB, fc *clock.Fake, d time.Duration) {
+	t.Helper()
+	fc.Advance(d)
+	if err := fc.WaitDelivered(testwait.Timeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stepUntil steps fc by d until cond holds, failing the test after
+// testwait.Timeout of real time.
+func stepUntil(t testing.TB, fc *clock.Fake, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	testwait.For(t, what, func() bool {
+		if cond() {
+			return true
+		}
+		step(t, fc, d)
+		return cond()
+	})
+}
+
+// waitFor polls cond until it holds, failing the test after testwait.Timeout.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testwait.For(t, what, cond)
 }
 
 // changeStreamStages returns the $changeStream stage of every aggregate the

@@ -12,6 +12,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamerd/streamer/internal/clock"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/service"
 )
@@ -96,7 +97,7 @@ func (p *Puller) pull(ctx context.Context) error {
 		d := r.p.backoff(r.streamErr)
 		r.streamErr++
 		p.log.Warn("change stream failed: reopening it from the checkpoint", "err", err, "retry_in", d)
-		if err := sleep(ctx, d); err != nil {
+		if err := r.p.sleep(ctx, d); err != nil {
 			return err
 		}
 		fromNow = r.saved == nil
@@ -128,7 +129,7 @@ func (r *reader) loadCheckpoint(ctx context.Context) error {
 		r.p.setHealth(err)
 		d := r.p.backoff(attempt)
 		r.p.log.Warn("cannot load the checkpoint; retrying", "err", err, "retry_in", d)
-		if err := sleep(ctx, d); err != nil {
+		if err := r.p.sleep(ctx, d); err != nil {
 			return err
 		}
 	}
@@ -205,7 +206,7 @@ func (r *reader) consume(ctx context.Context, cs ChangeStream) error {
 				r.lastToken = clone(rt)
 			}
 		}
-		if last || len(r.pending) >= r.p.cfg.Batch || (len(r.pending) > 0 && time.Since(r.firstAt) >= r.p.cfg.MaxDelay) {
+		if last || len(r.pending) >= r.p.cfg.Batch || (len(r.pending) > 0 && clock.Since(r.p.cfg.Clock, r.firstAt) >= r.p.cfg.MaxDelay) {
 			if err := r.flush(ctx, r.lastToken); err != nil {
 				return err
 			}
@@ -221,7 +222,7 @@ func (r *reader) add(c change) error {
 		return fmt.Errorf("puller: encoding event %s: %w", ev.GetEventId(), err)
 	}
 	if len(r.pending) == 0 {
-		r.firstAt = time.Now()
+		r.firstAt = r.p.cfg.Clock.Now()
 	}
 	r.pending = append(r.pending, pendingEvent{partition: service.PartitionOf(ev.GetTenant(), ev.GetCollection(), r.partitions), payload: payload})
 	r.lastTime = c.time()
@@ -305,7 +306,7 @@ func (r *reader) appendPending(ctx context.Context) error {
 		r.p.setHealth(failed)
 		d := r.p.backoff(attempt)
 		r.p.log.Warn("appending to the event log failed: retrying; the checkpoint does not move meanwhile", "err", failed, "retry_in", d)
-		if err := sleep(ctx, d); err != nil {
+		if err := r.p.sleep(ctx, d); err != nil {
 			return err
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/streamerd/streamer/internal/clock"
 	"github.com/streamerd/streamer/store"
 )
 
@@ -67,6 +68,10 @@ type Config struct {
 	// fails; a standby tries to acquire it every LeaseTTL/3, so a crashed
 	// leader is replaced within about LeaseTTL.
 	LeaseTTL time.Duration
+	// Clock drives the lease renewals, the standby's acquisition attempts,
+	// the retry backoff and the MaxDelay batching window (nil: the system
+	// clock). Tests pass a clock.Fake.
+	Clock clock.Clock
 	// RetryMin and RetryMax bound the exponential backoff (with full jitter)
 	// between retries of a failed change stream, append or store call
 	// (defaults 100ms and 10s).
@@ -94,6 +99,7 @@ func (c Config) withDefaults() Config {
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = DefaultLeaseTTL
 	}
+	c.Clock = clock.Or(c.Clock)
 	if c.RetryMin <= 0 {
 		c.RetryMin = DefaultRetryMin
 	}
@@ -257,7 +263,7 @@ func (p *Puller) acquire(ctx context.Context) error {
 				lastLeader = leader
 			}
 		}
-		if err := sleep(ctx, ttl/3); err != nil {
+		if err := p.sleep(ctx, ttl/3); err != nil {
 			return err
 		}
 	}
@@ -293,18 +299,18 @@ func (p *Puller) lead(ctx context.Context) error {
 	return err
 }
 
-// keepLease renews the lease every LeaseTTL/3 until ctx is done. When a
-// renewal fails or finds the lease taken it cancels ctx with errLostLease,
-// which stops the reader at once.
+// keepLease renews the lease LeaseTTL/3 after the previous renewal ended,
+// until ctx is done. When a renewal fails or finds the lease taken it
+// cancels ctx with errLostLease, which stops the reader at once.
 func (p *Puller) keepLease(ctx context.Context, cancel context.CancelCauseFunc) {
 	name, ttl := LockName(p.cfg.Name), p.cfg.LeaseTTL
-	t := time.NewTicker(ttl / 3)
+	t := p.cfg.Clock.NewTimer(ttl / 3)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		rctx, rcancel := context.WithTimeout(ctx, ttl/3)
 		ok, err := p.backend.Locks.Renew(rctx, name, p.cfg.Owner, ttl)
@@ -313,6 +319,7 @@ func (p *Puller) keepLease(ctx context.Context, cancel context.CancelCauseFunc) 
 			return
 		}
 		if err == nil && ok {
+			t.Reset(ttl / 3)
 			continue
 		}
 		if err == nil {
@@ -325,14 +332,11 @@ func (p *Puller) keepLease(ctx context.Context, cancel context.CancelCauseFunc) 
 	}
 }
 
-// sleep waits d or until ctx is done, and returns ctx.Err() in that case.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+// sleep waits d on the puller's clock or until ctx is done, and returns
+// ctx.Err() in that case.
+func (p *Puller) sleep(ctx context.Context, d time.Duration) error {
+	if !clock.Sleep(ctx, p.cfg.Clock, d) {
 		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/streamerd/streamer/internal/redistest"
+	"github.com/streamerd/streamer/internal/testwait"
 )
 
 // pullerStderr collects a command's stderr; safe for concurrent use.
@@ -133,22 +135,15 @@ func TestPullerAdminHTTP(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.ForState(t, "admin endpoints showing a leader retrying the stream", func() (bool, any) {
 		hc, health := get("/healthz")
 		rc, ready := get("/readyz")
 		_, metrics := get("/metrics")
-		if hc == 200 && strings.TrimSpace(health) == "ok leader" && rc == 503 && strings.Contains(ready, "leader is retrying") &&
-			strings.Contains(metrics, "streamer_puller_leader 1") && strings.Contains(metrics, `streamer_puller_errors_total{kind="stream"}`) &&
-			strings.Contains(metrics, "streamer_puller_checkpoint_age_seconds") && strings.Contains(metrics, "streamer_puller_lag_seconds") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("admin endpoints never showed a leader retrying the stream:\n/healthz %d %s\n/readyz %d %s\n/metrics %s\nlogs:\n%s",
-				hc, health, rc, ready, metrics, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return hc == 200 && strings.TrimSpace(health) == "ok leader" && rc == 503 && strings.Contains(ready, "leader is retrying") &&
+				strings.Contains(metrics, "streamer_puller_leader 1") && strings.Contains(metrics, `streamer_puller_errors_total{kind="stream"}`) &&
+				strings.Contains(metrics, "streamer_puller_checkpoint_age_seconds") && strings.Contains(metrics, "streamer_puller_lag_seconds"),
+			fmt.Sprintf("/healthz %d %s\n/readyz %d %s\n/metrics %s\nlogs:\n%s", hc, health, rc, ready, metrics, logs.String())
+	})
 
 	cancel()
 	select {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 
+	"github.com/streamerd/streamer/internal/testwait"
 	"github.com/streamerd/streamer/puller"
 )
 
@@ -241,9 +243,8 @@ func TestServeEmbeddedPuller(t *testing.T) {
 		bson.E{Key: "ns", Value: bson.D{{Key: "db", Value: "app"}, {Key: "coll", Value: "orders"}}},
 		bson.E{Key: "documentKey", Value: bson.D{{Key: "_id", Value: "o1"}}},
 		bson.E{Key: "fullDocument", Value: bson.D{{Key: "_id", Value: "o1"}, {Key: "org", Value: "acme"}, {Key: "total", Value: 12}}})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	testwait.ForState(t, "the puller's and the node's metrics", func() (bool, any) {
 		code, metrics := s.get(t, "/metrics")
-		missing := ""
 		for _, want := range []string{
 			"streamer_puller_events_appended_total 1", `streamer_puller_events_read_total{operation="insert"} 1`,
 			"streamer_puller_leader 1", "streamer_puller_checkpoints_total 1", "streamer_puller_append_seconds_count 1",
@@ -251,17 +252,12 @@ func TestServeEmbeddedPuller(t *testing.T) {
 			"streamer_events_processed_total 1", // the node consumed it from the same log
 			"streamer_partitions_owned 4",
 		} {
-			if !strings.Contains(metrics, want) {
-				missing = want
+			if code != 200 || !strings.Contains(metrics, want) {
+				return false, fmt.Sprintf("/metrics (%d) lacks %q:\n%s\nlogs:\n%s", code, want, metrics, s.logs.String())
 			}
 		}
-		if code == 200 && missing == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/metrics (%d) lacks %q:\n%s\nlogs:\n%s", code, missing, metrics, s.logs.String())
-		}
-	}
+		return true, nil
+	})
 	if opens := w.options(); len(opens) != 1 || !opens[0].PreImages || opens[0].ResumeAfter != nil {
 		t.Errorf("Watch options = %+v, want one watch from now with pre-images", opens)
 	}

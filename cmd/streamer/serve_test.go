@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"github.com/streamerd/streamer/internal/testbin"
 	"io"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/streamerd/streamer/internal/redistest"
+	"github.com/streamerd/streamer/internal/testwait"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
 
@@ -93,6 +95,15 @@ func (p *serveProcess) stderr() string {
 }
 
 // get fetches an admin URL path.
+// waitReady waits until /readyz answers 200.
+func (p *serveProcess) waitReady(t *testing.T, what string) {
+	t.Helper()
+	testwait.ForState(t, what, func() (bool, any) {
+		code, body := p.get(t, "/readyz")
+		return code == 200, fmt.Sprintf("/readyz %d %q\n%s", code, body, p.stderr())
+	})
+}
+
 func (p *serveProcess) get(t *testing.T, path string) (int, string) {
 	t.Helper()
 	resp, err := http.Get("http://" + p.httpAddr + path)
@@ -112,17 +123,7 @@ func TestServeBinary(t *testing.T) {
 		if code, body := p.get(t, "/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
 			t.Fatalf("/healthz = %d %q", code, body)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			code, _ := p.get(t, "/readyz")
-			if code == 200 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("/readyz never became 200\n%s", p.stderr())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		p.waitReady(t, "/readyz 200")
 
 		// The token from the environment is enforced on gRPC.
 		conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -172,13 +173,10 @@ func TestServeBinary(t *testing.T) {
 
 	t.Run("warns loudly without a token", func(t *testing.T) {
 		p := startServe(t, exe, nil)
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(p.stderr(), "AUTHENTICATION IS OFF") {
-			if time.Now().After(deadline) {
-				t.Fatalf("no authentication warning in\n%s", p.stderr())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testwait.ForState(t, "an authentication warning", func() (bool, any) {
+			logs := p.stderr()
+			return strings.Contains(logs, "AUTHENTICATION IS OFF"), logs
+		})
 		if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
 			t.Fatal(err)
 		}
@@ -190,36 +188,21 @@ func TestServeBinary(t *testing.T) {
 	t.Run("joins a Redis pool and refuses a partition count that disagrees", func(t *testing.T) {
 		srv := redistest.Start(t)
 		p := startServe(t, exe, nil, "--redis", srv.URL(), "--partitions", "4", "--lease-ttl", "1s", "--node-id", "n1")
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			if code, _ := p.get(t, "/readyz"); code == 200 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("/readyz never became 200\n%s", p.stderr())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		p.waitReady(t, "/readyz 200")
 		if logs := p.stderr(); !strings.Contains(logs, `"mode":"redis"`) || !strings.Contains(logs, `"pool_size":"264"`) {
 			t.Errorf("logs lack redis mode or the default pool size:\n%s", logs)
 		}
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		testwait.ForState(t, "the pool metrics", func() (bool, any) {
 			_, metrics := p.get(t, "/metrics")
-			missing := ""
 			for _, want := range []string{"streamer_partitions_owned 4", `streamer_lease_changes_total{change="acquired"} 4`,
 				`streamer_redis_errors_total{kind="io"} 0`, "streamer_backend_up 1", `streamer_partition_pending_entries{partition="3"} 0`,
 				`streamer_partition_lag_entries{partition="3"} 0`, "streamer_outbox_entries 0"} {
 				if !strings.Contains(metrics, want) {
-					missing = want
+					return false, fmt.Sprintf("/metrics lacks %q:\n%s", want, metrics)
 				}
 			}
-			if missing == "" {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("/metrics lacks %q:\n%s", missing, metrics)
-			}
-		}
+			return true, nil
+		})
 
 		out, err := exec.Command(exe, "serve", "--redis", srv.URL(), "--partitions", "8", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0").CombinedOutput()
 		var exit *exec.ExitError
@@ -230,23 +213,12 @@ func TestServeBinary(t *testing.T) {
 
 		// Redis going away makes the node unready, and ready again when it is back.
 		srv.Kill()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if code, body := p.get(t, "/readyz"); code == 503 && strings.Contains(body, "backend unreachable") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("/readyz still 200 with Redis down\n%s", p.stderr())
-			}
-		}
+		testwait.ForState(t, "/readyz 503 with Redis down", func() (bool, any) {
+			code, body := p.get(t, "/readyz")
+			return code == 503 && strings.Contains(body, "backend unreachable"), fmt.Sprintf("/readyz %d %q\n%s", code, body, p.stderr())
+		})
 		srv.Restart()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if code, _ := p.get(t, "/readyz"); code == 200 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("/readyz not 200 after Redis came back\n%s", p.stderr())
-			}
-		}
+		p.waitReady(t, "/readyz 200 after Redis came back")
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
@@ -269,20 +241,15 @@ func TestServeBinary(t *testing.T) {
 			t.Fatalf("/healthz = %d %q", code, body)
 		}
 		// The node serves; the puller's failure shows in /metrics and the log.
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		testwait.ForState(t, "the puller's failure in /metrics and the log, with the node ready", func() (bool, any) {
 			rc, _ := p.get(t, "/readyz")
 			_, metrics := p.get(t, "/metrics")
 			logs := p.stderr()
-			if rc == 200 && strings.Contains(metrics, `streamer_puller_errors_total{kind="stream"}`) &&
+			return rc == 200 && strings.Contains(metrics, `streamer_puller_errors_total{kind="stream"}`) &&
 				strings.Contains(metrics, "streamer_puller_leader 1") && strings.Contains(metrics, "streamer_partitions_owned 16") &&
 				strings.Contains(logs, `"level":"WARN","msg":"change stream failed: reopening it from the checkpoint"`) &&
-				strings.Contains(logs, "connection refused") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no puller failure in /metrics and the log, or the node is not ready (/readyz %d):\n%s\nlogs:\n%s", rc, metrics, logs)
-			}
-		}
+				strings.Contains(logs, "connection refused"), fmt.Sprintf("/readyz %d\n%s\nlogs:\n%s", rc, metrics, logs)
+		})
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/streamerd/streamer/internal/redistest"
+	"github.com/streamerd/streamer/internal/testwait"
 	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/redis"
 	"github.com/streamerd/streamer/store/storetest"
@@ -475,14 +477,30 @@ func waitBlocked(t *testing.T, srv *redistest.Server, n int) {
 	t.Helper()
 	raw := rawClient(t, srv)
 	want := fmt.Sprintf("blocked_clients:%d\r", n)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	testwait.ForState(t, fmt.Sprintf("%d client(s) blocked on %s", n, srv.Addr()), func() (bool, any) {
 		info, err := raw.Info(t.Context(), "clients").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(info, want) {
-			return
-		}
+		return strings.Contains(info, want), info
+	})
+}
+
+// commandCalls returns how many times srv has run cmd (lower case), from
+// INFO commandstats.
+func commandCalls(t *testing.T, srv *redistest.Server, cmd string) int {
+	t.Helper()
+	info, err := rawClient(t, srv).Info(t.Context(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no %d client(s) blocked on %s after 10s", n, srv.Addr())
+	_, rest, ok := strings.Cut(info, "cmdstat_"+cmd+":calls=")
+	if !ok {
+		return 0
+	}
+	n, err := strconv.Atoi(rest[:strings.IndexAny(rest, ",\r\n")])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
