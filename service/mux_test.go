@@ -33,6 +33,13 @@ func redisBackend(t *testing.T, partitions int) *store.Backend {
 // redisBackendOn is redisBackend with the registries' deadlines on c.
 func redisBackendOn(t *testing.T, partitions int, c clock.Clock) *store.Backend {
 	t.Helper()
+	b, _ := redisBackendAndServer(t, partitions, c)
+	return b
+}
+
+// redisBackendAndServer is redisBackendOn that also returns the server.
+func redisBackendAndServer(t *testing.T, partitions int, c clock.Clock) (*store.Backend, *redistest.Server) {
+	t.Helper()
 	srv := redistest.Start(t)
 	b, err := redis.New(t.Context(), redis.Config{
 		URL: srv.URL(), Prefix: fmt.Sprintf("svc%d", redisPrefixes.Add(1)), Partitions: partitions, Logger: testLogger(), Clock: c,
@@ -41,7 +48,7 @@ func redisBackendOn(t *testing.T, partitions int, c clock.Clock) *store.Backend 
 		t.Fatalf("redis.New: %v", err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	return b
+	return b, srv
 }
 
 // countingLog counts the single-partition reads a node makes.

@@ -220,13 +220,16 @@ func TestPumpMuxBadCursorFailsOnlyItsSession(t *testing.T) {
 // TestPumpMuxAbandonedRequest: a session that ends while waiting returns at
 // once, and the multiplexer drops its request and stops.
 func TestPumpMuxAbandonedRequest(t *testing.T) {
-	b := redisBackend(t, 4)
+	b, srv := redisBackendAndServer(t, 4, nil)
 	m := newPumpMux(b.MultiFetch, b.Outboxes, pumpReadCount)
 	ctx, cancel := context.WithCancel(t.Context())
 	c := newPumpClient("gone")
 	done := make(chan error, 1)
 	go func() { done <- c.fetchOnce(ctx, m) }()
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, "the multiplexer's read blocked in Redis with the request", func() bool {
+		n, err := srv.BlockedClients()
+		return err == nil && n > 0
+	})
 	cancel()
 	select {
 	case err := <-done:

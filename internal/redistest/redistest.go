@@ -306,6 +306,21 @@ func (s *Server) ready() error {
 	return errors.New("cluster state is not ok yet")
 }
 
+// BlockedClients returns how many clients the server has blocked in a
+// command (INFO clients blocked_clients): tests wait for it before they
+// wake, cancel or cut a blocked read.
+func (s *Server) BlockedClients() (int, error) {
+	info, err := s.command("INFO", "clients")
+	if err != nil {
+		return 0, err
+	}
+	_, rest, ok := strings.Cut(info, "blocked_clients:")
+	if !ok {
+		return 0, fmt.Errorf("redistest: no blocked_clients in INFO clients: %q", info)
+	}
+	return strconv.Atoi(rest[:max(strings.IndexAny(rest, "\r\n"), 0)])
+}
+
 // command sends one command on a new connection and returns its reply,
 // which must be a simple string, an integer or a bulk string; an error
 // reply is returned as an error.

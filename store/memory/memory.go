@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/streamerd/streamer/internal/clock"
@@ -76,9 +77,20 @@ func New(cfg Config) *store.Backend {
 // lifecycle is shared by the pieces of one backend: done is closed by Close;
 // clock measures TTLs.
 type lifecycle struct {
-	once  sync.Once
-	done  chan struct{}
-	clock clock.Clock
+	once    sync.Once
+	done    chan struct{}
+	clock   clock.Clock
+	blocked atomic.Int64 // reads registered as waiting, in wait
+}
+
+// BlockedReads returns how many reads of b, a memory backend, are blocked
+// waiting for entries now (0 for another backend). Tests use it to act
+// once a read blocks.
+func BlockedReads(b *store.Backend) int {
+	if l, ok := b.Log.(*EventLog); ok {
+		return int(l.life.blocked.Load())
+	}
+	return 0
 }
 
 func (l *lifecycle) close() error {
@@ -101,6 +113,8 @@ func (l *lifecycle) check(ctx context.Context) error {
 // ctx is done or the backend closes (woken false, with the error to return;
 // nil on timeout).
 func (l *lifecycle) wait(ctx context.Context, wake <-chan struct{}, timeout *time.Timer) (woken bool, err error) {
+	l.blocked.Add(1)
+	defer l.blocked.Add(-1)
 	select {
 	case <-wake:
 		return true, nil

@@ -1,6 +1,7 @@
 package redis_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -91,7 +92,28 @@ func conformance(t *testing.T, url string, multi bool) {
 			t.Fatalf("Backend.Multi set: %v, want %v (only Cluster cannot read partitions together)", b.Multi != nil, multi)
 		}
 		return b
-	}, storetest.Options{LogMaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen})
+	}, storetest.Options{LogMaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen, BlockedReads: blockedClients(t, url)})
+}
+
+// blockedClients returns the conformance suite's BlockedReads for the Redis
+// at url: its INFO clients blocked_clients (every scenario has the server to
+// itself while it runs).
+func blockedClients(t *testing.T, url string) func(*store.Backend) int {
+	client, err := redis.NewClient(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	return func(*store.Backend) int {
+		info, err := client.Info(context.Background(), "clients").Result()
+		if err != nil {
+			t.Errorf("INFO clients: %v", err)
+			return 0
+		}
+		_, rest, _ := strings.Cut(info, "blocked_clients:")
+		n, _ := strconv.Atoi(rest[:max(strings.IndexAny(rest, "\r\n"), 0)])
+		return n
+	}
 }
 
 func TestConformance(t *testing.T) {

@@ -19,7 +19,7 @@ func testCloseWakes(t *testing.T, e *env) {
 	ctx := t.Context()
 	logRead := background(func() ([]store.Entry, error) { return e.b.Log.Read(ctx, 0, "a", 10, longBlock) })
 	outboxRead := background(func() ([]store.Entry, error) { return e.b.Outboxes.Read(ctx, "g", "", 10, longBlock) })
-	time.Sleep(settle)
+	e.waitBlocked(t, 2)
 	ok(t, e.b.Close())
 	wantErr(t, "log Read during Close", await(t, logRead).err, store.ErrClosed)
 	wantErr(t, "outbox Read during Close", await(t, outboxRead).err, store.ErrClosed)

@@ -130,7 +130,7 @@ func testLogPendingAck(t *testing.T, e *env) {
 func testLogReadWakes(t *testing.T, e *env) {
 	ctx := t.Context()
 	res := background(func() ([]store.Entry, error) { return e.b.Log.Read(ctx, 0, "a", 10, longBlock) })
-	time.Sleep(settle)
+	e.waitBlocked(t, 1)
 	ids := try(e.b.Log.Append(ctx, 0, []byte("wake"))).must(t)
 	r := await(t, res)
 	ok(t, r.err)
@@ -151,7 +151,7 @@ func testLogReadTimeout(t *testing.T, e *env) {
 func testLogReadCancel(t *testing.T, e *env) {
 	ctx, cancel := context.WithCancel(t.Context())
 	res := background(func() ([]store.Entry, error) { return e.b.Log.Read(ctx, 0, "a", 10, longBlock) })
-	time.Sleep(settle)
+	e.waitBlocked(t, 1)
 	cancel()
 	r := await(t, res)
 	wantErr(t, "Read after cancel", r.err, context.Canceled)
@@ -169,7 +169,7 @@ func testLogClaim(t *testing.T, e *env) {
 	}
 	var claimed []store.Entry
 	eventually(t, "claimable after 50ms idle", func() bool {
-		claimed = try(e.b.Log.ClaimPending(ctx, 0, "new", settle, 0)).must(t)
+		claimed = try(e.b.Log.ClaimPending(ctx, 0, "new", claimIdle, 0)).must(t)
 		return len(claimed) > 0
 	})
 	checkEntries(t, claimed, ids, pls)

@@ -186,7 +186,7 @@ func testOutboxReadWakes(t *testing.T, e *env) {
 	ctx := t.Context()
 	before, _ := e.appendOutbox(t, "g", "old", 1)
 	res := background(func() ([]store.Entry, error) { return e.b.Outboxes.Read(ctx, "g", before[0], 10, longBlock) })
-	time.Sleep(settle)
+	e.waitBlocked(t, 1)
 	e.appendOutbox(t, "other", "noise", 1)
 	ids, pls := e.appendOutbox(t, "g", "new", 1)
 	r := await(t, res)
@@ -209,7 +209,7 @@ func testOutboxReadTimeout(t *testing.T, e *env) {
 func testOutboxReadCancel(t *testing.T, e *env) {
 	ctx, cancel := context.WithCancel(t.Context())
 	res := background(func() ([]store.Entry, error) { return e.b.Outboxes.Read(ctx, "g", "", 10, longBlock) })
-	time.Sleep(settle)
+	e.waitBlocked(t, 1)
 	cancel()
 	r := await(t, res)
 	wantErr(t, "Read after cancel", r.err, context.Canceled)
@@ -317,7 +317,7 @@ func testOutboxFetch(t *testing.T, e *env) {
 		}
 		return entries, err
 	})
-	time.Sleep(settle)
+	e.waitBlocked(t, 1)
 	more, morePls := e.appendOutbox(t, "g", "y", 2)
 	r := await(t, res)
 	ok(t, r.err)
@@ -380,7 +380,7 @@ func testOutboxFetchMany(t *testing.T, e *env) {
 		}
 		return fs[1].Entries, nil
 	})
-	time.Sleep(settle)
+	e.waitBlocked(t, 1)
 	more, morePls := e.appendOutbox(t, "h", "c", 2)
 	r := await(t, res)
 	ok(t, r.err)

@@ -27,6 +27,11 @@ type Options struct {
 	// OutboxMaxLen is the cap of every gateway outbox, with the same rules
 	// as LogMaxLen.
 	OutboxMaxLen int64
+	// BlockedReads returns how many reads of a backend from the factory are
+	// blocked waiting for entries now (Redis: INFO clients blocked_clients).
+	// Scenarios that wake, cancel or close a blocked read wait for it to
+	// block first. Required.
+	BlockedReads func(b *store.Backend) int
 }
 
 // MinMaxLen is the smallest cap Options may declare: concurrency scenarios
@@ -41,7 +46,7 @@ const (
 	waitLimit = 5 * time.Second       // how long eventually polls
 	pollEvery = 10 * time.Millisecond // how often eventually polls
 	longBlock = 10 * time.Second      // a blocking read that must be woken
-	settle    = 50 * time.Millisecond // lets a goroutine start blocking
+	claimIdle = 50 * time.Millisecond // the min-idle of a claim scenario
 )
 
 // scenario is one named conformance test; it gets a fresh backend.
@@ -62,6 +67,9 @@ type env struct {
 // factory may close it too). Subtests run one after another.
 func Run(t *testing.T, newBackend func(t *testing.T) *store.Backend, opts Options) {
 	t.Helper()
+	if opts.BlockedReads == nil {
+		t.Fatal("storetest: Options.BlockedReads is required")
+	}
 	if opts.LogMaxLen < MinMaxLen || opts.OutboxMaxLen < MinMaxLen {
 		t.Fatalf("storetest: Options %+v: both caps must be set to at least %d (small ones, such as 100, keep the suite fast)", opts, MinMaxLen)
 	}
@@ -251,4 +259,10 @@ func checkRetained(t *testing.T, what string, n int, maxLen int64, appended int)
 		t.Fatalf("%s kept %d of %d entries, want between MaxLen=%d and 2*MaxLen+100", what, n, appended, maxLen)
 	}
 	return n
+}
+
+// waitBlocked waits until n reads of the backend are blocked.
+func (e *env) waitBlocked(t *testing.T, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d blocked read(s)", n), func() bool { return e.opts.BlockedReads(e.b) >= n })
 }

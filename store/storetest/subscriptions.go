@@ -116,7 +116,7 @@ func testSubsTouchRefreshes(t *testing.T, e *env) {
 	put := time.Now()
 	ok(t, e.b.Subscriptions.Put(ctx, "g", "s", []byte("x"), shortTTL))
 	ok(t, e.b.Subscriptions.Touch(ctx, "g", longTTL))
-	time.Sleep(time.Until(put.Add(2 * shortTTL)))
+	time.Sleep(time.Until(put.Add(2 * shortTTL))) // the scenario: the Put's short TTL runs out, on the backend's own clock
 	e.wantSubs(t, "g", map[string]string{"s": "x"})
 	wantGateways(t, "Live", try(e.b.Subscriptions.Live(ctx)).must(t), "g")
 	wantGateways(t, "Expired", try(e.b.Subscriptions.Expired(ctx, time.Now())).must(t))
