@@ -294,7 +294,9 @@ func (r *recorder) attach(p *pool, g int, prefer *nodeProc, read bool, opts ...c
 			r.t.Fatalf("gateway %s: subscribe %s: %v", id, s.sub.ID, err)
 		}
 	}
+	r.mu.Lock() // record reads it
 	gw.from = int(r.pub.next.Load())
+	r.mu.Unlock()
 	return gw
 }
 
