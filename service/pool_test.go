@@ -290,8 +290,12 @@ func TestSessionSupersededOnAnotherNodeIsClosed(t *testing.T) {
 	old, _ := n1.connect("gw", "")
 	newer, _ := n2.connect("gw", "")
 	// The old session sends nothing: its node finds out by itself, at its
-	// next self-check (every GatewayTTL/3).
-	ft.step(time.Minute / 3)
+	// next self-check (every GatewayTTL/3; its timer is armed once the
+	// session has registered, so the test steps until the session is gone).
+	ft.stepUntil("the old session closed", time.Minute/3, func() (bool, any) {
+		open := n1.metricValue("streamer_sessions")
+		return open == 0, open
+	})
 	if e := old.endError(); e.GetCode() != streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED {
 		t.Fatalf("old session ended with %v, want SUPERSEDED", e)
 	}
