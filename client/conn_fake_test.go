@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/streamerd/streamer/internal/clock"
+	"github.com/streamerd/streamer/internal/testwait"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
 
@@ -204,16 +206,20 @@ func TestConnResumesFromTheBeginningOfAnEmptyOutbox(t *testing.T) {
 
 func TestConnHeartbeatsContinueUnderBackpressure(t *testing.T) {
 	f, p := startFake(t)
-	c, s := dialFake(t, f, p, "1-0", WithDeliveryBuffer(1), WithHeartbeatInterval(10*time.Millisecond))
+	const interval = 10 * time.Second
+	fc := clock.NewFake(time.Now())
+	c, s := dialFake(t, f, p, "1-0", WithDeliveryBuffer(1), WithHeartbeatInterval(interval), withClock(fc))
 	// The caller never reads; the Conn fills its channel and stops reading,
 	// but keeps heartbeating, acknowledging only what it handed out.
 	for i := range 50 {
 		s.send(t, delivery("2-"+string(rune('a'+i)), "e"+string(rune('a'+i))))
 	}
-	beats := 0
-	for beats < 5 {
-		if s.expectAny(t).GetHeartbeat() != nil {
-			beats++
+	testwait.For(t, "the Conn's buffer full", func() bool { return len(c.Deliveries()) == 1 })
+	for s.expectAny(t).GetHeartbeat() == nil { // the heartbeat sent at once after Registered
+	}
+	for range 5 {
+		fc.Advance(interval)
+		for s.expectAny(t).GetHeartbeat() == nil {
 		}
 	}
 	if got := len(c.Deliveries()); got != 1 {
@@ -223,9 +229,22 @@ func TestConnHeartbeatsContinueUnderBackpressure(t *testing.T) {
 
 func TestConnSilentNodeIsLeft(t *testing.T) {
 	f, p := startFake(t)
-	c, s := dialFake(t, f, p, "1-0", WithHeartbeatInterval(10*time.Millisecond))
-	_ = s // never answers heartbeats
-	s2 := f.next(t)
+	const interval = 10 * time.Second
+	fc := clock.NewFake(time.Now())
+	c, s := dialFake(t, f, p, "1-0", WithHeartbeatInterval(interval), withClock(fc))
+	// The node never answers heartbeats: three intervals of silence end the
+	// session, and the Conn dials again.
+	var s2 *fakeSession
+	testwait.For(t, "a new session after three intervals of silence", func() bool {
+		select {
+		case s2 = <-f.sessions:
+			return true
+		default:
+			fc.Advance(interval / 2) // heartbeats, the watchdog, then the reconnect backoff
+			return false
+		}
+	})
+	_ = s
 	if reg := s2.expect(t).GetRegister(); reg.GetGatewayId() != c.GatewayID() {
 		t.Fatalf("Register %v", reg)
 	}

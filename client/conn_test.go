@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/streamerd/streamer/client"
+	"github.com/streamerd/streamer/internal/clock"
 	"github.com/streamerd/streamer/internal/testproxy"
 	"github.com/streamerd/streamer/match"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
@@ -222,7 +223,12 @@ func TestStalledLinkIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = proxy.Close() })
-	c := dial(t, proxy.Addr(), client.WithHeartbeatInterval(20*time.Millisecond))
+	// The Conn's heartbeats and silence watchdog run on a fake clock that
+	// the test steps, so that only the stalled link, never a slow machine,
+	// makes it give up on a connection.
+	const interval = 10 * time.Second
+	fc := clock.NewFake(time.Now())
+	c := dial(t, proxy.Addr(), client.WithHeartbeatInterval(interval), client.WithClock(fc))
 	subscribe(t, c, client.Subscription{ID: "s", Collection: "c"})
 	pub := publisher(t, n.addr)
 	publish(t, pub, event("e1", "", "c", "d", create, `{}`, ""))
@@ -232,7 +238,10 @@ func TestStalledLinkIsReplaced(t *testing.T) {
 	// tell. The Conn gives up on the connection and dials a new one.
 	proxy.Pause()
 	publish(t, pub, event("e2", "", "c", "d", update, `{}`, ""))
-	waitFor(t, "a new connection", func() bool { return proxy.Accepted() > 1 })
+	waitFor(t, "a new connection", func() bool {
+		fc.Advance(interval / 2) // heartbeats unanswered, the watchdog, the reconnect backoff
+		return proxy.Accepted() > 1
+	})
 	proxy.Resume()
 	publish(t, pub, event("e3", "", "c", "d", update, `{}`, ""))
 	var ids []string

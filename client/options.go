@@ -16,6 +16,8 @@ import (
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/streamerd/streamer/internal/clock"
 )
 
 // Defaults of the options.
@@ -54,6 +56,7 @@ type config struct {
 	dedupSize int
 	buffer    int
 	logger    *slog.Logger
+	clock     clock.Clock // heartbeats, the silence watchdog, reconnect backoff
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -63,6 +66,7 @@ func newConfig(opts []Option) (*config, error) {
 		dedupSize: DefaultDedupSize,
 		buffer:    DefaultDeliveryBuffer,
 		logger:    slog.Default(),
+		clock:     clock.Real,
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -276,4 +280,13 @@ func randomID(prefix string) string {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
 	return prefix + hex.EncodeToString(b[:])
+}
+
+// withClock runs the Conn's heartbeats, silence watchdog and reconnect
+// backoff on c (tests pass a clock.Fake; see export_test.go).
+func withClock(c clock.Clock) Option {
+	return func(cfg *config) error {
+		cfg.clock = clock.Or(c)
+		return nil
+	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/streamerd/streamer/internal/clock"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
 
@@ -64,18 +65,14 @@ func (c *Conn) run() {
 		}
 		if !registeredAt.IsZero() {
 			first = false
-			if time.Since(registeredAt) >= stableSession {
+			if clock.Since(c.cfg.clock, registeredAt) >= stableSession {
 				attempt = 0
 			}
 		}
 		wait := c.cfg.backoff.delay(attempt, rand.Int64N)
 		attempt++
 		c.log.Warn("client: session ended, reconnecting", "err", err, "in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-c.ctx.Done():
-			t.Stop()
+		if !clock.Sleep(c.ctx, c.cfg.clock, wait) {
 			c.finish(ErrClosed)
 			return
 		}
@@ -140,7 +137,7 @@ func (c *Conn) session(first bool) (registeredAt time.Time, err error) {
 
 	// The watchdog ends the session when the node stays silent while the
 	// receiver waits for it (not while the receiver waits for us).
-	watchdog := time.AfterFunc(registerTimeout, func() { cancel(ErrNoHeartbeat) })
+	watchdog := c.cfg.clock.AfterFunc(registerTimeout, func() { cancel(ErrNoHeartbeat) })
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer close(s.in)
@@ -174,7 +171,7 @@ func (c *Conn) session(first bool) (registeredAt time.Time, err error) {
 		}
 		return time.Time{}, fmt.Errorf("%w: first message is not Registered", ErrProtocol)
 	}
-	registeredAt = time.Now()
+	registeredAt = c.cfg.clock.Now()
 	if first {
 		close(c.ready) // Dial returns; no request can be queued before this
 	}
@@ -213,16 +210,16 @@ func (c *Conn) session(first bool) (registeredAt time.Time, err error) {
 	if err := s.sendQueued(); err != nil {
 		return registeredAt, err
 	}
-	ticker := time.NewTicker(interval)
+	ticker := c.cfg.clock.NewTicker(interval)
 	defer ticker.Stop()
-	s.tick = ticker.C
+	s.tick = ticker.C()
 	return registeredAt, s.loop()
 }
 
 // receive reads the stream into s.in until it fails. The watchdog runs only
 // while Recv waits for the node: first with registerTimeout, then, once the
 // owner has read Registered, with the limit it sends on s.limit.
-func (s *session) receive(watchdog *time.Timer) error {
+func (s *session) receive(watchdog clock.Timer) error {
 	limit := time.Duration(0)
 	for {
 		m, err := s.stream.Recv()
