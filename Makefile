@@ -27,7 +27,7 @@ test-long:
 
 # Statement coverage of each package by its own tests.
 coverage:
-	$(GO) test -count=1 -timeout 15m -cover $(PKGS) | awk '/coverage:/ { for (i = 1; i <= NF; i++) if ($$i == "coverage:") print $$(i+1), $$2 }' | sort -k2
+	$(GO) test -count=1 -timeout 15m -cover $(PKGS) | awk '/coverage:/ { for (i = 1; i <= NF; i++) { if ($$i ~ /^github.com\//) pkg = $$i; if ($$i == "coverage:") pct = $$(i+1) } printf "%-8s %s\n", pct, pkg }'
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./match/

@@ -125,3 +125,71 @@ func TestSleepEndsWithContextOrTime(t *testing.T) {
 		t.Fatal("real Sleep reported a cancelled context")
 	}
 }
+
+func TestRealClockAndHelpers(t *testing.T) {
+	if Or(nil) != Real {
+		t.Fatal("Or(nil) is not the system clock")
+	}
+	f := NewFake(epoch)
+	if Or(f) != f {
+		t.Fatal("Or(f) is not f")
+	}
+	if d := Since(f, epoch.Add(-time.Second)); d != time.Second {
+		t.Fatalf("Since = %v", d)
+	}
+	if d := Until(f, epoch.Add(time.Second)); d != time.Second {
+		t.Fatalf("Until = %v", d)
+	}
+
+	tm := Real.NewTimer(time.Hour)
+	if !tm.Stop() || tm.Reset(time.Microsecond) {
+		t.Fatal("a stopped real timer: Stop or Reset reported wrongly")
+	}
+	<-tm.C()
+	tk := Real.NewTicker(time.Microsecond)
+	<-tk.C()
+	tk.Reset(time.Microsecond)
+	<-tk.C()
+	tk.Stop()
+	done := make(chan struct{})
+	Real.AfterFunc(time.Microsecond, func() { close(done) })
+	<-done
+	if d := Real.Now(); d.IsZero() {
+		t.Fatal("Real.Now is zero")
+	}
+
+	ctx, cancel := WithTimeout(context.Background(), Real, time.Hour)
+	if _, ok := ctx.Deadline(); !ok {
+		t.Fatal("WithTimeout on Real has no deadline for the network calls")
+	}
+	cancel()
+	ctx, cancel = WithDeadline(context.Background(), Real, time.Now().Add(time.Hour))
+	if _, ok := ctx.Deadline(); !ok {
+		t.Fatal("WithDeadline on Real has no deadline")
+	}
+	cancel()
+	ctx, cancel = WithDeadline(context.Background(), f, epoch.Add(time.Minute))
+	f.Advance(time.Minute)
+	<-ctx.Done()
+	cancel()
+	if err := f.WaitDelivered(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFakeEdgeCases(t *testing.T) {
+	f := NewFake(epoch)
+	// A timer of zero fires at once; Sleep of zero returns at once.
+	if _, ok := received(f.NewTimer(0).C()); !ok {
+		t.Fatal("a timer of 0 did not fire at once")
+	}
+	if !Sleep(context.Background(), f, 0) {
+		t.Fatal("Sleep(0) reported a cancelled context")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("NewTicker(0) did not panic")
+		}
+	}()
+	f.NewTicker(0)
+}
