@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/streamerd/streamer/client"
+	"github.com/streamerd/streamer/internal/clock"
 	"github.com/streamerd/streamer/match"
 )
 
@@ -74,6 +75,10 @@ type Config struct {
 	// A WebSocket client that does not answer a ping within KeepAlive is
 	// disconnected.
 	KeepAlive time.Duration
+	// Clock drives the identity expiry of connections, the keep-alives and
+	// the SSE resume window (nil: the system clock; tests pass a
+	// clock.Fake). Write deadlines stay on real time.
+	Clock clock.Clock
 	// SubscribeTimeout bounds the wait for the node's answer to an upstream
 	// Subscribe or Unsubscribe (default DefaultSubscribeTimeout).
 	SubscribeTimeout time.Duration
@@ -112,6 +117,7 @@ func (c Config) withDefaults() Config {
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = DefaultKeepAlive
 	}
+	c.Clock = clock.Or(c.Clock)
 	if c.SubscribeTimeout <= 0 {
 		c.SubscribeTimeout = DefaultSubscribeTimeout
 	}

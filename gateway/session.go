@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/streamerd/streamer/internal/clock"
 )
 
 // Transports, as used in metric labels.
@@ -143,10 +145,10 @@ func (s *session) ended() (endReason, string) {
 
 // expiry returns a channel that fires when the identity expires (nil: never)
 // and a function to stop its timer.
-func (s *session) expiry() (<-chan time.Time, func()) {
+func (s *session) expiry(c clock.Clock) (<-chan time.Time, func()) {
 	if s.expires.IsZero() {
 		return nil, func() {}
 	}
-	t := time.NewTimer(time.Until(s.expires))
-	return t.C, func() { t.Stop() }
+	t := c.NewTimer(clock.Until(c, s.expires))
+	return t.C(), func() { t.Stop() }
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/streamerd/streamer/gateway"
+	"github.com/streamerd/streamer/internal/clock"
 )
 
 // smallBuffers makes the kernel buffer little of a connection, so that a
@@ -149,13 +150,25 @@ func asCloseError(err error, ce *websocket.CloseError) bool {
 // TestExpiredIdentityIsDisconnected checks that a connection ends when its
 // token expires.
 func TestExpiredIdentityIsDisconnected(t *testing.T) {
-	e := newEnv(t, envOptions{cfg: gateway.Config{Auth: authFunc(func(*http.Request) (gateway.Identity, error) {
-		return gateway.Identity{Tenant: "acme", Expires: time.Now().Add(50 * time.Millisecond)}, nil
+	fc := clock.NewFake(time.Now())
+	e := newEnv(t, envOptions{cfg: gateway.Config{Clock: fc, Auth: authFunc(func(*http.Request) (gateway.Identity, error) {
+		return gateway.Identity{Tenant: "acme", Expires: fc.Now().Add(time.Hour)}, nil
 	})}})
 	w := e.dialWS(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	_, _, err := w.c.Read(ctx)
+	read := make(chan error, 1)
+	go func() { _, _, err := w.c.Read(ctx); read <- err }()
+	var err error
+	waitFor(t, "the connection closed", func() bool {
+		select {
+		case err = <-read:
+			return true
+		default:
+			fc.Advance(10 * time.Minute) // the token's hour passes in steps
+			return false
+		}
+	})
 	var ce websocket.CloseError
 	if !asCloseError(err, &ce) || ce.Code != websocket.StatusPolicyViolation || ce.Reason != "access token expired" {
 		t.Fatalf("got %v, want close 1008 \"access token expired\"", err)

@@ -70,10 +70,10 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		g.conns.Add(1)
 		go func() {
 			defer g.conns.Done()
-			t := time.NewTimer(g.cfg.SSEResumeWindow)
+			t := g.cfg.Clock.NewTimer(g.cfg.SSEResumeWindow)
 			defer t.Stop()
 			select {
-			case <-t.C:
+			case <-t.C():
 			case <-g.ctx.Done():
 			}
 			g.hub.unhold(held)
@@ -96,9 +96,9 @@ func (g *Gateway) writeSSE(w http.ResponseWriter, r *http.Request, s *session) {
 		_ = rc.SetWriteDeadline(time.Now().Add(g.cfg.WriteTimeout))
 		return rc.Flush()
 	}
-	expired, stop := s.expiry()
+	expired, stop := s.expiry(g.cfg.Clock)
 	defer stop()
-	keepAlive := time.NewTicker(g.cfg.KeepAlive)
+	keepAlive := g.cfg.Clock.NewTicker(g.cfg.KeepAlive)
 	defer keepAlive.Stop()
 
 	var (
@@ -140,7 +140,7 @@ func (g *Gateway) writeSSE(w http.ResponseWriter, r *http.Request, s *session) {
 		case <-s.ready:
 			batch = s.take(batch)
 			err = writeBatch(batch)
-		case <-keepAlive.C:
+		case <-keepAlive.C():
 			if err = write([]byte(": keep-alive\n\n")); err == nil {
 				err = flush()
 			}

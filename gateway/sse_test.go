@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/streamerd/streamer/gateway"
+	"github.com/streamerd/streamer/internal/clock"
+	"github.com/streamerd/streamer/internal/testwait"
 )
 
 // expectEvent reads the next SSE event and checks it is the event message
@@ -186,9 +188,22 @@ func TestSSEWithoutResumeWindowUnsubscribesAtOnce(t *testing.T) {
 }
 
 func TestSSEHeldSubscriptionExpires(t *testing.T) {
-	e := newEnv(t, envOptions{cfg: gateway.Config{SSEResumeWindow: 20 * time.Millisecond}})
+	const window = time.Minute
+	fc := clock.NewFake(time.Now())
+	e := newEnv(t, envOptions{cfg: gateway.Config{SSEResumeWindow: window, Clock: fc}})
 	s := e.openSSE(t, url.Values{"collection": {"orders"}}, token(t, "acme"), "")
 	s.expect("subscribed")
 	s.close()
-	waitFor(t, "the held upstream subscription to expire", func() bool { return e.gw.Stats().UpstreamSubscriptions == 0 })
+	waitFor(t, "the stream closed", func() bool { return e.gw.Stats().SSEConnections == 0 })
+	fc.Advance(window - time.Second)
+	if err := fc.WaitDelivered(testwait.Timeout); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.gw.Stats().UpstreamSubscriptions; n != 1 {
+		t.Fatalf("%d upstream subscriptions before the resume window ended, want the held one", n)
+	}
+	waitFor(t, "the held upstream subscription to expire", func() bool {
+		fc.Advance(time.Second)
+		return e.gw.Stats().UpstreamSubscriptions == 0
+	})
 }

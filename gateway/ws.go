@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/coder/websocket"
 )
@@ -95,7 +94,7 @@ func (g *Gateway) readWS(base, ops context.Context, conn *websocket.Conn, s *ses
 // writeWS writes queued frames until the session ends, then closes the
 // WebSocket with the session's reason.
 func (g *Gateway) writeWS(base context.Context, conn *websocket.Conn, s *session) {
-	expired, stop := s.expiry()
+	expired, stop := s.expiry(g.cfg.Clock)
 	defer stop()
 	var (
 		batch []frame
@@ -148,13 +147,13 @@ func (g *Gateway) writeWS(base context.Context, conn *websocket.Conn, s *session
 // pingWS pings the client every KeepAlive; one that does not answer within
 // KeepAlive ends the session.
 func (g *Gateway) pingWS(base context.Context, conn *websocket.Conn, s *session) {
-	t := time.NewTicker(g.cfg.KeepAlive)
+	t := g.cfg.Clock.NewTicker(g.cfg.KeepAlive)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.done:
 			return
-		case <-t.C:
+		case <-t.C():
 			ctx, cancel := context.WithTimeout(base, g.cfg.KeepAlive)
 			err := conn.Ping(ctx)
 			cancel()
