@@ -17,6 +17,7 @@ import (
 	"github.com/streamerd/streamer/internal/clock"
 	"github.com/streamerd/streamer/internal/redistest"
 	"github.com/streamerd/streamer/internal/testproxy"
+	"github.com/streamerd/streamer/internal/testwait"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/redis"
@@ -97,19 +98,19 @@ func TestLeaseLoss(t *testing.T) {
 		b := start(t, cfgB, shared.Backend)
 		waitFor(t, "B standing by", func() bool { role, _ := b.Status(); return role == "standby" })
 		for range 9 { // three TTLs: renewals by A, acquisition attempts by B
-			step(t, fc, ttl/3)
+			testwait.Step(t, fc, ttl/3)
 		}
 		if role, _ := b.Status(); role != "standby" || len(watcherB.options()) != 0 {
 			t.Fatalf("B is %s and opened %d streams while A leads; want a standby that reads nothing", role, len(watcherB.options()))
 		}
 
 		locksA.cut.Store(true)
-		step(t, fc, ttl/3) // A's next renewal fails
+		testwait.Step(t, fc, ttl/3) // A's next renewal fails
 		waitFor(t, "A to stop reading", func() bool {
 			role, _ := a.Status()
 			return streamA.isClosed() && role == "standby"
 		})
-		stepUntil(t, fc, "B to take over and checkpoint f3", ttl/3, func() bool { return shared.checkpoint(t, DefaultName) == "f3" })
+		testwait.StepUntil(t, fc, "B to take over and checkpoint f3", ttl/3, func() (bool, any) { return shared.checkpoint(t, DefaultName) == "f3", nil })
 		locksA.cut.Store(false)
 
 		if err := a.stop(t); err != nil {
@@ -188,14 +189,14 @@ func TestLeaderFailoverRedis(t *testing.T) {
 			b := start(t, cfgB, redisB)
 			waitFor(t, "B standing by", func() bool { role, _ := b.Status(); return role == "standby" })
 			for range 6 { // two TTLs: renewals by A, acquisition attempts by B
-				step(t, fc, ttl/3)
+				testwait.Step(t, fc, ttl/3)
 			}
 			if role, _ := b.Status(); role != "standby" {
 				t.Fatalf("B is %s while A leads", role)
 			}
 
 			proxy.Pause()
-			stepUntil(t, fc, "B to take over and checkpoint x3", ttl/3, func() bool { return checkpoint() == "x3" })
+			testwait.StepUntil(t, fc, "B to take over and checkpoint x3", ttl/3, func() (bool, any) { return checkpoint() == "x3", nil })
 			if role, _ := a.Status(); role == "leader" {
 				t.Error("A still leads after B took over")
 			}

@@ -274,29 +274,6 @@ func (r *running) wait(t testing.TB) error {
 	}
 }
 
-// step advances fc by d and waits until every round of work it started
-// (lease renewals, acquisition attempts, retries) has finished.
-func step(t testing.TB, fc *clock.Fake, d time.Duration) {
-	t.Helper()
-	fc.Advance(d)
-	if err := fc.WaitDelivered(testwait.Timeout); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// stepUntil steps fc by d until cond holds, failing the test after
-// testwait.Timeout of real time.
-func stepUntil(t testing.TB, fc *clock.Fake, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	testwait.For(t, what, func() bool {
-		if cond() {
-			return true
-		}
-		step(t, fc, d)
-		return cond()
-	})
-}
-
 // waitFor polls cond until it holds, failing the test after testwait.Timeout.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()

@@ -154,23 +154,14 @@ func newFakeTime(t testing.TB) *fakeTime { return &fakeTime{clock.NewFake(time.N
 // started (ownership, janitor, session checks, probes) has finished.
 func (f *fakeTime) step(d time.Duration) {
 	f.t.Helper()
-	f.Advance(d)
-	if err := f.WaitDelivered(testwait.Timeout); err != nil {
-		f.t.Fatal(err)
-	}
+	testwait.Step(f.t, f.Fake, d)
 }
 
 // stepUntil steps by d until cond holds, failing the test with cond's last
 // state after testwait.Timeout of real time.
 func (f *fakeTime) stepUntil(what string, d time.Duration, cond func() (bool, any)) {
 	f.t.Helper()
-	testwait.ForState(f.t, what, func() (bool, any) {
-		if ok, state := cond(); ok {
-			return true, state
-		}
-		f.step(d)
-		return cond()
-	})
+	testwait.StepUntil(f.t, f.Fake, what, d, cond)
 }
 
 // publish publishes events and fails unless every one was appended.

@@ -1,5 +1,6 @@
 // Package testwait is how Streamer's tests wait: for a condition, with a
-// deadline, never for a fixed time. When the deadline passes the test fails
+// deadline, never for a fixed time; on a fake clock, by stepping it until a
+// condition holds. When the deadline passes the test fails
 // naming what it waited for (and, with ForState, the last state it saw), so
 // a failure under load reads as "timed out after 30s waiting for shares
 // map[n1:6 n2:6]; last seen map[n1:7 n2:5]", not as a wrong value.
@@ -9,6 +10,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/streamerd/streamer/internal/clock"
 )
 
 // Timeout is how long For and ForState wait. It is long on purpose: a
@@ -64,4 +67,27 @@ func fmtState(v any) string {
 		return s
 	}
 	return fmt.Sprint(v)
+}
+
+// Step advances fc by d and waits until every round of work it started has
+// finished (clock.Fake.WaitDelivered), failing the test after Timeout.
+func Step(t testing.TB, fc *clock.Fake, d time.Duration) {
+	t.Helper()
+	fc.Advance(d)
+	if err := fc.WaitDelivered(Timeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// StepUntil steps fc by d until cond's first result is true, failing the
+// test with cond's last state after Timeout of real time.
+func StepUntil(t testing.TB, fc *clock.Fake, what string, d time.Duration, cond func() (bool, any)) {
+	t.Helper()
+	ForState(t, what, func() (bool, any) {
+		if ok, state := cond(); ok {
+			return true, state
+		}
+		Step(t, fc, d)
+		return cond()
+	})
 }
