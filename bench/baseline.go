@@ -14,7 +14,7 @@ import (
 
 	"github.com/streamerd/streamer/match"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
-	"github.com/streamerd/streamer/service"
+	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/redis"
 )
 
@@ -231,7 +231,7 @@ func redisBaseline(ctx context.Context, cfg Config, wl *workload) (*Baseline, er
 						if err != nil {
 							return err
 						}
-						p := service.PartitionOf(ev.GetTenant(), ev.GetCollection(), cfg.Partitions)
+						p := store.PartitionOf(ev.GetTenant(), ev.GetCollection(), cfg.Partitions)
 						pipe.XAdd(runCtx, &goredis.XAddArgs{Stream: keys[p], MaxLen: 1_000_000, Approx: true, Values: []any{"e", payload, "t", stamp}})
 					}
 					return nil

@@ -8,10 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/streamerd/streamer/client"
 	"github.com/streamerd/streamer/match"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
-	"google.golang.org/protobuf/proto"
 )
 
 // tenant of every event and subscription of a run.

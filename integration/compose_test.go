@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/streamerd/streamer/internal/testbin"
 	"maps"
 	"net"
 	"os"
@@ -28,6 +27,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/streamerd/streamer/internal/testbin"
 
 	"go.yaml.in/yaml/v3"
 )

@@ -2,9 +2,10 @@ package integration
 
 import (
 	"fmt"
-	"github.com/streamerd/streamer/internal/testbin"
 	"os"
 	"testing"
+
+	"github.com/streamerd/streamer/internal/testbin"
 
 	"go.uber.org/goleak"
 )

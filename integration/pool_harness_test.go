@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/streamerd/streamer/internal/testbin"
-	"github.com/streamerd/streamer/internal/testwait"
 	"io"
 	"log/slog"
 	"net"
@@ -22,6 +20,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/streamerd/streamer/internal/testbin"
+	"github.com/streamerd/streamer/internal/testwait"
 
 	"github.com/streamerd/streamer/client"
 	"github.com/streamerd/streamer/internal/redistest"

@@ -15,7 +15,7 @@ import (
 	"github.com/streamerd/streamer/client"
 	"github.com/streamerd/streamer/internal/testwait"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
-	"github.com/streamerd/streamer/service"
+	"github.com/streamerd/streamer/store"
 )
 
 // The workload of the pool tests. Event i belongs to pair i%16 (a tenant's
@@ -45,7 +45,7 @@ func newWorkload(run string, docBytes int) *workload {
 		tenant := fmt.Sprintf("t%d", p%workTenants)
 		for k := 0; ; k++ {
 			c := fmt.Sprintf("c%d", k)
-			if service.PartitionOf(tenant, c, poolPartitions) == p {
+			if store.PartitionOf(tenant, c, poolPartitions) == p {
 				w.pairs[p] = pair{tenant, c}
 				break
 			}

@@ -8,7 +8,7 @@
 // id come from configurable fields (see Mapping), its documents are converted
 // from BSON to JSON by the rules documented on AppendJSON. Events are appended
 // in batches, each to the partition of its tenant's collection
-// (service.PartitionOf), and the change stream's resume token is saved to
+// (store.PartitionOf), and the change stream's resume token is saved to
 // store.Checkpoints only after every event up to it has been appended: a crash
 // replays events, it never skips one.
 //

@@ -14,7 +14,7 @@ import (
 
 	"github.com/streamerd/streamer/internal/clock"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
-	"github.com/streamerd/streamer/service"
+	"github.com/streamerd/streamer/store"
 )
 
 // closeTimeout bounds closing a change stream (killCursors) on the way out.
@@ -224,7 +224,7 @@ func (r *reader) add(c change) error {
 	if len(r.pending) == 0 {
 		r.firstAt = r.p.cfg.Clock.Now()
 	}
-	r.pending = append(r.pending, pendingEvent{partition: service.PartitionOf(ev.GetTenant(), ev.GetCollection(), r.partitions), payload: payload})
+	r.pending = append(r.pending, pendingEvent{partition: store.PartitionOf(ev.GetTenant(), ev.GetCollection(), r.partitions), payload: payload})
 	r.lastTime = c.time()
 	return nil
 }

@@ -14,7 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/integration/mtest"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
-	"github.com/streamerd/streamer/service"
+	"github.com/streamerd/streamer/store"
 )
 
 func TestWatchEndToEnd(t *testing.T) {
@@ -66,7 +66,7 @@ func TestWatchEndToEnd(t *testing.T) {
 			}
 			for _, id := range strings.Split(ids, ",") {
 				tenant := map[string]string{"t1": "acme", "t2": "globex", "t3": "acme", "t4": "globex"}[id]
-				if want := service.PartitionOf(tenant, "orders", 16); part != want {
+				if want := store.PartitionOf(tenant, "orders", 16); part != want {
 					t.Errorf("event %s in partition %d, want %d", id, part, want)
 				}
 			}
@@ -223,7 +223,7 @@ func TestAppendFailureKeepsCheckpoint(t *testing.T) {
 	mt.Run("failing partition is retried alone", func(mt *mtest.T) {
 		t := mt.T
 		good, bad := "acme", "globex"
-		pGood, pBad := service.PartitionOf(good, "orders", 16), service.PartitionOf(bad, "orders", 16)
+		pGood, pBad := store.PartitionOf(good, "orders", 16), store.PartitionOf(bad, "orders", 16)
 		if pGood == pBad {
 			t.Fatalf("test tenants share partition %d; pick others", pGood)
 		}

@@ -3,10 +3,11 @@ package service
 import (
 	"context"
 	"crypto/subtle"
-	"google.golang.org/grpc/encoding"
-	grpcproto "google.golang.org/grpc/encoding/proto"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"

@@ -244,7 +244,7 @@ func (c *consumer) load(ctx context.Context) error {
 				c.log.Warn("skipping undecodable stored subscription", "gateway", gw, "subscription", id, "err", err)
 				continue
 			}
-			if PartitionOf(sub.GetTenant(), sub.GetCollection(), c.n.cfg.Partitions) != c.p {
+			if store.PartitionOf(sub.GetTenant(), sub.GetCollection(), c.n.cfg.Partitions) != c.p {
 				continue
 			}
 			if err := c.add(gw, &sub); err != nil {

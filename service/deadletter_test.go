@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/memory"
 )
 
@@ -17,7 +18,7 @@ func TestMalformedLogEntriesAreDeadLetteredAndThePartitionContinues(t *testing.T
 	ctx := context.Background()
 	g, _ := h.connect("gw-1", "")
 	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
-	p := PartitionOf("t", "c", 4)
+	p := store.PartitionOf("t", "c", 4)
 
 	empty, _ := proto.Marshal(&streamerv1.LogEntry{})
 	badDoc, _ := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_Event{Event: &streamerv1.ChangeEvent{

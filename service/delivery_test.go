@@ -102,7 +102,7 @@ func TestDeliveryInPartitionOrder(t *testing.T) {
 	if got := summary(ms); !slices.Equal(got, want) {
 		t.Fatalf("got %d matches, want %d in publish order; first difference in\n got %q", len(got), len(want), got)
 	}
-	p := PartitionOf("t", "c", 3)
+	p := store.PartitionOf("t", "c", 3)
 	for i, m := range ms {
 		e := m.GetEvent()
 		if int(e.GetPartition()) != p || e.GetPosition() == "" {

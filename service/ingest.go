@@ -13,41 +13,6 @@ import (
 	"github.com/streamerd/streamer/store"
 )
 
-// PartitionOf returns the event-log partition of a tenant's collection among
-// p partitions: FNV-1a (32 bit) of tenant + "/" + collection, modulo p. Every
-// event and subscription of one tenant's collection lands in the same
-// partition, which orders them. p must be positive.
-func PartitionOf(tenant, collection string, p int) int {
-	h := fnvString(fnvString(fnvOffset, tenant), "/")
-	return int(fnvString(h, collection) % uint32(p))
-}
-
-// partitionOfBytes is PartitionOf of byte slices.
-func partitionOfBytes(tenant, collection []byte, p int) int {
-	h := fnvBytes(fnvString(fnvBytes(fnvOffset, tenant), "/"), collection)
-	return int(h % uint32(p))
-}
-
-// FNV-1a, 32 bit (hash/fnv's New32a), without its allocation.
-const (
-	fnvOffset = 2166136261
-	fnvPrime  = 16777619
-)
-
-func fnvString(h uint32, s string) uint32 {
-	for i := 0; i < len(s); i++ {
-		h = (h ^ uint32(s[i])) * fnvPrime
-	}
-	return h
-}
-
-func fnvBytes(h uint32, b []byte) uint32 {
-	for _, c := range b {
-		h = (h ^ uint32(c)) * fnvPrime
-	}
-	return h
-}
-
 // ingested is one event of a Publish request, validated and encoded: its
 // result, and, unless that says rejected, its partition and LogEntry.
 type ingested struct {
@@ -85,7 +50,7 @@ func (s *ingestService) Publish(ctx context.Context, req *streamerv1.PublishRequ
 		}); res.Error != nil {
 			continue
 		}
-		in[i].p = PartitionOf(ev.GetTenant(), ev.GetCollection(), n.cfg.Partitions)
+		in[i].p = store.PartitionOf(ev.GetTenant(), ev.GetCollection(), n.cfg.Partitions)
 		ev.Partition, ev.Position = 0, "" // set by the log, ignored on publish
 		payload, err := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_Event{Event: ev}})
 		if err != nil {

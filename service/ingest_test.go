@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"hash/fnv"
 	"strings"
 	"testing"
 
@@ -11,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/memory"
 )
 
@@ -60,7 +60,7 @@ func TestPublishValidatesEachEvent(t *testing.T) {
 				t.Fatalf("error = %v, want code %v containing %q", r.GetError(), tc.code, tc.has)
 			}
 			if tc.code == 0 {
-				want := PartitionOf(tc.ev.GetTenant(), tc.ev.GetCollection(), 4)
+				want := store.PartitionOf(tc.ev.GetTenant(), tc.ev.GetCollection(), 4)
 				if r.GetPosition() == "" || int(r.GetPartition()) != want {
 					t.Errorf("appended at partition %d position %q, want partition %d", r.GetPartition(), r.GetPosition(), want)
 				}
@@ -68,22 +68,6 @@ func TestPublishValidatesEachEvent(t *testing.T) {
 				t.Errorf("rejected event has position %q", r.GetPosition())
 			}
 		})
-	}
-}
-
-func TestPartitionOf(t *testing.T) {
-	tests := []struct {
-		tenant, collection string
-		p                  int
-	}{
-		{"acme", "orders", 16}, {"", "orders", 16}, {"acme", "users", 7}, {"globex", "orders", 1}, {"t", "c", 1 << 20},
-	}
-	for _, tc := range tests {
-		h := fnv.New32a()
-		h.Write([]byte(tc.tenant + "/" + tc.collection))
-		if got, want := PartitionOf(tc.tenant, tc.collection, tc.p), int(h.Sum32()%uint32(tc.p)); got != want {
-			t.Errorf("PartitionOf(%q, %q, %d) = %d, want FNV-1a mod p = %d", tc.tenant, tc.collection, tc.p, got, want)
-		}
 	}
 }
 

@@ -96,7 +96,7 @@ func TestMuxReadsEveryPartitionInOneCall(t *testing.T) {
 	var colls []string
 	for i := 0; len(covered) < partitions; i++ {
 		c := fmt.Sprintf("c%d", i)
-		covered[PartitionOf("t", c, partitions)] = true
+		covered[store.PartitionOf("t", c, partitions)] = true
 		colls = append(colls, c)
 		g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s-" + c, Tenant: "t", Collection: c})
 	}
@@ -226,8 +226,8 @@ func TestMuxAFailingPartitionDoesNotStallTheOthers(t *testing.T) {
 	colls := map[int]string{} // partition → a collection in it
 	for i := 0; len(colls) < partitions; i++ {
 		c := fmt.Sprintf("c%d", i)
-		if _, ok := colls[PartitionOf("t", c, partitions)]; !ok {
-			colls[PartitionOf("t", c, partitions)] = c
+		if _, ok := colls[store.PartitionOf("t", c, partitions)]; !ok {
+			colls[store.PartitionOf("t", c, partitions)] = c
 		}
 	}
 	stuck := &stuckDeadLetters{EventLog: real.Log, p: 0, released: make(chan struct{})}
@@ -313,7 +313,7 @@ func TestMuxIdlePartitionStillClaimsStrayEntries(t *testing.T) {
 	g.matchesUntil("stray")
 	t.Logf("the stray entry was delivered %v after its read was lost", time.Since(start).Round(time.Millisecond))
 	waitFor(t, "nothing pending", func() bool {
-		n, err := real.Log.Pending(t.Context(), PartitionOf("t", "c", 2))
+		n, err := real.Log.Pending(t.Context(), store.PartitionOf("t", "c", 2))
 		return err == nil && n == 0
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
 )
 
 // Ingest.Publish without decoding the events: the node's codec hands the
@@ -91,7 +92,7 @@ func (n *Node) ingestRaw(b []byte) (in []ingested, ok bool) {
 			return true
 		}
 		e := &in[len(in)-1]
-		e.p = partitionOfBytes(w.tenant, w.collection, n.cfg.Partitions)
+		e.p = store.PartitionOfBytes(w.tenant, w.collection, n.cfg.Partitions)
 		e.payload = protowire.AppendBytes(protowire.AppendTag(
 			make([]byte, 0, protowire.SizeTag(fieldLogEntryEvent)+protowire.SizeBytes(len(raw))),
 			fieldLogEntryEvent, protowire.BytesType), raw)

@@ -52,7 +52,7 @@ func checkIngestRaw(t testing.TB, n *Node, b []byte) (accepted bool, valid int) 
 			continue
 		}
 		valid++
-		if want := PartitionOf(ev.GetTenant(), ev.GetCollection(), n.cfg.Partitions); got.p != want {
+		if want := store.PartitionOf(ev.GetTenant(), ev.GetCollection(), n.cfg.Partitions); got.p != want {
 			t.Fatalf("event %d: partition %d, want %d", i, got.p, want)
 		}
 		var entry streamerv1.LogEntry
@@ -210,7 +210,7 @@ func BenchmarkIngest(b *testing.B) {
 					op: ev.GetOperation(), document: ev.GetDocument(), before: ev.GetBefore()}); e != nil {
 					b.Fatal(e)
 				}
-				_ = PartitionOf(ev.GetTenant(), ev.GetCollection(), 16)
+				_ = store.PartitionOf(ev.GetTenant(), ev.GetCollection(), 16)
 				if _, err := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_Event{Event: ev}}); err != nil {
 					b.Fatal(err)
 				}

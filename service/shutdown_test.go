@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/memory"
 )
 
@@ -78,7 +79,7 @@ func TestShutdownFinishesInFlightWorkAndANewNodeTakesOver(t *testing.T) {
 	h.stop() // while the consumer is working through the events
 
 	// Every batch read was finished: nothing is left pending.
-	p := PartitionOf("t", "c", 2)
+	p := store.PartitionOf("t", "c", 2)
 	if pending, err := h.backend.Log.Pending(ctx, p); err != nil || pending != 0 {
 		t.Fatalf("pending after shutdown = %d, %v", pending, err)
 	}

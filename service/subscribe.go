@@ -34,7 +34,7 @@ func (s *session) subscribe(ctx context.Context, m *streamerv1.Subscribe) (res *
 		res.Error = errorf(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: %s: %v", what, err)
 		return res, nil
 	}
-	gw, id, p := s.gateway, sub.GetSubscriptionId(), PartitionOf(sub.GetTenant(), sub.GetCollection(), n.cfg.Partitions)
+	gw, id, p := s.gateway, sub.GetSubscriptionId(), store.PartitionOf(sub.GetTenant(), sub.GetCollection(), n.cfg.Partitions)
 
 	// Replacing a subscription that lived in another partition: remove it
 	// there first.
@@ -211,7 +211,7 @@ func (n *Node) compile(sub *streamerv1.Subscription) (*match.Compiled, error) {
 func (n *Node) partitionsOf(data []byte) []int {
 	var sub streamerv1.Subscription
 	if err := proto.Unmarshal(data, &sub); err == nil && sub.GetCollection() != "" {
-		return []int{PartitionOf(sub.GetTenant(), sub.GetCollection(), n.cfg.Partitions)}
+		return []int{store.PartitionOf(sub.GetTenant(), sub.GetCollection(), n.cfg.Partitions)}
 	}
 	all := make([]int, n.cfg.Partitions)
 	for p := range all {
