@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/streamerd/streamer/bench"
+	"github.com/streamerd/streamer/internal/bench"
 	"github.com/streamerd/streamer/store"
 )
 
