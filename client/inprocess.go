@@ -22,8 +22,7 @@ const inProcessBuffer = 1 << 20
 // process:
 //
 //	p := client.NewInProcess()
-//	srv := grpc.NewServer(node.GRPCServerOptions()...)
-//	node.RegisterGRPC(srv)
+//	srv := node.NewGRPCServer()
 //	go srv.Serve(p.Listener())
 //	conn, err := client.Dial(ctx, client.InProcessAddr, p.Option())
 type InProcess struct {

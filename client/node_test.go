@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/streamerd/streamer/client"
 	"github.com/streamerd/streamer/internal/testwait"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
@@ -71,8 +69,7 @@ func startNode(t testing.TB, cfg service.Config, mcfg memory.Config, lis net.Lis
 		}
 		tn.addr = lis.Addr().String()
 	}
-	srv := grpc.NewServer(node.GRPCServerOptions()...)
-	node.RegisterGRPC(srv)
+	srv := node.NewGRPCServer()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = srv.Serve(lis) })

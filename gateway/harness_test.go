@@ -6,8 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/streamerd/streamer/internal/testbin"
-	"github.com/streamerd/streamer/internal/testwait"
 	"io"
 	"log/slog"
 	"net"
@@ -21,10 +19,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamerd/streamer/internal/testbin"
+	"github.com/streamerd/streamer/internal/testwait"
+
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 
 	"github.com/streamerd/streamer/client"
 	"github.com/streamerd/streamer/gateway"
@@ -82,8 +82,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(node.GRPCServerOptions()...)
-	node.RegisterGRPC(srv)
+	srv := node.NewGRPCServer()
 	nodeCtx, stopNode := context.WithCancel(context.Background())
 	var nodeWG sync.WaitGroup
 	nodeWG.Go(func() { _ = srv.Serve(lis) })

@@ -16,13 +16,14 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// GRPCServerOptions returns the options the node's gRPC server must be built
-// with: the codec that forwards outbox entries without re-encoding them, bearer-token authentication interceptors (when Config.AuthToken is
-// set), message size limits large enough for MaxDocumentBytes, and
+// grpcServerOptions returns the options the node's gRPC server is built
+// with (NewGRPCServer): the codec that forwards outbox entries without
+// re-encoding them, bearer-token authentication interceptors (when
+// Config.AuthToken is set), message size limits large enough for MaxDocumentBytes, and
 // keepalive pings that detect a gateway connection gone silent (half-open,
 // or a network partition) within two thirds of GatewayTTL (at least 2s), so
 // that its session, blocked sending to it, ends and releases its record.
-func (n *Node) GRPCServerOptions() []grpc.ServerOption {
+func (n *Node) grpcServerOptions() []grpc.ServerOption {
 	ping := max(n.cfg.GatewayTTL/3, time.Second)
 	opts := []grpc.ServerOption{
 		// Deliveries are forwarded as the outbox's bytes (rawcodec.go).

@@ -15,5 +15,5 @@
 // sessions superseded by epoch on any node (session.go), and gateway expiry
 // under a pool-wide lock (janitor.go). It does not listen on sockets: the
 // caller creates the gRPC server and HTTP server and mounts what
-// RegisterGRPC and AdminHandler provide.
+// NewGRPCServer and AdminHandler provide.
 package service

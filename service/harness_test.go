@@ -84,8 +84,7 @@ func startNodeOn(t testing.TB, cfg Config, backend *store.Backend) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(node.GRPCServerOptions()...)
-	node.RegisterGRPC(srv)
+	srv := node.NewGRPCServer()
 	var serveWG sync.WaitGroup
 	serveWG.Go(func() { _ = srv.Serve(lis) })
 

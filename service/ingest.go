@@ -27,7 +27,7 @@ type ingested struct {
 // does not stop the others. While the node shuts down it fails with
 // codes.Unavailable.
 //
-// A node's gRPC server (RegisterGRPC) takes requests through publishRaw
+// A node's gRPC server (NewGRPCServer) takes requests through publishRaw
 // instead, which reads the request's bytes without decoding the events,
 // and comes here only for what it declines.
 func (s *ingestService) Publish(ctx context.Context, req *streamerv1.PublishRequest) (*streamerv1.PublishResponse, error) {

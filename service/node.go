@@ -15,9 +15,8 @@ import (
 	"github.com/streamerd/streamer/store"
 )
 
-// Node is one streamer node. Create it with New, mount its gRPC services with
-// RegisterGRPC (on a server built with GRPCServerOptions) and its admin
-// handler with AdminHandler, then call Run. Its methods are safe for
+// Node is one streamer node. Create it with New, serve its gRPC services
+// with NewGRPCServer and its admin handler with AdminHandler, then call Run. Its methods are safe for
 // concurrent use.
 type Node struct {
 	cfg     Config
@@ -84,10 +83,17 @@ func New(cfg Config, backend *store.Backend) (*Node, error) {
 // ID returns the node's id (Config.NodeID or the generated default).
 func (n *Node) ID() string { return n.cfg.NodeID }
 
-// RegisterGRPC registers the Streamer and Ingest services on s.
-func (n *Node) RegisterGRPC(s *grpc.Server) {
+// NewGRPCServer returns a gRPC server serving the node's Streamer and
+// Ingest services, built with the options they need (the codec that forwards
+// outbox entries as they are stored, authentication when Config.AuthToken is
+// set, message sizes for MaxDocumentBytes, keepalives for GatewayTTL)
+// followed by extra (such as TLS credentials). The caller serves it on its
+// listeners and stops it after Run returns.
+func (n *Node) NewGRPCServer(extra ...grpc.ServerOption) *grpc.Server {
+	s := grpc.NewServer(append(n.grpcServerOptions(), extra...)...)
 	streamerv1.RegisterStreamerServer(s, &streamerService{n: n})
 	s.RegisterService(&ingestServiceDesc, &ingestService{n: n}) // Publish without decoding events (publishraw.go)
+	return s
 }
 
 // Run starts the partition ownership loop (which starts one consumer per

@@ -32,7 +32,7 @@ type rawRequest struct{ data []byte }
 
 // ingestServiceDesc is Ingest's service description with Publish served by
 // publishRawHandler. Registering it needs the node's codec
-// (GRPCServerOptions).
+// (grpcServerOptions).
 var ingestServiceDesc = func() grpc.ServiceDesc {
 	d := streamerv1.Ingest_ServiceDesc
 	d.Methods = []grpc.MethodDesc{{MethodName: "Publish", Handler: publishRawHandler}}

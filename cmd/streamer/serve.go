@@ -21,7 +21,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	goredis "github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/x/mongo/driver/connstring"
-	"google.golang.org/grpc"
 
 	"github.com/streamerd/streamer/match"
 	"github.com/streamerd/streamer/puller"
@@ -284,8 +283,7 @@ func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpene
 		gl.Close()
 		return fmt.Errorf("http listener: %w", err)
 	}
-	gs := grpc.NewServer(node.GRPCServerOptions()...)
-	node.RegisterGRPC(gs)
+	gs := node.NewGRPCServer()
 	hs := &http.Server{Handler: node.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 
 	// A server failing ends the node as a signal would, with its error.

@@ -82,8 +82,7 @@ func startCluster(ctx context.Context, cfg Config) (cl *cluster, err error) {
 		if err != nil {
 			return cl, fmt.Errorf("bench: listening: %w", err)
 		}
-		srv := grpc.NewServer(node.GRPCServerOptions()...)
-		node.RegisterGRPC(srv)
+		srv := node.NewGRPCServer()
 		cl.nodes = append(cl.nodes, node)
 		cl.servers = append(cl.servers, srv)
 		cl.addrs = append(cl.addrs, lis.Addr().String())
