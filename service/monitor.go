@@ -6,15 +6,9 @@ import (
 	"strconv"
 	"sync"
 	"time"
-)
 
-// LagReporter is an optional capability of a store.EventLog: how many
-// entries of partition p the consumer group has not been delivered yet
-// (Redis: the lag field of XINFO GROUPS). The node reports it as a metric
-// when its backend's event log implements it.
-type LagReporter interface {
-	Lag(ctx context.Context, p int) (int64, error)
-}
+	"github.com/streamerd/streamer/store"
+)
 
 // statsEvery is how many probes pass between two refreshes of the pool
 // metrics (pending entries, lag, outbox lengths).
@@ -98,7 +92,7 @@ func (n *Node) refreshStats(ctx context.Context) {
 		parts = append(parts, p)
 	}
 	n.consumersMu.Unlock()
-	lagger, _ := n.backend.Log.(LagReporter)
+	lagger, _ := n.backend.Log.(store.LagReporter)
 	for _, p := range parts {
 		pending, err := n.backend.Log.Pending(sctx, p)
 		if err != nil {

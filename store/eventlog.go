@@ -171,3 +171,12 @@ type EventLog interface {
 	// oldest first, up to count (count <= 0: no limit).
 	DeadLetters(ctx context.Context, p int, count int) ([]DeadLetter, error)
 }
+
+// LagReporter is an optional capability of an EventLog: how many entries of
+// partition p the consumer group Group has not been delivered yet, or -1
+// when the backend cannot tell (Redis: the lag field of XINFO GROUPS, which
+// is unknown after entries were deleted from the middle of the stream). The
+// node reports it as a metric when its backend's event log implements it.
+type LagReporter interface {
+	Lag(ctx context.Context, p int) (int64, error)
+}

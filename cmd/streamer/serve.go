@@ -19,7 +19,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	goredis "github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/x/mongo/driver/connstring"
 
 	"github.com/streamerd/streamer/match"
@@ -374,9 +373,8 @@ type redisOptions struct {
 const redisConnectTimeout = 15 * time.Second
 
 // openRedis connects the pool's Redis backend. It sizes the connection pool
-// for the node's blocking reads, counts Redis errors in a metric, and adds
-// consumer-group lag (XINFO GROUPS) to the event log, which store/redis does
-// not report. The returned collectors belong in the node's registry.
+// for the node's blocking reads and counts Redis errors in a metric; the
+// returned collectors belong in the node's registry.
 func openRedis(ctx context.Context, o redisOptions) (*store.Backend, []prometheus.Collector, error) {
 	u, err := url.Parse(o.url)
 	if err != nil {
@@ -394,14 +392,7 @@ func openRedis(ctx context.Context, o redisOptions) (*store.Backend, []prometheu
 	if err != nil {
 		return nil, nil, fmt.Errorf("--redis %s: %w", u.Redacted(), err)
 	}
-	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "streamer_redis_errors_total",
-		Help: "Failed Redis commands and connection attempts of this node, by kind: dial, timeout, io (connection lost) or reply (an error answer, such as LOADING or READONLY).",
-	}, []string{"kind"})
-	for _, k := range []string{"dial", "timeout", "io", "reply"} {
-		errs.WithLabelValues(k)
-	}
-	client.AddHook(redisErrorHook{errs})
+	errs := redis.CountErrors(client)
 
 	cctx, cancel := context.WithTimeout(ctx, redisConnectTimeout)
 	defer cancel()
@@ -415,86 +406,10 @@ func openRedis(ctx context.Context, o redisOptions) (*store.Backend, []prometheu
 		}
 		return nil, nil, fmt.Errorf("--redis %s: %w", u.Redacted(), err)
 	}
-	backend.Log = &lagEventLog{EventLog: backend.Log, client: client, keys: redis.Keys{Prefix: redis.DefaultPrefix}}
 	closeBackend := backend.Close
 	backend.Close = func() error { return errors.Join(closeBackend(), client.Close()) }
 	o.logger.Info("connected to redis", "url", u.Redacted(), "partitions", o.partitions, "pool_size", q.Get("pool_size"))
 	return backend, []prometheus.Collector{errs}, nil
-}
-
-// lagEventLog adds service.LagReporter to the Redis event log.
-type lagEventLog struct {
-	store.EventLog
-	client goredis.UniversalClient
-	keys   redis.Keys
-}
-
-var _ service.LagReporter = (*lagEventLog)(nil)
-
-// Lag is the lag of the consumer group store.Group (XINFO GROUPS), or -1
-// when Redis cannot tell (entries were deleted from the middle of the
-// stream).
-func (l *lagEventLog) Lag(ctx context.Context, p int) (int64, error) {
-	groups, err := l.client.XInfoGroups(ctx, l.keys.Events(p)).Result()
-	if err != nil {
-		return 0, fmt.Errorf("redis: lag of partition %d: %w", p, err)
-	}
-	for _, g := range groups {
-		if g.Name == store.Group {
-			return g.Lag, nil
-		}
-	}
-	return -1, nil
-}
-
-// redisErrorHook counts failed Redis calls in errs. Expected answers are
-// not errors: nil replies, BUSYGROUP (the group exists) and NOSCRIPT (the
-// script is sent again), nor are calls whose context ended.
-type redisErrorHook struct{ errs *prometheus.CounterVec }
-
-func (h redisErrorHook) DialHook(next goredis.DialHook) goredis.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := next(ctx, network, addr)
-		if err != nil && ctx.Err() == nil {
-			h.errs.WithLabelValues("dial").Inc()
-		}
-		return conn, err
-	}
-}
-
-func (h redisErrorHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
-	return func(ctx context.Context, cmd goredis.Cmder) error {
-		err := next(ctx, cmd)
-		h.count(ctx, err)
-		return err
-	}
-}
-
-func (h redisErrorHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []goredis.Cmder) error {
-		err := next(ctx, cmds)
-		for _, c := range cmds {
-			h.count(ctx, c.Err())
-		}
-		return err
-	}
-}
-
-func (h redisErrorHook) count(ctx context.Context, err error) {
-	if err == nil || errors.Is(err, goredis.Nil) || ctx.Err() != nil ||
-		goredis.HasErrorPrefix(err, "BUSYGROUP") || goredis.HasErrorPrefix(err, "NOSCRIPT") {
-		return
-	}
-	var reply goredis.Error
-	var nerr net.Error
-	switch {
-	case errors.As(err, &nerr) && nerr.Timeout():
-		h.errs.WithLabelValues("timeout").Inc()
-	case errors.As(err, &reply):
-		h.errs.WithLabelValues("reply").Inc()
-	default:
-		h.errs.WithLabelValues("io").Inc()
-	}
 }
 
 // gathererCollector serves the metrics of a Gatherer (the embedded puller's

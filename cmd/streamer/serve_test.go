@@ -195,7 +195,7 @@ func TestServeBinary(t *testing.T) {
 		testwait.ForState(t, "the pool metrics", func() (bool, any) {
 			_, metrics := p.get(t, "/metrics")
 			for _, want := range []string{"streamer_partitions_owned 4", `streamer_lease_changes_total{change="acquired"} 4`,
-				`streamer_redis_errors_total{kind="io"} 0`, "streamer_backend_up 1", `streamer_partition_pending_entries{partition="3"} 0`,
+				`streamer_redis_errors_total{kind="io"} 0`, `streamer_redis_errors_total{kind="reply"} 0`, "streamer_backend_up 1", `streamer_partition_pending_entries{partition="3"} 0`,
 				`streamer_partition_lag_entries{partition="3"} 0`, "streamer_outbox_entries 0"} {
 				if !strings.Contains(metrics, want) {
 					return false, fmt.Sprintf("/metrics lacks %q:\n%s", want, metrics)
