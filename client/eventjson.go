@@ -14,7 +14,7 @@ import (
 )
 
 // EventJSON is the JSON form of a ChangeEvent used by the CLI and the
-// reference gateway (DESIGN.md §2):
+// reference gateway:
 //
 //	{"event_id","tenant","collection","id","op":"create|update|delete","doc","before","changed","ts"}
 //

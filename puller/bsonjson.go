@@ -29,9 +29,9 @@ const dateLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // AppendJSON appends the JSON object form of the BSON document doc to dst and
 // returns the extended buffer. Keys keep their order (duplicates included).
-// Values are converted as DESIGN.md §2 says, and the types it does not name
-// keep their MongoDB Extended JSON v2 shape, with the values inside converted
-// by the same rules:
+// Values are converted as follows; the types without a plain JSON form keep
+// their MongoDB Extended JSON v2 shape, with the values inside converted by
+// the same rules:
 //
 //	double, int32, int64  JSON number (int64 digits are exact; readers
 //	                      that use float64 lose precision past 2^53);

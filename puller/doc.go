@@ -1,5 +1,5 @@
 // Package puller tails MongoDB change streams and appends the changes, as
-// normalized ChangeEvents, to Streamer's event log (DESIGN.md §2, §6).
+// normalized ChangeEvents, to Streamer's event log (docs/ARCHITECTURE.md).
 //
 // A Puller watches one database, or a list of its collections, with
 // fullDocument: updateLookup (and fullDocumentBeforeChange: whenAvailable when

@@ -5,7 +5,7 @@
 //
 // Every contract is written so that each method maps onto a few Redis
 // commands (streams with consumer groups, hashes with PEXPIRE, sorted sets,
-// SET PX and compare-and-set scripts; see DESIGN.md §4). Implementations live
+// SET PX and compare-and-set scripts; see docs/ARCHITECTURE.md). Implementations live
 // in sub-packages: memory (embedded mode, one process) and redis. Both pass
 // the one conformance suite in storetest, which is the executable form of the
 // documentation below.

@@ -12,7 +12,7 @@ import (
 )
 
 // Result is the outcome of a run. Its JSON form is the object `streamer
-// bench --json` prints (DESIGN.md §8).
+// bench --json` prints.
 type Result struct {
 	// Mode is "embedded" or "redis".
 	Mode           string  `json:"mode"`

@@ -2,7 +2,7 @@ package redis
 
 import "strconv"
 
-// Keys names the Redis keys of one deployment (DESIGN.md §4). Every key that
+// Keys names the Redis keys of one deployment (docs/ARCHITECTURE.md). Every key that
 // belongs to a partition or a gateway carries a hash tag ({p:N}, {gw:G}) so
 // that the keys one script touches live in one Redis Cluster slot.
 // With the default prefix "stm":
