@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.mongodb.org/mongo-driver/x/mongo/driver/connstring"
+	"google.golang.org/grpc"
 
 	"github.com/streamerd/streamer/match"
 	"github.com/streamerd/streamer/puller"
@@ -106,68 +107,67 @@ func runServe(ctx context.Context, args []string, sio stdio) error {
 	return serve(ctx, args, sio, openMongo)
 }
 
-// serve is runServe with the MongoDB connection of the embedded puller
-// replaceable, for tests.
-func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpener) error {
-	fs := newFlagSet("serve", serveSynopsis, sio)
-	grpcAddr := fs.String("grpc", ":7070", "`address` of the gRPC listener (Streamer and Ingest services)")
-	httpAddr := fs.String("http", ":7071", "`address` of the admin HTTP listener (/metrics, /healthz, /readyz)")
-	partitions := fs.Int("partitions", store.DefaultPartitions, "number of event-log partitions (fixed per deployment)")
-	redisURL := fs.String("redis", "", "Redis `URL` of the pool's shared backend (see above); empty = embedded in-memory mode")
-	poolSize := fs.Int("redis-pool-size", 0, "Redis connections of this node; 0 = the URL's pool_size, else 2×partitions + 256")
-	leaseTTL := fs.Duration("lease-ttl", service.DefaultLeaseTTL, "lifetime of partition leases, renewed every third of it; a dead node's partitions move after at most 4/3 of it")
-	logMaxLen := fs.Int64("log-max-len", store.DefaultMaxLen, "approximate retention of each event-log partition, in entries (Redis mode)")
-	dedupSize := fs.Int("dedup-size", service.DefaultDedupSize, "recent event ids remembered per partition to drop producer replays; 0 = off")
-	probeInterval := fs.Duration("probe-interval", service.DefaultProbeInterval, "how often the backend is probed for /readyz")
-	authToken := fs.String("auth-token", "", "bearer `token` gateways and producers must send; empty = no authentication (development only)")
-	nodeID := fs.String("node-id", "", "`name` of this node in leases and logs (default: hostname plus a random suffix)")
-	gatewayTTL := fs.Duration("gateway-ttl", service.DefaultGatewayTTL, "how long a gateway's subscriptions live without a heartbeat")
-	maxDoc := fs.Int("max-document-bytes", service.DefaultMaxDocumentBytes, "largest document (and pre-image) Publish accepts, in `bytes`")
-	outboxMax := fs.Int("outbox-max-len", store.DefaultOutboxMaxLen, "entries kept per gateway outbox; a gateway further behind gets a Resync")
-	softDelete := fs.String("soft-delete-field", service.DefaultSoftDeleteField, "top-level document `field` whose value true marks a soft-deleted document")
-	celMax := fs.Int("cel-max-bytes", match.DefaultMaxCELBytes, "longest CEL expression accepted, in `bytes`")
-	celCost := fs.Uint64("cel-cost-limit", 100_000, "runtime cost limit of one CEL evaluation (over it = no match)")
-	celCache := fs.Int("cel-cache-size", 10_000, "compiled CEL programs kept in the cache")
-	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
-	gcHeadroom := gcHeadroomFlag(fs)
-	logFormat := fs.String("log-format", "text", "log `format`: text or json")
-	mongoURI := fs.String("mongo", "", "MongoDB connection `URI` (a replica set or sharded cluster) to tail with an embedded puller (see above); empty = no puller")
-	mongoDB := fs.String("mongo-db", "", "`database` the embedded puller watches (default: the database named in the --mongo URI)")
-	mongoColls := fs.String("mongo-collections", "", "comma-separated `list` of collections the embedded puller watches (default: every collection of --mongo-db)")
-	pullerName := fs.String("puller-name", puller.DefaultName, "`name` of the embedded puller's stream: pullers of one name share a checkpoint and a leader lease")
-	tenantField := fs.String("tenant-field", puller.DefaultTenantField, "dotted document `field` holding the tenant (embedded puller); \"-\" to always use --default-tenant")
-	defaultTenant := fs.String("default-tenant", "", "`tenant` of documents without the tenant field (embedded puller)")
-	collectionField := fs.String("collection-field", "", "dotted document `field` naming the collection to publish under (embedded puller; default: the MongoDB collection)")
-	idField := fs.String("id-field", "_id", "dotted document `field` holding the document id (embedded puller)")
-	preImages := fs.Bool("pre-images", false, "embedded puller: publish pre-images (fullDocumentBeforeChange: whenAvailable; enable changeStreamPreAndPostImages on the collections)")
-	startFromNow := fs.Bool("start-from-now", false, "embedded puller: when the saved resume token is no longer usable, start from the current time instead of stopping the node (changes in between are lost)")
-	if err := parseFlagsEnv(fs, args); err != nil {
-		return err
-	}
+// serveOptions are serve's flags.
+type serveOptions struct {
+	grpcAddr, httpAddr, redisURL, authToken, nodeID, softDelete string
+	partitions, poolSize, dedupSize, maxDoc, outboxMax          int
+	celMax, celCache                                            int
+	celCost                                                     uint64
+	logMaxLen                                                   int64
+	leaseTTL, probeInterval, gatewayTTL                         time.Duration
+	logLevel, logFormat                                         string
+	gcHeadroom                                                  *int
 
-	usageErr := func(format string, args ...any) error {
-		fmt.Fprintf(sio.err, format+"\n", args...)
-		return errUsage
-	}
-	logger, err := newLogger(sio, *logLevel, *logFormat)
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	gcp, _, err := startGCPolicy(*gcHeadroom, logger)
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	defer gcp.Stop()
-	if *partitions <= 0 || *outboxMax <= 0 || *logMaxLen <= 0 || *poolSize < 0 || *dedupSize < 0 || *leaseTTL < 10*time.Millisecond {
-		return usageErr("--partitions, --outbox-max-len, --log-max-len must be positive, --redis-pool-size and --dedup-size not negative, --lease-ttl at least 10ms")
-	}
+	// The embedded puller.
+	mongoURI, mongoDB, mongoColls, pullerName            string
+	tenantField, defaultTenant, collectionField, idField string
+	preImages, startFromNow                              bool
+}
 
-	// The embedded puller's source is opened before the backend, so that a
-	// wrong --mongo is reported as such. The driver connects lazily.
-	var watcher puller.Watcher
-	var database string
-	var colls []string
-	if *mongoURI == "" {
+// serveFlags defines serve's flags on fs.
+func serveFlags(fs *flag.FlagSet) *serveOptions {
+	o := &serveOptions{}
+	fs.StringVar(&o.grpcAddr, "grpc", ":7070", "`address` of the gRPC listener (Streamer and Ingest services)")
+	fs.StringVar(&o.httpAddr, "http", ":7071", "`address` of the admin HTTP listener (/metrics, /healthz, /readyz)")
+	fs.IntVar(&o.partitions, "partitions", store.DefaultPartitions, "number of event-log partitions (fixed per deployment)")
+	fs.StringVar(&o.redisURL, "redis", "", "Redis `URL` of the pool's shared backend (see above); empty = embedded in-memory mode")
+	fs.IntVar(&o.poolSize, "redis-pool-size", 0, "Redis connections of this node; 0 = the URL's pool_size, else 2×partitions + 256")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", service.DefaultLeaseTTL, "lifetime of partition leases, renewed every third of it; a dead node's partitions move after at most 4/3 of it")
+	fs.Int64Var(&o.logMaxLen, "log-max-len", store.DefaultMaxLen, "approximate retention of each event-log partition, in entries (Redis mode)")
+	fs.IntVar(&o.dedupSize, "dedup-size", service.DefaultDedupSize, "recent event ids remembered per partition to drop producer replays; 0 = off")
+	fs.DurationVar(&o.probeInterval, "probe-interval", service.DefaultProbeInterval, "how often the backend is probed for /readyz")
+	fs.StringVar(&o.authToken, "auth-token", "", "bearer `token` gateways and producers must send; empty = no authentication (development only)")
+	fs.StringVar(&o.nodeID, "node-id", "", "`name` of this node in leases and logs (default: hostname plus a random suffix)")
+	fs.DurationVar(&o.gatewayTTL, "gateway-ttl", service.DefaultGatewayTTL, "how long a gateway's subscriptions live without a heartbeat")
+	fs.IntVar(&o.maxDoc, "max-document-bytes", service.DefaultMaxDocumentBytes, "largest document (and pre-image) Publish accepts, in `bytes`")
+	fs.IntVar(&o.outboxMax, "outbox-max-len", store.DefaultOutboxMaxLen, "entries kept per gateway outbox; a gateway further behind gets a Resync")
+	fs.StringVar(&o.softDelete, "soft-delete-field", service.DefaultSoftDeleteField, "top-level document `field` whose value true marks a soft-deleted document")
+	fs.IntVar(&o.celMax, "cel-max-bytes", match.DefaultMaxCELBytes, "longest CEL expression accepted, in `bytes`")
+	fs.Uint64Var(&o.celCost, "cel-cost-limit", 100_000, "runtime cost limit of one CEL evaluation (over it = no match)")
+	fs.IntVar(&o.celCache, "cel-cache-size", 10_000, "compiled CEL programs kept in the cache")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	o.gcHeadroom = gcHeadroomFlag(fs)
+	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&o.mongoURI, "mongo", "", "MongoDB connection `URI` (a replica set or sharded cluster) to tail with an embedded puller (see above); empty = no puller")
+	fs.StringVar(&o.mongoDB, "mongo-db", "", "`database` the embedded puller watches (default: the database named in the --mongo URI)")
+	fs.StringVar(&o.mongoColls, "mongo-collections", "", "comma-separated `list` of collections the embedded puller watches (default: every collection of --mongo-db)")
+	fs.StringVar(&o.pullerName, "puller-name", puller.DefaultName, "`name` of the embedded puller's stream: pullers of one name share a checkpoint and a leader lease")
+	fs.StringVar(&o.tenantField, "tenant-field", puller.DefaultTenantField, "dotted document `field` holding the tenant (embedded puller); \"-\" to always use --default-tenant")
+	fs.StringVar(&o.defaultTenant, "default-tenant", "", "`tenant` of documents without the tenant field (embedded puller)")
+	fs.StringVar(&o.collectionField, "collection-field", "", "dotted document `field` naming the collection to publish under (embedded puller; default: the MongoDB collection)")
+	fs.StringVar(&o.idField, "id-field", "_id", "dotted document `field` holding the document id (embedded puller)")
+	fs.BoolVar(&o.preImages, "pre-images", false, "embedded puller: publish pre-images (fullDocumentBeforeChange: whenAvailable; enable changeStreamPreAndPostImages on the collections)")
+	fs.BoolVar(&o.startFromNow, "start-from-now", false, "embedded puller: when the saved resume token is no longer usable, start from the current time instead of stopping the node (changes in between are lost)")
+	return o
+}
+
+// validate checks the flags that parsing alone does not; fs tells which
+// flags were set.
+func (o *serveOptions) validate(fs *flag.FlagSet) error {
+	if o.partitions <= 0 || o.outboxMax <= 0 || o.logMaxLen <= 0 || o.poolSize < 0 || o.dedupSize < 0 || o.leaseTTL < 10*time.Millisecond {
+		return errors.New("--partitions, --outbox-max-len, --log-max-len must be positive, --redis-pool-size and --dedup-size not negative, --lease-ttl at least 10ms")
+	}
+	if o.mongoURI == "" {
 		// Only command-line flags are refused: an environment shared with
 		// pullers may set STREAMER_TENANT_FIELD and the like.
 		var orphans []string
@@ -177,27 +177,67 @@ func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpene
 			}
 		})
 		if len(orphans) > 0 {
-			return usageErr("%s: only meaningful with --mongo URI (these flags configure the embedded puller)", strings.Join(orphans, ", "))
+			return fmt.Errorf("%s: only meaningful with --mongo URI (these flags configure the embedded puller)", strings.Join(orphans, ", "))
 		}
-	} else {
-		for c := range strings.SplitSeq(*mongoColls, ",") {
-			if c = strings.TrimSpace(c); c != "" {
-				colls = append(colls, c)
-			}
-		}
-		if *mongoDB == "" {
-			cs, err := connstring.ParseAndValidate(*mongoURI)
-			if err != nil {
-				return usageErr("--mongo: %v", err)
-			}
-			if cs.Database == "" {
-				return usageErr("--mongo-db is required: the --mongo URI names no database (mongodb://host/DB)")
-			}
-		}
-		var release func(context.Context) error
-		watcher, database, release, err = openWatcher(ctx, *mongoURI, *mongoDB, colls)
+		return nil
+	}
+	if o.mongoDB == "" {
+		cs, err := connstring.ParseAndValidate(o.mongoURI)
 		if err != nil {
-			return usageErr("--mongo: %v", err)
+			return fmt.Errorf("--mongo: %v", err)
+		}
+		if cs.Database == "" {
+			return errors.New("--mongo-db is required: the --mongo URI names no database (mongodb://host/DB)")
+		}
+	}
+	return nil
+}
+
+// collections is --mongo-collections as a list.
+func (o *serveOptions) collections() []string {
+	var colls []string
+	for c := range strings.SplitSeq(o.mongoColls, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			colls = append(colls, c)
+		}
+	}
+	return colls
+}
+
+// serve is runServe with the MongoDB connection of the embedded puller
+// replaceable, for tests.
+func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpener) error {
+	fs := newFlagSet("serve", serveSynopsis, sio)
+	o := serveFlags(fs)
+	if err := parseFlagsEnv(fs, args); err != nil {
+		return err
+	}
+	usageErr := func(err error) error {
+		fmt.Fprintln(sio.err, err)
+		return errUsage
+	}
+	logger, err := newLogger(sio, o.logLevel, o.logFormat)
+	if err != nil {
+		return usageErr(err)
+	}
+	gcp, _, err := startGCPolicy(*o.gcHeadroom, logger)
+	if err != nil {
+		return usageErr(err)
+	}
+	defer gcp.Stop()
+	if err := o.validate(fs); err != nil {
+		return usageErr(err)
+	}
+
+	// The embedded puller's source is opened before the backend, so that a
+	// wrong --mongo is reported as such. The driver connects lazily.
+	var src pullerSource
+	if o.mongoURI != "" {
+		src.collections = o.collections()
+		var release func(context.Context) error
+		src.watcher, src.database, release, err = openWatcher(ctx, o.mongoURI, o.mongoDB, src.collections)
+		if err != nil {
+			return usageErr(fmt.Errorf("--mongo: %v", err))
 		}
 		defer func() {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -206,78 +246,108 @@ func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpene
 		}()
 	}
 
-	mode := "embedded"
-	var backend *store.Backend
-	var collectors []prometheus.Collector
-	if *redisURL == "" {
-		backend = memory.New(memory.Config{Partitions: *partitions, OutboxMaxLen: int64(*outboxMax)})
-	} else {
-		mode = "redis"
-		backend, collectors, err = openRedis(ctx, redisOptions{
-			url: *redisURL, poolSize: *poolSize, partitions: *partitions,
-			maxLen: *logMaxLen, outboxMaxLen: int64(*outboxMax), logger: logger,
-		})
-		if err != nil {
-			return err
-		}
+	backend, collectors, err := o.openBackend(ctx, logger)
+	if err != nil {
+		return err
 	}
 	defer backend.Close()
 	var pullerMetrics *gathererCollector
-	if watcher != nil {
+	if src.watcher != nil {
 		// The puller is created after the node (it takes the node's id as
 		// its lease owner); its registry is plugged in before any gather.
 		pullerMetrics = &gathererCollector{logger: logger}
 		collectors = append(collectors, pullerMetrics)
 	}
-	dedup := *dedupSize
-	if dedup == 0 {
-		dedup = -1 // off
-	}
-	node, err := service.New(service.Config{
-		NodeID:           *nodeID,
-		Partitions:       *partitions,
-		AuthToken:        *authToken,
-		MaxDocumentBytes: *maxDoc,
-		GatewayTTL:       *gatewayTTL,
-		OutboxMaxLen:     *outboxMax,
-		SoftDeleteField:  *softDelete,
-		Match:            match.Config{MaxCELBytes: *celMax, CELCostLimit: *celCost, CELCacheSize: *celCache},
-		Logger:           logger,
-		LeaseTTL:         *leaseTTL,
-		DedupSize:        dedup,
-		ProbeInterval:    *probeInterval,
-		Collectors:       collectors,
-	}, backend)
+	node, err := service.New(o.nodeConfig(logger, collectors), backend)
 	if err != nil {
 		return err
 	}
-	var pl *puller.Puller
-	if watcher != nil {
-		pl, err = puller.New(puller.Config{
-			Name:    *pullerName,
-			Owner:   node.ID(),
-			Watcher: watcher,
-			Mapping: puller.Mapping{
-				TenantField:     *tenantField,
-				DefaultTenant:   *defaultTenant,
-				CollectionField: *collectionField,
-				IDField:         *idField,
-			},
-			PreImages:    *preImages,
-			StartFromNow: *startFromNow,
-			Logger:       logger,
-		}, backend)
-		if err != nil {
+	if src.watcher != nil {
+		if src.puller, err = puller.New(o.pullerConfig(node.ID(), src.watcher, logger), backend); err != nil {
 			return err
 		}
-		pullerMetrics.g = pl.Registry()
+		pullerMetrics.g = src.puller.Registry()
 	}
+	return o.run(ctx, node, src, logger)
+}
 
-	gl, err := net.Listen("tcp", *grpcAddr)
+// pullerSource is the embedded puller and what it reads.
+type pullerSource struct {
+	watcher     puller.Watcher
+	database    string
+	collections []string
+	puller      *puller.Puller // nil without --mongo
+}
+
+// openBackend opens the in-memory backend, or the pool's Redis one with its
+// collectors for the node's registry.
+func (o *serveOptions) openBackend(ctx context.Context, logger *slog.Logger) (*store.Backend, []prometheus.Collector, error) {
+	if o.redisURL == "" {
+		return memory.New(memory.Config{Partitions: o.partitions, OutboxMaxLen: int64(o.outboxMax)}), nil, nil
+	}
+	return openRedis(ctx, redisOptions{
+		url: o.redisURL, poolSize: o.poolSize, partitions: o.partitions,
+		maxLen: o.logMaxLen, outboxMaxLen: int64(o.outboxMax), logger: logger,
+	})
+}
+
+// mode names the backend in the log.
+func (o *serveOptions) mode() string {
+	if o.redisURL == "" {
+		return "embedded"
+	}
+	return "redis"
+}
+
+// nodeConfig is the node's configuration from the flags.
+func (o *serveOptions) nodeConfig(logger *slog.Logger, collectors []prometheus.Collector) service.Config {
+	dedup := o.dedupSize
+	if dedup == 0 {
+		dedup = -1 // off
+	}
+	return service.Config{
+		NodeID:           o.nodeID,
+		Partitions:       o.partitions,
+		AuthToken:        o.authToken,
+		MaxDocumentBytes: o.maxDoc,
+		GatewayTTL:       o.gatewayTTL,
+		OutboxMaxLen:     o.outboxMax,
+		SoftDeleteField:  o.softDelete,
+		Match:            match.Config{MaxCELBytes: o.celMax, CELCostLimit: o.celCost, CELCacheSize: o.celCache},
+		Logger:           logger,
+		LeaseTTL:         o.leaseTTL,
+		DedupSize:        dedup,
+		ProbeInterval:    o.probeInterval,
+		Collectors:       collectors,
+	}
+}
+
+// pullerConfig is the embedded puller's configuration from the flags.
+func (o *serveOptions) pullerConfig(owner string, w puller.Watcher, logger *slog.Logger) puller.Config {
+	return puller.Config{
+		Name:    o.pullerName,
+		Owner:   owner,
+		Watcher: w,
+		Mapping: puller.Mapping{
+			TenantField:     o.tenantField,
+			DefaultTenant:   o.defaultTenant,
+			CollectionField: o.collectionField,
+			IDField:         o.idField,
+		},
+		PreImages:    o.preImages,
+		StartFromNow: o.startFromNow,
+		Logger:       logger,
+	}
+}
+
+// run serves node (and runs the embedded puller, if any) until ctx is done
+// or a server or the puller fails, then shuts everything down gracefully.
+func (o *serveOptions) run(ctx context.Context, node *service.Node, src pullerSource, logger *slog.Logger) error {
+	gl, err := net.Listen("tcp", o.grpcAddr)
 	if err != nil {
 		return fmt.Errorf("grpc listener: %w", err)
 	}
-	hl, err := net.Listen("tcp", *httpAddr)
+	hl, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
 		gl.Close()
 		return fmt.Errorf("http listener: %w", err)
@@ -299,26 +369,40 @@ func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpene
 			cancel(fmt.Errorf("http server: %w", err))
 		}
 	})
-	logger.Info("listening", "grpc_addr", gl.Addr().String(), "http_addr", hl.Addr().String(), "node_id", node.ID(), "mode", mode)
-	if pl != nil {
-		logger.Info("embedded puller starting", "puller", *pullerName, "database", database, "collections", colls)
-		// A puller that stops for good ends the node: without its feed the
-		// node would serve stale data silently.
-		wg.Go(func() {
-			err := pl.Run(ctx)
-			if err == nil && ctx.Err() != nil {
-				return // the node is stopping
-			}
-			if err == nil {
-				err = errors.New("puller: stopped unexpectedly")
-			}
-			logger.Error("EMBEDDED PULLER STOPPED: shutting the node down; fix the cause, then restart", "puller", *pullerName, "err", err)
-			cancel(fmt.Errorf("embedded puller %q stopped: %w", *pullerName, err))
-		})
+	logger.Info("listening", "grpc_addr", gl.Addr().String(), "http_addr", hl.Addr().String(), "node_id", node.ID(), "mode", o.mode())
+	if src.puller != nil {
+		logger.Info("embedded puller starting", "puller", o.pullerName, "database", src.database, "collections", src.collections)
+		wg.Go(func() { o.runPuller(ctx, cancel, src.puller, logger) })
 	}
 
 	runErr := node.Run(ctx) // returns once sessions are closed and batches finished
+	stopServers(ctx, gs, hs, logger)
+	wg.Wait()
+	logger.Info("stopped")
 
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return runErr
+}
+
+// runPuller runs the embedded puller. A puller that stops for good ends the
+// node (cancel): without its feed the node would serve stale data silently.
+func (o *serveOptions) runPuller(ctx context.Context, cancel context.CancelCauseFunc, pl *puller.Puller, logger *slog.Logger) {
+	err := pl.Run(ctx)
+	if err == nil && ctx.Err() != nil {
+		return // the node is stopping
+	}
+	if err == nil {
+		err = errors.New("puller: stopped unexpectedly")
+	}
+	logger.Error("EMBEDDED PULLER STOPPED: shutting the node down; fix the cause, then restart", "puller", o.pullerName, "err", err)
+	cancel(fmt.Errorf("embedded puller %q stopped: %w", o.pullerName, err))
+}
+
+// stopServers stops the gRPC server gracefully (cutting the calls still
+// running after grpcStopTimeout) and shuts the admin HTTP server down.
+func stopServers(ctx context.Context, gs *grpc.Server, hs *http.Server, logger *slog.Logger) {
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
 	select {
@@ -333,13 +417,6 @@ func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpene
 	if err := hs.Shutdown(shutCtx); err != nil {
 		hs.Close()
 	}
-	wg.Wait()
-	logger.Info("stopped")
-
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return cause
-	}
-	return runErr
 }
 
 // newLogger builds the slog logger writing to stderr.
