@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/streamerd/streamer/internal/clock"
+	"github.com/streamerd/streamer/internal/wire"
 	"github.com/streamerd/streamer/match"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
@@ -51,7 +52,7 @@ type consumer struct {
 
 	// wire is the event being processed, ev the same decoded for matching;
 	// both are reused from event to event.
-	wire wireEvent
+	wire wire.Event
 	ev   match.Event
 	// doc and before are the top-level maps ev's documents are parsed into,
 	// reused too: nothing keeps a document past its event's matching.
@@ -337,10 +338,10 @@ func (c *consumer) replayed(id []byte) bool {
 // apply handles one entry; it returns why the entry must be dead-lettered,
 // or "".
 func (c *consumer) apply(e store.Entry) (deadReason string) {
-	// An event, nearly every entry, is read without decoding it whole (see
-	// wire.go). Control entries, and whatever that declines, go through
+	// An event, nearly every entry, is read without decoding it whole
+	// (internal/wire). Control entries, and whatever that declines, go through
 	// proto.Unmarshal, whose error is the reason to dead-letter.
-	if raw, ok := logEntryEvent(e.Payload); ok && c.wire.decode(raw) {
+	if raw, ok := wire.LogEntryEvent(e.Payload); ok && c.wire.Decode(raw) {
 		if err := c.event(e.ID); err != nil {
 			return err.Error()
 		}
@@ -356,7 +357,7 @@ func (c *consumer) apply(e store.Entry) (deadReason string) {
 		// An event encoded oddly (its entry field repeated, which protobuf
 		// merges): routed as protobuf reads it.
 		raw, err := proto.Marshal(x.Event)
-		if err != nil || !c.wire.decode(raw) { // proto.Unmarshal accepted it: cannot happen
+		if err != nil || !c.wire.Decode(raw) { // proto.Unmarshal accepted it: cannot happen
 			return "undecodable log entry: event does not re-encode"
 		}
 		if err := c.event(e.ID); err != nil {
@@ -399,29 +400,29 @@ var errBadEvent = errors.New("malformed event")
 // position id.
 func (c *consumer) event(id string) error {
 	w := &c.wire
-	if len(w.collection) == 0 || len(w.documentID) == 0 {
+	if len(w.Collection) == 0 || len(w.DocumentID) == 0 {
 		return fmt.Errorf("%w: collection and document_id are required", errBadEvent)
 	}
 	// As always, an operation becomes a match.Op by its low 8 bits.
-	if op := match.Op(w.op); op < match.Create || op > match.Delete {
-		return fmt.Errorf("%w: operation %v", errBadEvent, streamerv1.Operation(w.op))
+	if op := match.Op(w.Op); op < match.Create || op > match.Delete {
+		return fmt.Errorf("%w: operation %v", errBadEvent, streamerv1.Operation(w.Op))
 	}
-	c.ev = w.matchEvent()
+	c.ev = w.MatchEvent()
 	ev := &c.ev
 	var err error
-	if len(w.document) > 0 {
-		if c.doc, err = match.ParseDocumentInto(c.doc, w.document); err != nil {
+	if len(w.Document) > 0 {
+		if c.doc, err = match.ParseDocumentInto(c.doc, w.Document); err != nil {
 			return fmt.Errorf("%w: document: %v", errBadEvent, err)
 		}
 		ev.Doc = c.doc
 	}
-	if len(w.before) > 0 {
-		if c.before, err = match.ParseDocumentInto(c.before, w.before); err != nil {
+	if len(w.Before) > 0 {
+		if c.before, err = match.ParseDocumentInto(c.before, w.Before); err != nil {
 			return fmt.Errorf("%w: before: %v", errBadEvent, err)
 		}
 		ev.Before = c.before
 	}
-	if c.replayed(w.eventID) {
+	if c.replayed(w.EventID) {
 		c.n.metrics.eventsDeduplicated.Inc()
 		return nil
 	}

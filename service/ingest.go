@@ -5,10 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
-
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 )
@@ -19,47 +15,6 @@ type ingested struct {
 	result  *streamerv1.PublishResult
 	p       int
 	payload []byte
-}
-
-// Publish validates each event and appends the valid ones, as LogEntry
-// payloads, to their partitions in request order (all partitions in one
-// EventLog.AppendMany). Each event gets its own result; a rejected event
-// does not stop the others. While the node shuts down it fails with
-// codes.Unavailable.
-//
-// A node's gRPC server (NewGRPCServer) takes requests through publishRaw
-// instead, which reads the request's bytes without decoding the events,
-// and comes here only for what it declines.
-func (s *ingestService) Publish(ctx context.Context, req *streamerv1.PublishRequest) (*streamerv1.PublishResponse, error) {
-	n := s.n
-	if n.draining.Load() {
-		return nil, status.Error(codes.Unavailable, "streamer: node is shutting down")
-	}
-	events := req.GetEvents()
-	in := make([]ingested, len(events))
-	for i, ev := range events {
-		res := &streamerv1.PublishResult{EventId: ev.GetEventId()}
-		in[i].result = res
-		if ev == nil {
-			res.Error = invalidf("event is null")
-			continue
-		}
-		if res.Error = n.validateEvent(eventFields{
-			id: ev.GetEventId(), noCollection: ev.GetCollection() == "", noDocumentID: ev.GetDocumentId() == "",
-			op: ev.GetOperation(), document: ev.GetDocument(), before: ev.GetBefore(),
-		}); res.Error != nil {
-			continue
-		}
-		in[i].p = store.PartitionOf(ev.GetTenant(), ev.GetCollection(), n.cfg.Partitions)
-		ev.Partition, ev.Position = 0, "" // set by the log, ignored on publish
-		payload, err := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_Event{Event: ev}})
-		if err != nil {
-			res.Error = errorf(streamerv1.ErrorCode_ERROR_CODE_INTERNAL, "streamer: encoding event: %v", err)
-			continue
-		}
-		in[i].payload = payload
-	}
-	return n.appendIngested(ctx, in), nil
 }
 
 // appendIngested appends the accepted events of in, each partition's in

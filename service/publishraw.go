@@ -6,25 +6,23 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamerd/streamer/internal/wire"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 )
 
 // Ingest.Publish without decoding the events: the node's codec hands the
 // request's bytes over as they arrived (rawRequest), each event is read
-// with the consumer's wire reader (wireEvent), validated like a decoded
-// one, and appended wrapped in a LogEntry around its own bytes. That is
-// what proto.Marshal of the decoded event would give a decoder, at the
-// cost of one allocation per event instead of a decode and an encode.
-// Anything unusual (malformed bytes, invalid UTF-8, an event that sets
-// partition or position, which Publish clears) goes through
-// proto.Unmarshal and Publish instead, so the results are Publish's.
-
-// fieldPublishRequestEvents is PublishRequest.events.
-const fieldPublishRequestEvents = 1
+// with the consumer's wire reader (wire.Event), validated, and appended
+// wrapped in a LogEntry around its own bytes. That is what proto.Marshal of
+// the decoded event would give a decoder, at the cost of one allocation per
+// event instead of a decode and an encode. A partition or position the
+// publisher set is cleared (the log sets them) by fields appended after
+// the event's bytes, which protobuf's merge rule lets win. A request that
+// proto.Unmarshal would reject (malformed bytes, invalid UTF-8) is refused
+// as gRPC refuses a request its codec cannot decode.
 
 // rawRequest is a request message as received, for the node's codec to fill
 // (rawCodec.Unmarshal).
@@ -61,41 +59,41 @@ func (s *ingestService) publishRaw(ctx context.Context, req *rawRequest) (*strea
 	if n.draining.Load() {
 		return nil, status.Error(codes.Unavailable, "streamer: node is shutting down")
 	}
-	if in, ok := n.ingestRaw(req.data); ok {
-		return n.appendIngested(ctx, in), nil
-	}
-	var decoded streamerv1.PublishRequest
-	if err := proto.Unmarshal(req.data, &decoded); err != nil {
-		// What gRPC answers for a request its codec cannot decode.
+	in, ok := n.ingestRaw(req.data)
+	if !ok {
+		// What gRPC answers for a request its codec cannot decode, with
+		// proto.Unmarshal's reason.
+		err := proto.Unmarshal(req.data, &streamerv1.PublishRequest{})
 		return nil, status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", err)
 	}
-	return s.Publish(ctx, &decoded)
+	return n.appendIngested(ctx, in), nil
 }
 
 // ingestRaw validates and encodes the events of an encoded PublishRequest;
-// ok is false when it declines the request (see above).
+// ok is false when the request is malformed (proto.Unmarshal would fail).
 func (n *Node) ingestRaw(b []byte) (in []ingested, ok bool) {
-	var w wireEvent
+	var w wire.Event
 	ok = true
-	wellFormed := eachBytes(b, fieldPublishRequestEvents, func(raw []byte) bool {
-		if !w.decode(raw) || w.partition != 0 || len(w.position) > 0 {
+	wellFormed := wire.EachBytes(b, wire.FieldPublishRequestEvents, func(raw []byte) bool {
+		if !w.Decode(raw) {
 			ok = false
 			return false
 		}
-		id := string(w.eventID)
+		id := string(w.EventID)
 		res := &streamerv1.PublishResult{EventId: id}
 		in = append(in, ingested{result: res})
 		if res.Error = n.validateEvent(eventFields{
-			id: id, noCollection: len(w.collection) == 0, noDocumentID: len(w.documentID) == 0,
-			op: streamerv1.Operation(w.op), document: w.document, before: w.before,
+			id: id, noCollection: len(w.Collection) == 0, noDocumentID: len(w.DocumentID) == 0,
+			op: streamerv1.Operation(w.Op), document: w.Document, before: w.Before,
 		}); res.Error != nil {
 			return true
 		}
 		e := &in[len(in)-1]
-		e.p = store.PartitionOfBytes(w.tenant, w.collection, n.cfg.Partitions)
-		e.payload = protowire.AppendBytes(protowire.AppendTag(
-			make([]byte, 0, protowire.SizeTag(fieldLogEntryEvent)+protowire.SizeBytes(len(raw))),
-			fieldLogEntryEvent, protowire.BytesType), raw)
+		e.p = store.PartitionOfBytes(w.Tenant, w.Collection, n.cfg.Partitions)
+		if w.Partition != 0 || len(w.Position) > 0 { // rare: set by the log, not by publishers
+			raw = w.AppendOverrides(append(make([]byte, 0, len(raw)+16), raw...), 0, "", w.Op)
+		}
+		e.payload = wire.AppendLogEntryEvent(make([]byte, 0, wire.LogEntryEventSize(len(raw))), raw)
 		return true
 	})
 	if !wellFormed || !ok {

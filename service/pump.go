@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/streamerd/streamer/internal/clock"
+	"github.com/streamerd/streamer/internal/wire"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 )
@@ -70,7 +71,7 @@ func (s *session) pump(ctx context.Context, cursor string) {
 			cursor = e.ID
 			// The entry's bytes are the Delivery's matches (log.proto); they are
 			// checked, not decoded, and forwarded as they are.
-			if n, err := scanBatch(e.Payload, func(int64) {}); err != nil || n == 0 {
+			if n, err := wire.ScanBatch(e.Payload, func(int64) {}); err != nil || n == 0 {
 				s.log.Error("skipping undecodable outbox entry", "id", e.ID, "matches", n, "err", err)
 				continue
 			}

@@ -27,17 +27,4 @@ func TestDeliveryFrameIsTheDeliveryItEncodes(t *testing.T) {
 	if !proto.Equal(&got, want) {
 		t.Fatalf("frame decodes to %v, want %v", &got, want)
 	}
-	var stamps []int64
-	n, err := scanBatch(payload, func(ms int64) { stamps = append(stamps, ms) })
-	if err != nil || n != 2 || len(stamps) != 2 || stamps[0] != 1700000000123 || stamps[1] != 0 {
-		t.Fatalf("scanBatch = %d, %v, stamps %v", n, err, stamps)
-	}
-	for _, bad := range [][]byte{{0x12}, {0x12, 0x05, 0x0a}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}} {
-		if _, err := scanBatch(bad, func(int64) {}); err == nil {
-			t.Errorf("scanBatch(%x) accepted a malformed batch", bad)
-		}
-	}
-	if allocs := testing.AllocsPerRun(100, func() { _, _ = scanBatch(payload, func(int64) {}) }); allocs != 0 {
-		t.Errorf("scanBatch allocates %v times", allocs)
-	}
 }

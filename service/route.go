@@ -4,8 +4,7 @@ import (
 	"cmp"
 	"slices"
 
-	"google.golang.org/protobuf/encoding/protowire"
-
+	"github.com/streamerd/streamer/internal/wire"
 	"github.com/streamerd/streamer/match"
 	"github.com/streamerd/streamer/store"
 )
@@ -23,7 +22,7 @@ const routerRetain = 1 << 16
 
 // router groups one read batch's matches per gateway, keeping event order,
 // into outbox batches. It encodes each batch (an OutboxBatch) by hand around
-// the events' bytes as read from the log (see wire.go), and reuses its
+// the events' bytes as read from the log (internal/wire), and reuses its
 // bookkeeping from one read batch to the next.
 type router struct {
 	gws  map[string]int // gateway → index in out
@@ -34,7 +33,7 @@ type router struct {
 }
 
 // routedEvent is one routed event: its bytes as read, and the fields that
-// the node sets, which override the publisher's (wireEvent.appendOverrides).
+// the node sets, which override the publisher's (wire.Event.AppendOverrides).
 type routedEvent struct {
 	raw                []byte
 	tailStart, tailEnd int // its overrides: router.tail[tailStart:tailEnd]
@@ -79,7 +78,7 @@ func reuse[T any](s []T) []T {
 
 // add routes one event's match results; partition, position and op are
 // the event's fields as the node delivers them. results is reordered.
-func (r *router) add(ev *wireEvent, partition int32, position string, op match.Op, results []match.Result) {
+func (r *router) add(ev *wire.Event, partition int32, position string, op match.Op, results []match.Result) {
 	if len(results) == 0 {
 		return
 	}
@@ -89,9 +88,9 @@ func (r *router) add(ev *wireEvent, partition int32, position string, op match.O
 		return cmp.Or(cmp.Compare(a.Gateway, b.Gateway), cmp.Compare(a.Op, b.Op), cmp.Compare(a.ID, b.ID))
 	})
 	evi, start := len(r.evs), len(r.tail)
-	r.tail = ev.appendOverrides(r.tail, partition, position, int32(op))
-	r.evs = append(r.evs, routedEvent{raw: ev.raw, tailStart: start, tailEnd: len(r.tail)})
-	evSize := len(ev.document) + len(ev.before) + 256
+	r.tail = ev.AppendOverrides(r.tail, partition, position, int32(op))
+	r.evs = append(r.evs, routedEvent{raw: ev.Raw, tailStart: start, tailEnd: len(r.tail)})
+	evSize := len(ev.Document) + len(ev.Before) + 256
 	for i := 0; i < len(results); {
 		gw := results[i].Gateway
 		g := r.gateway(gw)
@@ -159,25 +158,12 @@ func (r *router) items() []store.OutboxItem {
 func (r *router) encode(matches []matchRef) []byte {
 	size := 0
 	for _, m := range matches {
-		size += protowire.SizeTag(fieldDeliveryMatches) + protowire.SizeBytes(r.matchSize(m))
+		size += wire.BatchMatchSize(r.matchSize(m))
 	}
 	b := make([]byte, 0, size)
 	for _, m := range matches {
-		b = protowire.AppendTag(b, fieldDeliveryMatches, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(r.matchSize(m)))
 		ev := &r.evs[m.event]
-		tail := r.tail[ev.tailStart:ev.tailEnd]
-		b = protowire.AppendTag(b, fieldEventMatchEvent, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(len(ev.raw)+len(tail)))
-		b = append(append(b, ev.raw...), tail...)
-		if m.op != match.Unspecified { // proto3 omits the zero value
-			b = protowire.AppendTag(b, fieldEventMatchOperation, protowire.VarintType)
-			b = protowire.AppendVarint(b, uint64(m.op))
-		}
-		for _, id := range r.ids[m.idStart:m.idEnd] {
-			b = protowire.AppendTag(b, fieldEventMatchSubscriptionIDs, protowire.BytesType)
-			b = protowire.AppendString(b, id)
-		}
+		b = wire.AppendBatchMatch(b, r.matchSize(m), ev.raw, r.tail[ev.tailStart:ev.tailEnd], int32(m.op), r.ids[m.idStart:m.idEnd])
 	}
 	return b
 }
@@ -185,12 +171,5 @@ func (r *router) encode(matches []matchRef) []byte {
 // matchSize is the encoded size of m's EventMatch.
 func (r *router) matchSize(m matchRef) int {
 	ev := &r.evs[m.event]
-	n := protowire.SizeTag(fieldEventMatchEvent) + protowire.SizeBytes(len(ev.raw)+ev.tailEnd-ev.tailStart)
-	if m.op != match.Unspecified {
-		n += protowire.SizeTag(fieldEventMatchOperation) + protowire.SizeVarint(uint64(m.op))
-	}
-	for _, id := range r.ids[m.idStart:m.idEnd] {
-		n += protowire.SizeTag(fieldEventMatchSubscriptionIDs) + protowire.SizeBytes(len(id))
-	}
-	return n
+	return wire.EventMatchSize(len(ev.raw)+ev.tailEnd-ev.tailStart, int32(m.op), r.ids[m.idStart:m.idEnd])
 }

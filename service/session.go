@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/streamerd/streamer/internal/clock"
+	"github.com/streamerd/streamer/internal/wire"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 )
@@ -282,7 +283,7 @@ func (s *session) sendOut(o outgoing) error {
 	if ms, _, err := store.ParseID(o.cursor); err == nil {
 		mt.outboxLag.Observe(max(now.Sub(time.UnixMilli(int64(ms))), 0).Seconds())
 	}
-	matches, _ := scanBatch(o.batch, func(ts int64) { // validated by the pump
+	matches, _ := wire.ScanBatch(o.batch, func(ts int64) { // validated by the pump
 		if ts > 0 {
 			mt.latency.Observe(max(now.Sub(time.UnixMilli(ts)), 0).Seconds())
 		}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamerd/streamer/internal/wire"
 	"github.com/streamerd/streamer/match"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
@@ -89,7 +90,7 @@ func TestHandEncodedOutboxIsWhatProtoEncodingProduced(t *testing.T) {
 							!proto.Equal(m.GetDelivery(), &streamerv1.Delivery{Cursor: "1-1", Matches: w.GetMatches()}) {
 							t.Fatalf("batch %d: delivery frame decodes to %v, %v", batch, &m, err)
 						}
-						if n, err := scanBatch(it.Payload, func(int64) {}); err != nil || n != len(g.GetMatches()) {
+						if n, err := wire.ScanBatch(it.Payload, func(int64) {}); err != nil || n != len(g.GetMatches()) {
 							t.Fatalf("batch %d: scanBatch = %d, %v; want %d matches", batch, n, err, len(g.GetMatches()))
 						}
 						routed += len(g.GetMatches())
@@ -160,7 +161,7 @@ var (
 func (g *wireGen) entry(big bool) []byte {
 	hostile := !big && g.rng.IntN(3) == 0
 	ev := g.event(big, hostile)
-	tagged := protowire.AppendBytes(protowire.AppendTag(nil, fieldLogEntryEvent, protowire.BytesType), ev)
+	tagged := protowire.AppendBytes(protowire.AppendTag(nil, wire.FieldLogEntryEvent, protowire.BytesType), ev)
 	if !hostile {
 		return tagged
 	}
@@ -174,8 +175,8 @@ func (g *wireGen) entry(big bool) []byte {
 		return b
 	case 1: // the event in two parts, which protobuf merges
 		cut := fieldBoundary(ev, g.rng.IntN(len(ev)+1))
-		b := protowire.AppendBytes(protowire.AppendTag(nil, fieldLogEntryEvent, protowire.BytesType), ev[:cut])
-		return protowire.AppendBytes(protowire.AppendTag(b, fieldLogEntryEvent, protowire.BytesType), ev[cut:])
+		b := protowire.AppendBytes(protowire.AppendTag(nil, wire.FieldLogEntryEvent, protowire.BytesType), ev[:cut])
+		return protowire.AppendBytes(protowire.AppendTag(b, wire.FieldLogEntryEvent, protowire.BytesType), ev[cut:])
 	case 2: // an event replaced by a control entry of the oneof, or the reverse
 		ctl, _ := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_GatewayExpired{GatewayExpired: &streamerv1.GatewayExpired{GatewayId: "nobody"}}})
 		if g.rng.IntN(2) == 0 {
@@ -192,7 +193,7 @@ func (g *wireGen) entry(big bool) []byte {
 		b := protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 7)
 		return protowire.AppendBytes(protowire.AppendTag(append(b, tagged...), 100, protowire.BytesType), []byte("x"))
 	case 5: // the event field mistyped: protobuf keeps it as unknown, the entry is empty
-		return protowire.AppendVarint(protowire.AppendTag(nil, fieldLogEntryEvent, protowire.VarintType), 1)
+		return protowire.AppendVarint(protowire.AppendTag(nil, wire.FieldLogEntryEvent, protowire.VarintType), 1)
 	case 6: // truncated
 		return tagged[:g.rng.IntN(len(tagged))]
 	}
@@ -276,33 +277,33 @@ func (g *wireGen) oddities(b []byte, hostile bool) []byte {
 			b = protowire.AppendBytes(tag(b, 122, protowire.BytesType), []byte{0xff, 0xfe})
 			b = tag(protowire.AppendVarint(tag(tag(b, 123, protowire.StartGroupType), 1, protowire.VarintType), 5), 123, protowire.EndGroupType)
 		case 1: // a partition again
-			b = protowire.AppendVarint(tag(b, fieldEventPartition, protowire.VarintType),
+			b = protowire.AppendVarint(tag(b, wire.FieldEventPartition, protowire.VarintType),
 				uint64(int64(pick(g, int32(0), 1, 7, -3, math.MinInt32))))
 		case 2: // a position again
-			b = protowire.AppendString(tag(b, fieldEventPosition, protowire.BytesType), pick(g, "", "5-5", "0-0"))
+			b = protowire.AppendString(tag(b, wire.FieldEventPosition, protowire.BytesType), pick(g, "", "5-5", "0-0"))
 		case 3: // an operation again, sometimes out of range or beyond 32 bits
-			b = protowire.AppendVarint(tag(b, fieldEventOperation, protowire.VarintType), pick(g, uint64(1), 2, 3, 0, 1<<40+2, 1<<8+1))
+			b = protowire.AppendVarint(tag(b, wire.FieldEventOperation, protowire.VarintType), pick(g, uint64(1), 2, 3, 0, 1<<40+2, 1<<8+1))
 		case 4: // mistyped known fields, which protobuf keeps as unknown
-			b = protowire.AppendVarint(tag(b, protowire.Number(pick(g, fieldEventTenant, fieldEventChangedFields, fieldEventDocument, fieldEventPosition)), protowire.VarintType), 3)
-			b = protowire.AppendBytes(tag(b, protowire.Number(pick(g, fieldEventOperation, fieldEventPartition, fieldEventTimestamp)), protowire.BytesType), []byte{1})
+			b = protowire.AppendVarint(tag(b, protowire.Number(pick(g, wire.FieldEventTenant, wire.FieldEventChangedFields, wire.FieldEventDocument, wire.FieldEventPosition)), protowire.VarintType), 3)
+			b = protowire.AppendBytes(tag(b, protowire.Number(pick(g, wire.FieldEventOperation, wire.FieldEventPartition, wire.FieldEventTimestamp)), protowire.BytesType), []byte{1})
 		case 5: // more changed fields
-			b = protowire.AppendString(tag(b, fieldEventChangedFields, protowire.BytesType), pick(g, "deleted", "k", ""))
+			b = protowire.AppendString(tag(b, wire.FieldEventChangedFields, protowire.BytesType), pick(g, "deleted", "k", ""))
 		case 6: // invalid UTF-8 in a string field
-			f := pick(g, fieldEventID, fieldEventTenant, fieldEventCollection, fieldEventDocumentID, fieldEventChangedFields, fieldEventPosition)
+			f := pick(g, wire.FieldEventID, wire.FieldEventTenant, wire.FieldEventCollection, wire.FieldEventDocumentID, wire.FieldEventChangedFields, wire.FieldEventPosition)
 			b = protowire.AppendBytes(tag(b, protowire.Number(f), protowire.BytesType), []byte("a\xffb"))
 		case 7: // a pre-image again, not UTF-8: bytes fields need not be
-			b = protowire.AppendBytes(tag(b, fieldEventBefore, protowire.BytesType), []byte("\xff"))
+			b = protowire.AppendBytes(tag(b, wire.FieldEventBefore, protowire.BytesType), []byte("\xff"))
 		case 8: // a string field again
-			b = protowire.AppendString(tag(b, protowire.Number(pick(g, fieldEventTenant, fieldEventCollection, fieldEventDocumentID, fieldEventID)), protowire.BytesType), pick(g, "t", "c", "d1", "", "e3"))
+			b = protowire.AppendString(tag(b, protowire.Number(pick(g, wire.FieldEventTenant, wire.FieldEventCollection, wire.FieldEventDocumentID, wire.FieldEventID)), protowire.BytesType), pick(g, "t", "c", "d1", "", "e3"))
 		case 9: // a document or pre-image again
-			b = protowire.AppendString(tag(b, protowire.Number(pick(g, fieldEventDocument, fieldEventBefore)), protowire.BytesType), pick(g, append(wireDocs, wireBadDocs...)...))
+			b = protowire.AppendString(tag(b, protowire.Number(pick(g, wire.FieldEventDocument, wire.FieldEventBefore)), protowire.BytesType), pick(g, append(wireDocs, wireBadDocs...)...))
 		case 10: // the largest field number protobuf accepts, and one beyond
 			b = protowire.AppendVarint(tag(b, protowire.MaxValidNumber, protowire.VarintType), 1)
 			if g.rng.IntN(4) == 0 {
 				b = protowire.AppendVarint(protowire.AppendVarint(b, uint64(protowire.MaxValidNumber+1)<<3), 1)
 			}
 		case 11: // a timestamp again
-			b = protowire.AppendVarint(tag(b, fieldEventTimestamp, protowire.VarintType), g.rng.Uint64())
+			b = protowire.AppendVarint(tag(b, wire.FieldEventTimestamp, protowire.VarintType), g.rng.Uint64())
 		}
 	}
 	return b
@@ -328,7 +329,7 @@ func newProtoConsumer(c *consumer, dedupSize int) *protoConsumer {
 	return &protoConsumer{c: c, dedup: lru, inBatch: map[string]struct{}{}, router: protoRouter{gws: map[string]*protoGateway{}}}
 }
 
-// process is processWithoutBackend the way it was done before wire.go.
+// process is processWithoutBackend the way it was done before internal/wire.
 func (r *protoConsumer) process(entries []store.Entry, appended bool) ([]store.OutboxItem, []string) {
 	r.router.order = r.router.order[:0]
 	clear(r.router.gws)
@@ -469,51 +470,6 @@ func (r *protoRouter) add(ev *streamerv1.ChangeEvent, results []match.Result) {
 	}
 }
 
-// TestOverridesReplaceThePublishersFields pins the merge rule the outbox
-// encoding relies on, zero values included.
-func TestOverridesReplaceThePublishersFields(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		published *streamerv1.ChangeEvent
-		partition int32
-		position  string
-		op        int32
-	}{
-		{"nothing published: nothing appended for partition 0", &streamerv1.ChangeEvent{EventId: "e", Operation: opCreate}, 0, "1-1", 1},
-		{"published partition overridden by 0", &streamerv1.ChangeEvent{Partition: 7, Position: "9-9", Operation: opCreate}, 0, "1-1", 1},
-		{"published partition overridden by another", &streamerv1.ChangeEvent{Partition: 7}, 3, "1-1", 1},
-		{"negative partition published", &streamerv1.ChangeEvent{Partition: -7}, 3, "1-1", 1},
-		{"same values: nothing appended", &streamerv1.ChangeEvent{Partition: 3, Position: "1-1", Operation: opUpdate}, 3, "1-1", 2},
-		{"soft delete turned the operation", &streamerv1.ChangeEvent{Operation: opUpdate, Document: []byte(`{}`)}, 1, "1-1", 3},
-		{"empty position overrides a published one", &streamerv1.ChangeEvent{Position: "9-9"}, 1, "", 1},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			raw, err := proto.Marshal(tc.published)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var w wireEvent
-			if !w.decode(raw) {
-				t.Fatal("decode failed")
-			}
-			tail := w.appendOverrides(nil, tc.partition, tc.position, tc.op)
-			var got streamerv1.ChangeEvent
-			if err := proto.Unmarshal(append(raw, tail...), &got); err != nil {
-				t.Fatal(err)
-			}
-			want := proto.Clone(tc.published).(*streamerv1.ChangeEvent)
-			want.Partition, want.Position, want.Operation = tc.partition, tc.position, streamerv1.Operation(tc.op)
-			if !proto.Equal(&got, want) {
-				t.Fatalf("got %v, want %v", &got, want)
-			}
-			if tc.published.GetPartition() == tc.partition && tc.published.GetPosition() == tc.position &&
-				int32(tc.published.GetOperation()) == tc.op && len(tail) != 0 {
-				t.Fatalf("appended %x although nothing changes", tail)
-			}
-		})
-	}
-}
-
 // TestRecentIDsIsTheLRUItReplaced compares recentIDs with the LRU the
 // consumer used before, over random batches of which some fail (abort).
 func TestRecentIDsIsTheLRUItReplaced(t *testing.T) {
@@ -552,27 +508,6 @@ func TestRecentIDsIsTheLRUItReplaced(t *testing.T) {
 	}
 }
 
-// TestWireEventDecodingAllocatesNothing guards the point of wire.go.
-func TestWireEventDecodingAllocatesNothing(t *testing.T) {
-	raw, _ := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_Event{Event: &streamerv1.ChangeEvent{
-		EventId: "e", Tenant: "t", Collection: "c", DocumentId: "d", Operation: opUpdate, Document: []byte(`{"a":1}`),
-		ChangedFields: []string{"a", "b"}, TimestampMs: 1}}})
-	var w wireEvent
-	var tail []byte
-	if allocs := testing.AllocsPerRun(100, func() {
-		ev, ok := logEntryEvent(raw)
-		if !ok || !w.decode(ev) {
-			t.Fatal("not decoded")
-		}
-		tail = w.appendOverrides(tail[:0], 1, "1-1", 2)
-	}); allocs != 0 {
-		t.Errorf("decoding allocates %v times", allocs)
-	}
-	if allocs := testing.AllocsPerRun(100, func() { _ = w.matchEvent() }); allocs != 1 {
-		t.Errorf("matchEvent allocates %v times, want 1 (its strings)", allocs)
-	}
-}
-
 // FuzzLogEntryDecoding checks the wire decoding of event-log entries
 // against proto.Unmarshal: whatever it accepts, proto.Unmarshal accepts
 // and decodes to the same values; an event it declines to decode,
@@ -583,14 +518,14 @@ func FuzzLogEntryDecoding(f *testing.F) {
 		f.Add(gen.entry(false))
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		raw, ok := logEntryEvent(payload)
+		raw, ok := wire.LogEntryEvent(payload)
 		if !ok {
 			return // proto.Unmarshal decides
 		}
 		var le streamerv1.LogEntry
 		err := proto.Unmarshal(payload, &le)
-		var w wireEvent
-		if !w.decode(raw) {
+		var w wire.Event
+		if !w.Decode(raw) {
 			if err == nil {
 				t.Fatalf("wire decoding declined an event proto.Unmarshal accepts: %v", le.GetEvent())
 			}
@@ -606,7 +541,7 @@ func FuzzLogEntryDecoding(f *testing.F) {
 }
 
 // wireEventEquals reports how w differs from ce.
-func wireEventEquals(w *wireEvent, ce *streamerv1.ChangeEvent) error {
+func wireEventEquals(w *wire.Event, ce *streamerv1.ChangeEvent) error {
 	if ce == nil {
 		return errors.New("proto.Unmarshal found no event")
 	}
@@ -616,16 +551,16 @@ func wireEventEquals(w *wireEvent, ce *streamerv1.ChangeEvent) error {
 			errs = append(errs, fmt.Errorf("%s = %q, want %q", name, got, want))
 		}
 	}
-	check("event_id", string(w.eventID), ce.GetEventId())
-	check("tenant", string(w.tenant), ce.GetTenant())
-	check("collection", string(w.collection), ce.GetCollection())
-	check("document_id", string(w.documentID), ce.GetDocumentId())
-	check("operation", w.op, int32(ce.GetOperation()))
-	check("document", string(w.document), string(ce.GetDocument()))
-	check("before", string(w.before), string(ce.GetBefore()))
-	check("partition", w.partition, ce.GetPartition())
-	check("position", string(w.position), ce.GetPosition())
-	ev := w.matchEvent()
+	check("event_id", string(w.EventID), ce.GetEventId())
+	check("tenant", string(w.Tenant), ce.GetTenant())
+	check("collection", string(w.Collection), ce.GetCollection())
+	check("document_id", string(w.DocumentID), ce.GetDocumentId())
+	check("operation", w.Op, int32(ce.GetOperation()))
+	check("document", string(w.Document), string(ce.GetDocument()))
+	check("before", string(w.Before), string(ce.GetBefore()))
+	check("partition", w.Partition, ce.GetPartition())
+	check("position", string(w.Position), ce.GetPosition())
+	ev := w.MatchEvent()
 	if (ev.Changed == nil) != (ce.GetChangedFields() == nil) || !slices.Equal(ev.Changed, ce.GetChangedFields()) {
 		errs = append(errs, fmt.Errorf("changed_fields = %q, want %q", ev.Changed, ce.GetChangedFields()))
 	}
