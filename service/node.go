@@ -134,6 +134,9 @@ func (n *Node) Run(ctx context.Context) error {
 	n.draining.Store(true)
 	n.ready.Store(false)
 	n.sessions.closeAll(streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "streamer: node is shutting down", n.cfg.ShutdownTimeout)
+	if n.pumps != nil {
+		n.pumps.stop()
+	}
 	stop()
 	wg.Wait()
 	n.log.Info("node stopped")

@@ -36,17 +36,27 @@ const (
 // take them away, and the next blocking round waits for them to come back
 // (up to pumpBarrier), so that their next entries are not read behind a
 // blocked read that does not include them. The goroutine runs while
-// sessions wait and exits when none do.
+// sessions wait and exits when none do; the node stops the multiplexer
+// (stop) once its sessions are closed, which cancels a read in progress and
+// waits for the goroutine.
 type pumpMux struct {
 	multi  store.MultiFetcher
 	single store.Outboxes // for a round refused as a whole (a bad cursor)
 	count  int
 
+	ctx    context.Context // every round's read; cancelled by stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the run goroutine
+
 	mu      sync.Mutex
 	running bool
+	stopped bool
 	pending []*pumpReq // handed in since the last round
 	wake    chan struct{}
 }
+
+// errPumpStopped answers a fetch after the node stopped its multiplexer.
+var errPumpStopped = errors.New("service: outbox multiplexer stopped (node shutting down)")
 
 // pumpReq is one session's wait in fetch.
 type pumpReq struct {
@@ -63,7 +73,18 @@ type pumpReply struct {
 }
 
 func newPumpMux(multi store.MultiFetcher, single store.Outboxes, count int) *pumpMux {
-	return &pumpMux{multi: multi, single: single, count: count, wake: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &pumpMux{multi: multi, single: single, count: count, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1)}
+}
+
+// stop cancels the read in progress, refuses later fetches and waits for
+// the run goroutine to exit.
+func (m *pumpMux) stop() {
+	m.mu.Lock()
+	m.stopped = true
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
 }
 
 // fetch is Outboxes.Fetch of gateway after cursor through the multiplexer:
@@ -72,10 +93,14 @@ func newPumpMux(multi store.MultiFetcher, single store.Outboxes, count int) *pum
 func (m *pumpMux) fetch(ctx context.Context, req *pumpReq, gateway, after string) ([]store.Entry, bool, error) {
 	req.ctx, req.gateway, req.after = ctx, gateway, after
 	m.mu.Lock()
+	if m.stopped {
+		m.mu.Unlock()
+		return nil, false, errPumpStopped
+	}
 	m.pending = append(m.pending, req)
 	if !m.running {
 		m.running = true
-		go m.run()
+		m.wg.Go(m.run)
 	}
 	m.mu.Unlock()
 	select {
@@ -173,7 +198,7 @@ func (m *pumpMux) run() {
 		// all: outbox entries are merged batches of up to maxBatchBytes, and
 		// one reply holds every session's.
 		count := min(m.count, max(1, pumpRoundEntries/len(waiting)))
-		err := m.multi.FetchMany(context.Background(), fetches, count, pumpSlice)
+		err := m.multi.FetchMany(m.ctx, fetches, count, pumpSlice)
 		roundEnd = time.Now()
 		if errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrBadID) {
 			// One request is bad: each is read on its own, so that only
