@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -36,110 +37,121 @@ Progress goes to stderr every second. --json prints one JSON object as the
 last line of stdout (the summary then goes to stderr). Every flag also reads
 STREAMER_<FLAG>, e.g. STREAMER_REDIS.`
 
-func runBench(ctx context.Context, args []string, sio stdio) error {
-	fs := newFlagSet("bench", benchSynopsis, sio)
-	redisURL := fs.String("redis", "", "Redis `URL` of the backend; empty = embedded in-memory backend (one node)")
-	nodes := fs.Int("nodes", bench.DefaultNodes, "streamer nodes started in this process (more than one needs --redis)")
-	gateways := fs.Int("gateways", bench.DefaultGateways, "gateways (client library over loopback gRPC), spread over the nodes")
-	subs := fs.Int("subs", bench.DefaultSubsPerGateway, "subscriptions per gateway")
-	rate := fs.String("rate", "10000", "events per second to publish, or `max` to publish as fast as the system absorbs")
-	duration := fs.Duration("duration", bench.DefaultDuration, "length of the measured phase")
-	warmup := fs.Duration("warmup", bench.DefaultWarmup, "phase at the same rate before the measured one (0 = none)")
-	partitions := fs.Int("partitions", store.DefaultPartitions, "event-log partitions")
-	collections := fs.Int("collections", bench.DefaultCollections, "collections the events and subscriptions are spread over")
-	distinct := fs.Int("distinct-values", bench.DefaultDistinctValues, "distinct values of the field equality filters test (fewer = more matches per event)")
-	documents := fs.Int("documents", bench.DefaultDocuments, "distinct document ids per collection")
-	mix := fs.String("mix", bench.DefaultMix.String(), "subscription mix in percent: `eq=P,doc=P,cel=P` (sum 100)")
-	publishers := fs.Int("publishers", bench.DefaultPublishers, "concurrent Publish calls")
-	batch := fs.Int("batch", bench.DefaultBatch, "most events per Publish call")
-	maxInFlight := fs.Int("max-in-flight", bench.DefaultMaxInFlight, "with --rate max: how far publishing may run ahead of what gateways received, in events")
-	baseline := fs.Duration("baseline-duration", bench.DefaultBaselineDuration, "how long each baseline runs (0 = no baselines)")
-	drain := fs.Duration("drain-timeout", bench.DefaultDrainTimeout, "longest wait for the last matches after publishing stops")
-	seed := fs.Uint64("seed", 1, "workload seed")
-	asJSON := fs.Bool("json", false, "print the result as one JSON object on the last line of stdout")
-	plotFile := fs.String("plot", "", "write latency distribution and throughput over time to this PNG `file`")
-	cpuProfile := fs.String("cpuprofile", "", "write a pprof CPU profile of the measured phase to `file`")
-	traceFile := fs.String("trace", "", "write a runtime execution trace of the measured phase to `file` (go tool trace; a few MB per second)")
-	memProfile := fs.String("memprofile", "", "write the pprof allocation profile, taken after the measured phase, to `file`")
-	logLevel := fs.String("log-level", "error", "`level` of the nodes' and gateways' logs on stderr: debug, info, warn or error")
-	gcHeadroom := gcHeadroomFlag(fs)
-	if err := parseFlagsEnv(fs, args); err != nil {
-		return err
-	}
+// benchOptions are bench's flags.
+type benchOptions struct {
+	redisURL, rate, mix                                                 string
+	nodes, gateways, subs, partitions, collections, distinct, documents int
+	publishers, batch, maxInFlight                                      int
+	duration, warmup, baseline, drain                                   time.Duration
+	seed                                                                uint64
+	asJSON                                                              bool
+	plotFile, cpuProfile, traceFile, memProfile, logLevel               string
+	gcHeadroom                                                          *int
+}
 
-	usage := func(format string, a ...any) error {
-		fmt.Fprintf(sio.err, format+"\n", a...)
-		return errUsage
-	}
-	r, err := bench.ParseRate(*rate)
+// benchFlags defines bench's flags on fs.
+func benchFlags(fs *flag.FlagSet) *benchOptions {
+	o := &benchOptions{}
+	fs.StringVar(&o.redisURL, "redis", "", "Redis `URL` of the backend; empty = embedded in-memory backend (one node)")
+	fs.IntVar(&o.nodes, "nodes", bench.DefaultNodes, "streamer nodes started in this process (more than one needs --redis)")
+	fs.IntVar(&o.gateways, "gateways", bench.DefaultGateways, "gateways (client library over loopback gRPC), spread over the nodes")
+	fs.IntVar(&o.subs, "subs", bench.DefaultSubsPerGateway, "subscriptions per gateway")
+	fs.StringVar(&o.rate, "rate", "10000", "events per second to publish, or `max` to publish as fast as the system absorbs")
+	fs.DurationVar(&o.duration, "duration", bench.DefaultDuration, "length of the measured phase")
+	fs.DurationVar(&o.warmup, "warmup", bench.DefaultWarmup, "phase at the same rate before the measured one (0 = none)")
+	fs.IntVar(&o.partitions, "partitions", store.DefaultPartitions, "event-log partitions")
+	fs.IntVar(&o.collections, "collections", bench.DefaultCollections, "collections the events and subscriptions are spread over")
+	fs.IntVar(&o.distinct, "distinct-values", bench.DefaultDistinctValues, "distinct values of the field equality filters test (fewer = more matches per event)")
+	fs.IntVar(&o.documents, "documents", bench.DefaultDocuments, "distinct document ids per collection")
+	fs.StringVar(&o.mix, "mix", bench.DefaultMix.String(), "subscription mix in percent: `eq=P,doc=P,cel=P` (sum 100)")
+	fs.IntVar(&o.publishers, "publishers", bench.DefaultPublishers, "concurrent Publish calls")
+	fs.IntVar(&o.batch, "batch", bench.DefaultBatch, "most events per Publish call")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", bench.DefaultMaxInFlight, "with --rate max: how far publishing may run ahead of what gateways received, in events")
+	fs.DurationVar(&o.baseline, "baseline-duration", bench.DefaultBaselineDuration, "how long each baseline runs (0 = no baselines)")
+	fs.DurationVar(&o.drain, "drain-timeout", bench.DefaultDrainTimeout, "longest wait for the last matches after publishing stops")
+	fs.Uint64Var(&o.seed, "seed", 1, "workload seed")
+	fs.BoolVar(&o.asJSON, "json", false, "print the result as one JSON object on the last line of stdout")
+	fs.StringVar(&o.plotFile, "plot", "", "write latency distribution and throughput over time to this PNG `file`")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the measured phase to `file`")
+	fs.StringVar(&o.traceFile, "trace", "", "write a runtime execution trace of the measured phase to `file` (go tool trace; a few MB per second)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write the pprof allocation profile, taken after the measured phase, to `file`")
+	fs.StringVar(&o.logLevel, "log-level", "error", "`level` of the nodes' and gateways' logs on stderr: debug, info, warn or error")
+	o.gcHeadroom = gcHeadroomFlag(fs)
+	return o
+}
+
+// config checks the flags and returns the run's configuration (without its
+// outputs, logger and progress writer).
+func (o *benchOptions) config() (bench.Config, error) {
+	r, err := bench.ParseRate(o.rate)
 	if err != nil {
-		return usage("--rate: %v", err)
+		return bench.Config{}, fmt.Errorf("--rate: %v", err)
 	}
-	m, err := bench.ParseMix(*mix)
+	m, err := bench.ParseMix(o.mix)
 	if err != nil {
-		return usage("--mix: %v", err)
+		return bench.Config{}, fmt.Errorf("--mix: %v", err)
 	}
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"nodes", *nodes}, {"gateways", *gateways}, {"subs", *subs}, {"partitions", *partitions}, {"collections", *collections},
-		{"distinct-values", *distinct}, {"documents", *documents}, {"publishers", *publishers}, {"batch", *batch}, {"max-in-flight", *maxInFlight}} {
+	}{{"nodes", o.nodes}, {"gateways", o.gateways}, {"subs", o.subs}, {"partitions", o.partitions}, {"collections", o.collections},
+		{"distinct-values", o.distinct}, {"documents", o.documents}, {"publishers", o.publishers}, {"batch", o.batch}, {"max-in-flight", o.maxInFlight}} {
 		if f.v < 1 {
-			return usage("--%s must be at least 1", f.name)
+			return bench.Config{}, fmt.Errorf("--%s must be at least 1", f.name)
 		}
 	}
-	if *duration <= 0 || *warmup < 0 || *baseline < 0 || *drain <= 0 || *seed == 0 {
-		return usage("--duration and --drain-timeout must be positive, --warmup and --baseline-duration not negative, --seed not 0")
+	if o.duration <= 0 || o.warmup < 0 || o.baseline < 0 || o.drain <= 0 || o.seed == 0 {
+		return bench.Config{}, errors.New("--duration and --drain-timeout must be positive, --warmup and --baseline-duration not negative, --seed not 0")
 	}
-	if *nodes > 1 && *redisURL == "" {
-		return usage("--nodes %d: the embedded in-memory backend serves exactly one node; add --redis URL to run several nodes on one Redis", *nodes)
+	if o.nodes > 1 && o.redisURL == "" {
+		return bench.Config{}, fmt.Errorf("--nodes %d: the embedded in-memory backend serves exactly one node; add --redis URL to run several nodes on one Redis", o.nodes)
 	}
-	logger, err := newLogger(sio, *logLevel, "text")
+	return bench.Config{
+		RedisURL: o.redisURL, Nodes: o.nodes, Gateways: o.gateways, SubsPerGateway: o.subs, Rate: r,
+		Duration: o.duration, Warmup: negativeIfZero(o.warmup), Partitions: o.partitions, Collections: o.collections,
+		DistinctValues: o.distinct, Documents: o.documents, Mix: m, Publishers: o.publishers, Batch: o.batch,
+		MaxInFlight: o.maxInFlight, BaselineDuration: negativeIfZero(o.baseline), DrainTimeout: o.drain, Seed: o.seed,
+	}, nil
+}
+
+func runBench(ctx context.Context, args []string, sio stdio) error {
+	fs := newFlagSet("bench", benchSynopsis, sio)
+	o := benchFlags(fs)
+	if err := parseFlagsEnv(fs, args); err != nil {
+		return err
+	}
+	usage := func(err error) error {
+		fmt.Fprintln(sio.err, err)
+		return errUsage
+	}
+	cfg, err := o.config()
 	if err != nil {
-		return usage("%v", err)
+		return usage(err)
+	}
+	logger, err := newLogger(sio, o.logLevel, "text")
+	if err != nil {
+		return usage(err)
 	}
 	// The nodes run in this process: they get the GC pacing streamer serve
 	// gives them.
-	gcp, gcPacing, err := startGCPolicy(*gcHeadroom, logger)
+	gcp, gcPacing, err := startGCPolicy(*o.gcHeadroom, logger)
 	if err != nil {
-		return usage("%v", err)
+		return usage(err)
 	}
 	defer gcp.Stop()
 	fmt.Fprintf(sio.err, "GC pacing: %s\n", gcPacing)
+	cfg.Progress, cfg.Logger = sio.err, logger
 
-	cfg := bench.Config{
-		RedisURL: *redisURL, Nodes: *nodes, Gateways: *gateways, SubsPerGateway: *subs, Rate: r,
-		Duration: *duration, Warmup: negativeIfZero(*warmup), Partitions: *partitions, Collections: *collections,
-		DistinctValues: *distinct, Documents: *documents, Mix: m, Publishers: *publishers, Batch: *batch,
-		MaxInFlight: *maxInFlight, BaselineDuration: negativeIfZero(*baseline), DrainTimeout: *drain, Seed: *seed,
-		Progress: sio.err, Logger: logger,
-	}
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			_ = f.Close()
+	outs := &outputFiles{}
+	defer outs.closeAll()
+	for _, out := range []struct {
+		name string
+		w    *io.Writer
+	}{{o.cpuProfile, &cfg.CPUProfile}, {o.memProfile, &cfg.MemProfile}, {o.traceFile, &cfg.Trace}} {
+		if out.name == "" {
+			continue
 		}
-	}()
-	create := func(name string) (io.Writer, error) {
-		f, err := os.Create(name)
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, f)
-		return f, nil
-	}
-	if *cpuProfile != "" {
-		if cfg.CPUProfile, err = create(*cpuProfile); err != nil {
-			return err
-		}
-	}
-	if *memProfile != "" {
-		if cfg.MemProfile, err = create(*memProfile); err != nil {
-			return err
-		}
-	}
-	if *traceFile != "" {
-		if cfg.Trace, err = create(*traceFile); err != nil {
+		if *out.w, err = outs.create(out.name); err != nil {
 			return err
 		}
 	}
@@ -149,30 +161,12 @@ func runBench(ctx context.Context, args []string, sio stdio) error {
 		return err
 	}
 	res.GCPacing = gcPacing
-	summary := sio.out
-	if *asJSON {
-		summary = sio.err
+	if err := o.report(sio, res); err != nil {
+		return err
 	}
-	res.WriteSummary(summary)
-	if *plotFile != "" {
-		if err := writePlot(*plotFile, res); err != nil {
-			return err
-		}
-		fmt.Fprintf(sio.err, "plot written to %s\n", *plotFile)
+	if err := outs.closeAll(); err != nil {
+		return err
 	}
-	if *asJSON {
-		b, err := json.Marshal(res)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(sio.out, "%s\n", b)
-	}
-	for _, f := range files {
-		if err := f.Close(); err != nil {
-			return err
-		}
-	}
-	files = nil
 	if failures := res.Failures(); len(failures) > 0 {
 		fmt.Fprintln(sio.err, "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!")
 		for _, f := range failures {
@@ -185,6 +179,54 @@ func runBench(ctx context.Context, args []string, sio stdio) error {
 		return errors.New(strings.Join(failures, "; "))
 	}
 	return nil
+}
+
+// report writes the run's summary (on stdout, or on stderr with --json), its
+// plot and its JSON line.
+func (o *benchOptions) report(sio stdio, res *bench.Result) error {
+	summary := sio.out
+	if o.asJSON {
+		summary = sio.err
+	}
+	res.WriteSummary(summary)
+	if o.plotFile != "" {
+		if err := writePlot(o.plotFile, res); err != nil {
+			return err
+		}
+		fmt.Fprintf(sio.err, "plot written to %s\n", o.plotFile)
+	}
+	if o.asJSON {
+		b, err := json.Marshal(res)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(sio.out, "%s\n", b)
+	}
+	return nil
+}
+
+// outputFiles are the files a run writes its profiles to.
+type outputFiles struct{ files []*os.File }
+
+func (f *outputFiles) create(name string) (io.Writer, error) {
+	file, err := os.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	f.files = append(f.files, file)
+	return file, nil
+}
+
+// closeAll closes the files once, reporting the first error.
+func (f *outputFiles) closeAll() error {
+	var first error
+	for _, file := range f.files {
+		if err := file.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	f.files = nil
+	return first
 }
 
 // negativeIfZero maps the CLI's "0 = none" to the library's negative value

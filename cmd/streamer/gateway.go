@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -36,112 +38,154 @@ STREAMER_JWT_SECRET (prefer it to the command line for secrets),
 --auth-token is STREAMER_AUTH_TOKEN, and so on; flags win. SIGINT or SIGTERM
 closes every connection ("gateway shutting down") and exits.`
 
-func runGateway(ctx context.Context, args []string, sio stdio) error {
-	fs := newFlagSet("gateway", gatewaySynopsis, sio)
-	addr := fs.String("addr", "localhost:7070", "`HOST:PORT` of a streamer node's gRPC listener (or a load balancer)")
-	listen := fs.String("listen", ":8080", "`address` of the public HTTP listener (/v1/ws, /v1/sse, demo page at /)")
-	httpAddr := fs.String("http", ":8081", "`address` of the admin HTTP listener (/metrics, /healthz, /readyz)")
-	jwtSecret := fs.String("jwt-secret", "", "HS256 `key` of users' JWTs")
-	jwksFile := fs.String("jwt-jwks-file", "", "JWKS `file` with the keys of users' JWTs (RSA, EC, Ed25519 or oct)")
-	jwtIssuer := fs.String("jwt-issuer", "", "required \"iss\" claim of users' JWTs (empty: not checked)")
-	jwtAudience := fs.String("jwt-audience", "", "required \"aud\" value of users' JWTs (empty: not checked)")
-	jwtLeeway := fs.Duration("jwt-leeway", 30*time.Second, "clock skew tolerated in exp/nbf/iat checks")
-	noAuth := fs.Bool("insecure-no-auth", false, "accept every user without a token, as --insecure-tenant (development only)")
-	noAuthTenant := fs.String("insecure-tenant", "", "`tenant` of every user with --insecure-no-auth")
-	authToken := fs.String("auth-token", "", "bearer `token` the streamer node requires")
-	useTLS := fs.Bool("tls", false, "connect to the node with TLS (system roots) instead of plaintext")
-	gatewayID := fs.String("gateway-id", "", "gateway `id` to register with (default: a random one per start)")
-	sendQueue := fs.Int("send-queue", gateway.DefaultSendQueue, "messages queued per connection; a client that falls further behind is disconnected")
-	maxSubs := fs.Int("max-subscriptions", gateway.DefaultMaxSubscriptions, "subscriptions per WebSocket connection")
-	resumeBytes := fs.Int("resume-buffer-bytes", gateway.DefaultResumeBufferBytes, "memory for recent SSE events replayed on Last-Event-ID, in `bytes`")
-	resumeWindow := fs.Duration("sse-resume-window", gateway.DefaultSSEResumeWindow, "how long an ended SSE stream's subscription is kept for a Last-Event-ID reconnect (negative: not kept)")
-	writeTimeout := fs.Duration("write-timeout", gateway.DefaultWriteTimeout, "limit of each write to a client")
-	keepAlive := fs.Duration("keepalive", gateway.DefaultKeepAlive, "interval of WebSocket pings and SSE keep-alive comments")
-	origins := fs.String("allowed-origins", "", "comma-separated origin host `patterns` allowed to open WebSockets besides the gateway's own host")
-	celMax := fs.Int("cel-max-bytes", match.DefaultMaxCELBytes, "longest CEL expression accepted, in `bytes`")
-	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
-	gcHeadroom := gcHeadroomFlag(fs)
-	logFormat := fs.String("log-format", "text", "log `format`: text or json")
-	if err := parseFlagsEnv(fs, args); err != nil {
-		return err
-	}
-	usage := func(msg string) error {
-		fmt.Fprintln(sio.err, msg)
-		return errUsage
-	}
+// gatewayOptions are gateway's flags.
+type gatewayOptions struct {
+	addr, listen, httpAddr                      string
+	jwtSecret, jwksFile, jwtIssuer, jwtAudience string
+	jwtLeeway                                   time.Duration
+	noAuth                                      bool
+	noAuthTenant, authToken, gatewayID          string
+	useTLS                                      bool
+	sendQueue, maxSubs, resumeBytes, celMax     int
+	resumeWindow, writeTimeout, keepAlive       time.Duration
+	origins, logLevel, logFormat                string
+	gcHeadroom                                  *int
+}
+
+// gatewayFlags defines gateway's flags on fs.
+func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
+	o := &gatewayOptions{}
+	fs.StringVar(&o.addr, "addr", "localhost:7070", "`HOST:PORT` of a streamer node's gRPC listener (or a load balancer)")
+	fs.StringVar(&o.listen, "listen", ":8080", "`address` of the public HTTP listener (/v1/ws, /v1/sse, demo page at /)")
+	fs.StringVar(&o.httpAddr, "http", ":8081", "`address` of the admin HTTP listener (/metrics, /healthz, /readyz)")
+	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HS256 `key` of users' JWTs")
+	fs.StringVar(&o.jwksFile, "jwt-jwks-file", "", "JWKS `file` with the keys of users' JWTs (RSA, EC, Ed25519 or oct)")
+	fs.StringVar(&o.jwtIssuer, "jwt-issuer", "", "required \"iss\" claim of users' JWTs (empty: not checked)")
+	fs.StringVar(&o.jwtAudience, "jwt-audience", "", "required \"aud\" value of users' JWTs (empty: not checked)")
+	fs.DurationVar(&o.jwtLeeway, "jwt-leeway", 30*time.Second, "clock skew tolerated in exp/nbf/iat checks")
+	fs.BoolVar(&o.noAuth, "insecure-no-auth", false, "accept every user without a token, as --insecure-tenant (development only)")
+	fs.StringVar(&o.noAuthTenant, "insecure-tenant", "", "`tenant` of every user with --insecure-no-auth")
+	fs.StringVar(&o.authToken, "auth-token", "", "bearer `token` the streamer node requires")
+	fs.BoolVar(&o.useTLS, "tls", false, "connect to the node with TLS (system roots) instead of plaintext")
+	fs.StringVar(&o.gatewayID, "gateway-id", "", "gateway `id` to register with (default: a random one per start)")
+	fs.IntVar(&o.sendQueue, "send-queue", gateway.DefaultSendQueue, "messages queued per connection; a client that falls further behind is disconnected")
+	fs.IntVar(&o.maxSubs, "max-subscriptions", gateway.DefaultMaxSubscriptions, "subscriptions per WebSocket connection")
+	fs.IntVar(&o.resumeBytes, "resume-buffer-bytes", gateway.DefaultResumeBufferBytes, "memory for recent SSE events replayed on Last-Event-ID, in `bytes`")
+	fs.DurationVar(&o.resumeWindow, "sse-resume-window", gateway.DefaultSSEResumeWindow, "how long an ended SSE stream's subscription is kept for a Last-Event-ID reconnect (negative: not kept)")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", gateway.DefaultWriteTimeout, "limit of each write to a client")
+	fs.DurationVar(&o.keepAlive, "keepalive", gateway.DefaultKeepAlive, "interval of WebSocket pings and SSE keep-alive comments")
+	fs.StringVar(&o.origins, "allowed-origins", "", "comma-separated origin host `patterns` allowed to open WebSockets besides the gateway's own host")
+	fs.IntVar(&o.celMax, "cel-max-bytes", match.DefaultMaxCELBytes, "longest CEL expression accepted, in `bytes`")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	o.gcHeadroom = gcHeadroomFlag(fs)
+	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
+	return o
+}
+
+// validate checks the flags that parsing alone does not.
+func (o *gatewayOptions) validate() error {
 	modes := 0
-	for _, set := range []bool{*jwtSecret != "", *jwksFile != "", *noAuth} {
+	for _, set := range []bool{o.jwtSecret != "", o.jwksFile != "", o.noAuth} {
 		if set {
 			modes++
 		}
 	}
 	if modes != 1 {
-		return usage("give exactly one of --jwt-secret, --jwt-jwks-file and --insecure-no-auth")
+		return errors.New("give exactly one of --jwt-secret, --jwt-jwks-file and --insecure-no-auth")
 	}
-	if *sendQueue <= 0 || *maxSubs <= 0 || *resumeBytes <= 0 || *writeTimeout <= 0 || *keepAlive <= 0 {
-		return usage("--send-queue, --max-subscriptions, --resume-buffer-bytes, --write-timeout and --keepalive must be positive")
+	if o.sendQueue <= 0 || o.maxSubs <= 0 || o.resumeBytes <= 0 || o.writeTimeout <= 0 || o.keepAlive <= 0 {
+		return errors.New("--send-queue, --max-subscriptions, --resume-buffer-bytes, --write-timeout and --keepalive must be positive")
 	}
-	logger, err := newLogger(sio, *logLevel, *logFormat)
+	return nil
+}
+
+func runGateway(ctx context.Context, args []string, sio stdio) error {
+	fs := newFlagSet("gateway", gatewaySynopsis, sio)
+	o := gatewayFlags(fs)
+	if err := parseFlagsEnv(fs, args); err != nil {
+		return err
+	}
+	usage := func(err error) error {
+		fmt.Fprintln(sio.err, err)
+		return errUsage
+	}
+	if err := o.validate(); err != nil {
+		return usage(err)
+	}
+	logger, err := newLogger(sio, o.logLevel, o.logFormat)
 	if err != nil {
-		return usage(err.Error())
+		return usage(err)
 	}
-	gcp, _, err := startGCPolicy(*gcHeadroom, logger)
+	gcp, _, err := startGCPolicy(*o.gcHeadroom, logger)
 	if err != nil {
-		return usage(err.Error())
+		return usage(err)
 	}
 	defer gcp.Stop()
 
-	auth, authMode, err := gatewayAuth(*jwtSecret, *jwksFile, *jwtIssuer, *jwtAudience, *jwtLeeway, *noAuth, *noAuthTenant)
+	auth, authMode, err := gatewayAuth(o.jwtSecret, o.jwksFile, o.jwtIssuer, o.jwtAudience, o.jwtLeeway, o.noAuth, o.noAuthTenant)
 	if err != nil {
 		return err
 	}
-	if *noAuth {
+	if o.noAuth {
 		logger.Warn("AUTHENTICATION DISABLED (--insecure-no-auth): anyone who can reach the listener reads every event of the tenant; development only",
-			"tenant", *noAuthTenant, "listen", *listen)
+			"tenant", o.noAuthTenant, "listen", o.listen)
 	}
-
-	opts := []client.Option{transportOption(*useTLS), client.WithLogger(logger)}
-	if *authToken != "" {
-		opts = append(opts, client.WithToken(*authToken))
-	}
-	if *gatewayID != "" {
-		opts = append(opts, client.WithGatewayID(*gatewayID))
-	}
-	logger.Info("connecting to the streamer node", "addr", *addr)
-	conn, err := client.Dial(ctx, *addr, opts...)
+	logger.Info("connecting to the streamer node", "addr", o.addr)
+	conn, err := client.Dial(ctx, o.addr, o.clientOptions(logger)...)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	gw, err := gateway.New(o.gatewayConfig(conn, auth, logger))
+	if err != nil {
+		return err
+	}
+	return o.run(ctx, gw, conn.GatewayID(), authMode, logger)
+}
 
+// clientOptions are the options of the gateway's session with the nodes.
+func (o *gatewayOptions) clientOptions(logger *slog.Logger) []client.Option {
+	opts := []client.Option{transportOption(o.useTLS), client.WithLogger(logger)}
+	if o.authToken != "" {
+		opts = append(opts, client.WithToken(o.authToken))
+	}
+	if o.gatewayID != "" {
+		opts = append(opts, client.WithGatewayID(o.gatewayID))
+	}
+	return opts
+}
+
+// gatewayConfig is the gateway's configuration from the flags.
+func (o *gatewayOptions) gatewayConfig(up gateway.Upstream, auth gateway.Authenticator, logger *slog.Logger) gateway.Config {
 	var originPatterns []string
-	for p := range strings.SplitSeq(*origins, ",") {
+	for p := range strings.SplitSeq(o.origins, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			originPatterns = append(originPatterns, p)
 		}
 	}
-	gw, err := gateway.New(gateway.Config{
-		Upstream:          conn,
+	return gateway.Config{
+		Upstream:          up,
 		Auth:              auth,
 		Logger:            logger,
-		SendQueue:         *sendQueue,
-		MaxSubscriptions:  *maxSubs,
-		ResumeBufferBytes: *resumeBytes,
-		SSEResumeWindow:   *resumeWindow,
-		WriteTimeout:      *writeTimeout,
-		KeepAlive:         *keepAlive,
+		SendQueue:         o.sendQueue,
+		MaxSubscriptions:  o.maxSubs,
+		ResumeBufferBytes: o.resumeBytes,
+		SSEResumeWindow:   o.resumeWindow,
+		WriteTimeout:      o.writeTimeout,
+		KeepAlive:         o.keepAlive,
 		OriginPatterns:    originPatterns,
-		Match:             match.Config{MaxCELBytes: *celMax},
-	})
-	if err != nil {
-		return err
+		Match:             match.Config{MaxCELBytes: o.celMax},
 	}
+}
 
-	pl, err := net.Listen("tcp", *listen)
+// run serves gw on the public and admin listeners until ctx is done or a
+// server fails, then closes every connection and stops the servers.
+func (o *gatewayOptions) run(ctx context.Context, gw *gateway.Gateway, gatewayID, authMode string, logger *slog.Logger) error {
+	pl, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listener: %w", err)
 	}
-	al, err := net.Listen("tcp", *httpAddr)
+	al, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
 		pl.Close()
 		return fmt.Errorf("admin listener: %w", err)
@@ -165,7 +209,7 @@ func runGateway(ctx context.Context, args []string, sio stdio) error {
 		})
 	}
 	logger.Info("listening", "listen_addr", pl.Addr().String(), "http_addr", al.Addr().String(),
-		"node_addr", *addr, "gateway_id", conn.GatewayID(), "auth", authMode)
+		"node_addr", o.addr, "gateway_id", gatewayID, "auth", authMode)
 
 	// Run closes every end-user connection (hijacked WebSockets included,
 	// which http.Server.Shutdown does not track) before returning.
