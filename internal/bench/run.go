@@ -32,105 +32,169 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	res := &Result{
+	r := &run{cfg: cfg, out: cfg.Progress, wl: newWorkload(cfg), res: &Result{
 		Mode: "embedded", Nodes: cfg.Nodes, Gateways: cfg.Gateways, SubsPerGateway: cfg.SubsPerGateway,
 		Partitions: cfg.Partitions, Collections: cfg.Collections, DistinctValues: cfg.DistinctValues,
 		Mix: cfg.Mix, Rate: cfg.Rate, DurationSec: cfg.Duration.Seconds(), LoadAvgStart: loadAvg(),
-	}
+	}}
 	if cfg.RedisURL != "" {
-		res.Mode = "redis"
+		r.res.Mode = "redis"
 	}
-	machine(res)
-	out := cfg.Progress
-
-	wl := newWorkload(cfg)
-
-	fmt.Fprintf(out, "starting %d %s node(s), %d partitions\n", cfg.Nodes, res.Mode, cfg.Partitions)
-	cl, err := startCluster(ctx, cfg)
+	machine(r.res)
+	if err := r.setup(ctx); err != nil {
+		r.teardown()
+		return nil, err
+	}
+	defer r.teardown()
+	if err := r.warmup(ctx); err != nil {
+		return nil, err
+	}
+	m, err := r.measure(ctx)
 	if err != nil {
 		return nil, err
 	}
-	tl := newTimeline()
-	rec := newRecorder(wl, cfg.Gateways, tl)
-	var conns []*client.Conn
-	var pub *publisher
-	var teardownOnce sync.Once
-	teardown := func() {
-		teardownOnce.Do(func() {
-			for _, c := range conns {
-				_ = c.Close()
-			}
-			rec.wait()
-			if pub != nil {
-				pub.close()
-			}
-			cl.close()
-		})
+	pairs, err := r.collect()
+	if err != nil {
+		return nil, err
 	}
-	defer teardown()
+	if err := r.verify(ctx, pairs); err != nil {
+		return nil, err
+	}
+	r.throughput(m, pairs)
+	if err := r.baselines(ctx); err != nil {
+		return nil, err
+	}
+	r.res.LoadAvgEnd = loadAvg()
+	return r.res, nil
+}
 
-	start := time.Now()
-	if conns, err = connect(ctx, cfg, cl.addrs, wl, rec); err != nil {
-		return nil, err
+// run is one Run's state, phase by phase.
+type run struct {
+	cfg Config
+	out io.Writer // progress
+	res *Result
+	wl  *workload
+
+	cl    *cluster
+	tl    *timeline
+	rec   *recorder
+	conns []*client.Conn
+	pub   *publisher
+
+	teardownOnce sync.Once
+	total        uint64 // events published, warmup and measured, once collected
+}
+
+// measured is what the measured phase leaves for the result.
+type measured struct {
+	first     uint64        // sequence number of its first event
+	events    uint64        // events it published
+	published time.Duration // from its first publish to its last
+	span      time.Duration // from its first publish until every match had arrived
+}
+
+// setup starts the nodes and connects and subscribes the gateways.
+func (r *run) setup(ctx context.Context) error {
+	cfg := r.cfg
+	fmt.Fprintf(r.out, "starting %d %s node(s), %d partitions\n", cfg.Nodes, r.res.Mode, cfg.Partitions)
+	var err error
+	if r.cl, err = startCluster(ctx, cfg); err != nil {
+		return err
 	}
-	fmt.Fprintf(out, "%d gateways × %d subscriptions (+%d markers each) subscribed in %v\n",
+	r.tl = newTimeline()
+	r.rec = newRecorder(r.wl, cfg.Gateways, r.tl)
+	start := time.Now()
+	if r.conns, err = connect(ctx, cfg, r.cl.addrs, r.wl, r.rec); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.out, "%d gateways × %d subscriptions (+%d markers each) subscribed in %v\n",
 		cfg.Gateways, cfg.SubsPerGateway, cfg.Collections, time.Since(start).Round(time.Millisecond))
-	if pub, err = newPublisher(cfg, wl, rec, tl, cl.addrs); err != nil {
-		return nil, err
+	if r.pub, err = newPublisher(cfg, r.wl, r.rec, r.tl, r.cl.addrs); err != nil {
+		return err
 	}
 	// Subscribing leaves hundreds of MiB of garbage behind. Collect it now,
 	// as Go's own benchmarks collect before timing, so that the collection
 	// it would cost falls here instead of at the start of the measured
 	// phase: what is measured then is the collections the events cause.
 	runtime.GC()
+	return nil
+}
 
-	if cfg.Warmup > 0 {
-		stop := startProgress(out, phaseWarmup, pub, rec, tl)
-		// One collection halfway through the warmup, under load, so that
-		// the measured phase meets the GC as a long-running node would.
-		// Go sizes the runway of each cycle by the allocation it saw
-		// during the marks of earlier ones; the collection above saw none,
-		// and the runtime would otherwise start the first loaded cycle
-		// 4 MiB before its goal, with every allocating goroutine assisting.
-		taught := make(chan struct{})
-		teach := time.AfterFunc(cfg.Warmup/2, func() { runtime.GC(); close(taught) })
-		err := pub.run(ctx, phaseWarmup, cfg.Warmup)
-		if !teach.Stop() {
-			<-taught // never into the measured phase
+// teardown closes the gateways, waits for their receivers and stops the
+// publisher and the nodes, once.
+func (r *run) teardown() {
+	r.teardownOnce.Do(func() {
+		for _, c := range r.conns {
+			_ = c.Close()
 		}
-		if err == nil {
-			_, err = closePhase(ctx, cfg, phaseWarmup, pub, rec)
+		if r.rec != nil {
+			r.rec.wait()
 		}
-		stop()
-		if err != nil {
-			return nil, fmt.Errorf("bench: warmup: %w", err)
+		if r.pub != nil {
+			r.pub.close()
 		}
+		if r.cl != nil {
+			r.cl.close()
+		}
+	})
+}
+
+// warmup publishes the warmup phase, if any.
+func (r *run) warmup(ctx context.Context) error {
+	if r.cfg.Warmup <= 0 {
+		return nil
 	}
+	stop := startProgress(r.out, phaseWarmup, r.pub, r.rec, r.tl)
+	defer stop()
+	// One collection halfway through the warmup, under load, so that the
+	// measured phase meets the GC as a long-running node would. Go sizes the
+	// runway of each cycle by the allocation it saw during the marks of
+	// earlier ones; the collection after subscribing saw none, and the
+	// runtime would otherwise start the first loaded cycle 4 MiB before its
+	// goal, with every allocating goroutine assisting.
+	taught := make(chan struct{})
+	teach := time.AfterFunc(r.cfg.Warmup/2, func() { runtime.GC(); close(taught) })
+	err := r.pub.run(ctx, phaseWarmup, r.cfg.Warmup)
+	if !teach.Stop() {
+		<-taught // never into the measured phase
+	}
+	if err == nil {
+		_, err = closePhase(ctx, r.cfg, phaseWarmup, r.pub, r.rec)
+	}
+	if err != nil {
+		return fmt.Errorf("bench: warmup: %w", err)
+	}
+	return nil
+}
 
-	first := pub.published()
+// measure publishes the measured phase under the profiles asked for, and
+// records its CPU, memory and GC figures.
+func (r *run) measure(ctx context.Context) (measured, error) {
+	cfg, res := r.cfg, r.res
+	m := measured{first: r.pub.published()}
 	if cfg.CPUProfile != nil {
 		if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
-			return nil, fmt.Errorf("bench: CPU profile: %w", err)
+			return m, fmt.Errorf("bench: CPU profile: %w", err)
 		}
 	}
 	if cfg.Trace != nil {
 		if err := trace.Start(cfg.Trace); err != nil {
-			return nil, fmt.Errorf("bench: execution trace: %w", err)
+			return m, fmt.Errorf("bench: execution trace: %w", err)
 		}
 	}
 	var memBefore, memAfter runtime.MemStats
 	runtime.ReadMemStats(&memBefore)
 	cpuBefore := readCPU()
-	start = time.Now()
-	tl.begin(start)
-	stop := startProgress(out, phaseMeasure, pub, rec, tl)
-	err = pub.run(ctx, phaseMeasure, cfg.Duration)
-	published := time.Since(start)
+	start := time.Now()
+	r.tl.begin(start)
+	stop := startProgress(r.out, phaseMeasure, r.pub, r.rec, r.tl)
+	err := r.pub.run(ctx, phaseMeasure, cfg.Duration)
+	m.published = time.Since(start)
 	var drained bool
 	if err == nil {
-		drained, err = closePhase(ctx, cfg, phaseMeasure, pub, rec)
+		drained, err = closePhase(ctx, cfg, phaseMeasure, r.pub, r.rec)
 	}
-	span := time.Since(start)
+	m.span = time.Since(start)
 	runtime.ReadMemStats(&memAfter)
 	res.CPUStealPct, res.CPUPressurePct = cpuBetween(cpuBefore, readCPU())
 	stop()
@@ -141,107 +205,129 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		trace.Stop()
 	}
 	if err != nil {
-		return nil, err
+		return m, err
 	}
 	if cfg.MemProfile != nil {
 		// A collection first, so that the profile's in-use figures are
 		// the live heap of the loaded node rather than its last cycle.
 		runtime.GC()
 		if err := pprof.Lookup("allocs").WriteTo(cfg.MemProfile, 0); err != nil {
-			return nil, fmt.Errorf("bench: allocation profile: %w", err)
+			return m, fmt.Errorf("bench: allocation profile: %w", err)
 		}
 	}
 	res.PeakRSSMB = peakRSS()
 	if !drained {
-		fmt.Fprintf(out, "ERROR: the last matches did not arrive within %v; what is missing counts as lost\n", cfg.DrainTimeout)
+		fmt.Fprintf(r.out, "ERROR: the last matches did not arrive within %v; what is missing counts as lost\n", cfg.DrainTimeout)
 	}
-	events := pub.published() - first
-	if events > 0 {
-		res.AllocKBPerEvent = float64(memAfter.TotalAlloc-memBefore.TotalAlloc) / 1024 / float64(events)
+	m.events = r.pub.published() - m.first
+	if m.events > 0 {
+		res.AllocKBPerEvent = float64(memAfter.TotalAlloc-memBefore.TotalAlloc) / 1024 / float64(m.events)
 	}
 	res.GCCycles = memAfter.NumGC - memBefore.NumGC
 	gogc := []metrics.Sample{{Name: "/gc/gogc:percent"}}
 	metrics.Read(gogc)
 	res.GCPercent = gogc[0].Value.Uint64()
-	total := pub.published()
-	for _, c := range conns {
+	return m, nil
+}
+
+// collect stops everything and gathers what the gateways received: the
+// (event, subscription) pairs of each, and the counts of the client library.
+func (r *run) collect() ([][]uint64, error) {
+	res := r.res
+	r.total = r.pub.published()
+	for _, c := range r.conns {
 		s := c.Stats()
 		res.ClientDuplicatesDropped += s.Duplicates
 		res.Reconnects += s.Reconnects
 	}
-	teardown()
-
-	pairs := make([][]uint64, cfg.Gateways)
-	for g, r := range rec.per {
-		pairs[g] = r.pairs
-		res.WrongOp += r.wrongOp
-		res.Unexpected += r.foreign
-		res.Resyncs += r.resyncs
-		if r.dropped > 0 {
-			return nil, fmt.Errorf("bench: gateway %d: %d subscriptions dropped by the node", g, r.dropped)
+	r.teardown()
+	pairs := make([][]uint64, r.cfg.Gateways)
+	for g, rr := range r.rec.per {
+		pairs[g] = rr.pairs
+		res.WrongOp += rr.wrongOp
+		res.Unexpected += rr.foreign
+		res.Resyncs += rr.resyncs
+		if rr.dropped > 0 {
+			return nil, fmt.Errorf("bench: gateway %d: %d subscriptions dropped by the node", g, rr.dropped)
 		}
-		if r.finalErr != nil && !errors.Is(r.finalErr, client.ErrClosed) {
-			return nil, fmt.Errorf("bench: gateway %d: %w", g, r.finalErr)
+		if rr.finalErr != nil && !errors.Is(rr.finalErr, client.ErrClosed) {
+			return nil, fmt.Errorf("bench: gateway %d: %w", g, rr.finalErr)
 		}
 	}
+	return pairs, nil
+}
+
+// verify checks every published event's expected pairs against pairs.
+func (r *run) verify(ctx context.Context, pairs [][]uint64) error {
+	res := r.res
 	// The verifier compiles every distinct criterion once more. Built only
 	// now, its objects are not in the heap the collections of the measured
 	// phase had to mark.
 	vstart := time.Now()
-	ver, err := newVerifier(wl)
+	ver, err := newVerifier(r.wl)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	res.DistinctCrit = ver.distinct
-	fmt.Fprintf(out, "verifying %d events against %d distinct criteria by brute force\n", total, ver.distinct)
+	fmt.Fprintf(r.out, "verifying %d events against %d distinct criteria by brute force\n", r.total, ver.distinct)
 	foreign, wrongOp := res.Unexpected, res.WrongOp
 	var checked atomic.Uint64
 	stopVerifyProgress := every(time.Second, func() {
-		fmt.Fprintf(out, "[verify] %d of %d events checked\n", checked.Load(), total)
+		fmt.Fprintf(r.out, "[verify] %d of %d events checked\n", checked.Load(), r.total)
 	})
-	res.Completeness = ver.verify(ctx, total, pairs, &checked)
+	res.Completeness = ver.verify(ctx, r.total, pairs, &checked)
 	stopVerifyProgress()
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	res.Unexpected += foreign
 	res.WrongOp = wrongOp
-	fmt.Fprintf(out, "verified in %v\n", time.Since(vstart).Round(time.Millisecond))
+	fmt.Fprintf(r.out, "verified in %v\n", time.Since(vstart).Round(time.Millisecond))
+	return nil
+}
 
+// throughput fills the rates and latency of the measured phase.
+func (r *run) throughput(m measured, pairs [][]uint64) {
+	res := r.res
 	var measuredPairs int64
 	for _, d := range pairs {
-		measuredPairs += int64(len(d) - sort.Search(len(d), func(i int) bool { return d[i]>>32 >= first }))
+		measuredPairs += int64(len(d) - sort.Search(len(d), func(i int) bool { return d[i]>>32 >= m.first }))
 	}
-	res.Events = int64(events)
-	res.EventsPerSec = float64(events) / span.Seconds()
-	res.PublishedPerSec = float64(events) / published.Seconds()
-	res.DeliveriesPerSec = float64(measuredPairs) / span.Seconds()
-	res.DrainMs = ms(span - published)
-	res.hist = tl.overall
-	res.Latency = latencyOf(tl.overall)
-	res.Timeline = tl.result()
+	res.Events = int64(m.events)
+	res.EventsPerSec = float64(m.events) / m.span.Seconds()
+	res.PublishedPerSec = float64(m.events) / m.published.Seconds()
+	res.DeliveriesPerSec = float64(measuredPairs) / m.span.Seconds()
+	res.DrainMs = ms(m.span - m.published)
+	res.hist = r.tl.overall
+	res.Latency = latencyOf(r.tl.overall)
+	res.Timeline = r.tl.result()
+}
 
-	if cfg.BaselineDuration > 0 {
-		fmt.Fprintf(out, "baseline: naive fan-out for %v\n", cfg.BaselineDuration)
-		b, err := naiveBaseline(ctx, wl, cfg.BaselineDuration)
-		if err != nil {
-			return nil, err
-		}
-		res.Baselines.Naive = b
-		if cfg.RedisURL != "" {
-			fmt.Fprintf(out, "baseline: raw Redis Streams loop for %v\n", cfg.BaselineDuration)
-			if res.Baselines.RedisStreams, err = redisBaseline(ctx, cfg, wl); err != nil {
-				return nil, err
-			}
-		}
-		for _, b := range []*Baseline{res.Baselines.Naive, res.Baselines.RedisStreams} {
-			if b != nil && b.EventsPerSec > 0 {
-				b.Ratio = res.EventsPerSec / b.EventsPerSec
-			}
+// baselines measures the naive design and, in Redis mode, the raw Redis
+// Streams loop, now that the nodes are stopped.
+func (r *run) baselines(ctx context.Context) error {
+	cfg, res := r.cfg, r.res
+	if cfg.BaselineDuration <= 0 {
+		return nil
+	}
+	fmt.Fprintf(r.out, "baseline: naive fan-out for %v\n", cfg.BaselineDuration)
+	b, err := naiveBaseline(ctx, r.wl, cfg.BaselineDuration)
+	if err != nil {
+		return err
+	}
+	res.Baselines.Naive = b
+	if cfg.RedisURL != "" {
+		fmt.Fprintf(r.out, "baseline: raw Redis Streams loop for %v\n", cfg.BaselineDuration)
+		if res.Baselines.RedisStreams, err = redisBaseline(ctx, cfg, r.wl); err != nil {
+			return err
 		}
 	}
-	res.LoadAvgEnd = loadAvg()
-	return res, nil
+	for _, b := range []*Baseline{res.Baselines.Naive, res.Baselines.RedisStreams} {
+		if b != nil && b.EventsPerSec > 0 {
+			b.Ratio = res.EventsPerSec / b.EventsPerSec
+		}
+	}
+	return nil
 }
 
 // connect dials the gateways (round-robin over the nodes), starts their
