@@ -87,107 +87,145 @@ func newConsumer(n *Node, p int, fence *leaseFence) *consumer {
 // a failed batch it claims its own pending entries again (min-idle 0: it
 // holds the lease) before reading on, so the partition's order holds.
 func (c *consumer) run(stop, work context.Context) {
-	for {
-		err := c.load(stop)
-		if err == nil {
-			break
-		}
-		c.log.Error("loading subscriptions", "err", err)
-		if !clock.Sleep(stop, c.n.cfg.Clock, retryDelay) {
-			return
-		}
-	}
-	if !c.awaitTakeover(stop) {
+	if !c.loadSubscriptions(stop) || !c.awaitTakeover(stop) {
 		return
 	}
-	defer func() { // finish the last batch processed
-		if len(c.unacked) > 0 && work.Err() == nil {
-			if err := c.fence.guard(work, c.flush); err != nil {
-				c.log.Warn("finishing the last batch; its entries stay pending for the next owner", "err", err)
-			}
-		}
-	}()
-	// With a multiplexer (mux.go), reads of new entries go through it;
-	// holding entries it returned, the consumer must come back or leave.
-	mux, fromMux := c.n.mux, false
-	leave := func() {
-		if fromMux {
-			mux.leave(c)
-			fromMux = false
-		}
-	}
-	defer leave() // first, before finishing the last batch
-	batch := c.n.cfg.ReadBatch
-	block := min(consumerBlock, c.n.cfg.LeaseTTL/4)
-	claim, minIdle := true, c.n.claimGrace()
-	swept := time.Now()
+	r := &partitionReader{c: c, mux: c.n.mux, claim: true, minIdle: c.n.claimGrace(), swept: time.Now(),
+		batch: c.n.cfg.ReadBatch, block: min(consumerBlock, c.n.cfg.LeaseTTL/4)}
+	defer c.finishLastBatch(work)
+	defer r.leave() // first, before finishing the last batch
 	for stop.Err() == nil {
-		if !claim && time.Since(swept) >= sweepEvery {
-			// Still holding the multiplexer's round: one more round trip
-			// for it, while leaving would cost the way back in, up to
-			// muxSlice.
-			swept = time.Now()
-			claim = c.strays(stop)
-		}
-		var entries []store.Entry
-		var err error
-		switch {
-		case claim:
-			leave()
-			err = c.fence.guard(stop, func(ctx context.Context) (err error) {
-				if err := c.flush(ctx); err != nil {
-					return err
-				}
-				entries, err = c.n.backend.Log.ClaimPending(ctx, c.p, c.n.cfg.NodeID, minIdle, batch)
-				return err
-			})
-		case mux != nil:
-			var routed bool
-			entries, routed, err = mux.routeRead(stop, c, c.unrouted, c.unacked)
-			if routed {
-				c.routed()
-			}
-			fromMux = err == nil && len(entries) > 0
-			if err == nil && len(entries) == 0 {
-				swept = time.Time{} // the multiplexer's idle answer: time to sweep
-			}
-		default:
-			err = c.fence.guard(stop, func(ctx context.Context) (err error) {
-				var routed bool
-				entries, routed, err = c.n.backend.Log.RouteRead(ctx, c.p, c.n.cfg.NodeID, c.unrouted, c.unacked, batch, block)
-				if routed {
-					c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
-					c.routed()
-				}
-				return err
-			})
-		}
-		if err == nil && claim {
-			if minIdle > 0 && len(entries) > 0 {
-				c.log.Info("took over the pending entries of the previous owner", "first_batch", len(entries))
-			}
-			minIdle = 0
-			claim = len(entries) > 0
-		}
+		r.sweepIfDue(stop)
+		entries, err := r.next(stop)
 		if err == nil && len(entries) > 0 {
 			err = c.process(work, entries)
 		}
-		if err != nil {
-			leave()
-			if stop.Err() != nil || work.Err() != nil {
-				return
-			}
-			if errors.Is(err, errLeaseExpired) {
-				c.log.Debug("partition paused: lease not known to be valid", "err", err)
-			} else {
-				c.log.Error("processing partition, retrying its pending entries", "err", err)
-			}
-			claim = true
-			if !clock.Sleep(stop, c.n.cfg.Clock, retryDelay) {
-				return
-			}
+		if err != nil && !r.pause(stop, work, err) {
+			return
 		}
 	}
+}
+
+// loadSubscriptions loads the partition's subscriptions, retrying until it
+// succeeds; false when stop ended first.
+func (c *consumer) loadSubscriptions(stop context.Context) bool {
+	for {
+		err := c.load(stop)
+		if err == nil {
+			return true
+		}
+		c.log.Error("loading subscriptions", "err", err)
+		if !clock.Sleep(stop, c.n.cfg.Clock, retryDelay) {
+			return false
+		}
+	}
+}
+
+// finishLastBatch appends and acknowledges the last batch processed, unless
+// work was cancelled (its entries then stay pending for the next owner).
+func (c *consumer) finishLastBatch(work context.Context) {
+	if len(c.unacked) > 0 && work.Err() == nil {
+		if err := c.fence.guard(work, c.flush); err != nil {
+			c.log.Warn("finishing the last batch; its entries stay pending for the next owner", "err", err)
+		}
+	}
+}
+
+// partitionReader is where a consumer's next entries come from: claimed
+// pending entries (after a takeover or a failed batch), the read
+// multiplexer (mux.go), or its own reads. Each read also appends and
+// acknowledges the previous batch.
+type partitionReader struct {
+	c       *consumer
+	mux     *readMux // nil without a store.MultiRouter
+	fromMux bool     // holding entries the multiplexer returned: must come back or leave
+	claim   bool     // claim pending entries before reading new ones
+	minIdle time.Duration
+	swept   time.Time // last check for stray pending entries
+	batch   int
+	block   time.Duration
+}
+
+// leave gives the multiplexer's round back, if held.
+func (r *partitionReader) leave() {
+	if r.fromMux {
+		r.mux.leave(r.c)
+		r.fromMux = false
+	}
+}
+
+// sweepIfDue looks for stray pending entries every sweepEvery between
+// batches. Still holding the multiplexer's round, it costs one more round
+// trip, while leaving would cost the way back in, up to muxSlice.
+func (r *partitionReader) sweepIfDue(stop context.Context) {
+	if !r.claim && time.Since(r.swept) >= sweepEvery {
+		r.swept = time.Now()
+		r.claim = r.c.strays(stop)
+	}
+}
+
+// next returns the next entries to process (none when a blocking read timed
+// out).
+func (r *partitionReader) next(stop context.Context) ([]store.Entry, error) {
+	c := r.c
+	var entries []store.Entry
+	var err error
+	switch {
+	case r.claim:
+		r.leave()
+		err = c.fence.guard(stop, func(ctx context.Context) (err error) {
+			if err := c.flush(ctx); err != nil {
+				return err
+			}
+			entries, err = c.n.backend.Log.ClaimPending(ctx, c.p, c.n.cfg.NodeID, r.minIdle, r.batch)
+			return err
+		})
+	case r.mux != nil:
+		var routed bool
+		entries, routed, err = r.mux.routeRead(stop, c, c.unrouted, c.unacked)
+		if routed {
+			c.routed()
+		}
+		r.fromMux = err == nil && len(entries) > 0
+		if err == nil && len(entries) == 0 {
+			r.swept = time.Time{} // the multiplexer's idle answer: time to sweep
+		}
+	default:
+		err = c.fence.guard(stop, func(ctx context.Context) (err error) {
+			var routed bool
+			entries, routed, err = c.n.backend.Log.RouteRead(ctx, c.p, c.n.cfg.NodeID, c.unrouted, c.unacked, r.batch, r.block)
+			if routed {
+				c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
+				c.routed()
+			}
+			return err
+		})
+	}
+	if err == nil && r.claim {
+		if r.minIdle > 0 && len(entries) > 0 {
+			c.log.Info("took over the pending entries of the previous owner", "first_batch", len(entries))
+		}
+		r.minIdle = 0
+		r.claim = len(entries) > 0
+	}
+	return entries, err
+}
+
+// pause handles a failed read or batch: the consumer claims its pending
+// entries again after retryDelay, so the partition's order holds. It
+// returns false when the consumer must stop.
+func (r *partitionReader) pause(stop, work context.Context, err error) bool {
+	r.leave()
+	if stop.Err() != nil || work.Err() != nil {
+		return false
+	}
+	if errors.Is(err, errLeaseExpired) {
+		r.c.log.Debug("partition paused: lease not known to be valid", "err", err)
+	} else {
+		r.c.log.Error("processing partition, retrying its pending entries", "err", err)
+	}
+	r.claim = true
+	return clock.Sleep(stop, r.c.n.cfg.Clock, retryDelay)
 }
 
 // sweepEvery is how often a consumer between batches checks that nothing
