@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -41,58 +43,108 @@ Admin HTTP on --http: /metrics (Prometheus), /healthz, /readyz. Every flag can
 also be set through an environment variable: --mongo is STREAMER_MONGO,
 --start-from-now is STREAMER_START_FROM_NOW, and so on; flags win.`
 
-func runPuller(ctx context.Context, args []string, sio stdio) error {
-	fs := newFlagSet("puller", pullerSynopsis, sio)
-	mongoURI := fs.String("mongo", "", "MongoDB connection `URI` (a replica set or sharded cluster); required")
-	db := fs.String("db", "", "`database` to watch (default: the database named in the --mongo URI)")
-	collections := fs.String("collections", "", "comma-separated `list` of collections to watch (default: every collection of --db)")
-	name := fs.String("name", puller.DefaultName, "`name` of this puller's stream: pullers of one name share a checkpoint and a leader lease")
-	redisURL := fs.String("redis", "", "Redis `URL` of the event log (redis://host:port, rediss://, unix://, cluster=true …); required")
-	partitions := fs.Int("partitions", store.DefaultPartitions, "number of event-log partitions; must match the streamer nodes")
-	tenantField := fs.String("tenant-field", puller.DefaultTenantField, "dotted document `field` holding the tenant; \"-\" to always use --default-tenant")
-	defaultTenant := fs.String("default-tenant", "", "`tenant` of documents without the tenant field")
-	collectionField := fs.String("collection-field", "", "dotted document `field` naming the collection to publish under (default: the MongoDB collection)")
-	idField := fs.String("id-field", "_id", "dotted document `field` holding the document id")
-	preImages := fs.Bool("pre-images", false, "publish pre-images (fullDocumentBeforeChange: whenAvailable; enable changeStreamPreAndPostImages on the collections)")
-	startFromNow := fs.Bool("start-from-now", false, "when the saved resume token is no longer usable, start from the current time instead of stopping (changes in between are lost)")
-	batch := fs.Int("batch", puller.DefaultBatch, "most `events` appended (and checkpointed) at once")
-	maxDelay := fs.Duration("max-delay", puller.DefaultMaxDelay, "longest a read event waits to be appended")
-	leaseTTL := fs.Duration("lease-ttl", puller.DefaultLeaseTTL, "leader lease lifetime: a standby takes over about this long after the leader fails")
-	owner := fs.String("owner", "", "`name` of this process in the leader lease and logs (default: hostname plus a random suffix)")
-	httpAddr := fs.String("http", ":7072", "`address` of the admin HTTP listener (/metrics, /healthz, /readyz)")
-	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
-	logFormat := fs.String("log-format", "text", "log `format`: text or json")
-	if err := parseFlagsEnv(fs, args); err != nil {
-		return err
-	}
+// pullerOptions are puller's flags.
+type pullerOptions struct {
+	mongoURI, db, collections, name, redisURL     string
+	partitions, batch                             int
+	tenantField, defaultTenant, collectionField   string
+	idField, owner, httpAddr, logLevel, logFormat string
+	preImages, startFromNow                       bool
+	maxDelay, leaseTTL                            time.Duration
+}
 
-	usageErr := func(format string, args ...any) error {
-		fmt.Fprintf(sio.err, format+"\n", args...)
-		return errUsage
-	}
-	logger, err := newLogger(sio, *logLevel, *logFormat)
-	if err != nil {
-		return usageErr("%v", err)
-	}
+// pullerFlags defines puller's flags on fs.
+func pullerFlags(fs *flag.FlagSet) *pullerOptions {
+	o := &pullerOptions{}
+	fs.StringVar(&o.mongoURI, "mongo", "", "MongoDB connection `URI` (a replica set or sharded cluster); required")
+	fs.StringVar(&o.db, "db", "", "`database` to watch (default: the database named in the --mongo URI)")
+	fs.StringVar(&o.collections, "collections", "", "comma-separated `list` of collections to watch (default: every collection of --db)")
+	fs.StringVar(&o.name, "name", puller.DefaultName, "`name` of this puller's stream: pullers of one name share a checkpoint and a leader lease")
+	fs.StringVar(&o.redisURL, "redis", "", "Redis `URL` of the event log (redis://host:port, rediss://, unix://, cluster=true …); required")
+	fs.IntVar(&o.partitions, "partitions", store.DefaultPartitions, "number of event-log partitions; must match the streamer nodes")
+	fs.StringVar(&o.tenantField, "tenant-field", puller.DefaultTenantField, "dotted document `field` holding the tenant; \"-\" to always use --default-tenant")
+	fs.StringVar(&o.defaultTenant, "default-tenant", "", "`tenant` of documents without the tenant field")
+	fs.StringVar(&o.collectionField, "collection-field", "", "dotted document `field` naming the collection to publish under (default: the MongoDB collection)")
+	fs.StringVar(&o.idField, "id-field", "_id", "dotted document `field` holding the document id")
+	fs.BoolVar(&o.preImages, "pre-images", false, "publish pre-images (fullDocumentBeforeChange: whenAvailable; enable changeStreamPreAndPostImages on the collections)")
+	fs.BoolVar(&o.startFromNow, "start-from-now", false, "when the saved resume token is no longer usable, start from the current time instead of stopping (changes in between are lost)")
+	fs.IntVar(&o.batch, "batch", puller.DefaultBatch, "most `events` appended (and checkpointed) at once")
+	fs.DurationVar(&o.maxDelay, "max-delay", puller.DefaultMaxDelay, "longest a read event waits to be appended")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", puller.DefaultLeaseTTL, "leader lease lifetime: a standby takes over about this long after the leader fails")
+	fs.StringVar(&o.owner, "owner", "", "`name` of this process in the leader lease and logs (default: hostname plus a random suffix)")
+	fs.StringVar(&o.httpAddr, "http", ":7072", "`address` of the admin HTTP listener (/metrics, /healthz, /readyz)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
+	return o
+}
+
+// validate checks the flags that parsing alone does not.
+func (o *pullerOptions) validate() error {
 	switch {
-	case *mongoURI == "":
-		return usageErr("--mongo is required (for example --mongo 'mongodb://mongo:27017/shop?replicaSet=rs0')")
-	case *redisURL == "":
-		return usageErr("--redis is required: the puller appends to the event log shared by the streamer nodes.\n" +
+	case o.mongoURI == "":
+		return errors.New("--mongo is required (for example --mongo 'mongodb://mongo:27017/shop?replicaSet=rs0')")
+	case o.redisURL == "":
+		return errors.New("--redis is required: the puller appends to the event log shared by the streamer nodes.\n" +
 			"Without Redis, run the puller inside the node instead: streamer serve --mongo URI")
-	case *partitions <= 0 || *batch <= 0 || *maxDelay <= 0 || *leaseTTL < 3*time.Millisecond:
-		return usageErr("--partitions, --batch, --max-delay and --lease-ttl must be positive")
+	case o.partitions <= 0 || o.batch <= 0 || o.maxDelay <= 0 || o.leaseTTL < 3*time.Millisecond:
+		return errors.New("--partitions, --batch, --max-delay and --lease-ttl must be positive")
 	}
+	return nil
+}
+
+// collectionList is --collections as a list.
+func (o *pullerOptions) collectionList() []string {
 	var colls []string
-	for c := range strings.SplitSeq(*collections, ",") {
+	for c := range strings.SplitSeq(o.collections, ",") {
 		if c = strings.TrimSpace(c); c != "" {
 			colls = append(colls, c)
 		}
 	}
+	return colls
+}
 
-	watcher, client, err := puller.ConnectMongo(ctx, *mongoURI, *db, colls)
+// config is the puller's configuration from the flags.
+func (o *pullerOptions) config(w puller.Watcher, logger *slog.Logger) puller.Config {
+	return puller.Config{
+		Name:    o.name,
+		Owner:   o.owner,
+		Watcher: w,
+		Mapping: puller.Mapping{
+			TenantField:     o.tenantField,
+			DefaultTenant:   o.defaultTenant,
+			CollectionField: o.collectionField,
+			IDField:         o.idField,
+		},
+		PreImages:    o.preImages,
+		StartFromNow: o.startFromNow,
+		Batch:        o.batch,
+		MaxDelay:     o.maxDelay,
+		LeaseTTL:     o.leaseTTL,
+		Logger:       logger,
+	}
+}
+
+func runPuller(ctx context.Context, args []string, sio stdio) error {
+	fs := newFlagSet("puller", pullerSynopsis, sio)
+	o := pullerFlags(fs)
+	if err := parseFlagsEnv(fs, args); err != nil {
+		return err
+	}
+	usageErr := func(err error) error {
+		fmt.Fprintln(sio.err, err)
+		return errUsage
+	}
+	logger, err := newLogger(sio, o.logLevel, o.logFormat)
 	if err != nil {
-		return usageErr("--mongo: %v", err)
+		return usageErr(err)
+	}
+	if err := o.validate(); err != nil {
+		return usageErr(err)
+	}
+	colls := o.collectionList()
+	watcher, client, err := puller.ConnectMongo(ctx, o.mongoURI, o.db, colls)
+	if err != nil {
+		return usageErr(fmt.Errorf("--mongo: %v", err))
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -100,33 +152,23 @@ func runPuller(ctx context.Context, args []string, sio stdio) error {
 		_ = client.Disconnect(dctx)
 	}()
 
-	backend, err := redis.New(ctx, redis.Config{URL: *redisURL, Partitions: *partitions, Logger: logger})
+	backend, err := redis.New(ctx, redis.Config{URL: o.redisURL, Partitions: o.partitions, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
 	defer backend.Close()
-	p, err := puller.New(puller.Config{
-		Name:    *name,
-		Owner:   *owner,
-		Watcher: watcher,
-		Mapping: puller.Mapping{
-			TenantField:     *tenantField,
-			DefaultTenant:   *defaultTenant,
-			CollectionField: *collectionField,
-			IDField:         *idField,
-		},
-		PreImages:    *preImages,
-		StartFromNow: *startFromNow,
-		Batch:        *batch,
-		MaxDelay:     *maxDelay,
-		LeaseTTL:     *leaseTTL,
-		Logger:       logger,
-	}, backend)
+	p, err := puller.New(o.config(watcher, logger), backend)
 	if err != nil {
 		return err
 	}
+	logFields := []any{"puller", o.name, "owner", p.Owner(), "database", watcher.Database(), "collections", colls, "partitions", o.partitions}
+	return o.run(ctx, p, logger, logFields)
+}
 
-	hl, err := net.Listen("tcp", *httpAddr)
+// run serves the puller's admin HTTP and runs the puller until ctx is done,
+// it stops, or the server fails.
+func (o *pullerOptions) run(ctx context.Context, p *puller.Puller, logger *slog.Logger, logFields []any) error {
+	hl, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
 		return fmt.Errorf("http listener: %w", err)
 	}
@@ -139,8 +181,7 @@ func runPuller(ctx context.Context, args []string, sio stdio) error {
 			cancel(fmt.Errorf("http server: %w", err))
 		}
 	})
-	logger.Info("listening", "http_addr", hl.Addr().String(), "puller", *name, "owner", p.Owner(),
-		"database", watcher.Database(), "collections", colls, "partitions", *partitions)
+	logger.Info("listening", append([]any{"http_addr", hl.Addr().String()}, logFields...)...)
 
 	runErr := p.Run(ctx)
 
