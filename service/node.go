@@ -92,7 +92,7 @@ func (n *Node) ID() string { return n.cfg.NodeID }
 func (n *Node) NewGRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 	s := grpc.NewServer(append(n.grpcServerOptions(), extra...)...)
 	streamerv1.RegisterStreamerServer(s, &streamerService{n: n})
-	s.RegisterService(&ingestServiceDesc, &ingestService{n: n}) // Publish without decoding events (publishraw.go)
+	s.RegisterService(&ingestServiceDesc, &ingestService{n: n}) // Publish without decoding events (publish.go)
 	return s
 }
 
