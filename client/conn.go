@@ -43,7 +43,7 @@ type Conn struct {
 	lastErr error // the latest session error, for Dial's message
 
 	stats struct {
-		deliveries, events, duplicates, resyncs, reconnects, heartbeats atomic.Uint64
+		deliveries, events, duplicates, resyncs, reconnects, heartbeats, received atomic.Uint64
 	}
 
 	// Owned by the run goroutine.
@@ -166,6 +166,7 @@ func (c *Conn) Stats() Stats {
 		Resyncs:    c.stats.resyncs.Load(),
 		Reconnects: c.stats.reconnects.Load(),
 		Heartbeats: c.stats.heartbeats.Load(),
+		Received:   c.stats.received.Load(),
 	}
 }
 

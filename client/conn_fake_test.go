@@ -209,21 +209,69 @@ func TestConnHeartbeatsContinueUnderBackpressure(t *testing.T) {
 	const interval = 10 * time.Second
 	fc := clock.NewFake(time.Now())
 	c, s := dialFake(t, f, p, "1-0", WithDeliveryBuffer(1), WithHeartbeatInterval(interval), withClock(fc))
-	// The caller never reads; the Conn fills its channel and stops reading,
-	// but keeps heartbeating, acknowledging only what it handed out.
-	for i := range 50 {
-		s.send(t, delivery("2-"+string(rune('a'+i)), "e"+string(rune('a'+i))))
+	// The caller never reads: the Conn fills its channel, and its session
+	// waits to hand out the next delivery, but keeps heartbeating,
+	// acknowledging only what it handed out. The node answers each
+	// heartbeat; the test steps the clock only once the Conn has received
+	// the answer, so that its silence watchdog (three intervals without a
+	// message) never sees a node that talks as silent.
+	for i := range 2 {
+		s.send(t, delivery(fmt.Sprintf("2-%d", i), fmt.Sprintf("e%d", i)))
 	}
 	testwait.For(t, "the Conn's buffer full", func() bool { return len(c.Deliveries()) == 1 })
-	for s.expectAny(t).GetHeartbeat() == nil { // the heartbeat sent at once after Registered
+	ack := &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_HeartbeatAck{HeartbeatAck: &streamerv1.HeartbeatAck{}}}
+	answer := func() {
+		t.Helper()
+		hb := s.expectAny(t).GetHeartbeat()
+		if hb == nil {
+			t.Fatal("the Conn sent something else than a heartbeat")
+		}
+		if hb.GetAckCursor() == "2-1" {
+			t.Fatalf("heartbeat acknowledged %q, a delivery the caller never took", hb.GetAckCursor())
+		}
+		want := c.Stats().Received + 1
+		s.send(t, ack)
+		testwait.For(t, "the answer received", func() bool { return c.Stats().Received >= want })
 	}
+	answer() // the heartbeat sent at once after Registered
 	for range 5 {
 		fc.Advance(interval)
-		for s.expectAny(t).GetHeartbeat() == nil {
-		}
+		answer()
 	}
 	if got := len(c.Deliveries()); got != 1 {
 		t.Errorf("%d deliveries buffered, want 1", got)
+	}
+}
+
+// TestConnSilentNodeIsLeftWhileTheCallerDoesNotRead: a session waiting for
+// the caller to take a delivery still ends when the node goes silent, and
+// the next one resumes from the last delivery handed out, so the one not
+// taken is delivered again.
+func TestConnSilentNodeIsLeftWhileTheCallerDoesNotRead(t *testing.T) {
+	f, p := startFake(t)
+	const interval = 10 * time.Second
+	fc := clock.NewFake(time.Now())
+	c, s := dialFake(t, f, p, "1-0", WithDeliveryBuffer(1), WithHeartbeatInterval(interval), withClock(fc))
+	s.send(t, delivery("2-0", "e0")) // handed out: the channel holds it
+	s.send(t, delivery("2-1", "e1")) // waits for the caller
+	testwait.For(t, "the Conn's buffer full", func() bool { return len(c.Deliveries()) == 1 })
+	testwait.For(t, "both deliveries received", func() bool { return c.Stats().Received >= 3 })
+	var s2 *fakeSession
+	testwait.For(t, "a new session after three intervals of silence", func() bool {
+		select {
+		case s2 = <-f.sessions:
+			return true
+		default:
+			fc.Advance(interval / 2) // heartbeats, the watchdog, then the reconnect backoff
+			return false
+		}
+	})
+	if reg := s2.expect(t).GetRegister(); reg.GetResumeCursor() != "2-0" {
+		t.Fatalf("Register %v, want resume after 2-0, the last delivery handed out", reg)
+	}
+	s2.send(t, registered("2-1", true))
+	if got := eventIDs(<-c.Deliveries()); !slices.Equal(got, []string{"e0"}) {
+		t.Fatalf("first delivery %v, want e0", got)
 	}
 }
 

@@ -64,6 +64,9 @@ type Stats struct {
 	Reconnects uint64
 	// Heartbeats is the number of heartbeats sent.
 	Heartbeats uint64
+	// Received is the number of messages received from the nodes, of every
+	// kind (a node that answers heartbeats keeps it growing).
+	Received uint64
 }
 
 func toMatches(ms []*streamerv1.EventMatch) []Match {

@@ -227,6 +227,7 @@ func (s *session) receive(watchdog clock.Timer) error {
 			return err
 		}
 		watchdog.Stop()
+		s.c.stats.received.Add(1)
 		select {
 		case s.in <- m:
 		case <-s.ctx.Done():
@@ -336,7 +337,8 @@ func (s *session) process(m *streamerv1.StreamerMessage) error {
 }
 
 // emit puts d on the Deliveries channel, serving requests and heartbeats
-// while the caller does not read. Only Close interrupts it. The counters
+// while the caller does not read. Close, or the end of the session (its
+// silence watchdog fired), interrupts it. The counters
 // are updated before the hand-over, so a caller that has received d sees
 // them include it.
 func (s *session) emit(d Delivery) error {
@@ -359,9 +361,15 @@ func (s *session) emit(d Delivery) error {
 			if s.fatal == nil {
 				s.fatal = s.heartbeat()
 			}
-		case <-s.c.ctx.Done():
+		case <-s.ctx.Done():
+			// Closed, or the session ended (the node went silent): d was not
+			// handed out, and the cursor still precedes it, so the next
+			// session delivers it again.
 			count(^uint64(0))
-			return ErrClosed
+			if s.c.ctx.Err() != nil {
+				return ErrClosed
+			}
+			return context.Cause(s.ctx)
 		}
 	}
 }
