@@ -193,7 +193,7 @@ func (r *partitionReader) next(stop context.Context) ([]store.Entry, error) {
 	default:
 		err = c.fence.guard(stop, func(ctx context.Context) (err error) {
 			var routed bool
-			entries, routed, err = c.n.backend.Log.RouteRead(ctx, c.p, c.n.cfg.NodeID, c.unrouted, c.unacked, r.batch, r.block)
+			entries, routed, err = c.n.backend.Router.RouteRead(ctx, c.p, c.n.cfg.NodeID, c.unrouted, c.unacked, r.batch, r.block)
 			if routed {
 				c.n.metrics.outboxBatches.Add(float64(len(c.unrouted)))
 				c.routed()
@@ -328,7 +328,7 @@ func (c *consumer) process(ctx context.Context, entries []store.Entry) error {
 		}
 	}
 	// The outbox entries are appended and the batch acknowledged by the
-	// next read (EventLog.RouteRead), in one round trip, or by flush.
+	// next read (Router.RouteRead), in one round trip, or by flush.
 	c.unrouted = c.router.items()
 	c.unacked = ids
 	return nil

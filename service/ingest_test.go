@@ -114,3 +114,26 @@ func TestAuthentication(t *testing.T) {
 		g.matchesUntil("e1")
 	})
 }
+
+func TestNewRefusesAnIncompleteBackend(t *testing.T) {
+	full := memory.New(memory.Config{Partitions: 2})
+	t.Cleanup(func() { _ = full.Close() })
+	noRouter := *full
+	noRouter.Router = nil
+	for _, tc := range []struct {
+		name    string
+		backend *store.Backend
+		cfg     Config
+		want    string
+	}{
+		{"no backend", nil, Config{}, "nil backend"},
+		{"no router", &noRouter, Config{}, "no Router"},
+		{"partitions disagree", full, Config{Partitions: 3}, "3 partitions but the backend has 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := New(tc.cfg, tc.backend); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New = %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}

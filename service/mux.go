@@ -85,7 +85,7 @@ func newReadMux(n *Node, multi store.MultiRouter) *readMux {
 	return &readMux{n: n, multi: multi, msgs: make(chan muxMsg, 2*n.cfg.Partitions)}
 }
 
-// routeRead is EventLog.RouteRead of c's partition through the
+// routeRead is Router.RouteRead of c's partition through the
 // multiplexer: it appends items, acknowledges ack and returns the next
 // entries. It returns within about muxSlice once stop is done. After
 // entries were returned, the consumer must call routeRead again or leave.

@@ -53,13 +53,13 @@ func redisBackendAndServer(t *testing.T, partitions int, c clock.Clock) (*store.
 
 // countingLog counts the single-partition reads a node makes.
 type countingLog struct {
-	store.EventLog
+	store.Router
 	routeReads atomic.Int64
 }
 
 func (l *countingLog) RouteRead(ctx context.Context, p int, consumer string, items []store.OutboxItem, ack []string, count int, block time.Duration) ([]store.Entry, bool, error) {
 	l.routeReads.Add(1)
-	return l.EventLog.RouteRead(ctx, p, consumer, items, ack, count, block)
+	return l.Router.RouteRead(ctx, p, consumer, items, ack, count, block)
 }
 
 // countingMulti records which partitions each multiplexed read named.
@@ -83,10 +83,10 @@ func (m *countingMulti) RouteReadMany(ctx context.Context, consumer string, rout
 func TestMuxReadsEveryPartitionInOneCall(t *testing.T) {
 	const partitions = 8
 	real := redisBackend(t, partitions)
-	log := &countingLog{EventLog: real.Log}
+	log := &countingLog{Router: real.Router}
 	multi := &countingMulti{MultiRouter: real.Multi}
 	backend := *real
-	backend.Log, backend.Multi = log, multi
+	backend.Router, backend.Multi = log, multi
 	h := startNodeOn(t, Config{}, &backend)
 	g, _ := h.connect("gw", "")
 

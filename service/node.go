@@ -47,6 +47,9 @@ func New(cfg Config, backend *store.Backend) (*Node, error) {
 	if backend == nil || backend.Log == nil {
 		return nil, errors.New("service: nil backend")
 	}
+	if backend.Router == nil {
+		return nil, errors.New("service: the backend has no Router (store.Backend.Router)")
+	}
 	bp := backend.Log.Partitions()
 	if cfg.Partitions > 0 && cfg.Partitions != bp {
 		return nil, fmt.Errorf("service: config has %d partitions but the backend has %d", cfg.Partitions, bp)

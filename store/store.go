@@ -27,7 +27,10 @@ import (
 type Backend struct {
 	// Log is the partitioned event log.
 	Log EventLog
-	// Multi reads many partitions in one round trip; nil where the backend
+	// Router finishes a consumer's batch (outbox appends and
+	// acknowledgements) and reads the next one.
+	Router Router
+	// Multi routes and reads many partitions in one round trip; nil where the backend
 	// cannot (the memory backend, whose reads cost no round trip, and Redis
 	// Cluster, whose partitions live in different slots).
 	Multi MultiRouter

@@ -19,7 +19,10 @@ type EventLog struct {
 	parts    []*partition
 }
 
-var _ store.EventLog = (*EventLog)(nil)
+var (
+	_ store.EventLog = (*EventLog)(nil)
+	_ store.Router   = (*EventLog)(nil)
+)
 
 // deadValue is the value of a dead-letter stream entry.
 type deadValue struct {

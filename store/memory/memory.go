@@ -63,6 +63,7 @@ func New(cfg Config) *store.Backend {
 	log.outboxes = outboxes
 	return &store.Backend{
 		Log:           log,
+		Router:        log,
 		Subscriptions: newSubscriptions(life),
 		Outboxes:      outboxes,
 		Leases:        newLeases(life, cfg.Partitions),

@@ -21,7 +21,10 @@ const claimBatch = 100
 // stream and the call retried once.
 type EventLog struct{ c *core }
 
-var _ store.EventLog = (*EventLog)(nil)
+var (
+	_ store.EventLog = (*EventLog)(nil)
+	_ store.Router   = (*EventLog)(nil)
+)
 
 // Partitions returns the configured number of partitions.
 func (l *EventLog) Partitions() int { return l.c.partitions }

@@ -122,7 +122,7 @@ func TestScriptCacheFlushed(t *testing.T) {
 	if err := raw.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, routed, err := b.Log.RouteRead(ctx, 0, "c", []store.OutboxItem{{Gateway: "b", Payload: []byte("4")}}, []string{read[0].ID}, 0, 0); err != nil || !routed {
+	if _, routed, err := b.Router.RouteRead(ctx, 0, "c", []store.OutboxItem{{Gateway: "b", Payload: []byte("4")}}, []string{read[0].ID}, 0, 0); err != nil || !routed {
 		t.Fatalf("RouteRead after SCRIPT FLUSH: routed %v, %v", routed, err)
 	}
 	if n, err := b.Log.Pending(ctx, 0); err != nil || n != 0 {

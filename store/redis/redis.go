@@ -37,7 +37,7 @@ const DefaultPrefix = "stm"
 // blockSlice is the longest a single blocking command waits in Redis; a
 // longer block is made of several. It bounds how long a canceled context or
 // Close takes to end a blocked read. Blocking reads pipelined with writes
-// (EventLog.RouteRead, Outboxes.Fetch) are bounded by the client's
+// (Router.RouteRead, Outboxes.Fetch) are bounded by the client's
 // read_timeout (3 s by default) rather than by the block, so a read_timeout
 // must stay well above blockSlice.
 const blockSlice = 100 * time.Millisecond
@@ -153,6 +153,7 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 	}
 	return &store.Backend{
 		Log:           log,
+		Router:        log,
 		Multi:         multi,
 		MultiFetch:    multiFetch,
 		Subscriptions: &Subscriptions{c},

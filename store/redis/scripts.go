@@ -75,7 +75,7 @@ cap_outbox(KEYS[1], KEYS[2], tonumber(ARGV[1]))
 return ids
 `)
 
-// scriptRoute is the write half of EventLog.RouteRead and RouteReadMany
+// scriptRoute is the write half of Router.RouteRead and MultiRouter.RouteReadMany
 // without Cluster, where one script may touch many partitions' and
 // gateways' keys. KEYS are the streams of the K partitions with ids to
 // acknowledge, then each gateway's outbox and outdel; ARGV is the group,

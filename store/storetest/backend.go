@@ -39,8 +39,8 @@ func everyCall(ctx context.Context, b *store.Backend) map[string]error {
 	record("Log.Read")
 	err = b.Log.Ack(ctx, 0, "1-1")
 	record("Log.Ack")
-	_, _, err = b.Log.RouteRead(ctx, 0, "a", []store.OutboxItem{{Gateway: "g"}}, []string{"1-1"}, 1, 0)
-	record("Log.RouteRead")
+	_, _, err = b.Router.RouteRead(ctx, 0, "a", []store.OutboxItem{{Gateway: "g"}}, []string{"1-1"}, 1, 0)
+	record("Router.RouteRead")
 	many := []store.PartitionAppend{{P: 0, Payloads: [][]byte{[]byte("x")}}}
 	b.Log.AppendMany(ctx, many)
 	err = many[0].Err

@@ -392,7 +392,7 @@ func testLogRouteRead(t *testing.T, e *env) {
 	}
 	routeRead := func(items []store.OutboxItem, ack []string, block time.Duration) []store.Entry {
 		t.Helper()
-		entries, routed, err := e.b.Log.RouteRead(ctx, 0, "a", items, ack, 10, block)
+		entries, routed, err := e.b.Router.RouteRead(ctx, 0, "a", items, ack, 10, block)
 		ok(t, err)
 		if !routed {
 			t.Fatalf("RouteRead succeeded with routed false")
@@ -400,7 +400,7 @@ func testLogRouteRead(t *testing.T, e *env) {
 		return entries
 	}
 	ids, pls := e.appendLog(t, 0, "x", 3)
-	entries, routed, err := e.b.Log.RouteRead(ctx, 0, "a", nil, nil, 2, 0)
+	entries, routed, err := e.b.Router.RouteRead(ctx, 0, "a", nil, nil, 2, 0)
 	ok(t, err)
 	if !routed {
 		t.Errorf("RouteRead with nothing to route: routed false")
@@ -418,12 +418,12 @@ func testLogRouteRead(t *testing.T, e *env) {
 
 	// An item without gateway, or a malformed id: nothing appended, acked or read.
 	more, morePls := e.appendLog(t, 0, "y", 1)
-	_, routed, err = e.b.Log.RouteRead(ctx, 0, "a", []store.OutboxItem{{Gateway: "g", Payload: []byte("no")}, {}}, ids[2:], 10, 0)
+	_, routed, err = e.b.Router.RouteRead(ctx, 0, "a", []store.OutboxItem{{Gateway: "g", Payload: []byte("no")}, {}}, ids[2:], 10, 0)
 	wantErr(t, "RouteRead with an item naming no gateway", err, store.ErrInvalid)
 	if routed {
 		t.Errorf("RouteRead with an item naming no gateway: routed true")
 	}
-	_, routed, err = e.b.Log.RouteRead(ctx, 0, "a", nil, []string{ids[2], "nope"}, 10, 0)
+	_, routed, err = e.b.Router.RouteRead(ctx, 0, "a", nil, []string{ids[2], "nope"}, 10, 0)
 	wantErr(t, "RouteRead with a malformed id", err, store.ErrBadID)
 	if routed {
 		t.Errorf("RouteRead with a malformed id: routed true")
@@ -435,7 +435,7 @@ func testLogRouteRead(t *testing.T, e *env) {
 	checkEntries(t, routeRead(nil, ids[2:], 0), more, morePls)
 	wantPending(1)
 	res := background(func() ([]store.Entry, error) {
-		entries, routed, err := e.b.Log.RouteRead(ctx, 0, "a", []store.OutboxItem{{Gateway: "h", Payload: []byte("h2")}}, more, 10, longBlock)
+		entries, routed, err := e.b.Router.RouteRead(ctx, 0, "a", []store.OutboxItem{{Gateway: "h", Payload: []byte("h2")}}, more, 10, longBlock)
 		if err == nil && !routed {
 			err = errors.New("routed false")
 		}
@@ -455,7 +455,7 @@ func testLogRouteRead(t *testing.T, e *env) {
 	// Routed, then the read is cancelled: routed true with the error.
 	cancelled, cancel := context.WithCancel(ctx)
 	res = background(func() ([]store.Entry, error) {
-		entries, routed, err := e.b.Log.RouteRead(cancelled, 0, "a", []store.OutboxItem{{Gateway: "h", Payload: []byte("h3")}}, last, 10, longBlock)
+		entries, routed, err := e.b.Router.RouteRead(cancelled, 0, "a", []store.OutboxItem{{Gateway: "h", Payload: []byte("h3")}}, last, 10, longBlock)
 		if err != nil && !routed {
 			err = fmt.Errorf("routed false after a cancelled read: %w", err)
 		}
@@ -602,7 +602,7 @@ func testLogRouteReadCanceled(t *testing.T, e *env) {
 			t.Fatalf("cut after %d checks: read %d entries, want 1", n, len(read))
 		}
 		fc := &flippingContext{Context: ctx, n: n}
-		_, routed, _ := e.b.Log.RouteRead(fc, 0, "a", []store.OutboxItem{{Gateway: gw, Payload: []byte("p")}}, []string{read[0].ID}, 10, 0)
+		_, routed, _ := e.b.Router.RouteRead(fc, 0, "a", []store.OutboxItem{{Gateway: gw, Payload: []byte("p")}}, []string{read[0].ID}, 10, 0)
 		pending := try(e.b.Log.Pending(ctx, 0)).must(t)
 		out := try(e.b.Outboxes.Read(ctx, gw, "", 0, 0)).must(t)
 		switch {
