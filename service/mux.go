@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/streamerd/streamer/internal/clock"
 	"github.com/streamerd/streamer/store"
 )
 
@@ -109,53 +110,18 @@ func (m *readMux) leave(c *consumer) { m.msgs <- muxMsg{p: c.p} }
 // consumer has stopped: a consumer waiting in routeRead then is answered
 // with ctx's error.
 func (m *readMux) run(ctx context.Context) {
-	waiting := map[int]*muxRequest{}
-	answered := map[int]time.Time{} // when each partition's consumer last had an answer
-	out := map[int]bool{}           // partitions whose consumers hold entries from the last round
-	receive := func(msg muxMsg) {
-		if msg.req == nil {
-			delete(out, msg.p)
-			return
-		}
-		delete(out, msg.p)
-		waiting[msg.p] = msg.req
-		if _, ok := answered[msg.p]; !ok {
-			answered[msg.p] = time.Now()
-		}
+	st := &muxState{
+		waiting: map[int]*muxRequest{}, answered: map[int]time.Time{}, out: map[int]bool{}, backlog: map[int]bool{},
+		merge: &batchMerger{open: map[string]int{}},
 	}
-	answer := func(p int, r muxReply) {
-		req := waiting[p]
-		delete(waiting, p)
-		r.routed = r.routed || req.routed
-		answered[p] = time.Now()
-		req.reply <- r
-	}
-	backlog := map[int]bool{} // the partition's last read filled a batch
-	ready := func() bool {    // a round can start: blocking, or not
-		if len(waiting) == 0 {
-			return false
-		}
-		if len(out) == 0 {
-			return true
-		}
-		for p := range waiting {
-			if backlog[p] {
-				return true
-			}
-		}
-		return false
-	}
-	var routes []store.PartitionRoute
-	var order []int
-	merge := &batchMerger{open: map[string]int{}}
 	for {
-		for !ready() {
+		for !st.ready() {
 			select {
 			case msg := <-m.msgs:
-				receive(msg)
+				st.receive(msg)
 			case <-ctx.Done():
-				for p := range waiting {
-					answer(p, muxReply{err: ctx.Err()})
+				for p := range st.waiting {
+					st.answer(p, muxReply{err: ctx.Err()})
 				}
 				return
 			}
@@ -163,79 +129,137 @@ func (m *readMux) run(ctx context.Context) {
 		for more := true; more; { // whoever else is already waiting
 			select {
 			case msg := <-m.msgs:
-				receive(msg)
+				st.receive(msg)
 			default:
 				more = false
 			}
 		}
-
-		// The round: stopped consumers and lapsed fences leave first.
-		deadline := time.Time{}
-		order = order[:0]
-		for p, req := range waiting {
-			if err := req.stop.Err(); err != nil {
-				answer(p, muxReply{err: err})
-				continue
-			}
-			d, ok := req.c.fence.deadline()
-			if !ok {
-				answer(p, muxReply{err: errLeaseExpired})
-				continue
-			}
-			if deadline.IsZero() || d.Before(deadline) {
-				deadline = d
-			}
-			order = append(order, p)
-		}
-		if len(order) == 0 {
-			continue
-		}
-		slices.Sort(order)
-		routes = routes[:0]
-		merge.reset()
-		for _, p := range order {
-			req := waiting[p]
-			merge.add(req.items)
-			routes = append(routes, store.PartitionRoute{P: p, Ack: req.ack})
-		}
-		routes[0].Items = merge.done() // all appended together, before any ack
-		block := muxSlice
-		if len(out) > 0 { // a round for a backlog: the others will be back soon
-			block = 0
-		}
-		cctx, cancel := context.WithDeadline(ctx, deadline)
-		routed, err := m.multi.RouteReadMany(cctx, m.n.cfg.NodeID, routes, m.n.cfg.ReadBatch, block)
-		cut := err != nil && ctx.Err() == nil && cctx.Err() != nil
-		cancel()
-		if routed {
-			m.n.metrics.outboxBatches.Add(float64(len(merge.items)))
-			for _, p := range order {
-				req := waiting[p]
-				req.routed, req.items, req.ack = true, nil, nil
-			}
-		}
-		if err != nil {
-			if cut {
-				err = fmt.Errorf("%w: %v", errLeaseExpired, err)
-			}
-			for _, p := range order {
-				answer(p, muxReply{err: err})
-			}
-			continue
-		}
-		for i, p := range order {
-			backlog[p] = len(routes[i].Entries) >= m.n.cfg.ReadBatch
-			switch {
-			case len(routes[i].Entries) > 0:
-				answer(p, muxReply{entries: routes[i].Entries})
-				out[p] = true
-			case time.Since(answered[p]) >= sweepEvery:
-				answer(p, muxReply{}) // idle: time for its sweep
-			}
-		}
-		clear(routes) // drop references to payloads
-		merge.reset()
+		m.round(ctx, st)
 	}
+}
+
+// muxState is what run keeps from round to round.
+type muxState struct {
+	waiting  map[int]*muxRequest // by partition
+	answered map[int]time.Time   // when each partition's consumer last had an answer
+	out      map[int]bool        // partitions whose consumers hold entries from the last round
+	backlog  map[int]bool        // the partition's last read filled a batch
+
+	routes []store.PartitionRoute // the round's, reused
+	order  []int                  // the round's partitions, sorted
+	merge  *batchMerger
+}
+
+// receive takes a consumer's message: a request, or word that it left.
+func (st *muxState) receive(msg muxMsg) {
+	delete(st.out, msg.p)
+	if msg.req == nil {
+		return
+	}
+	st.waiting[msg.p] = msg.req
+	if _, ok := st.answered[msg.p]; !ok {
+		st.answered[msg.p] = time.Now()
+	}
+}
+
+// answer replies to partition p's waiting request.
+func (st *muxState) answer(p int, r muxReply) {
+	req := st.waiting[p]
+	delete(st.waiting, p)
+	r.routed = r.routed || req.routed
+	st.answered[p] = time.Now()
+	req.reply <- r
+}
+
+// ready reports whether a round can start: a blocking one once every
+// consumer that took entries is back, a non-blocking one as soon as a
+// partition with a backlog waits.
+func (st *muxState) ready() bool {
+	if len(st.waiting) == 0 {
+		return false
+	}
+	if len(st.out) == 0 {
+		return true
+	}
+	for p := range st.waiting {
+		if st.backlog[p] {
+			return true
+		}
+	}
+	return false
+}
+
+// round makes one call for every waiting consumer whose fence still holds:
+// it appends all their outbox entries, acknowledges their batches and reads
+// their partitions, then answers each.
+func (m *readMux) round(ctx context.Context, st *muxState) {
+	// Stopped consumers and lapsed fences leave first.
+	deadline := time.Time{}
+	st.order = st.order[:0]
+	for p, req := range st.waiting {
+		if err := req.stop.Err(); err != nil {
+			st.answer(p, muxReply{err: err})
+			continue
+		}
+		d, ok := req.c.fence.deadline()
+		if !ok {
+			st.answer(p, muxReply{err: errLeaseExpired})
+			continue
+		}
+		if deadline.IsZero() || d.Before(deadline) {
+			deadline = d
+		}
+		st.order = append(st.order, p)
+	}
+	if len(st.order) == 0 {
+		return
+	}
+	slices.Sort(st.order)
+	st.routes = st.routes[:0]
+	st.merge.reset()
+	for _, p := range st.order {
+		req := st.waiting[p]
+		st.merge.add(req.items)
+		st.routes = append(st.routes, store.PartitionRoute{P: p, Ack: req.ack})
+	}
+	st.routes[0].Items = st.merge.done() // all appended together, before any ack
+	block := muxSlice
+	if len(st.out) > 0 { // a round for a backlog: the others will be back soon
+		block = 0
+	}
+	cctx, cancel := clock.WithDeadline(ctx, m.n.cfg.Clock, deadline) // the fences' clock
+	routed, err := m.multi.RouteReadMany(cctx, m.n.cfg.NodeID, st.routes, m.n.cfg.ReadBatch, block)
+	cut := err != nil && ctx.Err() == nil && cctx.Err() != nil
+	cancel()
+	if routed {
+		m.n.metrics.outboxBatches.Add(float64(len(st.merge.items)))
+		for _, p := range st.order {
+			req := st.waiting[p]
+			req.routed, req.items, req.ack = true, nil, nil
+		}
+	}
+	if err != nil {
+		if cut {
+			err = fmt.Errorf("%w: %v", errLeaseExpired, err)
+		}
+		for _, p := range st.order {
+			st.answer(p, muxReply{err: err})
+		}
+		return
+	}
+	for i, p := range st.order {
+		entries := st.routes[i].Entries
+		st.backlog[p] = len(entries) >= m.n.cfg.ReadBatch
+		switch {
+		case len(entries) > 0:
+			st.answer(p, muxReply{entries: entries})
+			st.out[p] = true
+		case time.Since(st.answered[p]) >= sweepEvery:
+			st.answer(p, muxReply{}) // idle: time for its sweep
+		}
+	}
+	clear(st.routes) // drop references to payloads
+	st.merge.reset()
 }
 
 // batchMerger merges outbox items per gateway: each gateway's payloads, in
