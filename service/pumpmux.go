@@ -119,127 +119,151 @@ func (m *pumpMux) fetch(ctx context.Context, req *pumpReq, gateway, after string
 
 // run serves rounds until no session waits.
 func (m *pumpMux) run() {
-	var waiting []*pumpReq     // in the next round
-	var later []*pumpReq       // a second request of a gateway already waiting
-	out := map[*pumpReq]bool{} // took entries in the last round, not back yet (keys only)
-	var roundEnd time.Time
-	var fetches []store.OutboxFetch
-	names := map[string]bool{}
-	answer := func(req *pumpReq, r pumpReply) {
-		req.reply <- r
-	}
+	st := &pumpState{out: map[*pumpReq]bool{}, names: map[string]bool{}}
 	for {
 		m.mu.Lock()
 		incoming := m.pending
 		m.pending = nil
-		if len(incoming) == 0 && len(waiting) == 0 && len(later) == 0 {
+		if len(incoming) == 0 && len(st.waiting) == 0 && len(st.later) == 0 {
 			m.running = false
 			m.mu.Unlock()
 			return
 		}
 		m.mu.Unlock()
 
-		// Gather: the sessions back from the last round, new ones, and
-		// second requests of a gateway (a superseded session and its
-		// successor on this node) once the first is answered.
-		clear(names)
-		keep := waiting[:0]
-		for _, req := range waiting {
-			if req.ctx.Err() != nil {
-				answer(req, pumpReply{err: req.ctx.Err()})
-				continue
-			}
-			keep = append(keep, req)
-			names[req.gateway] = true
-		}
-		waiting = keep
-		add := func(req *pumpReq) {
-			delete(out, req)
-			if req.ctx.Err() != nil {
-				answer(req, pumpReply{err: req.ctx.Err()})
-				return
-			}
-			if names[req.gateway] {
-				later = append(later, req)
-				return
-			}
-			names[req.gateway] = true
-			waiting = append(waiting, req)
-		}
-		pend := later
-		later = nil
-		for _, req := range pend {
-			add(req)
-		}
-		for _, req := range incoming {
-			add(req)
-		}
-		if len(waiting) == 0 {
-			if len(later) == 0 {
+		st.gather(incoming)
+		if len(st.waiting) == 0 {
+			if len(st.later) == 0 {
 				m.waitWake(pumpSlice)
 			}
 			continue
 		}
 		// The requests in out belong to their sessions until handed in
 		// again: only their identity is used here.
-		if len(out) > 0 {
-			if wait := pumpBarrier - time.Since(roundEnd); wait > 0 {
+		if len(st.out) > 0 {
+			if wait := pumpBarrier - time.Since(st.roundEnd); wait > 0 {
 				m.waitWake(wait)
 				continue
 			}
-			clear(out) // the rest are slow: they join a later round
+			clear(st.out) // the rest are slow: they join a later round
 		}
-
-		fetches = fetches[:0]
-		for _, req := range waiting {
-			fetches = append(fetches, store.OutboxFetch{Gateway: req.gateway, After: req.after})
-		}
-		// Up to m.count entries per outbox, and about pumpRoundEntries in
-		// all: outbox entries are merged batches of up to maxBatchBytes, and
-		// one reply holds every session's.
-		count := min(m.count, max(1, pumpRoundEntries/len(waiting)))
-		err := m.multi.FetchMany(m.ctx, fetches, count, pumpSlice)
-		roundEnd = time.Now()
-		if errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrBadID) {
-			// One request is bad: each is read on its own, so that only
-			// its session sees the error.
-			keep = waiting[:0]
-			for _, req := range waiting {
-				entries, lost, err := m.single.Fetch(req.ctx, req.gateway, req.after, m.count, 0)
-				switch {
-				case err != nil:
-					answer(req, pumpReply{err: err})
-				case len(entries) > 0:
-					out[req] = true
-					answer(req, pumpReply{entries: entries, lost: lost})
-				default:
-					keep = append(keep, req)
-				}
-			}
-			clear(waiting[len(keep):])
-			waiting = keep
-			continue
-		}
-		if err != nil {
-			for _, req := range waiting {
-				answer(req, pumpReply{err: err})
-			}
-			waiting = waiting[:0]
-			continue
-		}
-		keep = waiting[:0]
-		for i, req := range waiting {
-			f := &fetches[i]
-			if len(f.Entries) == 0 {
-				keep = append(keep, req)
-				continue
-			}
-			out[req] = true
-			answer(req, pumpReply{entries: f.Entries, lost: f.Lost})
-		}
-		clear(waiting[len(keep):])
-		waiting = keep
+		m.round(st)
 	}
+}
+
+// pumpState is what run keeps from round to round.
+type pumpState struct {
+	waiting  []*pumpReq          // in the next round
+	later    []*pumpReq          // a second request of a gateway already waiting
+	out      map[*pumpReq]bool   // took entries in the last round, not back yet (keys only)
+	roundEnd time.Time           // when the last round's read returned
+	fetches  []store.OutboxFetch // the round's, reused
+	names    map[string]bool     // gateways waiting, while gathering
+}
+
+// gather makes the next round's list: the sessions back from the last
+// round, new ones, and second requests of a gateway (a superseded session
+// and its successor on this node) once the first is answered. Requests
+// whose session ended are answered with its error.
+func (st *pumpState) gather(incoming []*pumpReq) {
+	clear(st.names)
+	keep := st.waiting[:0]
+	for _, req := range st.waiting {
+		if req.ctx.Err() != nil {
+			req.reply <- pumpReply{err: req.ctx.Err()}
+			continue
+		}
+		keep = append(keep, req)
+		st.names[req.gateway] = true
+	}
+	st.waiting = keep
+	pend := st.later
+	st.later = nil
+	for _, req := range pend {
+		st.add(req)
+	}
+	for _, req := range incoming {
+		st.add(req)
+	}
+}
+
+// add puts req in the next round, or after it when its gateway already
+// waits.
+func (st *pumpState) add(req *pumpReq) {
+	delete(st.out, req)
+	if req.ctx.Err() != nil {
+		req.reply <- pumpReply{err: req.ctx.Err()}
+		return
+	}
+	if st.names[req.gateway] {
+		st.later = append(st.later, req)
+		return
+	}
+	st.names[req.gateway] = true
+	st.waiting = append(st.waiting, req)
+}
+
+// keepOnly makes keep, the unanswered requests in order (a prefix of
+// waiting's backing array), the waiting list.
+func (st *pumpState) keepOnly(keep []*pumpReq) {
+	clear(st.waiting[len(keep):])
+	st.waiting = keep
+}
+
+// round reads every waiting session's outbox with one call and answers the
+// sessions whose outboxes had entries (or an error).
+func (m *pumpMux) round(st *pumpState) {
+	st.fetches = st.fetches[:0]
+	for _, req := range st.waiting {
+		st.fetches = append(st.fetches, store.OutboxFetch{Gateway: req.gateway, After: req.after})
+	}
+	// Up to m.count entries per outbox, and about pumpRoundEntries in
+	// all: outbox entries are merged batches of up to maxBatchBytes, and
+	// one reply holds every session's.
+	count := min(m.count, max(1, pumpRoundEntries/len(st.waiting)))
+	err := m.multi.FetchMany(m.ctx, st.fetches, count, pumpSlice)
+	st.roundEnd = time.Now()
+	if errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrBadID) {
+		m.roundOneByOne(st) // one request is bad: only its session must see the error
+		return
+	}
+	if err != nil {
+		for _, req := range st.waiting {
+			req.reply <- pumpReply{err: err}
+		}
+		st.waiting = st.waiting[:0]
+		return
+	}
+	keep := st.waiting[:0]
+	for i, req := range st.waiting {
+		f := &st.fetches[i]
+		if len(f.Entries) == 0 {
+			keep = append(keep, req)
+			continue
+		}
+		st.out[req] = true
+		req.reply <- pumpReply{entries: f.Entries, lost: f.Lost}
+	}
+	st.keepOnly(keep)
+}
+
+// roundOneByOne reads each waiting session's outbox on its own, after a
+// round that one bad request made fail as a whole.
+func (m *pumpMux) roundOneByOne(st *pumpState) {
+	keep := st.waiting[:0]
+	for _, req := range st.waiting {
+		entries, lost, err := m.single.Fetch(req.ctx, req.gateway, req.after, m.count, 0)
+		switch {
+		case err != nil:
+			req.reply <- pumpReply{err: err}
+		case len(entries) > 0:
+			st.out[req] = true
+			req.reply <- pumpReply{entries: entries, lost: lost}
+		default:
+			keep = append(keep, req)
+		}
+	}
+	st.keepOnly(keep)
 }
 
 // waitWake waits until a session hands in a request, or for d.
