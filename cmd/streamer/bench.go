@@ -120,23 +120,19 @@ func runBench(ctx context.Context, args []string, sio stdio) error {
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
 	}
-	usage := func(err error) error {
-		fmt.Fprintln(sio.err, err)
-		return errUsage
-	}
 	cfg, err := o.config()
 	if err != nil {
-		return usage(err)
+		return usageError(sio, err)
 	}
 	logger, err := newLogger(sio, o.logLevel, "text")
 	if err != nil {
-		return usage(err)
+		return usageError(sio, err)
 	}
 	// The nodes run in this process: they get the GC pacing streamer serve
 	// gives them.
 	gcp, gcPacing, err := startGCPolicy(*o.gcHeadroom, logger)
 	if err != nil {
-		return usage(err)
+		return usageError(sio, err)
 	}
 	defer gcp.Stop()
 	fmt.Fprintf(sio.err, "GC pacing: %s\n", gcPacing)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -105,20 +104,16 @@ func runGateway(ctx context.Context, args []string, sio stdio) error {
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
 	}
-	usage := func(err error) error {
-		fmt.Fprintln(sio.err, err)
-		return errUsage
-	}
 	if err := o.validate(); err != nil {
-		return usage(err)
+		return usageError(sio, err)
 	}
 	logger, err := newLogger(sio, o.logLevel, o.logFormat)
 	if err != nil {
-		return usage(err)
+		return usageError(sio, err)
 	}
 	gcp, _, err := startGCPolicy(*o.gcHeadroom, logger)
 	if err != nil {
-		return usage(err)
+		return usageError(sio, err)
 	}
 	defer gcp.Stop()
 
@@ -157,12 +152,6 @@ func (o *gatewayOptions) clientOptions(logger *slog.Logger) []client.Option {
 
 // gatewayConfig is the gateway's configuration from the flags.
 func (o *gatewayOptions) gatewayConfig(up gateway.Upstream, auth gateway.Authenticator, logger *slog.Logger) gateway.Config {
-	var originPatterns []string
-	for p := range strings.SplitSeq(o.origins, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			originPatterns = append(originPatterns, p)
-		}
-	}
 	return gateway.Config{
 		Upstream:          up,
 		Auth:              auth,
@@ -173,7 +162,7 @@ func (o *gatewayOptions) gatewayConfig(up gateway.Upstream, auth gateway.Authent
 		SSEResumeWindow:   o.resumeWindow,
 		WriteTimeout:      o.writeTimeout,
 		KeepAlive:         o.keepAlive,
-		OriginPatterns:    originPatterns,
+		OriginPatterns:    splitList(o.origins),
 		Match:             match.Config{MaxCELBytes: o.celMax},
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"github.com/streamerd/streamer/internal/testbin"
 	"io"
 	"net/http"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/streamerd/streamer/internal/testbin"
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"

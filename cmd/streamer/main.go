@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -96,6 +97,25 @@ func newFlagSet(name, synopsis string, io stdio) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// usageError prints err, a wrong use of a command, on stderr and returns
+// errUsage.
+func usageError(sio stdio, err error) error {
+	fmt.Fprintln(sio.err, err)
+	return errUsage
+}
+
+// splitList returns the non-empty, trimmed items of the comma-separated
+// list s.
+func splitList(s string) []string {
+	var items []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
 }
 
 // parseFlags parses args, mapping flag errors to errUsage (the flag package has already

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -92,17 +91,6 @@ func (o *pullerOptions) validate() error {
 	return nil
 }
 
-// collectionList is --collections as a list.
-func (o *pullerOptions) collectionList() []string {
-	var colls []string
-	for c := range strings.SplitSeq(o.collections, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			colls = append(colls, c)
-		}
-	}
-	return colls
-}
-
 // config is the puller's configuration from the flags.
 func (o *pullerOptions) config(w puller.Watcher, logger *slog.Logger) puller.Config {
 	return puller.Config{
@@ -130,21 +118,17 @@ func runPuller(ctx context.Context, args []string, sio stdio) error {
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
 	}
-	usageErr := func(err error) error {
-		fmt.Fprintln(sio.err, err)
-		return errUsage
-	}
 	logger, err := newLogger(sio, o.logLevel, o.logFormat)
 	if err != nil {
-		return usageErr(err)
+		return usageError(sio, err)
 	}
 	if err := o.validate(); err != nil {
-		return usageErr(err)
+		return usageError(sio, err)
 	}
-	colls := o.collectionList()
+	colls := splitList(o.collections)
 	watcher, client, err := puller.ConnectMongo(ctx, o.mongoURI, o.db, colls)
 	if err != nil {
-		return usageErr(fmt.Errorf("--mongo: %v", err))
+		return usageError(sio, fmt.Errorf("--mongo: %v", err))
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

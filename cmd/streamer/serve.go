@@ -193,17 +193,6 @@ func (o *serveOptions) validate(fs *flag.FlagSet) error {
 	return nil
 }
 
-// collections is --mongo-collections as a list.
-func (o *serveOptions) collections() []string {
-	var colls []string
-	for c := range strings.SplitSeq(o.mongoColls, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			colls = append(colls, c)
-		}
-	}
-	return colls
-}
-
 // serve is runServe with the MongoDB connection of the embedded puller
 // replaceable, for tests.
 func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpener) error {
@@ -212,32 +201,28 @@ func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpene
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
 	}
-	usageErr := func(err error) error {
-		fmt.Fprintln(sio.err, err)
-		return errUsage
-	}
 	logger, err := newLogger(sio, o.logLevel, o.logFormat)
 	if err != nil {
-		return usageErr(err)
+		return usageError(sio, err)
 	}
 	gcp, _, err := startGCPolicy(*o.gcHeadroom, logger)
 	if err != nil {
-		return usageErr(err)
+		return usageError(sio, err)
 	}
 	defer gcp.Stop()
 	if err := o.validate(fs); err != nil {
-		return usageErr(err)
+		return usageError(sio, err)
 	}
 
 	// The embedded puller's source is opened before the backend, so that a
 	// wrong --mongo is reported as such. The driver connects lazily.
 	var src pullerSource
 	if o.mongoURI != "" {
-		src.collections = o.collections()
+		src.collections = splitList(o.mongoColls)
 		var release func(context.Context) error
 		src.watcher, src.database, release, err = openWatcher(ctx, o.mongoURI, o.mongoDB, src.collections)
 		if err != nil {
-			return usageErr(fmt.Errorf("--mongo: %v", err))
+			return usageError(sio, fmt.Errorf("--mongo: %v", err))
 		}
 		defer func() {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

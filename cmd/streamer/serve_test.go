@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/streamerd/streamer/internal/testbin"
 	"io"
 	"net/http"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/streamerd/streamer/internal/testbin"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"

@@ -6,13 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/streamerd/streamer/internal/testbin"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/streamerd/streamer/internal/testbin"
 
 	"github.com/streamerd/streamer/client"
 )
