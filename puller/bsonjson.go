@@ -129,7 +129,9 @@ func appendDocument(dst []byte, doc []byte, isArray bool, depth int) ([]byte, er
 	return append(dst, closing), nil
 }
 
-// appendValue appends the JSON form of one BSON value (see AppendJSON).
+// appendValue appends the JSON form of one BSON value (see AppendJSON). It
+// is one case per BSON type, kept in one switch on purpose: the JSON form of
+// every type reads in one place, next to its neighbours'.
 func appendValue(dst []byte, v bsoncore.Value, depth int) ([]byte, error) {
 	bad := func() ([]byte, error) { return dst, malformed("bad %s value", v.Type) }
 	switch v.Type {

@@ -186,19 +186,16 @@ func (c *change) time() time.Time {
 	return c.clusterTime
 }
 
-func (mp *Mapper) convert(raw []byte) (change, error) {
-	c, err := parse(raw)
-	if err != nil {
-		return c, &SkipError{Operation: c.op, EventID: c.eventID, Reason: "the change event is malformed", Err: err}
-	}
-	var op streamerv1.Operation
+// operation maps the change's operationType to a document operation, or
+// returns the *EndError or *SkipError of the other types.
+func (c *change) operation() (streamerv1.Operation, error) {
 	switch c.op {
 	case "insert":
-		op = streamerv1.Operation_OPERATION_CREATE
+		return streamerv1.Operation_OPERATION_CREATE, nil
 	case "update", "replace":
-		op = streamerv1.Operation_OPERATION_UPDATE
+		return streamerv1.Operation_OPERATION_UPDATE, nil
 	case "delete":
-		op = streamerv1.Operation_OPERATION_DELETE
+		return streamerv1.Operation_OPERATION_DELETE, nil
 	case "invalidate", "drop", "dropDatabase", "rename":
 		e := &EndError{Operation: c.op, EventID: c.eventID, ClusterTime: c.time()}
 		switch c.op {
@@ -210,9 +207,20 @@ func (mp *Mapper) convert(raw []byte) (change, error) {
 		if c.op == "rename" {
 			e.To = c.to
 		}
-		return c, e
+		return 0, e
 	default:
-		return c, &SkipError{Operation: c.op, EventID: c.eventID, Reason: "not a document change (only insert, update, replace and delete are published)"}
+		return 0, &SkipError{Operation: c.op, EventID: c.eventID, Reason: "not a document change (only insert, update, replace and delete are published)"}
+	}
+}
+
+func (mp *Mapper) convert(raw []byte) (change, error) {
+	c, err := parse(raw)
+	if err != nil {
+		return c, &SkipError{Operation: c.op, EventID: c.eventID, Reason: "the change event is malformed", Err: err}
+	}
+	op, err := c.operation()
+	if err != nil {
+		return c, err
 	}
 	skip := func(reason string, err error) (change, error) {
 		return c, &SkipError{Operation: c.op, EventID: c.eventID, Reason: reason, Err: err}

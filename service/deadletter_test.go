@@ -16,8 +16,7 @@ import (
 func TestMalformedLogEntriesAreDeadLetteredAndThePartitionContinues(t *testing.T) {
 	h := startNode(t, Config{}, memory.Config{Partitions: 4})
 	ctx := context.Background()
-	g, _ := h.connect("gw-1", "")
-	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g := h.watching("gw-1")
 	p := store.PartitionOf("t", "c", 4)
 
 	empty, _ := proto.Marshal(&streamerv1.LogEntry{})

@@ -84,8 +84,7 @@ func without(s []string, skip string) []string {
 
 func TestDeliveryInPartitionOrder(t *testing.T) {
 	h := startNode(t, Config{ReadBatch: 7}, memory.Config{Partitions: 3})
-	g, _ := h.connect("gw-1", "")
-	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g := h.watching("gw-1")
 
 	const n = 300
 	var want []string

@@ -254,6 +254,21 @@ func (h *harness) connect(id, resume string) (*gateway, *streamerv1.Registered) 
 	return g, m.GetRegistered()
 }
 
+// watching connects a new gateway id (no resume cursor) subscribed as "s"
+// to the whole collection t/c, the subscription most tests need.
+func (h *harness) watching(id string) *gateway {
+	h.t.Helper()
+	g, _ := h.connect(id, "")
+	g.watchAll()
+	return g
+}
+
+// watchAll subscribes as "s" to the whole collection t/c.
+func (g *gateway) watchAll() {
+	g.t.Helper()
+	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+}
+
 // close cancels the stream and waits for the receiver.
 func (g *gateway) close() {
 	g.cancel()

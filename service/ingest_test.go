@@ -109,7 +109,7 @@ func TestAuthentication(t *testing.T) {
 	}
 	t.Run("right token", func(t *testing.T) {
 		g, _ := h.connect("gw-1", "") // the helpers send the harness token
-		g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+		g.watchAll()
 		h.publish(event("e1", "t", "c", "d", opCreate, `{}`, ""))
 		g.matchesUntil("e1")
 	})

@@ -102,43 +102,37 @@ func newMetrics(n *Node) *metrics {
 // registrar makes instruments registered in reg.
 type registrar struct{ reg *prometheus.Registry }
 
+// registered registers c in reg and returns it.
+func registered[C prometheus.Collector](r registrar, c C) C { r.reg.MustRegister(c); return c }
+
 func (r registrar) counter(name, help string) prometheus.Counter {
-	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
-	r.reg.MustRegister(c)
-	return c
+	return registered(r, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
 }
 
 func (r registrar) counterVec(name, help, label string) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
-	r.reg.MustRegister(c)
-	return c
+	return registered(r, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label}))
 }
 
 func (r registrar) gauge(name, help string) prometheus.Gauge {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-	r.reg.MustRegister(g)
-	return g
+	return registered(r, prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help}))
 }
 
 func (r registrar) gaugeVec(name, help, label string) *prometheus.GaugeVec {
-	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{label})
-	r.reg.MustRegister(g)
-	return g
+	return registered(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{label}))
 }
 
 // histogram is a latency histogram from 0.5 ms to 30 s.
 func (r registrar) histogram(name, help string) prometheus.Histogram {
-	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: prometheus.ExponentialBucketsRange(0.0005, 30, 20)})
-	r.reg.MustRegister(h)
-	return h
+	return registered(r, prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help,
+		Buckets: prometheus.ExponentialBucketsRange(0.0005, 30, 20)}))
 }
 
 func (r registrar) gaugeFunc(name, help string, f func() float64) {
-	r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	registered(r, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 }
 
 func (r registrar) counterFunc(name, help string, f func() float64) {
-	r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+	registered(r, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 }
 
 // forgetPartition drops the per-partition series of a partition this node

@@ -297,8 +297,7 @@ func TestMuxIdlePartitionStillClaimsStrayEntries(t *testing.T) {
 	backend := *real
 	backend.Multi = multi
 	h := startNodeOn(t, Config{}, &backend)
-	g, _ := h.connect("gw", "")
-	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g := h.watching("gw")
 	waitFor(t, "the subscription in the index", func() bool {
 		return h.labelledValue("streamer_control_entries_total", "kind", "subscription_added") == 1
 	})

@@ -135,8 +135,7 @@ func testLostLease(t *testing.T, ft *fakeTime, newBackend func(int) *store.Backe
 	backend := newBackend(1)
 	ctx := context.Background()
 	h := startNodeOn(t, poolConfig("owner", ft), backend)
-	g, _ := h.connect("gw", "")
-	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g := h.watching("gw")
 	h.publish(event("e0", "t", "c", "d", opCreate, `{}`, ""))
 	g.matchesUntil("e0")
 
@@ -258,8 +257,7 @@ func TestEventIDDeduplication(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := startNode(t, Config{DedupSize: tc.dedupSize}, memory.Config{Partitions: 1})
-			g, _ := h.connect("gw", "")
-			g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+			g := h.watching("gw")
 			h.publish(event("e1", "t", "c", "d", opCreate, `{}`, ""))
 			h.publish(event("e1", "t", "c", "d", opCreate, `{}`, "")) // a producer replay
 			h.publish(event("e2", "t", "c", "d", opCreate, `{}`, ""))

@@ -20,6 +20,17 @@ type countingFetcher struct {
 	maxEntries atomic.Int64 // the most entries one read returned, all outboxes together
 }
 
+// newTestPumpMux makes a multiplexer over a fresh Redis backend whose reads
+// are counted, and a context that ends with the test or after 30 s.
+func newTestPumpMux(t *testing.T) (*store.Backend, *countingFetcher, *pumpMux, context.Context) {
+	t.Helper()
+	b := redisBackend(t, 4)
+	counting := &countingFetcher{MultiFetcher: b.MultiFetch}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return b, counting, newPumpMux(counting, b.Outboxes, pumpReadCount), ctx
+}
+
 func (f *countingFetcher) FetchMany(ctx context.Context, fetches []store.OutboxFetch, count int, block time.Duration) error {
 	f.calls.Add(1)
 	if n := int64(len(fetches)); n > f.maxSize.Load() {
@@ -83,11 +94,7 @@ func (c *pumpClient) fetchOnce(ctx context.Context, m *pumpMux) error {
 // appends interleave across gateways, and far fewer reads than entries are
 // made, naming many gateways at once.
 func TestPumpMuxDeliversEveryOutboxInOrder(t *testing.T) {
-	b := redisBackend(t, 4)
-	counting := &countingFetcher{MultiFetcher: b.MultiFetch}
-	m := newPumpMux(counting, b.Outboxes, pumpReadCount)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
+	b, counting, m, ctx := newTestPumpMux(t)
 
 	const gateways, perGateway = 20, 200 // with a backlog: 20 × 64 > pumpRoundEntries
 	clients := make([]*pumpClient, gateways)
@@ -147,10 +154,7 @@ func TestPumpMuxDeliversEveryOutboxInOrder(t *testing.T) {
 // does not come back (its gateway is slow) does not hold up the next reads
 // of the others.
 func TestPumpMuxSlowSessionDoesNotStallOthers(t *testing.T) {
-	b := redisBackend(t, 4)
-	m := newPumpMux(b.MultiFetch, b.Outboxes, pumpReadCount)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
+	b, _, m, ctx := newTestPumpMux(t)
 	slow, fast := newPumpClient("slow"), newPumpClient("fast")
 
 	appendBoth := func(i int) {
@@ -194,10 +198,7 @@ func TestPumpMuxSlowSessionDoesNotStallOthers(t *testing.T) {
 // multiplexed read fail as a whole; the multiplexer then reads each session
 // on its own, so that only that session gets the error.
 func TestPumpMuxBadCursorFailsOnlyItsSession(t *testing.T) {
-	b := redisBackend(t, 4)
-	m := newPumpMux(b.MultiFetch, b.Outboxes, pumpReadCount)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
+	b, _, m, ctx := newTestPumpMux(t)
 	if _, err := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "good", Payload: []byte("x")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -246,11 +247,7 @@ func TestPumpMuxAbandonedRequest(t *testing.T) {
 // returns about pumpRoundEntries entries in all, not pumpReadCount per
 // session.
 func TestPumpMuxBoundsOneRead(t *testing.T) {
-	b := redisBackend(t, 4)
-	counting := &countingFetcher{MultiFetcher: b.MultiFetch}
-	m := newPumpMux(counting, b.Outboxes, pumpReadCount)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
+	b, counting, m, ctx := newTestPumpMux(t)
 	const gateways, backlog = 20, 100
 	for g := range gateways {
 		items := make([]store.OutboxItem, backlog)

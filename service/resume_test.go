@@ -37,7 +37,7 @@ func TestResumeWithValidCursorGetsExactlyTheRest(t *testing.T) {
 	if reg.GetCursor() != "" {
 		t.Fatalf("fresh gateway: Registered.cursor = %q, want empty", reg.GetCursor())
 	}
-	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g.watchAll()
 
 	var cursors []string
 	for i := range 3 {
@@ -98,8 +98,7 @@ func TestResumeWithValidCursorGetsExactlyTheRest(t *testing.T) {
 func TestResumeCursorOlderThanOutboxGetsResync(t *testing.T) {
 	const outboxCap = 3
 	h := startNode(t, Config{OutboxMaxLen: outboxCap}, memory.Config{Partitions: 2, OutboxMaxLen: outboxCap})
-	g, _ := h.connect("gw-1", "")
-	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g := h.watching("gw-1")
 	first := h.publishOneBatch("gw-1", event("e0", "t", "c", "d", opCreate, `{}`, ""))
 	if d := g.delivery(); d.GetCursor() != first {
 		t.Fatalf("delivery cursor %q, want %q", d.GetCursor(), first)
@@ -131,8 +130,7 @@ func TestResumeCursorOlderThanOutboxGetsResync(t *testing.T) {
 func TestRegisterWithoutCursorStartsAfterNewest(t *testing.T) {
 	const outboxCap = 2
 	h := startNode(t, Config{OutboxMaxLen: outboxCap}, memory.Config{Partitions: 1, OutboxMaxLen: outboxCap})
-	g, _ := h.connect("gw-1", "")
-	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g := h.watching("gw-1")
 	g.close()
 	for i := range outboxCap + 3 {
 		id := fmt.Sprintf("e%d", i)
@@ -190,8 +188,7 @@ func TestGatewayExpiry(t *testing.T) {
 
 	// Events no longer reach it: a live gateway gets the event, the expired
 	// one's outbox stays empty.
-	live, _ := h.connect("gw-live", "")
-	live.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	live := h.watching("gw-live")
 	h.publish(event("e2", "t", "c", "d", opCreate, `{}`, ""))
 	live.matchesUntil("e2")
 	if last, _ := h.backend.Outboxes.Last(ctx, "gw-quiet"); last != "" {
@@ -213,8 +210,7 @@ func TestHeartbeatKeepsGatewayAlive(t *testing.T) {
 	const ttl = 30 * time.Second
 	ft := newFakeTime(t)
 	h := startNode(t, Config{GatewayTTL: ttl, LeaseTTL: time.Hour, Clock: ft}, memory.Config{Partitions: 2, Clock: ft})
-	g, _ := h.connect("gw-1", "")
-	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g := h.watching("gw-1")
 	// Heartbeat every ttl/3 for 3 TTLs (the janitor and the session's
 	// self-check run at each step); the subscription must survive.
 	for range 9 {
@@ -234,7 +230,7 @@ func TestResumeFromBeginningOfEmptyOutbox(t *testing.T) {
 	if reg.GetCursor() != "" {
 		t.Fatalf("Registered on an empty outbox = %v, want cursor \"\"", reg)
 	}
-	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g.watchAll()
 	g.close()
 	// Cut before anything was delivered; an event arrives meanwhile.
 	h.publishOneBatch("gw-1", event("while-away", "t", "c", "d", opCreate, `{}`, ""))

@@ -21,8 +21,7 @@ import (
 func TestGracefulShutdownClosesSessionsWithAnError(t *testing.T) {
 	h := startNode(t, Config{}, memory.Config{Partitions: 4})
 	ctx := context.Background()
-	g1, _ := h.connect("gw-1", "")
-	g1.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g1 := h.watching("gw-1")
 	g2, _ := h.connect("gw-2", "")
 	pending := h.open("gw-3") // not registered yet
 
@@ -66,8 +65,7 @@ func TestGracefulShutdownClosesSessionsWithAnError(t *testing.T) {
 func TestShutdownFinishesInFlightWorkAndANewNodeTakesOver(t *testing.T) {
 	h := startNode(t, Config{ReadBatch: 8}, memory.Config{Partitions: 2})
 	ctx := context.Background()
-	g, _ := h.connect("gw-1", "")
-	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	g := h.watching("gw-1")
 	g.close()
 	const n = 200
 	var evs []*streamerv1.ChangeEvent

@@ -146,8 +146,7 @@ func TestSessionProtocolErrors(t *testing.T) {
 
 func TestNewerSessionSupersedesOlder(t *testing.T) {
 	h := startNode(t, Config{}, memory.Config{Partitions: 2})
-	old, _ := h.connect("gw-1", "")
-	old.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	old := h.watching("gw-1")
 
 	g, _ := h.connect("gw-1", "")
 	e := old.endError()

@@ -161,93 +161,20 @@ func redisBaseline(ctx context.Context, cfg Config, wl *workload) (*Baseline, er
 
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var produced, consumed atomic.Int64
-	var progress = make(chan struct{}, 1)
-	var histMu sync.Mutex
-	hist := NewHistogram(preciseBits)
-	start := time.Now()
-	deadline := start.Add(cfg.BaselineDuration)
-	var wg sync.WaitGroup
+	l := &rawLoop{ctx: runCtx, fail: cancel, rc: rc, cfg: cfg, wl: wl, keys: keys,
+		progress: make(chan struct{}, 1), hist: NewHistogram(preciseBits)}
+	l.start = time.Now()
+	l.deadline = l.start.Add(cfg.BaselineDuration)
+	l.seqs.Store(1 << 41) // outside the run's and the naive baseline's
+	var wg, pwg sync.WaitGroup
 	for p := range keys {
-		wg.Go(func() {
-			local := NewHistogram(preciseBits)
-			defer func() {
-				histMu.Lock()
-				hist.Merge(local)
-				histMu.Unlock()
-			}()
-			for runCtx.Err() == nil {
-				streams, err := rc.XReadGroup(runCtx, &goredis.XReadGroupArgs{
-					Group: rawGroup, Consumer: "c", Streams: []string{keys[p], ">"},
-					Count: int64(cfg.Batch), Block: 100 * time.Millisecond,
-				}).Result()
-				if err == goredis.Nil || (err != nil && runCtx.Err() != nil) {
-					continue
-				}
-				if err != nil {
-					cancel(fmt.Errorf("bench: raw baseline: XREADGROUP: %w", err))
-					return
-				}
-				now := time.Now()
-				var ids []string
-				for _, m := range streams[0].Messages {
-					ids = append(ids, m.ID)
-					if ns, err := strconv.ParseInt(fmt.Sprint(m.Values["t"]), 10, 64); err == nil && now.Before(deadline) {
-						local.Record(now.Sub(time.Unix(0, ns)))
-					}
-				}
-				if err := rc.XAck(runCtx, keys[p], rawGroup, ids...).Err(); err != nil && runCtx.Err() == nil {
-					cancel(fmt.Errorf("bench: raw baseline: XACK: %w", err))
-					return
-				}
-				if now.Before(deadline) {
-					consumed.Add(int64(len(ids)))
-				}
-				select {
-				case progress <- struct{}{}:
-				default:
-				}
-			}
-		})
+		wg.Go(func() { l.consume(p) })
 	}
-	var seqs atomic.Uint64
-	seqs.Store(1 << 41) // outside the run's and the naive baseline's
-	var pwg sync.WaitGroup
 	for range cfg.Publishers {
-		pwg.Go(func() {
-			for runCtx.Err() == nil && time.Now().Before(deadline) {
-				for produced.Load()-consumed.Load() > int64(cfg.MaxInFlight) && runCtx.Err() == nil && time.Now().Before(deadline) {
-					select {
-					case <-progress:
-					case <-time.After(time.Millisecond):
-					}
-				}
-				first := seqs.Add(uint64(cfg.Batch)) - uint64(cfg.Batch)
-				stamp := strconv.FormatInt(time.Now().UnixNano(), 10)
-				_, err := rc.Pipelined(runCtx, func(pipe goredis.Pipeliner) error {
-					for i := range cfg.Batch {
-						ev := wl.changeEvent(phaseMeasure, first+uint64(i), time.Now())
-						payload, err := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_Event{Event: ev}})
-						if err != nil {
-							return err
-						}
-						p := store.PartitionOf(ev.GetTenant(), ev.GetCollection(), cfg.Partitions)
-						pipe.XAdd(runCtx, &goredis.XAddArgs{Stream: keys[p], MaxLen: 1_000_000, Approx: true, Values: []any{"e", payload, "t", stamp}})
-					}
-					return nil
-				})
-				if err != nil {
-					if runCtx.Err() == nil {
-						cancel(fmt.Errorf("bench: raw baseline: XADD: %w", err))
-					}
-					return
-				}
-				produced.Add(int64(cfg.Batch))
-			}
-		})
+		pwg.Go(l.produce)
 	}
 	pwg.Wait()
-	elapsed := time.Since(start)
+	elapsed := time.Since(l.start)
 	cancel(nil)
 	wg.Wait()
 	if err := context.Cause(runCtx); err != nil && err != context.Canceled {
@@ -259,7 +186,103 @@ func redisBaseline(ctx context.Context, cfg Config, wl *workload) (*Baseline, er
 	return &Baseline{
 		What: fmt.Sprintf("raw Redis Streams loop, no matching: %d producers pipelining XADD, %d consumers XREADGROUP → XACK",
 			cfg.Publishers, cfg.Partitions),
-		EventsPerSec: float64(consumed.Load()) / min(elapsed, cfg.BaselineDuration).Seconds(),
-		P99Ms:        ms(hist.Quantile(0.99)),
+		EventsPerSec: float64(l.consumed.Load()) / min(elapsed, cfg.BaselineDuration).Seconds(),
+		P99Ms:        ms(l.hist.Quantile(0.99)),
 	}, nil
+}
+
+// rawLoop is the raw Redis baseline's state: producers XADD the workload's
+// events to the partitions' streams, one consumer per partition reads and
+// acknowledges them and records their latency until the deadline.
+type rawLoop struct {
+	ctx             context.Context
+	fail            context.CancelCauseFunc
+	rc              goredis.UniversalClient
+	cfg             Config
+	wl              *workload
+	keys            []string
+	start, deadline time.Time
+
+	produced, consumed atomic.Int64
+	seqs               atomic.Uint64
+	progress           chan struct{} // a consumer acknowledged a batch
+	histMu             sync.Mutex
+	hist               *Histogram
+}
+
+// consume reads and acknowledges partition p's stream until the loop ends.
+func (l *rawLoop) consume(p int) {
+	local := NewHistogram(preciseBits)
+	defer func() {
+		l.histMu.Lock()
+		l.hist.Merge(local)
+		l.histMu.Unlock()
+	}()
+	for l.ctx.Err() == nil {
+		streams, err := l.rc.XReadGroup(l.ctx, &goredis.XReadGroupArgs{
+			Group: rawGroup, Consumer: "c", Streams: []string{l.keys[p], ">"},
+			Count: int64(l.cfg.Batch), Block: 100 * time.Millisecond,
+		}).Result()
+		if err == goredis.Nil || (err != nil && l.ctx.Err() != nil) {
+			continue
+		}
+		if err != nil {
+			l.fail(fmt.Errorf("bench: raw baseline: XREADGROUP: %w", err))
+			return
+		}
+		now := time.Now()
+		var ids []string
+		for _, m := range streams[0].Messages {
+			ids = append(ids, m.ID)
+			if ns, err := strconv.ParseInt(fmt.Sprint(m.Values["t"]), 10, 64); err == nil && now.Before(l.deadline) {
+				local.Record(now.Sub(time.Unix(0, ns)))
+			}
+		}
+		if err := l.rc.XAck(l.ctx, l.keys[p], rawGroup, ids...).Err(); err != nil && l.ctx.Err() == nil {
+			l.fail(fmt.Errorf("bench: raw baseline: XACK: %w", err))
+			return
+		}
+		if now.Before(l.deadline) {
+			l.consumed.Add(int64(len(ids)))
+		}
+		select {
+		case l.progress <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// produce appends batches of events until the deadline, keeping at most
+// MaxInFlight events unconsumed.
+func (l *rawLoop) produce() {
+	batch := l.cfg.Batch
+	for l.ctx.Err() == nil && time.Now().Before(l.deadline) {
+		for l.produced.Load()-l.consumed.Load() > int64(l.cfg.MaxInFlight) && l.ctx.Err() == nil && time.Now().Before(l.deadline) {
+			select {
+			case <-l.progress:
+			case <-time.After(time.Millisecond):
+			}
+		}
+		first := l.seqs.Add(uint64(batch)) - uint64(batch)
+		stamp := strconv.FormatInt(time.Now().UnixNano(), 10)
+		_, err := l.rc.Pipelined(l.ctx, func(pipe goredis.Pipeliner) error {
+			for i := range batch {
+				ev := l.wl.changeEvent(phaseMeasure, first+uint64(i), time.Now())
+				payload, err := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_Event{Event: ev}})
+				if err != nil {
+					return err
+				}
+				p := store.PartitionOf(ev.GetTenant(), ev.GetCollection(), l.cfg.Partitions)
+				pipe.XAdd(l.ctx, &goredis.XAddArgs{Stream: l.keys[p], MaxLen: 1_000_000, Approx: true, Values: []any{"e", payload, "t", stamp}})
+			}
+			return nil
+		})
+		if err != nil {
+			if l.ctx.Err() == nil {
+				l.fail(fmt.Errorf("bench: raw baseline: XADD: %w", err))
+			}
+			return
+		}
+		l.produced.Add(int64(batch))
+	}
 }
