@@ -32,6 +32,7 @@ type Conn struct {
 	cancel     context.CancelFunc
 	done       chan struct{} // closed when run has returned, after deliveries
 	ready      chan struct{} // closed when the first session is registered
+	connected  atomic.Bool   // a session is registered (Ready)
 	deliveries chan Delivery // bounded by WithDeliveryBuffer
 	reqs       chan *request // Subscribe/Unsubscribe to the run goroutine
 
@@ -40,7 +41,7 @@ type Conn struct {
 
 	mu      sync.Mutex
 	err     error // why the Conn ended; set before deliveries is closed
-	lastErr error // the latest session error, for Dial's message
+	lastErr error // the latest session error, for Dial's message and Ready
 
 	stats struct {
 		deliveries, events, duplicates, resyncs, reconnects, heartbeats, received atomic.Uint64
@@ -113,6 +114,26 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Conn, error) {
 		}
 		return nil, fmt.Errorf("client: dial %s: %w", addr, ctx.Err())
 	}
+}
+
+// Ready returns nil while the Conn has a registered session with a node,
+// and otherwise why not: the permanent failure or ErrClosed once it ended,
+// else ErrNotConnected with the last session's error while it reconnects.
+// A gateway reports it as its readiness.
+func (c *Conn) Ready() error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	if c.connected.Load() {
+		return nil
+	}
+	c.mu.Lock()
+	last := c.lastErr
+	c.mu.Unlock()
+	if last != nil {
+		return fmt.Errorf("%w: %v", ErrNotConnected, last)
+	}
+	return ErrNotConnected
 }
 
 // GatewayID returns the gateway id the Conn registers with.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,7 +214,7 @@ func TestConnHeartbeatsContinueUnderBackpressure(t *testing.T) {
 	// waits to hand out the next delivery, but keeps heartbeating,
 	// acknowledging only what it handed out. The node answers each
 	// heartbeat; the test steps the clock only once the Conn has received
-	// the answer, so that its silence watchdog (three intervals without a
+	// the answer, so that its silence watchdog (two intervals without a
 	// message) never sees a node that talks as silent.
 	for i := range 2 {
 		s.send(t, delivery(fmt.Sprintf("2-%d", i), fmt.Sprintf("e%d", i)))
@@ -257,7 +258,7 @@ func TestConnSilentNodeIsLeftWhileTheCallerDoesNotRead(t *testing.T) {
 	testwait.For(t, "the Conn's buffer full", func() bool { return len(c.Deliveries()) == 1 })
 	testwait.For(t, "both deliveries received", func() bool { return c.Stats().Received >= 3 })
 	var s2 *fakeSession
-	testwait.For(t, "a new session after three intervals of silence", func() bool {
+	testwait.For(t, "a new session after two intervals of silence", func() bool {
 		select {
 		case s2 = <-f.sessions:
 			return true
@@ -280,10 +281,10 @@ func TestConnSilentNodeIsLeft(t *testing.T) {
 	const interval = 10 * time.Second
 	fc := clock.NewFake(time.Now())
 	c, s := dialFake(t, f, p, "1-0", WithHeartbeatInterval(interval), withClock(fc))
-	// The node never answers heartbeats: three intervals of silence end the
+	// The node never answers heartbeats: two intervals of silence end the
 	// session, and the Conn dials again.
 	var s2 *fakeSession
-	testwait.For(t, "a new session after three intervals of silence", func() bool {
+	testwait.For(t, "a new session after two intervals of silence", func() bool {
 		select {
 		case s2 = <-f.sessions:
 			return true
@@ -403,5 +404,74 @@ func TestConnBoundsRequestsInFlight(t *testing.T) {
 	s.send(t, delivery("2-0", "e1"))
 	if got := eventIDs(nextDelivery(t, c)); !slices.Equal(got, []string{"e1"}) {
 		t.Fatalf("got %v", got)
+	}
+}
+
+// TestConnLeavesASilentNodeWellBeforeTheTTL: with the node's TTL (30 s) and
+// the default heartbeat, a node that stops answering is left after half the
+// TTL at most, so that the Conn registers elsewhere before its
+// subscriptions expire (it used to wait exactly one TTL).
+func TestConnLeavesASilentNodeWellBeforeTheTTL(t *testing.T) {
+	f, p := startFake(t)
+	const ttl = 30 * time.Second // registered() sends it
+	fc := clock.NewFake(time.Now())
+	_, s := dialFake(t, f, p, "1-0", withClock(fc))
+	start := fc.Now()
+	heartbeats, recv := 0, s.recv
+	testwait.For(t, "a new session", func() bool {
+		select {
+		case <-f.sessions:
+			return true
+		case m, ok := <-recv:
+			if !ok {
+				recv = nil // the session ended: wait for the next
+			} else if m.GetHeartbeat() != nil {
+				heartbeats++
+			}
+			return false
+		default:
+			fc.Advance(time.Second)
+			return false
+		}
+	})
+	if waited := fc.Now().Sub(start); waited > ttl/2+time.Second {
+		t.Errorf("a silent node was left after %v, want at most %v (TTL %v)", waited, ttl/2, ttl)
+	}
+	if heartbeats < 2 {
+		t.Errorf("%d heartbeats sent before leaving, want at least 2 (one at once, one after TTL/5)", heartbeats)
+	}
+}
+
+// TestConnReadyFollowsTheSession: Ready is nil while a session is
+// registered, ErrNotConnected with the reason while the Conn reconnects
+// (what a gateway's /readyz reports), and nil again once registered.
+func TestConnReadyFollowsTheSession(t *testing.T) {
+	f, p := startFake(t)
+	fc := clock.NewFake(time.Now())
+	c, s := dialFake(t, f, p, "1-0", withClock(fc))
+	if err := c.Ready(); err != nil {
+		t.Fatalf("Ready after Dial = %v", err)
+	}
+	s.end <- status.Error(codes.Unavailable, "node going away")
+	testwait.For(t, "Ready to report the lost session", func() bool {
+		err := c.Ready()
+		return errors.Is(err, ErrNotConnected) && strings.Contains(err.Error(), "node going away")
+	})
+	var s2 *fakeSession
+	testwait.For(t, "a new session", func() bool {
+		select {
+		case s2 = <-f.sessions:
+			return true
+		default:
+			fc.Advance(100 * time.Millisecond) // the reconnect backoff
+			return false
+		}
+	})
+	s2.expect(t)
+	s2.send(t, registered("1-0", true))
+	testwait.For(t, "Ready again", func() bool { return c.Ready() == nil })
+	_ = c.Close()
+	if err := c.Ready(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Ready after Close = %v, want ErrClosed", err)
 	}
 }

@@ -30,10 +30,14 @@ var (
 	// ErrProtocol means the node broke the wire protocol (an unexpected or
 	// out-of-order message). The Conn reconnects.
 	ErrProtocol = errors.New("client: protocol violation by the node")
-	// ErrNoHeartbeat means the node stayed silent for three heartbeat
-	// intervals (or did not answer Register in time), so the connection is
-	// considered dead. The Conn reconnects over a new connection.
-	ErrNoHeartbeat = errors.New("client: node silent for three heartbeat intervals")
+	// ErrNoHeartbeat means the node stayed silent for two heartbeat
+	// intervals (at most half its TTL; see WithHeartbeatInterval), or did
+	// not answer Register in time, so the connection is considered dead.
+	// The Conn reconnects over a new connection.
+	ErrNoHeartbeat = errors.New("client: node silent for two heartbeat intervals")
+	// ErrNotConnected is Conn.Ready's answer while the Conn has no
+	// registered session and is reconnecting.
+	ErrNotConnected = errors.New("client: not connected to a node (reconnecting)")
 )
 
 // SubscribeError is a refusal of a Subscribe or Unsubscribe by the node (or,

@@ -32,7 +32,7 @@ const (
 	DefaultBackoffMin = 100 * time.Millisecond
 	DefaultBackoffMax = 10 * time.Second
 	// DefaultHeartbeatInterval is used when the node's Registered message
-	// carries no TTL; otherwise the default is TTL/3.
+	// carries no TTL; otherwise the default is TTL/5.
 	DefaultHeartbeatInterval = 10 * time.Second
 	// MaxRecvMsgSize is the largest message a Conn or Publisher accepts from
 	// a node (a Delivery batch can carry many documents).
@@ -52,7 +52,7 @@ type config struct {
 	creds     credentials.TransportCredentials
 	dialer    func(context.Context, string) (net.Conn, error)
 	backoff   backoff
-	heartbeat time.Duration // 0: ttl/3 from Registered
+	heartbeat time.Duration // 0: ttl/5 from Registered
 	dedupSize int
 	buffer    int
 	logger    *slog.Logger
@@ -156,9 +156,10 @@ func WithBackoff(min, max time.Duration) Option {
 }
 
 // WithHeartbeatInterval sets how often the Conn heartbeats (default: the
-// node's TTL/3 from Registered, or DefaultHeartbeatInterval when the node
-// sends no TTL). A node silent for three intervals is considered gone and
-// the Conn reconnects. It must be positive.
+// node's TTL/5 from Registered, or DefaultHeartbeatInterval when the node
+// sends no TTL). A node silent for two intervals, or half its TTL if that
+// is shorter, is considered gone and the Conn reconnects, well before the
+// gateway's subscriptions would expire. It must be positive.
 func WithHeartbeatInterval(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {

@@ -5,6 +5,9 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
@@ -31,13 +34,57 @@ func NewPublisher(addr string, opts ...Option) (*Publisher, error) {
 	return &Publisher{cc: cc, api: streamerv1.NewIngestClient(cc)}, nil
 }
 
-// Publish appends events in one Ingest.Publish call and returns one result
-// per event, in order; a result with Error set is a rejected event (the
-// others are appended regardless). The error is for the call as a whole:
-// ErrUnauthenticated and the other sentinels by gRPC status code, or the
-// transport's error. It does not retry.
+// MaxPublishBytes bounds the encoded size of one Ingest.Publish call: the
+// least a node accepts (4 MiB, gRPC's default; a node with a larger
+// --max-document-bytes accepts more).
+const MaxPublishBytes = 4 << 20
+
+// publishOverhead is what a PublishRequest adds to each event's bytes
+// (field tag and length), with room to spare.
+const publishOverhead = 16
+
+// Publish appends events and returns one result per event, in order; a
+// result with Error set is a rejected event (the others are appended
+// regardless). Events are sent in calls of at most MaxPublishBytes each,
+// in order; an event too large for one call is sent alone, and if the node
+// refuses it as too large, its result says so (ERROR_CODE_TOO_LARGE, with
+// its id) and the other events are still published.
+//
+// The error is for the call as a whole: ErrUnauthenticated and the other
+// sentinels by gRPC status code, or the transport's error. Events of the
+// calls before the failing one were appended. It does not retry.
 func (p *Publisher) Publish(ctx context.Context, events []*streamerv1.ChangeEvent) ([]*streamerv1.PublishResult, error) {
+	results := make([]*streamerv1.PublishResult, 0, len(events))
+	for start := 0; start < len(events); {
+		end, size := start, 0
+		for end < len(events) {
+			n := proto.Size(events[end]) + publishOverhead
+			if end > start && size+n > MaxPublishBytes {
+				break
+			}
+			size += n
+			end++
+		}
+		got, err := p.publish(ctx, events[start:end])
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, got...)
+		start = end
+	}
+	return results, nil
+}
+
+// publish is one Ingest.Publish call.
+func (p *Publisher) publish(ctx context.Context, events []*streamerv1.ChangeEvent) ([]*streamerv1.PublishResult, error) {
 	resp, err := p.api.Publish(ctx, &streamerv1.PublishRequest{Events: events})
+	if status.Code(err) == codes.ResourceExhausted && len(events) == 1 {
+		ev := events[0]
+		return []*streamerv1.PublishResult{{EventId: ev.GetEventId(), Error: &streamerv1.Error{
+			Code:    streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE,
+			Message: fmt.Sprintf("client: event %q (%d bytes encoded) is larger than the node accepts: %s", ev.GetEventId(), proto.Size(ev), status.Convert(err).Message()),
+		}}}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("client: publish: %w", fromStatus(err))
 	}

@@ -48,6 +48,7 @@ func (c *Conn) run() {
 	attempt := 0
 	for {
 		registeredAt, err := c.session(first)
+		c.connected.Store(false)
 		if c.ctx.Err() != nil {
 			c.finish(ErrClosed)
 			return
@@ -172,6 +173,7 @@ func (c *Conn) session(first bool) (registeredAt time.Time, err error) {
 		return time.Time{}, fmt.Errorf("%w: first message is not Registered", ErrProtocol)
 	}
 	registeredAt = c.cfg.clock.Now()
+	c.connected.Store(true)
 	if first {
 		close(c.ready) // Dial returns; no request can be queued before this
 	}
@@ -181,14 +183,8 @@ func (c *Conn) session(first bool) (registeredAt time.Time, err error) {
 			c.cursor = beginningCursor
 		}
 	}
-	interval := c.cfg.heartbeat
-	if interval == 0 {
-		interval = DefaultHeartbeatInterval
-		if ttl := reg.GetTtl().AsDuration(); ttl > 0 {
-			interval = ttl / 3
-		}
-	}
-	s.limit <- 3 * interval
+	interval, limit := heartbeatTiming(c.cfg.heartbeat, reg.GetTtl().AsDuration())
+	s.limit <- limit
 	if !first {
 		c.stats.reconnects.Add(1)
 	}
@@ -214,6 +210,27 @@ func (c *Conn) session(first bool) (registeredAt time.Time, err error) {
 	defer ticker.Stop()
 	s.tick = ticker.C()
 	return registeredAt, s.loop()
+}
+
+// heartbeatTiming returns how often a session heartbeats (configured, or
+// the node's TTL/5, or DefaultHeartbeatInterval) and how long a node may
+// stay silent before the session ends: two intervals, at most half the TTL.
+// A node answers every heartbeat, so two intervals without a message mean
+// it is gone, and the half of the TTL left is for reconnecting to another
+// node before the gateway's subscriptions expire.
+func heartbeatTiming(configured, ttl time.Duration) (interval, limit time.Duration) {
+	interval = configured
+	if interval == 0 {
+		interval = DefaultHeartbeatInterval
+		if ttl > 0 {
+			interval = ttl / 5
+		}
+	}
+	limit = 2 * interval
+	if ttl > 0 {
+		limit = min(limit, ttl/2)
+	}
+	return interval, limit
 }
 
 // receive reads the stream into s.in until it fails. The watchdog runs only

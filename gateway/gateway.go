@@ -23,6 +23,7 @@ type Upstream interface {
 	Unsubscribe(ctx context.Context, id string) error
 	Deliveries() <-chan client.Delivery
 	Err() error
+	Ready() error
 }
 
 var _ Upstream = (*client.Conn)(nil)

@@ -51,6 +51,7 @@ func (f *fakeUpstream) Unsubscribe(_ context.Context, id string) error {
 
 func (f *fakeUpstream) Deliveries() <-chan client.Delivery { return nil }
 func (f *fakeUpstream) Err() error                         { return nil }
+func (f *fakeUpstream) Ready() error                       { return nil }
 
 func (f *fakeUpstream) calls() (subs, unsubs []string) {
 	f.mu.Lock()

@@ -66,7 +66,8 @@ func newMetrics(g *Gateway) *metrics {
 //   - /metrics: Prometheus metrics from the gateway's own registry;
 //   - /healthz: 200 "ok" while the process serves HTTP;
 //   - /readyz: 200 "ready" while Run delivers and the upstream session is
-//     alive, 503 with the reason otherwise.
+//     registered with a node, 503 with the reason otherwise (the node is
+//     down or unreachable: the gateway reconnects meanwhile).
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
@@ -93,8 +94,8 @@ func (g *Gateway) readiness() error {
 	case !g.running.Load():
 		return fmt.Errorf("gateway not started yet")
 	}
-	if err := g.cfg.Upstream.Err(); err != nil {
-		return fmt.Errorf("upstream session ended: %w", err)
+	if err := g.cfg.Upstream.Ready(); err != nil {
+		return fmt.Errorf("no session with a streamer node: %w", err)
 	}
 	return nil
 }

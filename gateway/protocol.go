@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/streamerd/streamer/client"
 	"github.com/streamerd/streamer/match"
@@ -285,6 +286,13 @@ func renderBody(m client.Match) []byte {
 	}
 	if len(body.Doc) == 0 {
 		body.Doc = json.RawMessage("null")
+	}
+	if !utf8.Valid(body.Doc) {
+		// Nodes refuse such documents at ingest; one that got into the log
+		// anyway must not make a text frame invalid (a browser closes the
+		// connection on one): its bad bytes become U+FFFD, as encoding/json
+		// does for strings.
+		body.Doc = bytes.ToValidUTF8(body.Doc, []byte("\uFFFD"))
 	}
 	b, err := json.Marshal(body)
 	if err != nil { // unreachable: EventToJSON returns valid JSON

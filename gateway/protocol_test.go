@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/streamerd/streamer/client"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
@@ -165,5 +166,27 @@ func TestSSESafeID(t *testing.T) {
 		if sseSafeID(id) != ok {
 			t.Errorf("sseSafeID(%q) = %v", id, !ok)
 		}
+	}
+}
+
+// TestRenderEventIsValidUTF8: a document that is not valid UTF-8 (nodes
+// refuse it at ingest; one may still be in an old log) becomes a valid
+// text frame, its bad bytes U+FFFD: a browser closes the connection (1006)
+// on an invalid text frame, and the user would never learn what it missed.
+func TestRenderEventIsValidUTF8(t *testing.T) {
+	m := client.Match{
+		Event: &streamerv1.ChangeEvent{EventId: "e1", Collection: "c", DocumentId: "d",
+			Operation: streamerv1.Operation_OPERATION_CREATE, Document: []byte("{\"a\":\"x\xffy\"}")},
+		Operation: streamerv1.Operation_OPERATION_CREATE,
+	}
+	out := frame{head: eventHead([]string{"s"}), body: renderBody(m)}.appendTo(nil)
+	if !utf8.Valid(out) {
+		t.Fatalf("frame is not valid UTF-8: %q", out)
+	}
+	var got struct {
+		Doc map[string]string `json:"doc"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil || got.Doc["a"] != "x\uFFFDy" {
+		t.Fatalf("frame %s: doc %v, %v; want a = \"x\\uFFFDy\"", out, got.Doc, err)
 	}
 }

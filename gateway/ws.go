@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -102,6 +104,9 @@ func (g *Gateway) writeWS(base context.Context, conn *websocket.Conn, s *session
 	)
 	write := func(f frame) error {
 		buf = f.appendTo(buf[:0])
+		if !utf8.Valid(buf) { // frames are built valid (renderBody); a text frame must never be otherwise
+			buf = bytes.ToValidUTF8(buf, []byte("\uFFFD"))
+		}
 		ctx, cancel := context.WithTimeout(base, g.cfg.WriteTimeout)
 		defer cancel()
 		if err := conn.Write(ctx, websocket.MessageText, buf); err != nil {

@@ -273,6 +273,12 @@ func (mp *Mapper) convert(raw []byte) (change, error) {
 			return skip("its fullDocument is malformed", err)
 		}
 	}
+	if op == streamerv1.Operation_OPERATION_UPDATE && ev.Document == nil {
+		// updateLookup found no document: it was deleted after this change,
+		// and its delete event follows. Without a document no subscription
+		// could match the update (the node refuses such events).
+		return skip("its document was deleted before the update could be looked up (fullDocument is null); its delete event follows", nil)
+	}
 	if c.before != nil {
 		if ev.Before, err = AppendJSON(make([]byte, 0, len(c.before)), bson.Raw(c.before)); err != nil {
 			return skip("its fullDocumentBeforeChange is malformed", err)

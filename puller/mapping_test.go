@@ -150,9 +150,6 @@ func TestConvertOperations(t *testing.T) {
 			"before": "` + b64(`{"_id":"599af247bb69cd89961c986d","tenant":"acme","userName":"alice123","phoneNumber":"555"}`) + `",
 			"changedFields": ["email", "address.city", "phoneNumber", "vacation_time"],
 			"timestampMs": "1666193925604"}`},
-		{"update without post-image", Mapping{DefaultTenant: "solo"}, `{
-			"eventId": "8263501B02", "tenant": "solo", "collection": "users", "documentId": "alice", "operation": "OPERATION_UPDATE",
-			"changedFields": ["a"], "timestampMs": "1666193926000"}`},
 		{"replace", Mapping{}, `{
 			"eventId": "8263501B5E", "tenant": "acme", "collection": "users", "documentId": "599af247bb69cd89961c986d", "operation": "OPERATION_UPDATE",
 			"document": "` + b64(`{"_id":"599af247bb69cd89961c986d","tenant":"acme","userName":"alice123","name":"Alice"}`) + `",
@@ -285,6 +282,13 @@ func TestConvertSkips(t *testing.T) {
 		_, err := NewMapper(Mapping{}).Convert(bad)
 		if !errors.Is(err, ErrSkipped) || !errors.Is(err, ErrMalformedBSON) {
 			t.Fatalf("Convert error = %v; want a *SkipError wrapping ErrMalformedBSON", err)
+		}
+	})
+	t.Run("update of a document deleted before the lookup", func(t *testing.T) {
+		_, err := NewMapper(Mapping{}).Convert(canned(t, "update without post-image"))
+		var skip *SkipError
+		if !errors.As(err, &skip) || skip.Err != nil || !strings.Contains(skip.Reason, "deleted before the update") {
+			t.Fatalf("Convert error = %v; want a *SkipError by design", err)
 		}
 	})
 	t.Run("no resume token", func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -423,6 +424,7 @@ func (c *consumer) apply(e store.Entry) (deadReason string) {
 			return "gateway_expired without gateway id"
 		}
 		c.ix.RemoveGateway(x.GatewayExpired.GetGatewayId())
+		c.router.cut(x.GatewayExpired.GetGatewayId())
 		kind = "gateway_expired"
 	default:
 		return "log entry has no content"
@@ -444,6 +446,12 @@ func (c *consumer) event(id string) error {
 	// As always, an operation becomes a match.Op by its low 8 bits.
 	if op := match.Op(w.Op); op < match.Create || op > match.Delete {
 		return fmt.Errorf("%w: operation %v", errBadEvent, streamerv1.Operation(w.Op))
+	}
+	if op := match.Op(w.Op); op != match.Delete && len(w.Document) == 0 {
+		return fmt.Errorf("%w: %v without document", errBadEvent, streamerv1.Operation(w.Op))
+	}
+	if !utf8.Valid(w.Document) || !utf8.Valid(w.Before) {
+		return fmt.Errorf("%w: document or before is not valid UTF-8", errBadEvent)
 	}
 	c.ev = w.MatchEvent()
 	ev := &c.ev

@@ -315,6 +315,31 @@ func (g *gateway) take(what string, pred func(*streamerv1.StreamerMessage) bool)
 	}
 }
 
+// takeNow returns the first message already received that satisfies pred,
+// queueing the others, or nil: it does not wait (for tests that step a fake
+// clock meanwhile).
+func (g *gateway) takeNow(pred func(*streamerv1.StreamerMessage) bool) *streamerv1.StreamerMessage {
+	for more := true; more; {
+		select {
+		case m, ok := <-g.msgs:
+			if !ok {
+				more = false
+				break
+			}
+			g.queue = append(g.queue, m)
+		default:
+			more = false
+		}
+	}
+	for i, m := range g.queue {
+		if pred(m) {
+			g.queue = slices.Delete(g.queue, i, i+1)
+			return m
+		}
+	}
+	return nil
+}
+
 // subscribe sends Subscribe and returns its SubscribeResult.
 func (g *gateway) subscribe(sub *streamerv1.Subscription) *streamerv1.SubscribeResult {
 	g.t.Helper()

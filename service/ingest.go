@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
@@ -95,7 +96,13 @@ func (n *Node) validateEvent(ev eventFields) *streamerv1.Error {
 		return invalidf("event %q: document_id is required", ev.id)
 	}
 	switch ev.op {
-	case streamerv1.Operation_OPERATION_CREATE, streamerv1.Operation_OPERATION_UPDATE, streamerv1.Operation_OPERATION_DELETE:
+	case streamerv1.Operation_OPERATION_CREATE, streamerv1.Operation_OPERATION_UPDATE:
+		// Matching reads the document after the change; without it no
+		// subscription, not even one by id, could tell the event applies.
+		if len(ev.document) == 0 {
+			return invalidf("event %q: %v requires document (the document after the change); only OPERATION_DELETE may omit it", ev.id, ev.op)
+		}
+	case streamerv1.Operation_OPERATION_DELETE:
 	default:
 		return invalidf("event %q: operation must be OPERATION_CREATE, OPERATION_UPDATE or OPERATION_DELETE, got %v", ev.id, ev.op)
 	}
@@ -107,11 +114,27 @@ func (n *Node) validateEvent(ev eventFields) *streamerv1.Error {
 			return errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE,
 				"streamer: event %q: %s is %d bytes, the limit is %d bytes", ev.id, f.name, len(f.data), n.cfg.MaxDocumentBytes)
 		}
+		if !utf8.Valid(f.data) {
+			return invalidf("event %q: %s is not valid UTF-8 (at byte %d): JSON text must be UTF-8", ev.id, f.name, invalidUTF8At(f.data))
+		}
 		if len(f.data) > 0 && !isJSONObject(f.data) {
 			return invalidf("event %q: %s must be one JSON object", ev.id, f.name)
 		}
 	}
 	return nil
+}
+
+// invalidUTF8At returns the offset of the first byte of data that is not
+// part of valid UTF-8, or -1.
+func invalidUTF8At(data []byte) int {
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
 }
 
 // isJSONObject reports whether data is exactly one valid JSON object.

@@ -42,8 +42,23 @@ func (n *Node) runJanitor(ctx context.Context) {
 	}
 }
 
-// expireGateways expires every gateway past its deadline.
+// expiryAllowed reports whether this node may expire gateways now: only
+// once the backend has been reachable for a whole GatewayTTL, as its probes
+// saw it. Deadlines are absolute: a gateway's heartbeats fail while the
+// backend is unreachable, so after an outage longer than the TTL every
+// deadline has passed, though the gateways were alive. Waiting one TTL after
+// the outage gives each of them a full TTL of heartbeats to refresh its
+// deadline; the gateways that did not were gone.
+func (n *Node) expiryAllowed() bool {
+	return n.probe.reachableFor(n.cfg.Clock.Now()) >= n.cfg.GatewayTTL
+}
+
+// expireGateways expires every gateway past its deadline, unless expiry is
+// not allowed yet (expiryAllowed).
 func (n *Node) expireGateways(ctx context.Context) error {
+	if !n.expiryAllowed() {
+		return nil
+	}
 	gone, err := n.backend.Subscriptions.Expired(ctx, n.cfg.Clock.Now())
 	if err != nil {
 		return err
@@ -66,7 +81,7 @@ func (n *Node) expireIfExpired(ctx context.Context, gw string) error {
 	}
 	defer unlock()
 	gone, err := n.backend.Subscriptions.Expired(ctx, n.cfg.Clock.Now())
-	if err != nil || !slices.Contains(gone, gw) {
+	if err != nil || !slices.Contains(gone, gw) || !n.expiryAllowed() {
 		return err
 	}
 	return n.expireGateway(ctx, gw, nil)
@@ -103,22 +118,32 @@ func (n *Node) lockGateway(ctx context.Context, gw string) (unlock func(), err e
 
 // expireGateway announces gw's expiry to every partition (a GatewayExpired
 // control entry, so each owner drops its subscriptions in log order), then
-// forgets its subscriptions and deletes its outbox, and closes its local
+// forgets its subscriptions, retires its outbox, and closes its local
 // session unless it is except. The caller holds gw's expiry lock.
+//
+// Retiring the outbox at the announcements' positions is what keeps the
+// expiry from being silently undone: an owner still behind in its log
+// routes events of before the announcement to gw, and the outbox drops
+// them; and every cursor the gateway was given before is recognised as
+// expired when it comes back (register.go).
 func (n *Node) expireGateway(ctx context.Context, gw string, except *session) error {
-	n.log.Info("gateway expired: no heartbeat within ttl", "gateway", gw, "ttl", n.cfg.GatewayTTL)
 	entry := &streamerv1.LogEntry{Entry: &streamerv1.LogEntry_GatewayExpired{GatewayExpired: &streamerv1.GatewayExpired{GatewayId: gw}}}
+	fences := make(map[int]string, n.cfg.Partitions)
 	for p := range n.cfg.Partitions {
-		if err := n.appendControl(ctx, p, entry); err != nil {
+		pos, err := n.appendControlAt(ctx, p, entry)
+		if err != nil {
 			return err
 		}
+		fences[p] = pos
 	}
 	if err := n.backend.Subscriptions.Forget(ctx, gw); err != nil {
 		return err
 	}
-	if err := n.backend.Outboxes.Delete(ctx, gw); err != nil {
+	retired, err := n.backend.Outboxes.Retire(ctx, gw, fences)
+	if err != nil {
 		return err
 	}
+	n.log.Info("gateway expired: no heartbeat within ttl; subscriptions dropped, outbox retired", "gateway", gw, "ttl", n.cfg.GatewayTTL, "retired_at", retired)
 	n.sessions.closeGatewayExcept(gw, except, streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE,
 		"streamer: gateway "+gw+" expired (no heartbeat within "+n.cfg.GatewayTTL.String()+") and its subscriptions were dropped: register again and subscribe again")
 	return nil

@@ -16,14 +16,30 @@ const statsEvery = 5
 
 // probeState is the outcome of the last backend probe.
 type probeState struct {
-	mu  sync.Mutex
-	err error // nil when the last probe succeeded
+	mu    sync.Mutex
+	err   error     // nil when the last probe succeeded
+	since time.Time // when the backend became reachable, as the probes saw it
 }
 
-func (s *probeState) set(err error) {
+// set records a probe's outcome at now.
+func (s *probeState) set(err error, now time.Time) {
 	s.mu.Lock()
+	if err == nil && s.err != nil {
+		s.since = now
+	}
 	s.err = err
 	s.mu.Unlock()
+}
+
+// reachableFor reports for how long, as of now, the backend has been
+// reachable without a failed probe; 0 while it is not.
+func (s *probeState) reachableFor(now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return 0
+	}
+	return now.Sub(s.since)
 }
 
 func (s *probeState) get() error {
@@ -64,7 +80,7 @@ func (n *Node) probeBackend(ctx context.Context) {
 		return
 	}
 	was := n.probe.get()
-	n.probe.set(err)
+	n.probe.set(err, n.cfg.Clock.Now())
 	if err != nil {
 		n.metrics.backendUp.Set(0)
 		n.metrics.backendProbeErrors.Inc()

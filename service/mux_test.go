@@ -41,6 +41,13 @@ func redisBackendOn(t *testing.T, partitions int, c clock.Clock) *store.Backend 
 func redisBackendAndServer(t *testing.T, partitions int, c clock.Clock) (*store.Backend, *redistest.Server) {
 	t.Helper()
 	srv := redistest.Start(t)
+	return redisBackendFor(t, srv, partitions, c), srv
+}
+
+// redisBackendFor is a Redis backend on srv, with the registries' deadlines
+// on c.
+func redisBackendFor(t *testing.T, srv *redistest.Server, partitions int, c clock.Clock) *store.Backend {
+	t.Helper()
 	b, err := redis.New(t.Context(), redis.Config{
 		URL: srv.URL(), Prefix: fmt.Sprintf("svc%d", redisPrefixes.Add(1)), Partitions: partitions, Logger: testLogger(), Clock: c,
 	})
@@ -48,7 +55,7 @@ func redisBackendAndServer(t *testing.T, partitions int, c clock.Clock) (*store.
 		t.Fatalf("redis.New: %v", err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	return b, srv
+	return b
 }
 
 // countingLog counts the single-partition reads a node makes.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -74,7 +75,7 @@ func New(cfg Config, backend *store.Backend) (*Node, error) {
 		n.pumps = newPumpMux(backend.MultiFetch, backend.Outboxes, pumpReadCount)
 	}
 	n.metrics = newMetrics(n)
-	n.probe.set(errNotProbed)
+	n.probe.set(errNotProbed, time.Time{})
 	for _, c := range cfg.Collectors {
 		if err := n.metrics.registry.Register(c); err != nil {
 			return nil, fmt.Errorf("service: registering Config.Collectors: %w", err)

@@ -50,47 +50,10 @@ func (s *session) register(ctx context.Context, reg *streamerv1.Register) (start
 		return "", errorf(streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED, "streamer: session superseded by a newer session of gateway %s", gw)
 	}
 
-	last, err := n.backend.Outboxes.Last(ctx, gw)
+	registered := &streamerv1.Registered{NodeId: n.cfg.NodeID, Ttl: durationpb.New(n.cfg.GatewayTTL)}
+	start, resync, err := s.resumePoint(ctx, cursor, registered)
 	if err != nil {
 		return "", unavailable("reading outbox", err)
-	}
-	registered := &streamerv1.Registered{NodeId: n.cfg.NodeID, Ttl: durationpb.New(n.cfg.GatewayTTL), Cursor: last}
-	var resync *streamerv1.Resync
-	switch {
-	case cursor == "":
-		start = last
-	default:
-		lost, err := n.backend.Outboxes.Lost(ctx, gw, cursor)
-		if err != nil {
-			return "", unavailable("checking outbox", err)
-		}
-		// A cursor beyond the newest entry ever appended comes from an
-		// outbox that was deleted since: the gateway expired.
-		reset := store.CompareIDs(cursor, last) > 0
-		if reset && last == "" && cursor == beginningCursor {
-			// "From the beginning" of an outbox that is empty: fine while the
-			// gateway still has its subscriptions; without them it either
-			// expired meanwhile or never subscribed, and a Resync is right or
-			// harmless.
-			subs, err := n.backend.Subscriptions.List(ctx, gw)
-			if err != nil {
-				return "", unavailable("reading subscriptions", err)
-			}
-			reset = len(subs) == 0
-		}
-		if !lost && !reset {
-			start, registered.Cursor, registered.Resumed = cursor, cursor, true
-			if cursor == beginningCursor && last == "" {
-				start, registered.Cursor = "", ""
-			}
-			break
-		}
-		reason := fmt.Sprintf("outbox entries after cursor %s were dropped before being acknowledged (outbox cap %d)", cursor, n.cfg.OutboxMaxLen)
-		if reset {
-			reason = fmt.Sprintf("the gateway's outbox no longer exists (its subscriptions expired after %v without a heartbeat): subscribe again", n.cfg.GatewayTTL)
-		}
-		start = last
-		resync = &streamerv1.Resync{Reason: reason, Cursor: last}
 	}
 	if start != "" && (registered.Resumed || resync != nil) {
 		// Everything up to start is handled or unreachable.
@@ -109,6 +72,68 @@ func (s *session) register(ctx context.Context, reg *streamerv1.Register) (start
 	}
 	s.log.Info("gateway session registered", "epoch", epoch, "cursor", start, "resumed", registered.Resumed, "resync", resync != nil)
 	return start, nil
+}
+
+// resumePoint decides where the session's deliveries start, from the
+// gateway's resume cursor: it sets registered's cursor and resumed flag and
+// returns the outbox position to deliver after, and the Resync to send
+// when the cursor cannot be honoured:
+//   - no cursor: after the newest entry, nothing to resume;
+//   - a cursor issued before the gateway's outbox was retired (the gateway
+//     expired since; the retirement is never forgotten): Resync, the
+//     subscriptions are gone;
+//   - a cursor beyond the newest entry ever appended, or "from the
+//     beginning" of an outbox never appended to of a gateway without
+//     subscriptions: the store lost them (Redis lost its data): Resync;
+//   - a cursor before entries the cap dropped: Resync;
+//   - otherwise resumed at the cursor.
+func (s *session) resumePoint(ctx context.Context, cursor string, registered *streamerv1.Registered) (start string, resync *streamerv1.Resync, err error) {
+	n, gw := s.n, s.gateway
+	last, err := n.backend.Outboxes.Last(ctx, gw)
+	if err != nil {
+		return "", nil, err
+	}
+	registered.Cursor = last
+	if cursor == "" {
+		return last, nil, nil
+	}
+	retired, err := n.backend.Outboxes.Retired(ctx, gw)
+	if err != nil {
+		return "", nil, err
+	}
+	lost, err := n.backend.Outboxes.Lost(ctx, gw, cursor)
+	if err != nil {
+		return "", nil, err
+	}
+	beyond := store.CompareIDs(cursor, last) > 0
+	if beyond && last == "" && cursor == beginningCursor {
+		// "From the beginning" of an outbox never appended to: fine while
+		// the gateway has its subscriptions; without them the store lost
+		// them, or it never subscribed and a Resync is harmless.
+		subs, err := n.backend.Subscriptions.List(ctx, gw)
+		if err != nil {
+			return "", nil, err
+		}
+		beyond = len(subs) == 0
+	}
+	reason := ""
+	switch {
+	case retired != "" && store.CompareIDs(cursor, retired) < 0:
+		reason = fmt.Sprintf("the gateway expired (no heartbeat within %v) after this cursor was issued: its subscriptions and undelivered events were dropped; subscribe again", n.cfg.GatewayTTL)
+	case beyond:
+		reason = "the gateway's outbox no longer holds this cursor's position (the store lost it): subscribe again"
+	case lost:
+		reason = fmt.Sprintf("outbox entries after cursor %s were dropped before being acknowledged (outbox cap %d)", cursor, n.cfg.OutboxMaxLen)
+	}
+	if reason != "" {
+		return last, &streamerv1.Resync{Reason: reason, Cursor: last}, nil
+	}
+	registered.Cursor, registered.Resumed = cursor, true
+	if cursor == beginningCursor && last == "" {
+		registered.Cursor = ""
+		return "", nil, nil
+	}
+	return cursor, nil, nil
 }
 
 // unregister releases the session record after the session ends.
@@ -158,6 +183,9 @@ func (s *session) refreshTTL(ctx context.Context, op func() error) (expired bool
 		return false, err
 	}
 	switch {
+	case slices.Contains(gone, s.gateway) && !n.expiryAllowed():
+		// Past its deadline only because the backend was unreachable (or
+		// just came back): alive, so refreshed below.
 	case slices.Contains(gone, s.gateway):
 		if err := n.expireGateway(ctx, s.gateway, s); err != nil {
 			return false, err

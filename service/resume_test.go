@@ -164,7 +164,7 @@ func TestGatewayExpiry(t *testing.T) {
 	waitFor(t, "two indexed subscriptions", func() bool { return h.node.indexedSubscriptions() == 2 })
 
 	// No heartbeat: the gateway expires, its session is closed, its
-	// subscriptions leave the store and the indexes, its outbox is deleted.
+	// subscriptions leave the store and the indexes, its outbox is retired.
 	ft.step(ttl - time.Second)
 	if h.node.indexedSubscriptions() != 2 {
 		t.Fatal("the gateway expired before its TTL")
@@ -182,18 +182,17 @@ func TestGatewayExpiry(t *testing.T) {
 	if expired, _ := h.backend.Subscriptions.Expired(ctx, ft.Now()); slices.Contains(expired, "gw-quiet") {
 		t.Fatalf("gateway still registered after expiry")
 	}
-	if last, _ := h.backend.Outboxes.Last(ctx, "gw-quiet"); last != "" {
-		t.Fatalf("outbox still exists, last = %q", last)
+	if retired, _ := h.backend.Outboxes.Retired(ctx, "gw-quiet"); store.CompareIDs(retired, cursor) <= 0 {
+		t.Fatalf("outbox retired at %q, want after the last cursor %q", retired, cursor)
 	}
+	h.wantOutboxLen("gw-quiet", 0)
 
 	// Events no longer reach it: a live gateway gets the event, the expired
 	// one's outbox stays empty.
 	live := h.watching("gw-live")
 	h.publish(event("e2", "t", "c", "d", opCreate, `{}`, ""))
 	live.matchesUntil("e2")
-	if last, _ := h.backend.Outboxes.Last(ctx, "gw-quiet"); last != "" {
-		t.Fatalf("expired gateway got an outbox entry %q", last)
-	}
+	h.wantOutboxLen("gw-quiet", 0)
 	live.close()
 
 	// Coming back with its old cursor, it is told to resync and resubscribe.
@@ -203,6 +202,109 @@ func TestGatewayExpiry(t *testing.T) {
 	}
 	if rs := g.next().GetResync(); rs == nil || !strings.Contains(rs.GetReason(), "subscribe again") {
 		t.Fatalf("want Resync after Registered, got %v", rs)
+	}
+}
+
+// wantOutboxLen fails unless gw's outbox holds n entries.
+func (h *harness) wantOutboxLen(gw string, n int64) {
+	h.t.Helper()
+	if got, err := h.backend.Outboxes.Len(context.Background(), gw); err != nil || got != n {
+		h.t.Fatalf("outbox of %s holds %d entries (%v), want %d", gw, got, err, n)
+	}
+}
+
+// expireQuietly registers gw with a subscription, delivers one event to it
+// and lets it expire without heartbeats; it returns the cursor and the log
+// position of that delivery.
+func expireQuietly(h *harness, ft *fakeTime, gw string, ttl time.Duration) (cursor string, match *streamerv1.EventMatch) {
+	h.t.Helper()
+	g := h.watching(gw)
+	h.publish(event("before-expiry", "t", "c", "d", opCreate, `{}`, ""))
+	d := g.delivery()
+	ft.stepUntil("the gateway expired", ttl/3, func() (bool, any) {
+		retired, err := h.backend.Outboxes.Retired(context.Background(), gw)
+		return err == nil && retired != "", retired
+	})
+	if e := g.endError(); !strings.Contains(e.GetMessage(), "expired") {
+		h.t.Fatalf("session error = %v, want the expiry", e)
+	}
+	return d.GetCursor(), d.GetMatches()[0]
+}
+
+// TestExpiredGatewayOutboxIsNotResumedAfterALateAppend: an owner still
+// behind in its log when a gateway expired routes an event of before the
+// expiry to it. The append is fenced off, and whatever is in the outbox, the
+// gateway coming back with its old cursor gets a Resync: the expiry
+// dropped its subscriptions. (The outbox used to be deleted: the late
+// append recreated it, and the old cursor resumed without a Resync.)
+func TestExpiredGatewayOutboxIsNotResumedAfterALateAppend(t *testing.T) {
+	const ttl = 30 * time.Second
+	ft := newFakeTime(t)
+	h := startNode(t, Config{GatewayTTL: ttl, LeaseTTL: time.Hour, Clock: ft}, memory.Config{Partitions: 2, Clock: ft})
+	ctx := context.Background()
+	cursor, m := expireQuietly(h, ft, "gw", ttl)
+
+	late := store.OutboxItem{Gateway: "gw", Payload: []byte("late"), Partition: int(m.GetEvent().GetPartition()), Position: m.GetEvent().GetPosition()}
+	ids, err := h.backend.Outboxes.Append(ctx, []store.OutboxItem{late})
+	if err != nil || ids[0] != "" {
+		t.Fatalf("late append of an event of before the expiry = %q, %v; want it dropped", ids, err)
+	}
+	h.wantOutboxLen("gw", 0)
+	// Even an entry that got in (the fence is not what decides) does not
+	// make the old cursor resumable.
+	late.Position = ""
+	if _, err := h.backend.Outboxes.Append(ctx, []store.OutboxItem{late}); err != nil {
+		t.Fatal(err)
+	}
+	g, reg := h.connect("gw", cursor)
+	if reg.GetResumed() {
+		t.Fatalf("Registered = %v, want resumed=false", reg)
+	}
+	if rs := g.next().GetResync(); rs == nil || !strings.Contains(rs.GetReason(), "expired") {
+		t.Fatalf("message after Registered = %v, want a Resync saying the gateway expired", rs)
+	}
+}
+
+// TestExpiredGatewayComesBackAndResumesItsNewIncarnation: after the Resync
+// of its expiry, a gateway subscribes again; its new cursors resume without
+// a Resync.
+func TestExpiredGatewayComesBackAndResumesItsNewIncarnation(t *testing.T) {
+	const ttl = 30 * time.Second
+	ft := newFakeTime(t)
+	h := startNode(t, Config{GatewayTTL: ttl, LeaseTTL: time.Hour, Clock: ft}, memory.Config{Partitions: 2, Clock: ft})
+	cursor, _ := expireQuietly(h, ft, "gw", ttl)
+	g, reg := h.connect("gw", cursor)
+	if rs := g.next().GetResync(); rs == nil || rs.GetCursor() != reg.GetCursor() {
+		t.Fatalf("after Registered %v: %v, want a Resync at its cursor", reg, rs)
+	}
+	g.watchAll()
+	h.publish(event("after-expiry", "t", "c", "d", opCreate, `{}`, ""))
+	next := g.delivery().GetCursor()
+	g.close()
+	h.publish(event("while-away", "t", "c", "d", opUpdate, `{}`, ""))
+	g, reg = h.connect("gw", next)
+	if !reg.GetResumed() {
+		t.Fatalf("Registered = %v, want resumed", reg)
+	}
+	if got := summary(g.matchesUntil("while-away")); !slices.Equal(got, []string{"while-away:UPDATE:s"}) {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// TestSessionOfAnExpiredGatewayIsToldItExpired: when another node's janitor
+// expired the gateway (its session record is gone), the session's next
+// heartbeat closes it as expired, which the client answers by registering
+// again; SUPERSEDED, which is final, is only for a newer session.
+func TestSessionOfAnExpiredGatewayIsToldItExpired(t *testing.T) {
+	h := startNode(t, Config{}, memory.Config{Partitions: 2})
+	g := h.watching("gw")
+	if err := h.backend.Subscriptions.Forget(context.Background(), "gw"); err != nil { // as a janitor elsewhere does
+		t.Fatal(err)
+	}
+	g.send(&streamerv1.GatewayMessage{Msg: &streamerv1.GatewayMessage_Heartbeat{Heartbeat: &streamerv1.Heartbeat{}}})
+	e := g.endError()
+	if e.GetCode() != streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !strings.Contains(e.GetMessage(), "expired") {
+		t.Fatalf("session error = %v, want UNAVAILABLE saying the gateway expired", e)
 	}
 }
 

@@ -32,11 +32,14 @@ type router struct {
 	ids  []string       // subscription ids of all matches, in routing order
 }
 
-// routedEvent is one routed event: its bytes as read, and the fields that
-// the node sets, which override the publisher's (wire.Event.AppendOverrides).
+// routedEvent is one routed event: its bytes as read, the fields that the
+// node sets, which override the publisher's (wire.Event.AppendOverrides),
+// and where it was read, which fences its outbox items (store.OutboxItem).
 type routedEvent struct {
 	raw                []byte
 	tailStart, tailEnd int // its overrides: router.tail[tailStart:tailEnd]
+	partition          int32
+	position           string
 }
 
 // gatewayOut is one gateway's matches of the read batch, split into batches.
@@ -45,6 +48,7 @@ type gatewayOut struct {
 	matches []matchRef // in event order
 	starts  []int      // index in matches of each batch's first match
 	size    int        // approximate bytes of the last batch
+	cut     bool       // the next match starts a new batch (see cut)
 }
 
 // matchRef is one EventMatch: an event, an effective operation, and the
@@ -89,14 +93,14 @@ func (r *router) add(ev *wire.Event, partition int32, position string, op match.
 	})
 	evi, start := len(r.evs), len(r.tail)
 	r.tail = ev.AppendOverrides(r.tail, partition, position, int32(op))
-	r.evs = append(r.evs, routedEvent{raw: ev.Raw, tailStart: start, tailEnd: len(r.tail)})
+	r.evs = append(r.evs, routedEvent{raw: ev.Raw, tailStart: start, tailEnd: len(r.tail), partition: partition, position: position})
 	evSize := len(ev.Document) + len(ev.Before) + 256
 	for i := 0; i < len(results); {
 		gw := results[i].Gateway
 		g := r.gateway(gw)
-		if len(g.starts) == 0 || (g.size > 0 && g.size+evSize > maxBatchBytes) {
+		if len(g.starts) == 0 || g.cut || (g.size > 0 && g.size+evSize > maxBatchBytes) {
 			g.starts = append(g.starts, len(g.matches))
-			g.size = 0
+			g.size, g.cut = 0, false
 		}
 		for i < len(results) && results[i].Gateway == gw {
 			m := matchRef{event: evi, op: results[i].Op, idStart: len(r.ids)}
@@ -108,6 +112,16 @@ func (r *router) add(ev *wire.Event, partition int32, position string, op match.
 			g.matches = append(g.matches, m)
 		}
 		g.size += evSize
+	}
+}
+
+// cut makes gw's next match start a new outbox batch: its expiry was
+// applied, so the matches before and after belong to different
+// incarnations of its outbox, which its fence tells apart by the position of
+// each batch's first event.
+func (r *router) cut(gw string) {
+	if i, ok := r.gws[gw]; ok {
+		r.out[i].cut = true
 	}
 }
 
@@ -146,7 +160,9 @@ func (r *router) items() []store.OutboxItem {
 			if j+1 < len(g.starts) {
 				end = g.starts[j+1]
 			}
-			items = append(items, store.OutboxItem{Gateway: g.gateway, Payload: r.encode(g.matches[start:end])})
+			first := &r.evs[g.matches[start].event]
+			items = append(items, store.OutboxItem{Gateway: g.gateway, Payload: r.encode(g.matches[start:end]),
+				Partition: int(first.partition), Position: first.position})
 		}
 	}
 	return items

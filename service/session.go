@@ -191,10 +191,7 @@ func (s *session) check(ctx context.Context) *streamerv1.Error {
 	if err != nil {
 		return nil
 	}
-	if node != n.cfg.NodeID || epoch != s.epoch {
-		return errorf(streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED, "streamer: session superseded by a newer session of gateway %s", s.gateway)
-	}
-	return nil
+	return s.notCurrent(node, epoch)
 }
 
 // next waits for the first message; nil with a nil error means the session

@@ -123,8 +123,8 @@ func (s *session) heartbeat(ctx context.Context, hb *streamerv1.Heartbeat) (*str
 	if err != nil {
 		return nil, unavailable("checking session", err)
 	}
-	if node != n.cfg.NodeID || epoch != s.epoch {
-		return nil, errorf(streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED, "streamer: session superseded by a newer session of gateway %s", s.gateway)
+	if e := s.notCurrent(node, epoch); e != nil {
+		return nil, e
 	}
 	expired, err := s.refreshTTL(ctx, func() error { return n.backend.Subscriptions.Touch(ctx, s.gateway, n.cfg.GatewayTTL) })
 	if err != nil {
@@ -140,6 +140,22 @@ func (s *session) heartbeat(ctx context.Context, hb *streamerv1.Heartbeat) (*str
 		s.acked = ack
 	}
 	return &streamerv1.HeartbeatAck{Cursor: s.acked}, nil
+}
+
+// notCurrent returns the Error that closes this session when the session
+// record (node, epoch) is not its own, or nil: SUPERSEDED when a newer
+// session of the gateway holds it, the expiry error when there is none (the
+// gateway expired and a janitor forgot it): the gateway must then register
+// again, which is not final.
+func (s *session) notCurrent(node string, epoch int64) *streamerv1.Error {
+	switch {
+	case node == s.n.cfg.NodeID && epoch == s.epoch:
+		return nil
+	case node == "":
+		return s.expiredError()
+	default:
+		return errorf(streamerv1.ErrorCode_ERROR_CODE_SUPERSEDED, "streamer: session superseded by a newer session of gateway %s", s.gateway)
+	}
 }
 
 // expiredError is the Error that closes a session whose gateway expired.
@@ -232,10 +248,19 @@ func removedEntry(gw, id string, data []byte) *streamerv1.LogEntry {
 
 // appendControl appends a control entry to partition p.
 func (n *Node) appendControl(ctx context.Context, p int, e *streamerv1.LogEntry) error {
+	_, err := n.appendControlAt(ctx, p, e)
+	return err
+}
+
+// appendControlAt is appendControl returning the entry's position.
+func (n *Node) appendControlAt(ctx context.Context, p int, e *streamerv1.LogEntry) (string, error) {
 	payload, err := proto.Marshal(e)
 	if err != nil {
-		return err
+		return "", err
 	}
-	_, err = n.backend.Log.Append(ctx, p, payload)
-	return err
+	ids, err := n.backend.Log.Append(ctx, p, payload)
+	if err != nil {
+		return "", err
+	}
+	return ids[0], nil
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -396,6 +397,12 @@ func (r *protoConsumer) event(ce *streamerv1.ChangeEvent, id string) error {
 	op := match.Op(ce.GetOperation())
 	if op < match.Create || op > match.Delete {
 		return fmt.Errorf("%w: operation %v", errBadEvent, ce.GetOperation())
+	}
+	if op != match.Delete && len(ce.GetDocument()) == 0 {
+		return fmt.Errorf("%w: %v without document", errBadEvent, ce.GetOperation())
+	}
+	if !utf8.Valid(ce.GetDocument()) || !utf8.Valid(ce.GetBefore()) {
+		return fmt.Errorf("%w: document or before is not valid UTF-8", errBadEvent)
 	}
 	ev := &match.Event{Tenant: ce.GetTenant(), Collection: ce.GetCollection(), ID: ce.GetDocumentId(), Op: op, Changed: ce.GetChangedFields()}
 	var err error

@@ -11,6 +11,13 @@ type OutboxItem struct {
 	Gateway string
 	// Payload is the encoded delivery batch, opaque to the store.
 	Payload []byte
+	// Partition and Position say where the item's events were read in the
+	// event log: the partition and the position of its first event. They
+	// fence the item against the gateway's retirement (see Retire): Append
+	// drops an item whose Position is before the gateway's fence in
+	// Partition. Position "" leaves the item unfenced.
+	Partition int
+	Position  string
 }
 
 // Outboxes holds, per gateway, a stream of delivery batches (Redis: stream
@@ -33,7 +40,8 @@ type OutboxItem struct {
 type Outboxes interface {
 	// Append adds one entry per item, in order, possibly to many outboxes at
 	// once (pipelined in Redis), and returns their ids in the same order.
-	// Ids are strictly increasing per gateway. No items: no-op, (nil, nil).
+	// Ids are strictly increasing per gateway. An item fenced off by an
+	// earlier Retire is dropped; its id is "". No items: no-op, (nil, nil).
 	// If any item names no gateway nothing is appended.
 	Append(ctx context.Context, items []OutboxItem) ([]string, error)
 
@@ -82,10 +90,25 @@ type Outboxes interface {
 	// unknown gateway.
 	Len(ctx context.Context, gateway string) (int64, error)
 
-	// Delete removes gateway's outbox entirely, with its last and greatest
-	// deleted ids: afterwards Len is 0, Last is "" and Lost is false. Deleting
-	// an unknown outbox is a no-op. Reads waiting on it keep waiting.
-	Delete(ctx context.Context, gateway string) error
+	// Retire ends the outbox's incarnation when its gateway expires, so that
+	// nothing appended for the expired gateway can ever be delivered as if
+	// it were still the same stream:
+	//   - every entry is deleted, and the outbox moves past every id it ever
+	//     issued: Retire returns an id R greater than all of them, Last
+	//     returns R until the next append, later appends get ids > R, and
+	//     Lost(x) is true for every x < R: a cursor issued before the expiry
+	//     is always recognised (Retired tells why it was lost);
+	//   - fences[p] is where the gateway's expiry was announced in partition
+	//     p: from now on Append drops the items routed from p at a position
+	//     before it (matched for the expired incarnation by an owner still
+	//     behind in its log). Fences only move forward.
+	// A retirement is never forgotten (it costs a few keys per gateway id);
+	// retiring an unknown gateway's outbox records it all the same.
+	Retire(ctx context.Context, gateway string, fences map[int]string) (string, error)
+
+	// Retired returns the id that the gateway's latest Retire returned, or
+	// "" if its outbox was never retired.
+	Retired(ctx context.Context, gateway string) (string, error)
 }
 
 // OutboxFetch is one gateway's share of a MultiFetcher.FetchMany call: the

@@ -53,7 +53,9 @@ type Subscriptions interface {
 	// now (the caller's clock), sorted; empty when none.
 	Expired(ctx context.Context, now time.Time) ([]string, error)
 
-	// Forget deletes all of the gateway's subscriptions and its
-	// registration. Forgetting an unknown gateway is a no-op.
+	// Forget deletes all of the gateway's subscriptions, its registration
+	// and its session record (Sessions.Current returns "" afterwards; a
+	// later Claim still gets a greater epoch). Forgetting an unknown gateway
+	// is a no-op.
 	Forget(ctx context.Context, gateway string) error
 }

@@ -40,6 +40,7 @@ closes every connection ("gateway shutting down") and exits.`
 // gatewayOptions are gateway's flags.
 type gatewayOptions struct {
 	addr, listen, httpAddr                      string
+	dialTimeout                                 time.Duration
 	jwtSecret, jwksFile, jwtIssuer, jwtAudience string
 	jwtLeeway                                   time.Duration
 	noAuth                                      bool
@@ -55,6 +56,7 @@ type gatewayOptions struct {
 func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
 	o := &gatewayOptions{}
 	fs.StringVar(&o.addr, "addr", "localhost:7070", "`HOST:PORT` of a streamer node's gRPC listener (or a load balancer)")
+	fs.DurationVar(&o.dialTimeout, "dial-timeout", 30*time.Second, "how long to try reaching a node at start before exiting with the reason (later outages are retried forever, with /readyz 503)")
 	fs.StringVar(&o.listen, "listen", ":8080", "`address` of the public HTTP listener (/v1/ws, /v1/sse, demo page at /)")
 	fs.StringVar(&o.httpAddr, "http", ":8081", "`address` of the admin HTTP listener (/metrics, /healthz, /readyz)")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HS256 `key` of users' JWTs")
@@ -92,8 +94,8 @@ func (o *gatewayOptions) validate() error {
 	if modes != 1 {
 		return errors.New("give exactly one of --jwt-secret, --jwt-jwks-file and --insecure-no-auth")
 	}
-	if o.sendQueue <= 0 || o.maxSubs <= 0 || o.resumeBytes <= 0 || o.writeTimeout <= 0 || o.keepAlive <= 0 {
-		return errors.New("--send-queue, --max-subscriptions, --resume-buffer-bytes, --write-timeout and --keepalive must be positive")
+	if o.sendQueue <= 0 || o.maxSubs <= 0 || o.resumeBytes <= 0 || o.writeTimeout <= 0 || o.keepAlive <= 0 || o.dialTimeout <= 0 {
+		return errors.New("--send-queue, --max-subscriptions, --resume-buffer-bytes, --write-timeout, --keepalive and --dial-timeout must be positive")
 	}
 	return nil
 }
@@ -125,9 +127,14 @@ func runGateway(ctx context.Context, args []string, sio stdio) error {
 		logger.Warn("AUTHENTICATION DISABLED (--insecure-no-auth): anyone who can reach the listener reads every event of the tenant; development only",
 			"tenant", o.noAuthTenant, "listen", o.listen)
 	}
-	logger.Info("connecting to the streamer node", "addr", o.addr)
-	conn, err := client.Dial(ctx, o.addr, o.clientOptions(logger)...)
+	logger.Info("connecting to the streamer node", "addr", o.addr, "dial_timeout", o.dialTimeout)
+	dctx, cancel := context.WithTimeout(ctx, o.dialTimeout)
+	conn, err := client.Dial(dctx, o.addr, o.clientOptions(logger)...)
+	cancel()
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("no streamer node answered at %s within --dial-timeout %v: %w", o.addr, o.dialTimeout, err)
+		}
 		return err
 	}
 	defer conn.Close()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/streamerd/streamer/internal/testbin"
+	"github.com/streamerd/streamer/internal/testwait"
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
@@ -241,5 +243,79 @@ func TestGatewayEndToEnd(t *testing.T) {
 	}
 	if err := <-closed; websocket.CloseStatus(err) != websocket.StatusGoingAway {
 		t.Fatalf("websocket ended with %v, want 1001", err)
+	}
+}
+
+// TestGatewayReadinessFollowsTheNode: /readyz answers 503 once the node
+// behind the gateway is gone (killed), not only when the gateway stops.
+func TestGatewayReadinessFollowsTheNode(t *testing.T) {
+	node := startServe(t, testbin.Streamer(t), nil, "--partitions", "2")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := &syncBuffer{listening: make(chan map[string]any, 1)}
+	done := make(chan error, 1)
+	go func() {
+		done <- runGateway(ctx, []string{"--addr", node.grpcAddr, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+			"--log-format", "json", "--insecure-no-auth", "--insecure-tenant", "t"},
+			stdio{in: strings.NewReader(""), out: io.Discard, err: stderr})
+	}()
+	var rec map[string]any
+	select {
+	case rec = <-stderr.listening:
+	case err := <-done:
+		t.Fatalf("gateway ended before listening: %v\n%s", err, stderr)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("gateway did not log listening\n%s", stderr)
+	}
+	admin, _ := rec["http_addr"].(string)
+	readyz := func() (int, string) {
+		r, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return r.StatusCode, string(b)
+	}
+	if code, body := readyz(); code != http.StatusOK {
+		t.Fatalf("/readyz with its node up: %d %q", code, body)
+	}
+	if err := node.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	var body string
+	testwait.For(t, "/readyz 503 after the node was killed", func() bool {
+		var code int
+		code, body = readyz()
+		return code == http.StatusServiceUnavailable
+	})
+	if !strings.Contains(body, "no session with a streamer node") {
+		t.Errorf("/readyz body %q does not say why", body)
+	}
+	cancel()
+	<-done
+}
+
+// TestUnreachableNodeFailsFast: a gateway and a watch pointed at an address
+// where no node listens give up after --dial-timeout with the reason,
+// instead of retrying silently forever.
+func TestUnreachableNodeFailsFast(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	stderr := &syncBuffer{listening: make(chan map[string]any, 1)}
+	err = runGateway(t.Context(), []string{"--addr", addr, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+		"--insecure-no-auth", "--insecure-tenant", "t", "--dial-timeout", "500ms"},
+		stdio{in: strings.NewReader(""), out: io.Discard, err: stderr})
+	if err == nil || !strings.Contains(err.Error(), "no streamer node answered at "+addr+" within --dial-timeout 500ms") ||
+		!strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("gateway: %v, want the dial timeout with the last error", err)
+	}
+	r := runCLI(t, testbin.Streamer(t), "", nil, "watch", "--addr", addr, "--collection", "c", "--dial-timeout", "500ms")
+	if r.code != 1 || !strings.Contains(r.stderr, "no streamer node answered at "+addr) {
+		t.Errorf("watch: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

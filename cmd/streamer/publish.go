@@ -9,6 +9,8 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/streamerd/streamer/client"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
@@ -35,7 +37,7 @@ func runPublish(ctx context.Context, args []string, sio stdio) error {
 	fs := newFlagSet("publish", publishSynopsis, sio)
 	addr := fs.String("addr", "localhost:7070", "`HOST:PORT` of a node's gRPC listener")
 	token := fs.String("auth-token", "", "bearer `token` the node requires")
-	batch := fs.Int("batch", 500, "events per Publish call")
+	batch := fs.Int("batch", 500, "most events per Publish call (calls are also cut at 4 MiB)")
 	useTLS := fs.Bool("tls", false, "connect with TLS (system roots) instead of plaintext")
 	timeout := fs.Duration("timeout", 30*time.Second, "`limit` of each Publish call")
 	if err := parseFlagsEnv(fs, args); err != nil {
@@ -111,13 +113,23 @@ type publisher struct {
 
 	events []*streamerv1.ChangeEvent
 	lines  []int // input line of each event
+	size   int   // encoded bytes of events
 
 	published, rejected, invalid int
 }
 
 func (p *publisher) add(ctx context.Context, ev *streamerv1.ChangeEvent, line int) error {
+	// Batches are cut by count and by bytes; an event too large for one
+	// call goes alone and is refused by itself (client.Publisher).
+	n := proto.Size(ev)
+	if len(p.events) > 0 && p.size+n > client.MaxPublishBytes {
+		if err := p.flush(ctx); err != nil {
+			return err
+		}
+	}
 	p.events = append(p.events, ev)
 	p.lines = append(p.lines, line)
+	p.size += n
 	if len(p.events) >= p.max {
 		return p.flush(ctx)
 	}
@@ -142,7 +154,7 @@ func (p *publisher) flush(ctx context.Context) error {
 		}
 		p.published++
 	}
-	p.events, p.lines = p.events[:0], p.lines[:0]
+	p.events, p.lines, p.size = p.events[:0], p.lines[:0], 0
 	return nil
 }
 

@@ -46,6 +46,7 @@ func runWatch(ctx context.Context, args []string, sio stdio) error {
 	cel := fs.String("cel", "", "watch the documents for which this CEL `expression` (over doc and id) is true")
 	count := fs.Int("count", 0, "exit after this many events (0: until interrupted)")
 	timeout := fs.Duration("timeout", 0, "fail after this `duration` (0: no limit)")
+	dialTimeout := fs.Duration("dial-timeout", 10*time.Second, "fail if no node answers within this `duration` at start")
 	token := fs.String("auth-token", "", "bearer `token` the node requires")
 	gatewayID := fs.String("gateway-id", "", "gateway `id` to register as (default: a random one)")
 	subID := fs.String("sub-id", "watch", "subscription `id` (printed in \"subscribed <id>\" and in each line's subs)")
@@ -60,8 +61,8 @@ func runWatch(ctx context.Context, args []string, sio stdio) error {
 	if *collection == "" {
 		return usage("--collection is required")
 	}
-	if *count < 0 || *timeout < 0 {
-		return usage("--count and --timeout must not be negative")
+	if *count < 0 || *timeout < 0 || *dialTimeout <= 0 {
+		return usage("--count and --timeout must not be negative, --dial-timeout must be positive")
 	}
 	if *subID == "" {
 		return usage("--sub-id must not be empty")
@@ -103,8 +104,13 @@ func runWatch(ctx context.Context, args []string, sio stdio) error {
 		opts = append(opts, client.WithGatewayID(*gatewayID))
 	}
 	w := &watcher{sio: sio, want: *count, timeout: *timeout}
-	conn, err := client.Dial(ctx, *addr, opts...)
+	dctx, cancel := context.WithTimeout(ctx, *dialTimeout)
+	conn, err := client.Dial(dctx, *addr, opts...)
+	cancel()
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("no streamer node answered at %s within --dial-timeout %v: %w", *addr, *dialTimeout, err)
+		}
 		return w.ctxErr(ctx, err)
 	}
 	defer w.close(conn, *subID)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -204,8 +205,28 @@ func TestPublishWatchBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("publish cuts batches by bytes and refuses an event too large alone", func(t *testing.T) {
+		var lines []string
+		big := strings.Repeat("x", 900<<10) // 6 of them are more than one call takes
+		for i := range 6 {
+			lines = append(lines, fmt.Sprintf(`{"event_id":"big%d","collection":"c","id":"d","op":"create","doc":{"s":%q}}`, i, big))
+			if i == 2 {
+				lines = append(lines, fmt.Sprintf(`{"event_id":"huge","collection":"c","id":"d","op":"create","doc":{"s":%q}}`, strings.Repeat("y", 5<<20)))
+			}
+		}
+		r := runCLI(t, exe, strings.Join(lines, "\n"), auth, "publish", "--addr", addr)
+		if r.code != 1 {
+			t.Fatalf("exit %d, want 1; stderr %q", r.code, r.stderr)
+		}
+		for _, want := range []string{`line 4: event "huge" rejected: ERROR_CODE_TOO_LARGE`, "6 events published, 1 rejected, 0 invalid lines"} {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+			}
+		}
+	})
+
 	t.Run("publish without the token is refused", func(t *testing.T) {
-		r := runCLI(t, exe, `{"collection":"c","id":"d","op":"create"}`, nil, "publish", "--addr", addr)
+		r := runCLI(t, exe, `{"collection":"c","id":"d","op":"create","doc":{}}`, nil, "publish", "--addr", addr)
 		if r.code != 1 || !strings.Contains(r.stderr, "unauthenticated") {
 			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 		}

@@ -61,14 +61,15 @@ func New(cfg Config) *store.Backend {
 	outboxes := newOutboxes(life, cfg.OutboxMaxLen)
 	log := newEventLog(life, cfg.Partitions, cfg.MaxLen)
 	log.outboxes = outboxes
+	sessions := newSessions(life)
 	return &store.Backend{
 		Log:           log,
 		Router:        log,
-		Subscriptions: newSubscriptions(life),
+		Subscriptions: newSubscriptions(life, sessions),
 		Outboxes:      outboxes,
 		Leases:        newLeases(life, cfg.Partitions),
 		Nodes:         newNodes(life),
-		Sessions:      newSessions(life),
+		Sessions:      sessions,
 		Checkpoints:   newCheckpoints(life),
 		Locks:         newLocks(life),
 		Close:         life.close,

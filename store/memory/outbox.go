@@ -18,6 +18,23 @@ type Outboxes struct {
 	mu      sync.Mutex
 	streams map[string]*stream[[]byte]
 	waiting map[string]*waiters // gateways with blocked Reads; removed when none is left
+	retired map[string]retirement
+}
+
+// retirement is what Retire leaves of a gateway's outbox incarnation.
+type retirement struct {
+	at     streamID         // the id Retire returned
+	fences map[int]streamID // partition → first position of the next incarnation
+}
+
+// fenced reports whether an item routed from partition p at position pos
+// belongs to a retired incarnation.
+func (r retirement) fenced(p int, pos string) bool {
+	if pos == "" || r.fences == nil {
+		return false
+	}
+	id, err := parseCursor(pos)
+	return err == nil && id.compare(r.fences[p]) < 0
 }
 
 var _ store.Outboxes = (*Outboxes)(nil)
@@ -34,6 +51,7 @@ func newOutboxes(life *lifecycle, maxLen int64) *Outboxes {
 		maxLen:  maxLen,
 		streams: map[string]*stream[[]byte]{},
 		waiting: map[string]*waiters{},
+		retired: map[string]retirement{},
 	}
 }
 
@@ -47,6 +65,11 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 		if err := needName("gateway", it.Gateway); err != nil {
 			return nil, fmt.Errorf("memory: outbox item %d: %w", i, err)
 		}
+		if it.Position != "" {
+			if _, err := parseCursor(it.Position); err != nil {
+				return nil, fmt.Errorf("memory: outbox item %d: position: %w", i, err)
+			}
+		}
 		copies[i] = clone(it.Payload)
 	}
 	ids := make([]string, len(items))
@@ -54,6 +77,9 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for i, it := range items {
+		if o.retired[it.Gateway].fenced(it.Partition, it.Position) {
+			continue
+		}
 		s := o.streams[it.Gateway]
 		if s == nil {
 			s = &stream[[]byte]{}
@@ -190,15 +216,54 @@ func (o *Outboxes) Len(ctx context.Context, gateway string) (int64, error) {
 	return 0, nil
 }
 
-// Delete implements store.Outboxes.
-func (o *Outboxes) Delete(ctx context.Context, gateway string) error {
-	if _, err := o.args(ctx, "delete", gateway, ""); err != nil {
-		return err
+// Retire implements store.Outboxes.
+func (o *Outboxes) Retire(ctx context.Context, gateway string, fences map[int]string) (string, error) {
+	if _, err := o.args(ctx, "retire", gateway, ""); err != nil {
+		return "", err
+	}
+	parsed := make(map[int]streamID, len(fences))
+	for p, pos := range fences {
+		id, err := parseCursor(pos)
+		if err != nil {
+			return "", fmt.Errorf("memory: outbox retire %s: fence of partition %d: %w", gateway, p, err)
+		}
+		parsed[p] = id
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	delete(o.streams, gateway)
-	return nil
+	s := o.streams[gateway]
+	if s == nil {
+		s = &stream[[]byte]{}
+		o.streams[gateway] = s
+	}
+	// An id past every issued one, the way Redis would generate it now.
+	s.add(nil, time.Now())
+	s.drop(len(s.entries))
+	r := o.retired[gateway]
+	r.at = s.last
+	if r.fences == nil {
+		r.fences = map[int]streamID{}
+	}
+	for p, id := range parsed {
+		if id.compare(r.fences[p]) > 0 {
+			r.fences[p] = id
+		}
+	}
+	o.retired[gateway] = r
+	return r.at.String(), nil
+}
+
+// Retired implements store.Outboxes.
+func (o *Outboxes) Retired(ctx context.Context, gateway string) (string, error) {
+	if _, err := o.args(ctx, "read retirement of", gateway, ""); err != nil {
+		return "", err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if r, ok := o.retired[gateway]; ok {
+		return r.at.String(), nil
+	}
+	return "", nil
 }
 
 // args runs the checks every method starts with and parses cursor.

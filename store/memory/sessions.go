@@ -83,3 +83,10 @@ func (s *Sessions) args(ctx context.Context, gateway string, node ...string) err
 	}
 	return nil
 }
+
+// forget drops gateway's session record (Subscriptions.Forget).
+func (s *Sessions) forget(gateway string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.holders, gateway)
+}

@@ -12,7 +12,8 @@ import (
 
 // Subscriptions is the memory store.Subscriptions. Obtain it from New.
 type Subscriptions struct {
-	life *lifecycle
+	life     *lifecycle
+	sessions *Sessions // whose records Forget drops too
 
 	mu       sync.Mutex
 	gateways map[string]*gatewaySubs // registered gateways, until Forget
@@ -26,8 +27,8 @@ type gatewaySubs struct {
 	subs     map[string][]byte // nil once the deadline has passed (the hash expired)
 }
 
-func newSubscriptions(life *lifecycle) *Subscriptions {
-	return &Subscriptions{life: life, gateways: map[string]*gatewaySubs{}}
+func newSubscriptions(life *lifecycle, sessions *Sessions) *Subscriptions {
+	return &Subscriptions{life: life, sessions: sessions, gateways: map[string]*gatewaySubs{}}
 }
 
 // live returns gateway's subscriptions, nil when it is unknown or expired;
@@ -159,8 +160,9 @@ func (s *Subscriptions) Forget(ctx context.Context, gateway string) error {
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	delete(s.gateways, gateway)
+	s.mu.Unlock()
+	s.sessions.forget(gateway)
 	return nil
 }
 

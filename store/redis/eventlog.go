@@ -353,14 +353,14 @@ func (l *EventLog) xreadgroup(ctx context.Context, pipe goredis.Pipeliner, consu
 // normalised acknowledgements are acks: items grouped by gateway, in order
 // of first appearance, each gateway's in item order.
 func (l *EventLog) routeArgs(routes []store.PartitionRoute, acks [][]string) ([]string, []any) {
-	order, byGateway := []string{}, map[string][][]byte{}
+	order, byGateway := []string{}, map[string][]store.OutboxItem{}
 	nitems, nacks, nparts := 0, 0, 0
 	for i, r := range routes {
 		for _, it := range r.Items {
 			if _, ok := byGateway[it.Gateway]; !ok {
 				order = append(order, it.Gateway)
 			}
-			byGateway[it.Gateway] = append(byGateway[it.Gateway], it.Payload)
+			byGateway[it.Gateway] = append(byGateway[it.Gateway], it)
 		}
 		nitems += len(r.Items)
 		nacks += len(acks[i])
@@ -368,8 +368,8 @@ func (l *EventLog) routeArgs(routes []store.PartitionRoute, acks [][]string) ([]
 			nparts++
 		}
 	}
-	keys := make([]string, 0, nparts+2*len(order))
-	args := make([]any, 0, 3+nparts+nacks+len(order)+nitems)
+	keys := make([]string, 0, nparts+3*len(order))
+	args := make([]any, 0, 3+nparts+nacks+len(order)+3*nitems)
 	args = append(args, store.Group, l.c.outboxMaxLen, nparts)
 	for i, r := range routes {
 		if len(acks[i]) == 0 {
@@ -382,11 +382,11 @@ func (l *EventLog) routeArgs(routes []store.PartitionRoute, acks [][]string) ([]
 		}
 	}
 	for _, gw := range order {
-		out, outdel := l.c.outbox(gw)
-		keys = append(keys, out, outdel)
+		k := l.c.outbox(gw)
+		keys = append(keys, k[:]...)
 		args = append(args, len(byGateway[gw]))
-		for _, pl := range byGateway[gw] {
-			args = append(args, pl)
+		for _, it := range byGateway[gw] {
+			args = appendItemArgs(args, it)
 		}
 	}
 	return keys, args

@@ -133,7 +133,7 @@ func TestScriptCacheFlushed(t *testing.T) {
 	}
 }
 
-func TestOutboxReadKeepsWaitingAcrossDelete(t *testing.T) {
+func TestOutboxReadKeepsWaitingAcrossRetire(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := t.Context()
 	b, _ := newBackend(t, srv, redis.Config{})
@@ -153,20 +153,20 @@ func TestOutboxReadKeepsWaitingAcrossDelete(t *testing.T) {
 		res <- got
 	}()
 	waitBlocked(t, srv, 1)
-	if err := b.Outboxes.Delete(ctx, "g"); err != nil {
+	if _, err := b.Outboxes.Retire(ctx, "g", nil); err != nil {
 		t.Fatal(err)
 	}
-	// The read goes on blocking on the deleted stream: wait for its next
-	// block slice, an XREAD sent after the Delete.
-	afterDelete := commandCalls(t, srv, "xread")
-	testwait.For(t, "an XREAD after the Delete", func() bool { return commandCalls(t, srv, "xread") > afterDelete })
+	// The read goes on blocking on the retired stream: wait for its next
+	// block slice, an XREAD sent after the Retire.
+	afterRetire := commandCalls(t, srv, "xread")
+	testwait.For(t, "an XREAD after the Retire", func() bool { return commandCalls(t, srv, "xread") > afterRetire })
 	waitBlocked(t, srv, 1)
 	ids, err := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "g", Payload: []byte("new")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := <-res; len(got) != 1 || got[0].ID != ids[0] {
-		t.Errorf("Read across Delete = %v, want the entry %s appended after it", got, ids[0])
+		t.Errorf("Read across Retire = %v, want the entry %s appended after it", got, ids[0])
 	}
 }
 

@@ -15,6 +15,7 @@ import "strconv"
 //	stm:{gw:G}:subs          hash: gateway G's subscriptions (PEXPIREAT deadline)
 //	stm:{gw:G}:out           stream: gateway G's outbox
 //	stm:{gw:G}:outdel        string: greatest id deleted from G's outbox
+//	stm:{gw:G}:outfence      hash: G's outbox retirement: "r" its id, "N" partition N's fence
 //	stm:{gw:G}:session       string: "<epoch>:<node>" of G's session
 //	stm:gateways             zset: gateways by heartbeat deadline (ms)
 //	stm:{lock:NAME}          string: holder of lock NAME (PX ttl)
@@ -48,6 +49,11 @@ func (k Keys) Outbox(gateway string) string { return k.gateway(gateway) + ":out"
 // OutboxDeleted records the greatest id ever deleted from gateway's outbox
 // (by the cap or by a trim), which Lost compares cursors with.
 func (k Keys) OutboxDeleted(gateway string) string { return k.gateway(gateway) + ":outdel" }
+
+// OutboxFence records gateway's outbox retirement (Outboxes.Retire): field
+// "r" is the id the latest Retire returned, field "N" the fence of
+// partition N, before which Append drops the items routed from N.
+func (k Keys) OutboxFence(gateway string) string { return k.gateway(gateway) + ":outfence" }
 
 // Session is gateway's session record.
 func (k Keys) Session(gateway string) string { return k.gateway(gateway) + ":session" }

@@ -24,9 +24,9 @@ var _ store.Outboxes = (*Outboxes)(nil)
 
 // outboxBatch is the items of one gateway in one Append.
 type outboxBatch struct {
-	keys  []string // outbox, outdel
+	keys  []string // outbox, outdel, outfence
 	index []int    // positions of the items in Append's argument
-	args  []any    // cap, then payloads
+	args  []any    // cap, the number of items, then each item's (appendItemArgs)
 	cmd   *goredis.Cmd
 }
 
@@ -48,12 +48,15 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 	for i, it := range items {
 		b := byGateway[it.Gateway]
 		if b == nil {
-			b = &outboxBatch{keys: o.keys(it.Gateway), args: []any{o.c.outboxMaxLen}}
+			b = &outboxBatch{keys: o.keys(it.Gateway), args: []any{o.c.outboxMaxLen, 0}}
 			byGateway[it.Gateway] = b
 			batches = append(batches, b)
 		}
 		b.index = append(b.index, i)
-		b.args = append(b.args, it.Payload)
+		b.args = appendItemArgs(b.args, it)
+	}
+	for _, b := range batches {
+		b.args[1] = len(b.index)
 	}
 
 	if len(batches) == 1 {
@@ -88,17 +91,28 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 	return ids, nil
 }
 
-// keys returns gateway's outbox stream and its outdel key.
+// keys returns gateway's outbox keys as the scripts take them.
 func (o *Outboxes) keys(gateway string) []string {
-	out, outdel := o.c.outbox(gateway)
-	return []string{out, outdel}
+	k := o.c.outbox(gateway)
+	return k[:]
 }
 
-// checkItems refuses items naming no gateway.
+// appendItemArgs appends an item's arguments of append_items (scripts.go):
+// its partition, position and payload.
+func appendItemArgs(args []any, it store.OutboxItem) []any {
+	return append(args, it.Partition, it.Position, it.Payload)
+}
+
+// checkItems refuses items naming no gateway or with a malformed position.
 func checkItems(items []store.OutboxItem) error {
 	for i, it := range items {
 		if it.Gateway == "" {
 			return fmt.Errorf("%w: item %d names no gateway", store.ErrInvalid, i)
+		}
+		if it.Position != "" {
+			if id, err := normID(it.Position); err != nil || id != it.Position {
+				return fmt.Errorf("%w: item %d: position %q is not a full stream id", store.ErrBadID, i, it.Position)
+			}
 		}
 	}
 	return nil
@@ -127,7 +141,8 @@ func (o *Outboxes) read(ctx context.Context, op, gateway, after string, count in
 	if err != nil {
 		return nil, false, err
 	}
-	keys := o.keys(gateway)
+	k := o.c.outbox(gateway)
+	keys := []string{k.out(), k.outdel()}
 	lost := false
 	got, err := o.c.poll(ctx, block, func(block time.Duration) ([]store.Entry, error) {
 		if !check {
@@ -172,7 +187,8 @@ func (o *Outboxes) FetchMany(ctx context.Context, fetches []store.OutboxFetch, c
 		if err != nil {
 			return err
 		}
-		out, outdel := o.c.outbox(f.Gateway)
+		k := o.c.outbox(f.Gateway)
+		out, outdel := k.out(), k.outdel()
 		if _, dup := index[out]; dup {
 			return fmt.Errorf("%w: gateway %q named twice", store.ErrInvalid, f.Gateway)
 		}
@@ -292,7 +308,7 @@ func (o *Outboxes) Last(ctx context.Context, gateway string) (string, error) {
 	if err := required("gateway", gateway); err != nil {
 		return "", err
 	}
-	last, err := scriptOutboxLast.Run(ctx, o.c.client, []string{o.keys(gateway)[0]}).Text()
+	last, err := scriptOutboxLast.Run(ctx, o.c.client, []string{o.c.outbox(gateway).out()}).Text()
 	if err = ignoreNil(err); err != nil {
 		return "", o.c.fail(ctx, "outbox last", err)
 	}
@@ -314,7 +330,7 @@ func (o *Outboxes) Lost(ctx context.Context, gateway, after string) (bool, error
 	if err != nil {
 		return false, err
 	}
-	lost, err := deletedAfter(o.c.client.Get(ctx, o.keys(gateway)[1]), after)
+	lost, err := deletedAfter(o.c.client.Get(ctx, o.c.outbox(gateway).outdel()), after)
 	if err != nil {
 		return false, o.c.fail(ctx, "outbox lost", err)
 	}
@@ -329,25 +345,49 @@ func (o *Outboxes) Len(ctx context.Context, gateway string) (int64, error) {
 	if err := required("gateway", gateway); err != nil {
 		return 0, err
 	}
-	n, err := o.c.client.XLen(ctx, o.keys(gateway)[0]).Result()
+	n, err := o.c.client.XLen(ctx, o.c.outbox(gateway).out()).Result()
 	if err != nil {
 		return 0, o.c.fail(ctx, "outbox len", err)
 	}
 	return n, nil
 }
 
-// Delete is DEL of the stream (which forgets its last id) and of outdel.
-func (o *Outboxes) Delete(ctx context.Context, gateway string) error {
+// Retire runs scriptOutboxRetire.
+func (o *Outboxes) Retire(ctx context.Context, gateway string, fences map[int]string) (string, error) {
 	if err := o.c.begin(ctx); err != nil {
-		return err
+		return "", err
 	}
 	if err := required("gateway", gateway); err != nil {
-		return err
+		return "", err
 	}
-	if err := o.c.client.Del(ctx, o.keys(gateway)...).Err(); err != nil {
-		return o.c.fail(ctx, "outbox delete", err)
+	args := make([]any, 0, 2*len(fences))
+	for p, pos := range fences {
+		id, err := normID(pos)
+		if err != nil {
+			return "", fmt.Errorf("outbox retire %s: fence of partition %d: %w", gateway, p, err)
+		}
+		args = append(args, p, id)
 	}
-	return nil
+	r, err := scriptOutboxRetire.Run(ctx, o.c.client, o.keys(gateway), args...).Text()
+	if err != nil {
+		return "", o.c.fail(ctx, "outbox retire", err)
+	}
+	return r, nil
+}
+
+// Retired is HGET of the retirement hash's field r.
+func (o *Outboxes) Retired(ctx context.Context, gateway string) (string, error) {
+	if err := o.c.begin(ctx); err != nil {
+		return "", err
+	}
+	if err := required("gateway", gateway); err != nil {
+		return "", err
+	}
+	r, err := o.c.client.HGet(ctx, o.c.outbox(gateway).fence(), "r").Result()
+	if err = ignoreNil(err); err != nil {
+		return "", o.c.fail(ctx, "outbox retired", err)
+	}
+	return r, nil
 }
 
 // cursor validates an outbox cursor: "" means "0-0".

@@ -254,7 +254,7 @@ type core struct {
 	oneNode bool
 
 	outboxKeysMu sync.Mutex
-	outboxKeys   map[string][2]string // gateway → outbox, outdel; see outbox
+	outboxKeys   map[string]outboxKeys // gateway → outbox, outdel; see outbox
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -263,22 +263,30 @@ type core struct {
 // maxCachedGateways bounds core.outboxKeys: past it the cache starts over.
 const maxCachedGateways = 4096
 
-// outbox returns gateway's outbox stream and outdel keys, built once per
-// gateway (every round of the read multiplexer and every Fetch needs them)
-// from a bounded cache.
-func (c *core) outbox(gateway string) (out, outdel string) {
+// outbox returns gateway's outbox keys (stream, outdel, outfence), built
+// once per gateway (every round of the read multiplexer and every Fetch
+// needs them) from a bounded cache.
+func (c *core) outbox(gateway string) outboxKeys {
 	c.outboxKeysMu.Lock()
 	defer c.outboxKeysMu.Unlock()
 	if k, ok := c.outboxKeys[gateway]; ok {
-		return k[0], k[1]
+		return k
 	}
 	if c.outboxKeys == nil || len(c.outboxKeys) >= maxCachedGateways {
-		c.outboxKeys = make(map[string][2]string)
+		c.outboxKeys = make(map[string]outboxKeys)
 	}
-	k := [2]string{c.keys.Outbox(gateway), c.keys.OutboxDeleted(gateway)}
+	k := outboxKeys{c.keys.Outbox(gateway), c.keys.OutboxDeleted(gateway), c.keys.OutboxFence(gateway)}
 	c.outboxKeys[gateway] = k
-	return k[0], k[1]
+	return k
 }
+
+// outboxKeys are one gateway's outbox keys, in the order the scripts take
+// them.
+type outboxKeys [3]string
+
+func (k outboxKeys) out() string    { return k[0] }
+func (k outboxKeys) outdel() string { return k[1] }
+func (k outboxKeys) fence() string  { return k[2] }
 
 // setup checks the recorded partition count, creates the consumer groups and
 // loads the scripts.

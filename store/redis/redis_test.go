@@ -333,10 +333,12 @@ func TestNewClientRefusesShortReadTimeout(t *testing.T) {
 	}
 }
 
-// TestForgottenGatewayLeavesNoKey checks that the janitor's Forget plus
-// Outboxes.Delete remove every key of a gateway, its session record included,
-// and that a later session of the same gateway still gets a greater epoch.
-func TestForgottenGatewayLeavesNoKey(t *testing.T) {
+// TestExpiredGatewayLeavesOnlyItsRetirement checks that the janitor's Forget
+// plus Outboxes.Retire remove every key of a gateway, its session record
+// included, but the outbox's retirement (an empty stream, outdel and
+// outfence: what makes a later resume see the expiry), and that a later
+// session of the same gateway still gets a greater epoch.
+func TestExpiredGatewayLeavesOnlyItsRetirement(t *testing.T) {
 	srv := redistest.Start(t)
 	raw := rawClient(t, srv)
 	ctx := t.Context()
@@ -357,15 +359,19 @@ func TestForgottenGatewayLeavesNoKey(t *testing.T) {
 	if err := b.Subscriptions.Forget(ctx, "G"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Outboxes.Delete(ctx, "G"); err != nil {
+	if _, err := b.Outboxes.Retire(ctx, "G", map[int]string{0: "1-0"}); err != nil {
 		t.Fatal(err)
 	}
 	left, err := raw.Keys(ctx, keys.Prefix+":{gw:G}*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(left) != 0 {
-		t.Fatalf("keys left after Forget and Delete: %v", left)
+	slices.Sort(left)
+	if want := []string{keys.Outbox("G"), keys.OutboxDeleted("G"), keys.OutboxFence("G")}; !slices.Equal(left, want) {
+		t.Fatalf("keys left after Forget and Retire: %v, want %v", left, want)
+	}
+	if n, err := raw.XLen(ctx, keys.Outbox("G")).Result(); err != nil || n != 0 {
+		t.Fatalf("retired outbox holds %d entries (%v)", n, err)
 	}
 	next, err := b.Sessions.Claim(ctx, "G", "n2")
 	if err != nil || next <= epoch {

@@ -43,13 +43,27 @@ end
 return out
 `)
 
-// luaCapOutbox defines the outbox deletions of the scripts below.
+// luaCapOutbox defines the outbox writes of the scripts below. id_lt
+// compares two stream ids.
 // delete_through deletes the entries of outbox `out` up to and including
 // `newest` (XTRIM MINID deletes those before it, XDEL that one) and records
 // `newest` in `del` (see Outboxes.Lost). Deletions always take a prefix of
 // the stream, so `del` only grows. cap_outbox deletes the oldest entries
-// beyond `cap` exactly.
+// beyond `cap` exactly. append_items appends the items ARGV[a] (their
+// count), then per item its partition, position and payload, to `out`,
+// except those fenced off by the retirement hash `fence` (Outboxes.Retire),
+// whose id is the empty string; it caps the outbox and returns the ids and the index of
+// the next argument.
 const luaCapOutbox = `
+local function id_lt(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  ams, bms = tonumber(ams), tonumber(bms)
+  if ams ~= bms then
+    return ams < bms
+  end
+  return tonumber(aseq) < tonumber(bseq)
+end
 local function delete_through(out, del, newest)
   redis.call('XTRIM', out, 'MINID', newest)
   redis.call('XDEL', out, newest)
@@ -62,17 +76,62 @@ local function cap_outbox(out, del, cap)
     delete_through(out, del, old[#old][1])
   end
 end
+local function fenced_by(fence)
+  if redis.call('EXISTS', fence) == 0 then
+    return function() return false end
+  end
+  local fences = {}
+  return function(p, pos)
+    if pos == '' then
+      return false
+    end
+    if fences[p] == nil then
+      fences[p] = redis.call('HGET', fence, p)
+    end
+    return fences[p] and id_lt(pos, fences[p])
+  end
+end
+local function append_items(out, del, fence, cap, a)
+  local n, ids, fenced = tonumber(ARGV[a]), {}, fenced_by(fence)
+  for i = 1, n do
+    local j = a + 3 * i - 2
+    if fenced(ARGV[j], ARGV[j + 1]) then
+      ids[i] = ''
+    else
+      ids[i] = redis.call('XADD', out, '*', 'p', ARGV[j + 2])
+    end
+  end
+  cap_outbox(out, del, cap)
+  return ids, a + 3 * n + 1
+end
 `
 
-// scriptOutboxAppend appends ARGV[2..] to the outbox KEYS[1], caps it at
-// ARGV[1] entries (luaCapOutbox, outdel KEYS[2]) and returns the ids.
+// scriptOutboxAppend appends the items ARGV[2..] (append_items: their
+// count, then partition, position and payload each) to the outbox KEYS[1],
+// caps it at ARGV[1] entries (outdel KEYS[2]), skipping the items its
+// retirement KEYS[3] fences off, and returns the ids.
 var scriptOutboxAppend = goredis.NewScript(luaCapOutbox + `
-local ids = {}
-for i = 2, #ARGV do
-  ids[i - 1] = redis.call('XADD', KEYS[1], '*', 'p', ARGV[i])
+return (append_items(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), 2))
+`)
+
+// scriptOutboxRetire retires the outbox KEYS[1] (Outboxes.Retire): it
+// generates an id past every issued one, deletes every entry up to it,
+// records it as the greatest deleted id (KEYS[2]) and as the retirement
+// (field r of KEYS[3]), moves the fences of KEYS[3] forward to ARGV's
+// (partition, position) pairs, and returns the id.
+var scriptOutboxRetire = goredis.NewScript(luaCapOutbox + `
+local r = redis.call('XADD', KEYS[1], '*', 'p', '')
+redis.call('XTRIM', KEYS[1], 'MINID', r)
+redis.call('XDEL', KEYS[1], r)
+redis.call('SET', KEYS[2], r)
+redis.call('HSET', KEYS[3], 'r', r)
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[3], ARGV[i])
+  if not cur or id_lt(cur, ARGV[i + 1]) then
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  end
 end
-cap_outbox(KEYS[1], KEYS[2], tonumber(ARGV[1]))
-return ids
+return r
 `)
 
 // scriptRoute is the write half of Router.RouteRead and MultiRouter.RouteReadMany
@@ -93,13 +152,9 @@ for j = 1, nparts do
   acks[j] = {a + 1, a + n}
   a = a + n + 1
 end
-for k = nparts + 1, #KEYS, 2 do
-  local n = tonumber(ARGV[a])
-  for i = a + 1, a + n do
-    redis.call('XADD', KEYS[k], '*', 'p', ARGV[i])
-  end
-  a = a + n + 1
-  cap_outbox(KEYS[k], KEYS[k + 1], cap)
+for k = nparts + 1, #KEYS, 3 do
+  local _
+  _, a = append_items(KEYS[k], KEYS[k + 1], KEYS[k + 2], cap, a)
 end
 for j = 1, nparts do
   local first, last = acks[j][1], acks[j][2]
@@ -201,7 +256,7 @@ return 0
 
 // allScripts are loaded by New so that pipelined EVALSHA calls find them.
 var allScripts = []*goredis.Script{
-	scriptLogAppend, scriptOutboxAppend, scriptRoute, scriptOutboxTrim, scriptOutboxLast,
+	scriptLogAppend, scriptOutboxAppend, scriptOutboxRetire, scriptRoute, scriptOutboxTrim, scriptOutboxLast,
 	scriptLeaseAcquire, scriptLeaseRenew, scriptLeaseRelease,
 	scriptSessionClaim, scriptSessionRelease,
 }

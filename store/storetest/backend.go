@@ -85,8 +85,10 @@ func everyCall(ctx context.Context, b *store.Backend) map[string]error {
 	record("Outboxes.Lost")
 	_, err = b.Outboxes.Len(ctx, "g")
 	record("Outboxes.Len")
-	err = b.Outboxes.Delete(ctx, "g")
-	record("Outboxes.Delete")
+	_, err = b.Outboxes.Retire(ctx, "g", nil)
+	record("Outboxes.Retire")
+	_, err = b.Outboxes.Retired(ctx, "g")
+	record("Outboxes.Retired")
 
 	_, err = b.Leases.Acquire(ctx, 0, "A", longTTL)
 	record("Leases.Acquire")

@@ -30,6 +30,7 @@ var eventLogScenarios = []scenario{
 	{"append many appends each partition's batch on its own", testLogAppendMany},
 	{"route-read appends, then acknowledges, then reads", testLogRouteRead},
 	{"route-read-many finishes and reads many partitions at once", testLogRouteReadMany},
+	{"route-read drops the items a retirement fenced off", testLogRouteReadFenced},
 	{"route-read canceled midway routes all of its batch or none", testLogRouteReadCanceled},
 }
 
@@ -380,6 +381,37 @@ func (e *env) wantOutboxes(t *testing.T, call string, want map[string][]string) 
 			}
 		}
 	}
+}
+
+func testLogRouteReadFenced(t *testing.T, e *env) {
+	ctx := t.Context()
+	ids, _ := e.appendLog(t, 0, "x", 3)
+	try(e.b.Log.Read(ctx, 0, "a", 10, 0)).must(t)
+	try(e.b.Outboxes.Retire(ctx, "g", map[int]string{0: ids[1]})).must(t)
+	items := []store.OutboxItem{
+		{Gateway: "g", Payload: []byte("before"), Partition: 0, Position: ids[0]},
+		{Gateway: "h", Payload: []byte("other gateway"), Partition: 0, Position: ids[0]},
+		{Gateway: "g", Payload: []byte("after"), Partition: 0, Position: ids[2]},
+	}
+	_, routed, err := e.b.Router.RouteRead(ctx, 0, "a", items, ids, 10, 0)
+	ok(t, err)
+	if !routed {
+		t.Fatal("RouteRead succeeded with routed false")
+	}
+	e.wantOutboxes(t, "RouteRead", map[string][]string{"g": {"after"}, "h": {"other gateway"}})
+	if n := try(e.b.Log.Pending(ctx, 0)).must(t); n != 0 {
+		t.Errorf("Pending = %d after RouteRead acknowledged everything", n)
+	}
+	if e.b.Multi == nil {
+		return
+	}
+	try(e.b.Outboxes.Retire(ctx, "g", map[int]string{0: ids[2]})).must(t)
+	routes := []store.PartitionRoute{{P: 0, Items: []store.OutboxItem{
+		{Gateway: "g", Payload: []byte("fenced"), Partition: 0, Position: ids[1]},
+		{Gateway: "g", Payload: []byte("kept"), Partition: 0, Position: ids[2]},
+	}}}
+	try(e.b.Multi.RouteReadMany(ctx, "a", routes, 10, 0)).must(t)
+	e.wantOutboxes(t, "RouteReadMany", map[string][]string{"g": {"kept"}})
 }
 
 func testLogRouteRead(t *testing.T, e *env) {

@@ -18,7 +18,8 @@ var outboxScenarios = []scenario{
 	{"trim deletes acknowledged entries without losing later cursors", testOutboxTrim},
 	{"last is the newest id ever appended", testOutboxLast},
 	{"cap overflow makes earlier cursors lost", testOutboxCap},
-	{"delete removes the outbox", testOutboxDelete},
+	{"retire deletes the outbox and moves it past every issued id", testOutboxRetire},
+	{"retire fences off the items routed before it", testOutboxRetireFences},
 	{"blocking read wakes on append to its gateway", testOutboxReadWakes},
 	{"blocking read returns nothing on timeout", testOutboxReadTimeout},
 	{"blocking read returns on context cancel", testOutboxReadCancel},
@@ -164,22 +165,79 @@ func testOutboxCap(t *testing.T, e *env) {
 	e.wantLost(t, "other", "", false)
 }
 
-func testOutboxDelete(t *testing.T, e *env) {
+func testOutboxRetire(t *testing.T, e *env) {
 	ctx := t.Context()
-	e.appendOutbox(t, "g", "x", int(e.opts.OutboxMaxLen)+150) // some entries deleted by the cap
+	ids, _ := e.appendOutbox(t, "g", "x", int(e.opts.OutboxMaxLen)+150) // some entries deleted by the cap
 	kept, _ := e.appendOutbox(t, "h", "y", 1)
-	ok(t, e.b.Outboxes.Delete(ctx, "g"))
-	e.wantLen(t, "g", 0)
-	e.wantLast(t, "g", "")
-	e.wantLost(t, "g", "", false)
-	if got := try(e.b.Outboxes.Read(ctx, "g", "", 0, 0)).must(t); got != nil {
-		t.Errorf("Read after Delete = %v, want nil", entryIDs(got))
+	newest := ids[len(ids)-1]
+	r := try(e.b.Outboxes.Retire(ctx, "g", nil)).must(t)
+	if store.CompareIDs(r, newest) <= 0 {
+		t.Fatalf("Retire = %q, want an id after the newest appended %q", r, newest)
 	}
-	ok(t, e.b.Outboxes.Delete(ctx, "g"))
-	ok(t, e.b.Outboxes.Delete(ctx, "unknown"))
+	e.wantLen(t, "g", 0)
+	e.wantLast(t, "g", r)
+	if got := try(e.b.Outboxes.Retired(ctx, "g")).must(t); got != r {
+		t.Fatalf("Retired = %q, want %q", got, r)
+	}
+	// Every cursor issued before the retirement is lost, even the newest.
+	for _, c := range []string{"", ids[0], newest} {
+		e.wantLost(t, "g", c, true)
+	}
+	e.wantLost(t, "g", r, false)
+	if got := try(e.b.Outboxes.Read(ctx, "g", "", 0, 0)).must(t); got != nil {
+		t.Errorf("Read after Retire = %v, want nil", entryIDs(got))
+	}
+	// Other gateways are untouched.
 	e.wantLast(t, "h", kept[0])
-	again, pls := e.appendOutbox(t, "g", "z", 1)
-	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g", "", 0, 0)).must(t), again, pls)
+	if got := try(e.b.Outboxes.Retired(ctx, "h")).must(t); got != "" {
+		t.Errorf("Retired(h) = %q, want \"\"", got)
+	}
+	// The next incarnation's ids follow the retirement, and it can be retired again.
+	again, pls := e.appendOutbox(t, "g", "z", 2)
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g", r, 0, 0)).must(t), again, pls)
+	if store.CompareIDs(again[0], r) <= 0 {
+		t.Fatalf("first id after Retire %q is not after %q", again[0], r)
+	}
+	r2 := try(e.b.Outboxes.Retire(ctx, "g", nil)).must(t)
+	if store.CompareIDs(r2, again[1]) <= 0 {
+		t.Fatalf("second Retire = %q, want after %q", r2, again[1])
+	}
+	e.wantLost(t, "g", r, true)
+	// An outbox that never existed is retired all the same.
+	u := try(e.b.Outboxes.Retire(ctx, "unknown", nil)).must(t)
+	e.wantLast(t, "unknown", u)
+	e.wantLost(t, "unknown", "", true)
+	_, err := e.b.Outboxes.Retire(ctx, "g", map[int]string{0: "nope"})
+	wantErr(t, "Retire with a malformed fence", err, store.ErrBadID)
+	_, err = e.b.Outboxes.Retire(ctx, "", nil)
+	wantErr(t, "Retire of no gateway", err, store.ErrInvalid)
+}
+
+func testOutboxRetireFences(t *testing.T, e *env) {
+	ctx := t.Context()
+	try(e.b.Outboxes.Retire(ctx, "g", map[int]string{1: "100-5", 2: "50-0"})).must(t)
+	// A later retirement never moves a fence back.
+	try(e.b.Outboxes.Retire(ctx, "g", map[int]string{1: "90-0", 3: "7-0"})).must(t)
+	items := []store.OutboxItem{
+		{Gateway: "g", Payload: []byte("before"), Partition: 1, Position: "100-4"},
+		{Gateway: "g", Payload: []byte("at"), Partition: 1, Position: "100-5"},
+		{Gateway: "g", Payload: []byte("other partition"), Partition: 0, Position: "1-0"},
+		{Gateway: "g", Payload: []byte("unfenced"), Partition: 1},
+		{Gateway: "g", Payload: []byte("before 3"), Partition: 3, Position: "6-9"},
+		{Gateway: "h", Payload: []byte("other gateway"), Partition: 1, Position: "1-0"},
+		{Gateway: "g", Payload: []byte("after 2"), Partition: 2, Position: "50-1"},
+	}
+	ids := try(e.b.Outboxes.Append(ctx, items)).must(t)
+	for i, dropped := range []bool{true, false, false, false, true, false, false} {
+		if (ids[i] == "") != dropped {
+			t.Errorf("item %q: id %q, want dropped=%v", items[i].Payload, ids[i], dropped)
+		}
+	}
+	e.wantOutboxes(t, "Append after Retire", map[string][]string{
+		"g": {"at", "other partition", "unfenced", "after 2"}, "h": {"other gateway"},
+	})
+	_, err := e.b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "g", Payload: []byte("x"), Position: "bad"}})
+	wantErr(t, "Append with a malformed position", err, store.ErrBadID)
 }
 
 func testOutboxReadWakes(t *testing.T, e *env) {

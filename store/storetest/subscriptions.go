@@ -170,7 +170,12 @@ func testSubsPutAfterExpiry(t *testing.T, e *env) {
 func testSubsForget(t *testing.T, e *env) {
 	ctx := t.Context()
 	ok(t, e.b.Subscriptions.Put(ctx, "g", "s", []byte("x"), longTTL))
+	epoch := try(e.b.Sessions.Claim(ctx, "g", "n")).must(t)
 	ok(t, e.b.Subscriptions.Forget(ctx, "g"))
+	e.wantSession(t, "g", "", 0)
+	if next := try(e.b.Sessions.Claim(ctx, "g", "n")).must(t); next <= epoch {
+		t.Errorf("Claim after Forget = %d, want > %d", next, epoch)
+	}
 	e.wantSubs(t, "g", map[string]string{})
 	wantGateways(t, "Live", try(e.b.Subscriptions.Live(ctx)).must(t))
 	wantGateways(t, "Expired", try(e.b.Subscriptions.Expired(ctx, time.Now().Add(2*longTTL))).must(t))
