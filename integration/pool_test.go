@@ -290,7 +290,7 @@ func TestPoolVanishedGatewayIsExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(left)
-	if want := []string{keys.Outbox(vanishing.id), keys.OutboxDeleted(vanishing.id), keys.OutboxFence(vanishing.id)}; !slices.Equal(left, want) {
+	if want := []string{keys.Outbox(vanishing.id), keys.OutboxDeleted(vanishing.id), keys.OutboxMeta(vanishing.id)}; !slices.Equal(left, want) {
 		t.Fatalf("keys of the vanished gateway left in Redis: %v, want only its outbox's retirement %v", left, want)
 	}
 	t.Logf("gateway vanished (ttl %v): subscriptions and index entries gone, outbox retired after %v, session record gone after %v",

@@ -3,6 +3,7 @@ package service
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"os"
 	"time"
@@ -51,6 +52,10 @@ type Config struct {
 	// (default store.DefaultOutboxMaxLen). The node only reports it; the
 	// backend enforces it.
 	OutboxMaxLen int
+	// OutboxMaxBytes is the per-gateway outbox byte cap the backend was
+	// built with (default store.DefaultOutboxMaxBytes; -1: none), reported
+	// like OutboxMaxLen.
+	OutboxMaxBytes int64
 	// SoftDeleteField is the top-level document field whose value true marks
 	// a document as deleted (default "deleted"); see match.SoftDelete.
 	SoftDeleteField string
@@ -116,6 +121,9 @@ func (c Config) withDefaults(backendPartitions int) Config {
 	if c.OutboxMaxLen <= 0 {
 		c.OutboxMaxLen = store.DefaultOutboxMaxLen
 	}
+	if c.OutboxMaxBytes == 0 {
+		c.OutboxMaxBytes = store.DefaultOutboxMaxBytes
+	}
 	if c.SoftDeleteField == "" {
 		c.SoftDeleteField = DefaultSoftDeleteField
 	}
@@ -156,4 +164,12 @@ func defaultNodeID() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
 	return host + "-" + hex.EncodeToString(b[:])
+}
+
+// outboxCaps describes the outbox caps for Resync reasons.
+func (n *Node) outboxCaps() string {
+	if n.cfg.OutboxMaxBytes < 0 {
+		return fmt.Sprintf("outbox cap %d entries", n.cfg.OutboxMaxLen)
+	}
+	return fmt.Sprintf("outbox cap %d entries or %d bytes", n.cfg.OutboxMaxLen, n.cfg.OutboxMaxBytes)
 }

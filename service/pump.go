@@ -58,7 +58,7 @@ func (s *session) pump(ctx context.Context, cursor string) {
 			}
 			s.log.Warn("outbox overflowed before delivery, sending Resync", "cursor", cursor, "continue_after", last)
 			resync := &streamerv1.Resync{
-				Reason: fmt.Sprintf("outbox overflow: the gateway fell more than %d batches behind", s.n.cfg.OutboxMaxLen),
+				Reason: fmt.Sprintf("outbox overflow: the gateway fell further behind than its outbox holds (%s)", s.n.outboxCaps()),
 				Cursor: last,
 			}
 			if !s.emit(ctx, outgoing{msg: &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Resync{Resync: resync}}}) {

@@ -123,7 +123,7 @@ func (s *session) resumePoint(ctx context.Context, cursor string, registered *st
 	case beyond:
 		reason = "the gateway's outbox no longer holds this cursor's position (the store lost it): subscribe again"
 	case lost:
-		reason = fmt.Sprintf("outbox entries after cursor %s were dropped before being acknowledged (outbox cap %d)", cursor, n.cfg.OutboxMaxLen)
+		reason = fmt.Sprintf("outbox entries after cursor %s were dropped before being acknowledged (%s)", cursor, n.outboxCaps())
 	}
 	if reason != "" {
 		return last, &streamerv1.Resync{Reason: reason, Cursor: last}, nil

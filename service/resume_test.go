@@ -353,3 +353,26 @@ func TestResumeFromBeginningWithoutSubscriptionsGetsResync(t *testing.T) {
 		t.Fatal("no Resync for a gateway with neither outbox nor subscriptions")
 	}
 }
+
+// TestOutboxByteCapGivesResync: an outbox is capped by bytes as well as
+// entries. A gateway away while large documents pile up comes back to a
+// Resync, well before the entry cap would have dropped anything.
+func TestOutboxByteCapGivesResync(t *testing.T) {
+	const maxBytes = 64 << 10
+	h := startNode(t, Config{OutboxMaxBytes: maxBytes}, memory.Config{Partitions: 2, OutboxMaxBytes: maxBytes})
+	g := h.watching("gw")
+	first := h.publishOneBatch("gw", event("e0", "t", "c", "d", opCreate, `{}`, ""))
+	g.delivery()
+	g.close()
+	doc := `{"s":"` + strings.Repeat("x", 16<<10) + `"}`
+	for i := 1; i <= 8; i++ { // 8 × 16 KiB: twice the byte cap, far below the entry cap
+		h.publishOneBatch("gw", event(fmt.Sprintf("e%d", i), "t", "c", "d", opUpdate, doc, ""))
+	}
+	g, reg := h.connect("gw", first)
+	if reg.GetResumed() {
+		t.Fatalf("Registered = %v, want resumed=false", reg)
+	}
+	if rs := g.next().GetResync(); rs == nil || !strings.Contains(rs.GetReason(), fmt.Sprintf("%d bytes", maxBytes)) {
+		t.Fatalf("message after Registered = %v, want a Resync naming the byte cap", rs)
+	}
+}

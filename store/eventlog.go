@@ -18,6 +18,9 @@ const (
 	DefaultMaxLen = 1_000_000
 	// DefaultOutboxMaxLen is the cap of each gateway outbox, in entries.
 	DefaultOutboxMaxLen = 10_000
+	// DefaultOutboxMaxBytes is the cap of each gateway outbox, in bytes of
+	// payload (the newest entry is kept even when larger).
+	DefaultOutboxMaxBytes = 64 << 20
 )
 
 // Entry is one stream entry.

@@ -111,6 +111,7 @@ func runServe(ctx context.Context, args []string, sio stdio) error {
 type serveOptions struct {
 	grpcAddr, httpAddr, redisURL, authToken, nodeID, softDelete string
 	partitions, poolSize, dedupSize, maxDoc, outboxMax          int
+	outboxMaxBytes                                              int64
 	celMax, celCache                                            int
 	celCost                                                     uint64
 	logMaxLen                                                   int64
@@ -141,6 +142,7 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 	fs.DurationVar(&o.gatewayTTL, "gateway-ttl", service.DefaultGatewayTTL, "how long a gateway's subscriptions live without a heartbeat")
 	fs.IntVar(&o.maxDoc, "max-document-bytes", service.DefaultMaxDocumentBytes, "largest document (and pre-image) Publish accepts, in `bytes`")
 	fs.IntVar(&o.outboxMax, "outbox-max-len", store.DefaultOutboxMaxLen, "entries kept per gateway outbox; a gateway further behind gets a Resync")
+	fs.Int64Var(&o.outboxMaxBytes, "outbox-max-bytes", store.DefaultOutboxMaxBytes, "payload `bytes` kept per gateway outbox (the newest entry always); a gateway further behind gets a Resync (-1: no byte cap)")
 	fs.StringVar(&o.softDelete, "soft-delete-field", service.DefaultSoftDeleteField, "top-level document `field` whose value true marks a soft-deleted document")
 	fs.IntVar(&o.celMax, "cel-max-bytes", match.DefaultMaxCELBytes, "longest CEL expression accepted, in `bytes`")
 	fs.Uint64Var(&o.celCost, "cel-cost-limit", 100_000, "runtime cost limit of one CEL evaluation (over it = no match)")
@@ -164,6 +166,9 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 // validate checks the flags that parsing alone does not; fs tells which
 // flags were set.
 func (o *serveOptions) validate(fs *flag.FlagSet) error {
+	if o.outboxMaxBytes == 0 || o.outboxMaxBytes < -1 {
+		return errors.New("--outbox-max-bytes must be positive, or -1 for no byte cap")
+	}
 	if o.partitions <= 0 || o.outboxMax <= 0 || o.logMaxLen <= 0 || o.poolSize < 0 || o.dedupSize < 0 || o.leaseTTL < 10*time.Millisecond {
 		return errors.New("--partitions, --outbox-max-len, --log-max-len must be positive, --redis-pool-size and --dedup-size not negative, --lease-ttl at least 10ms")
 	}
@@ -268,11 +273,11 @@ type pullerSource struct {
 // collectors for the node's registry.
 func (o *serveOptions) openBackend(ctx context.Context, logger *slog.Logger) (*store.Backend, []prometheus.Collector, error) {
 	if o.redisURL == "" {
-		return memory.New(memory.Config{Partitions: o.partitions, OutboxMaxLen: int64(o.outboxMax)}), nil, nil
+		return memory.New(memory.Config{Partitions: o.partitions, OutboxMaxLen: int64(o.outboxMax), OutboxMaxBytes: o.outboxMaxBytes}), nil, nil
 	}
 	return openRedis(ctx, redisOptions{
 		url: o.redisURL, poolSize: o.poolSize, partitions: o.partitions,
-		maxLen: o.logMaxLen, outboxMaxLen: int64(o.outboxMax), logger: logger,
+		maxLen: o.logMaxLen, outboxMaxLen: int64(o.outboxMax), outboxMaxBytes: o.outboxMaxBytes, logger: logger,
 	})
 }
 
@@ -297,6 +302,7 @@ func (o *serveOptions) nodeConfig(logger *slog.Logger, collectors []prometheus.C
 		MaxDocumentBytes: o.maxDoc,
 		GatewayTTL:       o.gatewayTTL,
 		OutboxMaxLen:     o.outboxMax,
+		OutboxMaxBytes:   o.outboxMaxBytes,
 		SoftDeleteField:  o.softDelete,
 		Match:            match.Config{MaxCELBytes: o.celMax, CELCostLimit: o.celCost, CELCacheSize: o.celCache},
 		Logger:           logger,
@@ -422,12 +428,13 @@ func newLogger(sio stdio, level, format string) (*slog.Logger, error) {
 
 // redisOptions configure openRedis.
 type redisOptions struct {
-	url          string
-	poolSize     int // 0: the URL's pool_size, else 2×partitions + 256
-	partitions   int
-	maxLen       int64
-	outboxMaxLen int64
-	logger       *slog.Logger
+	url            string
+	poolSize       int // 0: the URL's pool_size, else 2×partitions + 256
+	partitions     int
+	maxLen         int64
+	outboxMaxLen   int64
+	outboxMaxBytes int64
+	logger         *slog.Logger
 }
 
 // redisConnectTimeout bounds the connection, partition check and setup at
@@ -459,7 +466,7 @@ func openRedis(ctx context.Context, o redisOptions) (*store.Backend, []prometheu
 	cctx, cancel := context.WithTimeout(ctx, redisConnectTimeout)
 	defer cancel()
 	backend, err := redis.New(cctx, redis.Config{
-		Client: client, Partitions: o.partitions, MaxLen: o.maxLen, OutboxMaxLen: o.outboxMaxLen, Logger: o.logger,
+		Client: client, Partitions: o.partitions, MaxLen: o.maxLen, OutboxMaxLen: o.outboxMaxLen, OutboxMaxBytes: o.outboxMaxBytes, Logger: o.logger,
 	})
 	if err != nil {
 		_ = client.Close()

@@ -34,6 +34,10 @@ type Config struct {
 	// OutboxMaxLen is the number of entries each gateway outbox keeps; older
 	// ones are deleted and reported by Lost (store.DefaultOutboxMaxLen).
 	OutboxMaxLen int64
+	// OutboxMaxBytes caps the payload bytes each gateway outbox holds; the
+	// oldest entries but the newest are deleted beyond it and reported by
+	// Lost (store.DefaultOutboxMaxBytes; negative: no byte cap).
+	OutboxMaxBytes int64
 	// Clock measures TTLs: leases, locks, node and gateway deadlines. Nil is
 	// the system clock; tests pass a clock.Fake shared with the node.
 	Clock clock.Clock
@@ -49,6 +53,12 @@ func (c Config) withDefaults() Config {
 	if c.OutboxMaxLen <= 0 {
 		c.OutboxMaxLen = store.DefaultOutboxMaxLen
 	}
+	switch {
+	case c.OutboxMaxBytes == 0:
+		c.OutboxMaxBytes = store.DefaultOutboxMaxBytes
+	case c.OutboxMaxBytes < 0:
+		c.OutboxMaxBytes = 0 // no byte cap
+	}
 	return c
 }
 
@@ -58,7 +68,7 @@ func (c Config) withDefaults() Config {
 func New(cfg Config) *store.Backend {
 	cfg = cfg.withDefaults()
 	life := &lifecycle{done: make(chan struct{}), clock: clock.Or(cfg.Clock)}
-	outboxes := newOutboxes(life, cfg.OutboxMaxLen)
+	outboxes := newOutboxes(life, cfg.OutboxMaxLen, cfg.OutboxMaxBytes)
 	log := newEventLog(life, cfg.Partitions, cfg.MaxLen)
 	log.outboxes = outboxes
 	sessions := newSessions(life)

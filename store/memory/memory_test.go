@@ -22,14 +22,14 @@ const (
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) *store.Backend {
-		return memory.New(memory.Config{Partitions: 4, MaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen})
-	}, storetest.Options{LogMaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen, BlockedReads: memory.BlockedReads})
+		return memory.New(memory.Config{Partitions: 4, MaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen, OutboxMaxBytes: storetest.OutboxBytesCap})
+	}, storetest.Options{LogMaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen, OutboxMaxBytes: storetest.OutboxBytesCap, BlockedReads: memory.BlockedReads})
 }
 
 func TestConformanceSinglePartition(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) *store.Backend {
-		return memory.New(memory.Config{Partitions: 1, MaxLen: 30, OutboxMaxLen: 25})
-	}, storetest.Options{LogMaxLen: 30, OutboxMaxLen: 25, BlockedReads: memory.BlockedReads})
+		return memory.New(memory.Config{Partitions: 1, MaxLen: 30, OutboxMaxLen: 25, OutboxMaxBytes: storetest.OutboxBytesCap})
+	}, storetest.Options{LogMaxLen: 30, OutboxMaxLen: 25, OutboxMaxBytes: storetest.OutboxBytesCap, BlockedReads: memory.BlockedReads})
 }
 
 func TestDefaults(t *testing.T) {

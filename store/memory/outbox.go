@@ -12,8 +12,9 @@ import (
 // Outboxes is the memory store.Outboxes: one stream per gateway, capped at
 // OutboxMaxLen entries. Obtain it from New.
 type Outboxes struct {
-	life   *lifecycle
-	maxLen int64
+	life     *lifecycle
+	maxLen   int64
+	maxBytes int64 // 0: no byte cap
 
 	mu      sync.Mutex
 	streams map[string]*stream[[]byte]
@@ -45,13 +46,14 @@ type waiters struct {
 	n    int           // number of blocked Reads
 }
 
-func newOutboxes(life *lifecycle, maxLen int64) *Outboxes {
+func newOutboxes(life *lifecycle, maxLen, maxBytes int64) *Outboxes {
 	return &Outboxes{
-		life:    life,
-		maxLen:  maxLen,
-		streams: map[string]*stream[[]byte]{},
-		waiting: map[string]*waiters{},
-		retired: map[string]retirement{},
+		life:     life,
+		maxLen:   maxLen,
+		maxBytes: maxBytes,
+		streams:  map[string]*stream[[]byte]{},
+		waiting:  map[string]*waiters{},
+		retired:  map[string]retirement{},
 	}
 }
 
@@ -80,19 +82,26 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 		if o.retired[it.Gateway].fenced(it.Partition, it.Position) {
 			continue
 		}
-		s := o.streams[it.Gateway]
-		if s == nil {
-			s = &stream[[]byte]{}
-			o.streams[it.Gateway] = s
-		}
+		s := o.stream(it.Gateway)
 		ids[i] = s.add(copies[i], now)
 		s.capTo(o.maxLen)
+		s.capBytes(o.maxBytes)
 		if w := o.waiting[it.Gateway]; w != nil {
 			close(w.wake)
 			w.wake = make(chan struct{})
 		}
 	}
 	return ids, nil
+}
+
+// stream returns gateway's stream, made on first use. The caller holds mu.
+func (o *Outboxes) stream(gateway string) *stream[[]byte] {
+	s := o.streams[gateway]
+	if s == nil {
+		s = &stream[[]byte]{sizeOf: func(b []byte) int64 { return int64(len(b)) }}
+		o.streams[gateway] = s
+	}
+	return s
 }
 
 // Read implements store.Outboxes.
@@ -231,11 +240,7 @@ func (o *Outboxes) Retire(ctx context.Context, gateway string, fences map[int]st
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	s := o.streams[gateway]
-	if s == nil {
-		s = &stream[[]byte]{}
-		o.streams[gateway] = s
-	}
+	s := o.stream(gateway)
 	// An id past every issued one, the way Redis would generate it now.
 	s.add(nil, time.Now())
 	s.drop(len(s.entries))

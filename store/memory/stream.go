@@ -44,6 +44,11 @@ type stream[V any] struct {
 	entries    []streamEntry[V]
 	last       streamID // last generated id; zero when none
 	maxDeleted streamID // greatest deleted id; zero when none
+
+	// sizeOf, when set, weighs each value; bytes is the weight of the
+	// entries held (see capBytes).
+	sizeOf func(V) int64
+	bytes  int64
 }
 
 // add appends v with a new id generated as Redis does: the current time in
@@ -58,6 +63,9 @@ func (s *stream[V]) add(v V, now time.Time) string {
 		}
 	}
 	s.last = id
+	if s.sizeOf != nil {
+		s.bytes += s.sizeOf(v)
+	}
 	key := id.String()
 	s.entries = append(s.entries, streamEntry[V]{id: id, key: key, value: v})
 	return key
@@ -68,6 +76,20 @@ func (s *stream[V]) capTo(n int64) {
 	if extra := int64(len(s.entries)) - n; extra > 0 {
 		s.drop(int(extra))
 	}
+}
+
+// capBytes deletes the oldest entries but the newest while the entries
+// weigh more than max (sizeOf); max <= 0: no cap.
+func (s *stream[V]) capBytes(max int64) {
+	if max <= 0 || s.sizeOf == nil {
+		return
+	}
+	k, over := 0, s.bytes-max
+	for over > 0 && k < len(s.entries)-1 {
+		over -= s.sizeOf(s.entries[k].value)
+		k++
+	}
+	s.drop(k)
 }
 
 // trimThrough deletes the entries with id <= upTo.
@@ -86,7 +108,12 @@ func (s *stream[V]) drop(k int) {
 		return
 	}
 	s.maxDeleted = s.entries[k-1].id // entries only ever leave from the front
-	clear(s.entries[:k])             // release values for the garbage collector
+	if s.sizeOf != nil {
+		for _, e := range s.entries[:k] {
+			s.bytes -= s.sizeOf(e.value)
+		}
+	}
+	clear(s.entries[:k]) // release values for the garbage collector
 	s.entries = s.entries[k:]
 }
 

@@ -368,9 +368,9 @@ func (l *EventLog) routeArgs(routes []store.PartitionRoute, acks [][]string) ([]
 			nparts++
 		}
 	}
-	keys := make([]string, 0, nparts+3*len(order))
-	args := make([]any, 0, 3+nparts+nacks+len(order)+3*nitems)
-	args = append(args, store.Group, l.c.outboxMaxLen, nparts)
+	keys := make([]string, 0, nparts+4*len(order))
+	args := make([]any, 0, 4+nparts+nacks+len(order)+3*nitems)
+	args = append(args, store.Group, l.c.outboxMaxLen, l.c.outboxMaxBytes, nparts)
 	for i, r := range routes {
 		if len(acks[i]) == 0 {
 			continue

@@ -15,7 +15,8 @@ import "strconv"
 //	stm:{gw:G}:subs          hash: gateway G's subscriptions (PEXPIREAT deadline)
 //	stm:{gw:G}:out           stream: gateway G's outbox
 //	stm:{gw:G}:outdel        string: greatest id deleted from G's outbox
-//	stm:{gw:G}:outfence      hash: G's outbox retirement: "r" its id, "N" partition N's fence
+//	stm:{gw:G}:outmeta       hash: G's outbox retirement ("r"), partition N's fence ("N"), bytes held ("b")
+//	stm:{gw:G}:outsz         stream: the payload size of each entry of G's outbox, same ids
 //	stm:{gw:G}:session       string: "<epoch>:<node>" of G's session
 //	stm:gateways             zset: gateways by heartbeat deadline (ms)
 //	stm:{lock:NAME}          string: holder of lock NAME (PX ttl)
@@ -50,10 +51,16 @@ func (k Keys) Outbox(gateway string) string { return k.gateway(gateway) + ":out"
 // (by the cap or by a trim), which Lost compares cursors with.
 func (k Keys) OutboxDeleted(gateway string) string { return k.gateway(gateway) + ":outdel" }
 
-// OutboxFence records gateway's outbox retirement (Outboxes.Retire): field
-// "r" is the id the latest Retire returned, field "N" the fence of
-// partition N, before which Append drops the items routed from N.
-func (k Keys) OutboxFence(gateway string) string { return k.gateway(gateway) + ":outfence" }
+// OutboxMeta is a hash about gateway's outbox: field "r" is the id the
+// latest Outboxes.Retire returned, field "N" the fence of partition N,
+// before which Append drops the items routed from N, and field "b" the
+// bytes of payload the outbox holds (the byte cap's count).
+func (k Keys) OutboxMeta(gateway string) string { return k.gateway(gateway) + ":outmeta" }
+
+// OutboxSizes is a stream with the same ids as gateway's outbox, each
+// entry the size of its payload: what deleting a prefix frees, read without
+// the payloads.
+func (k Keys) OutboxSizes(gateway string) string { return k.gateway(gateway) + ":outsz" }
 
 // Session is gateway's session record.
 func (k Keys) Session(gateway string) string { return k.gateway(gateway) + ":session" }

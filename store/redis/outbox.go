@@ -24,9 +24,9 @@ var _ store.Outboxes = (*Outboxes)(nil)
 
 // outboxBatch is the items of one gateway in one Append.
 type outboxBatch struct {
-	keys  []string // outbox, outdel, outfence
+	keys  []string // outboxKeys
 	index []int    // positions of the items in Append's argument
-	args  []any    // cap, the number of items, then each item's (appendItemArgs)
+	args  []any    // the caps, the number of items, then each item's (appendItemArgs)
 	cmd   *goredis.Cmd
 }
 
@@ -48,7 +48,7 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 	for i, it := range items {
 		b := byGateway[it.Gateway]
 		if b == nil {
-			b = &outboxBatch{keys: o.keys(it.Gateway), args: []any{o.c.outboxMaxLen, 0}}
+			b = &outboxBatch{keys: o.keys(it.Gateway), args: []any{o.c.outboxMaxLen, o.c.outboxMaxBytes, 0}}
 			byGateway[it.Gateway] = b
 			batches = append(batches, b)
 		}
@@ -56,7 +56,7 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 		b.args = appendItemArgs(b.args, it)
 	}
 	for _, b := range batches {
-		b.args[1] = len(b.index)
+		b.args[2] = len(b.index)
 	}
 
 	if len(batches) == 1 {
@@ -383,7 +383,7 @@ func (o *Outboxes) Retired(ctx context.Context, gateway string) (string, error) 
 	if err := required("gateway", gateway); err != nil {
 		return "", err
 	}
-	r, err := o.c.client.HGet(ctx, o.c.outbox(gateway).fence(), "r").Result()
+	r, err := o.c.client.HGet(ctx, o.c.outbox(gateway).meta(), "r").Result()
 	if err = ignoreNil(err); err != nil {
 		return "", o.c.fail(ctx, "outbox retired", err)
 	}

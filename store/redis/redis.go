@@ -76,6 +76,10 @@ type Config struct {
 	// OutboxMaxLen is the exact cap of each gateway outbox, in entries
 	// (store.DefaultOutboxMaxLen).
 	OutboxMaxLen int64
+	// OutboxMaxBytes caps the payload bytes each gateway outbox holds
+	// (store.DefaultOutboxMaxBytes; negative: no byte cap): appending beyond
+	// it deletes the oldest entries but the newest, like OutboxMaxLen.
+	OutboxMaxBytes int64
 	// Logger receives rare operational messages such as a recreated
 	// consumer group (slog.Default()).
 	Logger *slog.Logger
@@ -107,6 +111,12 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 	if cfg.OutboxMaxLen <= 0 {
 		cfg.OutboxMaxLen = store.DefaultOutboxMaxLen
 	}
+	switch {
+	case cfg.OutboxMaxBytes == 0:
+		cfg.OutboxMaxBytes = store.DefaultOutboxMaxBytes
+	case cfg.OutboxMaxBytes < 0:
+		cfg.OutboxMaxBytes = 0 // the scripts' "no byte cap"
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -122,14 +132,15 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 		owned = true
 	}
 	c := &core{
-		client:       client,
-		owned:        owned,
-		keys:         Keys{Prefix: cfg.Prefix},
-		partitions:   cfg.Partitions,
-		maxLen:       cfg.MaxLen,
-		outboxMaxLen: cfg.OutboxMaxLen,
-		log:          cfg.Logger,
-		clock:        clock.Or(cfg.Clock),
+		client:         client,
+		owned:          owned,
+		keys:           Keys{Prefix: cfg.Prefix},
+		partitions:     cfg.Partitions,
+		maxLen:         cfg.MaxLen,
+		outboxMaxLen:   cfg.OutboxMaxLen,
+		outboxMaxBytes: cfg.OutboxMaxBytes,
+		log:            cfg.Logger,
+		clock:          clock.Or(cfg.Clock),
 	}
 	for p := range cfg.Partitions {
 		c.events = append(c.events, c.keys.Events(p))
@@ -236,16 +247,17 @@ func checkReadTimeout(d time.Duration) error {
 
 // core is shared by the pieces of one backend.
 type core struct {
-	client       goredis.UniversalClient
-	owned        bool // created by New: Close closes it
-	keys         Keys
-	partitions   int
-	maxLen       int64
-	outboxMaxLen int64
-	log          *slog.Logger
-	clock        clock.Clock // the registries' and hashes' deadlines
-	events       []string    // Keys.Events of every partition, built once
-	eventArgs    []any       // the same, boxed once for command arguments
+	client         goredis.UniversalClient
+	owned          bool // created by New: Close closes it
+	keys           Keys
+	partitions     int
+	maxLen         int64
+	outboxMaxLen   int64
+	outboxMaxBytes int64 // 0: none
+	log            *slog.Logger
+	clock          clock.Clock // the registries' and hashes' deadlines
+	events         []string    // Keys.Events of every partition, built once
+	eventArgs      []any       // the same, boxed once for command arguments
 
 	// raw: the hot reads take raw replies (resp.go); false on Cluster.
 	raw bool
@@ -263,7 +275,7 @@ type core struct {
 // maxCachedGateways bounds core.outboxKeys: past it the cache starts over.
 const maxCachedGateways = 4096
 
-// outbox returns gateway's outbox keys (stream, outdel, outfence), built
+// outbox returns gateway's outbox keys (outboxKeys), built
 // once per gateway (every round of the read multiplexer and every Fetch
 // needs them) from a bounded cache.
 func (c *core) outbox(gateway string) outboxKeys {
@@ -275,18 +287,18 @@ func (c *core) outbox(gateway string) outboxKeys {
 	if c.outboxKeys == nil || len(c.outboxKeys) >= maxCachedGateways {
 		c.outboxKeys = make(map[string]outboxKeys)
 	}
-	k := outboxKeys{c.keys.Outbox(gateway), c.keys.OutboxDeleted(gateway), c.keys.OutboxFence(gateway)}
+	k := outboxKeys{c.keys.Outbox(gateway), c.keys.OutboxDeleted(gateway), c.keys.OutboxMeta(gateway), c.keys.OutboxSizes(gateway)}
 	c.outboxKeys[gateway] = k
 	return k
 }
 
 // outboxKeys are one gateway's outbox keys, in the order the scripts take
-// them.
-type outboxKeys [3]string
+// them (luaCapOutbox).
+type outboxKeys [4]string
 
 func (k outboxKeys) out() string    { return k[0] }
 func (k outboxKeys) outdel() string { return k[1] }
-func (k outboxKeys) fence() string  { return k[2] }
+func (k outboxKeys) meta() string   { return k[2] }
 
 // setup checks the recorded partition count, creates the consumer groups and
 // loads the scripts.

@@ -83,7 +83,7 @@ func rawClient(t testing.TB, srv *redistest.Server) *goredis.Client {
 func conformance(t *testing.T, url string, multi bool) {
 	storetest.Run(t, func(t *testing.T) *store.Backend {
 		b, err := redis.New(t.Context(), redis.Config{
-			URL: url, Prefix: newPrefix(), MaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen, Logger: testLogger(t),
+			URL: url, Prefix: newPrefix(), MaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen, OutboxMaxBytes: storetest.OutboxBytesCap, Logger: testLogger(t),
 		})
 		if err != nil {
 			t.Fatalf("redis.New: %v", err)
@@ -92,7 +92,7 @@ func conformance(t *testing.T, url string, multi bool) {
 			t.Fatalf("Backend.Multi set: %v, want %v (only Cluster cannot read partitions together)", b.Multi != nil, multi)
 		}
 		return b
-	}, storetest.Options{LogMaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen, BlockedReads: blockedClients(t, url)})
+	}, storetest.Options{LogMaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen, OutboxMaxBytes: storetest.OutboxBytesCap, BlockedReads: blockedClients(t, url)})
 }
 
 // blockedClients returns the conformance suite's BlockedReads for the Redis
@@ -194,6 +194,8 @@ func TestKeyLayout(t *testing.T) {
 		"stm:{gw:G}:subs":         "hash",
 		"stm:{gw:G}:out":          "stream",
 		"stm:{gw:G}:outdel":       "string",
+		"stm:{gw:G}:outmeta":      "hash",
+		"stm:{gw:G}:outsz":        "stream",
 		"stm:{gw:G}:session":      "string",
 		"stm:gateways":            "zset",
 		"stm:{lock:leader}":       "string",
@@ -336,7 +338,7 @@ func TestNewClientRefusesShortReadTimeout(t *testing.T) {
 // TestExpiredGatewayLeavesOnlyItsRetirement checks that the janitor's Forget
 // plus Outboxes.Retire remove every key of a gateway, its session record
 // included, but the outbox's retirement (an empty stream, outdel and
-// outfence: what makes a later resume see the expiry), and that a later
+// outmeta: what makes a later resume see the expiry), and that a later
 // session of the same gateway still gets a greater epoch.
 func TestExpiredGatewayLeavesOnlyItsRetirement(t *testing.T) {
 	srv := redistest.Start(t)
@@ -367,7 +369,7 @@ func TestExpiredGatewayLeavesOnlyItsRetirement(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(left)
-	if want := []string{keys.Outbox("G"), keys.OutboxDeleted("G"), keys.OutboxFence("G")}; !slices.Equal(left, want) {
+	if want := []string{keys.Outbox("G"), keys.OutboxDeleted("G"), keys.OutboxMeta("G")}; !slices.Equal(left, want) {
 		t.Fatalf("keys left after Forget and Retire: %v, want %v", left, want)
 	}
 	if n, err := raw.XLen(ctx, keys.Outbox("G")).Result(); err != nil || n != 0 {

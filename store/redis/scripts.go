@@ -43,17 +43,25 @@ end
 return out
 `)
 
-// luaCapOutbox defines the outbox writes of the scripts below. id_lt
-// compares two stream ids.
-// delete_through deletes the entries of outbox `out` up to and including
-// `newest` (XTRIM MINID deletes those before it, XDEL that one) and records
-// `newest` in `del` (see Outboxes.Lost). Deletions always take a prefix of
-// the stream, so `del` only grows. cap_outbox deletes the oldest entries
-// beyond `cap` exactly. append_items appends the items ARGV[a] (their
-// count), then per item its partition, position and payload, to `out`,
-// except those fenced off by the retirement hash `fence` (Outboxes.Retire),
-// whose id is the empty string; it caps the outbox and returns the ids and the index of
-// the next argument.
+// luaCapOutbox defines the outbox writes of the scripts below. An outbox o
+// is four keys (outboxKeys): o.out, the stream of entries; o.del, the
+// greatest deleted id (see Outboxes.Lost); o.meta, a hash with the
+// retirement (field r), the partitions' fences (fields "N") and the bytes
+// of payload held (field b); and o.sz, a stream with the same ids as o.out
+// holding each entry's payload size (field n), which tells the bytes that
+// deleting a prefix frees without reading the payloads.
+//   - id_lt compares two stream ids.
+//   - delete_through deletes the entries up to and including `newest`
+//     (XTRIM MINID deletes those before it, XDEL that one) and records
+//     `newest` in o.del. Deletions always take a prefix of the stream, so
+//     o.del only grows.
+//   - cap_outbox deletes the oldest entries beyond `cap`, then, while the
+//     payloads held exceed `maxbytes` (0: no byte cap), the oldest others
+//     but `keep`, the newest (a batch larger than the cap alone still goes).
+//   - append_items appends the items ARGV[a] (their count), then per item
+//     its partition, position and payload, except those fenced off by the
+//     retirement (Outboxes.Retire), whose id is the empty string; it caps
+//     the outbox and returns the ids and the index of the next argument.
 const luaCapOutbox = `
 local function id_lt(a, b)
   local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
@@ -64,20 +72,57 @@ local function id_lt(a, b)
   end
   return tonumber(aseq) < tonumber(bseq)
 end
-local function delete_through(out, del, newest)
-  redis.call('XTRIM', out, 'MINID', newest)
-  redis.call('XDEL', out, newest)
-  redis.call('SET', del, newest)
+local function outbox(k)
+  return {out = KEYS[k], del = KEYS[k + 1], meta = KEYS[k + 2], sz = KEYS[k + 3]}
 end
-local function cap_outbox(out, del, cap)
-  local excess = redis.call('XLEN', out) - cap
+local function delete_through(o, newest)
+  local freed = 0
+  for _, e in ipairs(redis.call('XRANGE', o.sz, '-', newest)) do
+    freed = freed + tonumber(e[2][2])
+  end
+  if freed > 0 then
+    redis.call('HINCRBY', o.meta, 'b', -freed)
+  end
+  redis.call('XTRIM', o.out, 'MINID', newest)
+  redis.call('XDEL', o.out, newest)
+  redis.call('XTRIM', o.sz, 'MINID', newest)
+  redis.call('XDEL', o.sz, newest)
+  redis.call('SET', o.del, newest)
+end
+local function cap_outbox(o, cap, maxbytes, keep)
+  local excess = redis.call('XLEN', o.out) - cap
   if excess > 0 then
-    local old = redis.call('XRANGE', out, '-', '+', 'COUNT', excess)
-    delete_through(out, del, old[#old][1])
+    local old = redis.call('XRANGE', o.out, '-', '+', 'COUNT', excess)
+    delete_through(o, old[#old][1])
+  end
+  if maxbytes <= 0 then
+    return
+  end
+  local over = tonumber(redis.call('HGET', o.meta, 'b') or '0') - maxbytes
+  local from, last = '-', nil
+  while over > 0 do
+    local batch = redis.call('XRANGE', o.sz, from, '+', 'COUNT', 100)
+    if #batch == 0 then
+      break
+    end
+    for _, e in ipairs(batch) do
+      if e[1] == keep then
+        over = 0
+        break
+      end
+      over, last = over - tonumber(e[2][2]), e[1]
+      if over <= 0 then
+        break
+      end
+    end
+    from = '(' .. batch[#batch][1]
+  end
+  if last then
+    delete_through(o, last)
   end
 end
-local function fenced_by(fence)
-  if redis.call('EXISTS', fence) == 0 then
+local function fenced_by(meta)
+  if redis.call('HEXISTS', meta, 'r') == 0 then
     return function() return false end
   end
   local fences = {}
@@ -86,49 +131,57 @@ local function fenced_by(fence)
       return false
     end
     if fences[p] == nil then
-      fences[p] = redis.call('HGET', fence, p)
+      fences[p] = redis.call('HGET', meta, p)
     end
     return fences[p] and id_lt(pos, fences[p])
   end
 end
-local function append_items(out, del, fence, cap, a)
-  local n, ids, fenced = tonumber(ARGV[a]), {}, fenced_by(fence)
+local function append_items(o, cap, maxbytes, a)
+  local n, ids, fenced, added, last = tonumber(ARGV[a]), {}, fenced_by(o.meta), 0, nil
   for i = 1, n do
     local j = a + 3 * i - 2
     if fenced(ARGV[j], ARGV[j + 1]) then
       ids[i] = ''
     else
-      ids[i] = redis.call('XADD', out, '*', 'p', ARGV[j + 2])
+      local size = string.len(ARGV[j + 2])
+      last = redis.call('XADD', o.out, '*', 'p', ARGV[j + 2])
+      redis.call('XADD', o.sz, last, 'n', size)
+      ids[i], added = last, added + size
     end
   end
-  cap_outbox(out, del, cap)
+  if added > 0 then
+    redis.call('HINCRBY', o.meta, 'b', added)
+  end
+  cap_outbox(o, cap, maxbytes, last)
   return ids, a + 3 * n + 1
 end
 `
 
-// scriptOutboxAppend appends the items ARGV[2..] (append_items: their
-// count, then partition, position and payload each) to the outbox KEYS[1],
-// caps it at ARGV[1] entries (outdel KEYS[2]), skipping the items its
-// retirement KEYS[3] fences off, and returns the ids.
+// scriptOutboxAppend appends the items ARGV[3..] (append_items: their
+// count, then partition, position and payload each) to the outbox KEYS[1..4]
+// (outboxKeys), skipping the items its retirement fences off, caps it at
+// ARGV[1] entries and ARGV[2] bytes, and returns the ids.
 var scriptOutboxAppend = goredis.NewScript(luaCapOutbox + `
-return (append_items(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), 2))
+return (append_items(outbox(1), tonumber(ARGV[1]), tonumber(ARGV[2]), 3))
 `)
 
-// scriptOutboxRetire retires the outbox KEYS[1] (Outboxes.Retire): it
+// scriptOutboxRetire retires the outbox KEYS[1..4] (Outboxes.Retire): it
 // generates an id past every issued one, deletes every entry up to it,
-// records it as the greatest deleted id (KEYS[2]) and as the retirement
-// (field r of KEYS[3]), moves the fences of KEYS[3] forward to ARGV's
-// (partition, position) pairs, and returns the id.
+// records it as the greatest deleted id and as the retirement (field r of
+// the meta hash), moves the fences forward to ARGV's (partition, position)
+// pairs, and returns the id.
 var scriptOutboxRetire = goredis.NewScript(luaCapOutbox + `
-local r = redis.call('XADD', KEYS[1], '*', 'p', '')
-redis.call('XTRIM', KEYS[1], 'MINID', r)
-redis.call('XDEL', KEYS[1], r)
-redis.call('SET', KEYS[2], r)
-redis.call('HSET', KEYS[3], 'r', r)
+local o = outbox(1)
+local r = redis.call('XADD', o.out, '*', 'p', '')
+redis.call('XTRIM', o.out, 'MINID', r)
+redis.call('XDEL', o.out, r)
+redis.call('DEL', o.sz)
+redis.call('SET', o.del, r)
+redis.call('HSET', o.meta, 'r', r, 'b', 0)
 for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[3], ARGV[i])
+  local cur = redis.call('HGET', o.meta, ARGV[i])
   if not cur or id_lt(cur, ARGV[i + 1]) then
-    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+    redis.call('HSET', o.meta, ARGV[i], ARGV[i + 1])
   end
 end
 return r
@@ -137,24 +190,24 @@ return r
 // scriptRoute is the write half of Router.RouteRead and MultiRouter.RouteReadMany
 // without Cluster, where one script may touch many partitions' and
 // gateways' keys. KEYS are the streams of the K partitions with ids to
-// acknowledge, then each gateway's outbox and outdel; ARGV is the group,
-// the outbox cap and K, then per partition the number of ids and the ids,
-// then per gateway the number of payloads and the payloads. It appends and
-// caps every outbox, then acknowledges: if anything fails, nothing is
-// acknowledged.
+// acknowledge, then each gateway's four outbox keys (outboxKeys); ARGV is
+// the group, the outbox caps in entries and bytes, and K, then per
+// partition the number of ids and the ids, then per gateway its items as
+// append_items reads them. It appends and caps every outbox, then
+// acknowledges: if anything fails, nothing is acknowledged.
 var scriptRoute = goredis.NewScript(luaCapOutbox + `
-local cap = tonumber(ARGV[2])
-local nparts = tonumber(ARGV[3])
+local cap, maxbytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+local nparts = tonumber(ARGV[4])
 local acks = {}
-local a = 4
+local a = 5
 for j = 1, nparts do
   local n = tonumber(ARGV[a])
   acks[j] = {a + 1, a + n}
   a = a + n + 1
 end
-for k = nparts + 1, #KEYS, 3 do
+for k = nparts + 1, #KEYS, 4 do
   local _
-  _, a = append_items(KEYS[k], KEYS[k + 1], KEYS[k + 2], cap, a)
+  _, a = append_items(outbox(k), cap, maxbytes, a)
 end
 for j = 1, nparts do
   local first, last = acks[j][1], acks[j][2]
@@ -165,15 +218,14 @@ end
 return 1
 `)
 
-// scriptOutboxTrim deletes the entries of outbox KEYS[1] with id <= ARGV[1]
-// and records the greatest of them in KEYS[2] (delete_through). It
-// returns 1 if it deleted anything.
+// scriptOutboxTrim deletes the entries of the outbox KEYS[1..4] with id <=
+// ARGV[1] (delete_through). It returns 1 if it deleted anything.
 var scriptOutboxTrim = goredis.NewScript(luaCapOutbox + `
 local upto = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', 1)
 if #upto == 0 then
   return 0
 end
-delete_through(KEYS[1], KEYS[2], upto[1][1])
+delete_through(outbox(1), upto[1][1])
 return 1
 `)
 

@@ -18,6 +18,7 @@ var outboxScenarios = []scenario{
 	{"trim deletes acknowledged entries without losing later cursors", testOutboxTrim},
 	{"last is the newest id ever appended", testOutboxLast},
 	{"cap overflow makes earlier cursors lost", testOutboxCap},
+	{"byte cap keeps the newest entries that fit, and the newest always", testOutboxByteCap},
 	{"retire deletes the outbox and moves it past every issued id", testOutboxRetire},
 	{"retire fences off the items routed before it", testOutboxRetireFences},
 	{"blocking read wakes on append to its gateway", testOutboxReadWakes},
@@ -163,6 +164,50 @@ func testOutboxCap(t *testing.T, e *env) {
 	e.wantLast(t, "g", ids[appended-1])
 	e.wantLen(t, "other", 0)
 	e.wantLost(t, "other", "", false)
+}
+
+func testOutboxByteCap(t *testing.T, e *env) {
+	ctx := t.Context()
+	const size, n = 4 << 10, 40 // 40 × 4 KiB: more than the 64 KiB cap, less than the entry cap
+	const fits = OutboxBytesCap / size
+	var ids []string
+	for i := range n {
+		got := try(e.b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "g", Payload: make([]byte, size)}})).must(t)
+		ids = append(ids, got[0])
+		want := min(int64(i+1), int64(fits), e.opts.OutboxMaxLen)
+		e.wantLen(t, "g", want)
+	}
+	first := n - fits
+	e.wantLost(t, "g", ids[first-2], true)
+	e.wantLost(t, "g", ids[first-1], false) // the newest deleted: nothing after it is missing
+	checkEntries(t, try(e.b.Outboxes.Read(ctx, "g", ids[first-1], 0, 0)).must(t), ids[first:], payloadsOf(n-first, size))
+
+	// One entry larger than the cap: kept alone, everything before it deleted.
+	big := try(e.b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "g", Payload: make([]byte, 2*OutboxBytesCap)}})).must(t)
+	e.wantLen(t, "g", 1)
+	e.wantLost(t, "g", ids[n-2], true)
+	e.wantLost(t, "g", ids[n-1], false) // deleted through it: nothing after it is missing
+	// Trimming it frees its bytes: the next entries fit again.
+	ok(t, e.b.Outboxes.Trim(ctx, "g", big[0]))
+	for range 3 {
+		try(e.b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "g", Payload: make([]byte, size)}})).must(t)
+	}
+	e.wantLen(t, "g", 3)
+	// A retired outbox holds nothing: a full cap fits after it.
+	try(e.b.Outboxes.Retire(ctx, "g", nil)).must(t)
+	for range fits {
+		try(e.b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "g", Payload: make([]byte, size)}})).must(t)
+	}
+	e.wantLen(t, "g", int64(fits))
+}
+
+// payloadsOf returns n zero payloads of size bytes.
+func payloadsOf(n, size int) [][]byte {
+	pls := make([][]byte, n)
+	for i := range pls {
+		pls[i] = make([]byte, size)
+	}
+	return pls
 }
 
 func testOutboxRetire(t *testing.T, e *env) {

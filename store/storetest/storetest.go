@@ -27,12 +27,19 @@ type Options struct {
 	// OutboxMaxLen is the cap of every gateway outbox, with the same rules
 	// as LogMaxLen.
 	OutboxMaxLen int64
+	// OutboxMaxBytes is the byte cap of every gateway outbox: exactly
+	// OutboxBytesCap (the scenarios weigh entries against it).
+	OutboxMaxBytes int64
 	// BlockedReads returns how many reads of a backend from the factory are
 	// blocked waiting for entries now (Redis: INFO clients blocked_clients).
 	// Scenarios that wake, cancel or close a blocked read wait for it to
 	// block first. Required.
 	BlockedReads func(b *store.Backend) int
 }
+
+// OutboxBytesCap is the outbox byte cap the suite's backends are built
+// with: the other scenarios' payloads never reach it.
+const OutboxBytesCap = 64 << 10
 
 // MinMaxLen is the smallest cap Options may declare: concurrency scenarios
 // need that many entries to stay retained.
@@ -72,6 +79,9 @@ func Run(t *testing.T, newBackend func(t *testing.T) *store.Backend, opts Option
 	}
 	if opts.LogMaxLen < MinMaxLen || opts.OutboxMaxLen < MinMaxLen {
 		t.Fatalf("storetest: Options %+v: both caps must be set to at least %d (small ones, such as 100, keep the suite fast)", opts, MinMaxLen)
+	}
+	if opts.OutboxMaxBytes != OutboxBytesCap {
+		t.Fatalf("storetest: Options.OutboxMaxBytes is %d: build the backend with, and declare, OutboxBytesCap (%d)", opts.OutboxMaxBytes, OutboxBytesCap)
 	}
 	groups := []struct {
 		name      string
