@@ -214,6 +214,11 @@ func (n *nodeProc) kill() {
 	<-n.exited
 }
 
+// signal sends sig to the process (SIGSTOP, SIGCONT).
+func (n *nodeProc) signal(sig syscall.Signal) {
+	_ = n.cmd.Process.Signal(sig)
+}
+
 // stop shuts the node down with SIGTERM and waits; it fails the test unless
 // the node exits cleanly within 20s.
 func (n *nodeProc) stop(t testing.TB) {
@@ -254,7 +259,12 @@ func (p *pool) live() []*nodeProc {
 // load balancer: to prefer while it is up, otherwise to the live nodes in
 // turn. Give Dial and NewPublisher the address "pool".
 func (p *pool) dialer(prefer *nodeProc) client.Option {
-	return client.WithDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+	return client.WithDialer(p.dial(prefer))
+}
+
+// dial is dialer's dial function.
+func (p *pool) dial(prefer *nodeProc) func(ctx context.Context, _ string) (net.Conn, error) {
+	return func(ctx context.Context, _ string) (net.Conn, error) {
 		live := p.live()
 		if len(live) == 0 {
 			return nil, errors.New("pool: no live node")
@@ -279,7 +289,7 @@ func (p *pool) dialer(prefer *nodeProc) client.Option {
 			lastErr = err
 		}
 		return nil, lastErr
-	})
+	}
 }
 
 // owners returns the lease holder of every partition ("" when free).

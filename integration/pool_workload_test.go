@@ -248,12 +248,23 @@ type gateway struct {
 	delivered                                         int64 // distinct expected pairs (events from gw.from on)
 	duplicates, foreign, unexpected, resyncs, dropped int
 	latencies                                         []time.Duration
+	handed                                            int          // deliveries handed out so far: the position of the next
+	resyncLog                                         []resyncMark // every Resync, in order
+
+	hold chan struct{} // while not nil, the reader does not read (a slow consumer); closed to resume
+}
+
+// resyncMark is where and when a gateway got a Resync.
+type resyncMark struct {
+	pos int
+	at  time.Time
 }
 
 // subRecord is one subscription's received events.
 type subRecord struct {
 	spec     subSpec
 	got      map[int]bool // by event index
+	gotAt    map[int]int  // position (gateway.handed) of the first reception, by event index
 	last     int          // greatest index received
 	disorder int          // events received after a later one (first receptions only)
 }
@@ -281,7 +292,7 @@ func (r *recorder) attach(p *pool, g int, prefer *nodeProc, read bool, opts ...c
 	gw := &gateway{g: g, id: id, conn: conn, subs: map[string]*subRecord{}}
 	specs := r.w.subscriptions(g)
 	for _, s := range specs {
-		gw.subs[s.sub.ID] = &subRecord{spec: s, got: map[int]bool{}, last: -1}
+		gw.subs[s.sub.ID] = &subRecord{spec: s, got: map[int]bool{}, gotAt: map[int]int{}, last: -1}
 	}
 	r.mu.Lock()
 	r.gws = append(r.gws, gw)
@@ -305,6 +316,12 @@ func (r *recorder) startReading(gw *gateway) {
 	r.wg.Go(func() {
 		for d := range gw.conn.Deliveries() {
 			r.record(gw, d, time.Now())
+			r.mu.Lock()
+			hold := gw.hold
+			r.mu.Unlock()
+			if hold != nil {
+				<-hold
+			}
 		}
 	})
 }
@@ -312,9 +329,11 @@ func (r *recorder) startReading(gw *gateway) {
 func (r *recorder) record(gw *gateway, d client.Delivery, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	gw.handed++
 	switch {
 	case d.Resync != nil:
 		gw.resyncs++
+		gw.resyncLog = append(gw.resyncLog, resyncMark{pos: gw.handed, at: now})
 		return
 	case d.Dropped != nil:
 		gw.dropped++
@@ -340,6 +359,7 @@ func (r *recorder) record(gw *gateway, d client.Delivery, now time.Time) {
 				continue
 			}
 			s.got[i] = true
+			s.gotAt[i] = gw.handed
 			if i < s.last {
 				s.disorder++
 			}
