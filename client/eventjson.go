@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/streamerd/streamer/internal/strictjson"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
 
@@ -73,14 +74,17 @@ func (m *Millis) UnmarshalJSON(b []byte) error {
 // ParseEventJSON decodes one event in its JSON form (see EventJSON) and
 // checks the form: op is required, doc and before must be objects. Other
 // rules (required ids, size limits) are the node's to enforce; an empty
-// event_id or ts is left empty (the caller may fill them in). Unknown
-// fields are ignored.
+// event_id or ts is left empty (the caller may fill them in). An unknown
+// field is an error (a misspelt one would otherwise be lost); the subs and
+// cursor of a MatchJSON (a watch line) are accepted and ignored.
 func ParseEventJSON(data []byte) (*streamerv1.ChangeEvent, error) {
-	var e EventJSON
-	if err := json.Unmarshal(data, &e); err != nil {
+	// A watch line (MatchJSON) publishes as its event: its subs and cursor
+	// are known, and ignored.
+	var m MatchJSON
+	if err := strictjson.Unmarshal(data, &m); err != nil {
 		return nil, fmt.Errorf("client: event JSON: %w", err)
 	}
-	return e.Proto()
+	return m.EventJSON.Proto()
 }
 
 // Proto converts e to a ChangeEvent, with the checks of ParseEventJSON.

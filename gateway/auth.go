@@ -59,6 +59,10 @@ type JWTConfig struct {
 	Leeway time.Duration
 	// Now returns the current time (default time.Now); for tests.
 	Now func() time.Time
+	// DefaultTenant, when set, is the tenant of tokens without a tenant
+	// claim or with an empty one. Unset, such tokens are refused: a missing
+	// claim must not silently mean the empty tenant.
+	DefaultTenant *string
 }
 
 // TenantClaim is the JWT claim that names the connection's tenant.
@@ -70,7 +74,8 @@ const TenantClaim = "tenant"
 // when its signature verifies (HS256 with Secret, or a JWKS key and its
 // algorithm), it has an "exp" claim that has not passed, its "nbf" and
 // "iat" (when present) are not in the future, Issuer and Audience match
-// when configured, and it has a string "tenant" claim.
+// when configured, and it has a non-empty string "tenant" claim (or
+// DefaultTenant is set).
 func NewJWTAuth(cfg JWTConfig) (Authenticator, error) {
 	a := &jwtAuth{}
 	opts := []jwt.ParserOption{jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(cfg.Leeway)}
@@ -100,12 +105,14 @@ func NewJWTAuth(cfg JWTConfig) (Authenticator, error) {
 		opts = append(opts, jwt.WithTimeFunc(cfg.Now))
 	}
 	a.parser = jwt.NewParser(opts...)
+	a.defaultTenant = cfg.DefaultTenant
 	return a, nil
 }
 
 type jwtAuth struct {
-	parser  *jwt.Parser
-	keyFunc jwt.Keyfunc
+	parser        *jwt.Parser
+	keyFunc       jwt.Keyfunc
+	defaultTenant *string
 }
 
 // tokenClaims are the claims the gateway reads.
@@ -123,8 +130,11 @@ func (a *jwtAuth) Authenticate(r *http.Request) (Identity, error) {
 	if _, err := a.parser.ParseWithClaims(raw, &c, a.keyFunc); err != nil {
 		return Identity{}, fmt.Errorf("%w: invalid token: %w", ErrUnauthenticated, err)
 	}
-	if c.Tenant == nil {
-		return Identity{}, fmt.Errorf("%w: the token has no %q claim", ErrUnauthenticated, TenantClaim)
+	if c.Tenant == nil || *c.Tenant == "" {
+		if a.defaultTenant == nil {
+			return Identity{}, fmt.Errorf("%w: the token has no %q claim, or an empty one, and the gateway has no default tenant (--default-tenant)", ErrUnauthenticated, TenantClaim)
+		}
+		c.Tenant = a.defaultTenant
 	}
 	id := Identity{Tenant: *c.Tenant, Subject: c.Subject}
 	if c.ExpiresAt != nil {

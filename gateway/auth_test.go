@@ -65,7 +65,7 @@ func TestJWTAuth(t *testing.T) {
 		{name: "valid header", header: "Bearer " + good, tenant: "acme"},
 		{name: "valid query parameter", query: good, tenant: "acme"},
 		{name: "scheme is case-insensitive", header: "bearer " + good, tenant: "acme"},
-		{name: "empty tenant claim is the empty tenant", header: "Bearer " + signHS256(t, testSecret, with("tenant", "")), tenant: ""},
+		{name: "empty tenant claim", header: "Bearer " + signHS256(t, testSecret, with("tenant", "")), wantErr: `no "tenant" claim, or an empty one, and the gateway has no default tenant (--default-tenant)`},
 		{name: "missing", wantErr: "missing token"},
 		{name: "not bearer", header: "Basic dXNlcjpwYXNz", wantErr: "malformed Authorization"},
 		{name: "empty bearer", header: "Bearer ", wantErr: "malformed Authorization"},
@@ -105,6 +105,36 @@ func TestJWTAuth(t *testing.T) {
 				t.Fatalf("error %q, want ErrUnauthenticated with %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestJWTAuthDefaultTenant: with a default tenant, a token without a
+// tenant claim, or with an empty one, is that tenant's; one naming its
+// tenant keeps it.
+func TestJWTAuthDefaultTenant(t *testing.T) {
+	def := "solo"
+	auth, err := gateway.NewJWTAuth(gateway.JWTConfig{Secret: testSecret, DefaultTenant: &def})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	claims := func(tenant any) jwt.MapClaims {
+		c := jwt.MapClaims{"exp": now.Add(time.Hour).Unix(), "sub": "u"}
+		if tenant != nil {
+			c["tenant"] = tenant
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		name   string
+		tenant any
+		want   string
+	}{{"no claim", nil, "solo"}, {"empty claim", "", "solo"}, {"own tenant", "acme", "acme"}} {
+		r := httptest.NewRequest("GET", "/v1/ws", nil)
+		r.Header.Set("Authorization", "Bearer "+signHS256(t, testSecret, claims(tc.tenant)))
+		if id, err := auth.Authenticate(r); err != nil || id.Tenant != tc.want {
+			t.Errorf("%s: %+v, %v; want tenant %q", tc.name, id, err, tc.want)
+		}
 	}
 }
 

@@ -47,6 +47,8 @@ type Config struct {
 	// *client.Conn from client.Dial. The gateway reads its Deliveries (in
 	// Run) and subscribes on it; the caller closes it after Run returns.
 	Upstream Upstream
+	// MetricsToken, when set, is the bearer token /metrics requires.
+	MetricsToken string
 	// Auth authenticates every connection and decides its tenant: a
 	// NewJWTAuth, or NoAuth for development.
 	Auth Authenticator

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/streamerd/streamer/internal/httpauth"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -63,14 +65,15 @@ func newMetrics(g *Gateway) *metrics {
 
 // AdminHandler returns the admin HTTP handler:
 //
-//   - /metrics: Prometheus metrics from the gateway's own registry;
+//   - /metrics: Prometheus metrics from the gateway's own registry, behind
+//     Config.MetricsToken when set;
 //   - /healthz: 200 "ok" while the process serves HTTP;
 //   - /readyz: 200 "ready" while Run delivers and the upstream session is
 //     registered with a node, 503 with the reason otherwise (the node is
 //     down or unreachable: the gateway reconnects meanwhile).
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", httpauth.RequireBearer(g.cfg.MetricsToken, promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

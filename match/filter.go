@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/streamerd/streamer/internal/strictjson"
 )
 
 // Operator is a Firestore where() operator, spelled as in Firestore.
@@ -84,7 +86,10 @@ func (f *Filter) UnmarshalJSON(data []byte) error {
 		Operator *string         `json:"operator"`
 		Value    json.RawMessage `json:"value"`
 	}
-	if err := json.Unmarshal(data, &obj); err != nil {
+	if err := strictjson.Unmarshal(data, &obj); err != nil {
+		if strings.Contains(err.Error(), "unknown field") {
+			return fmt.Errorf("filter object: %w (want \"field\", \"op\" and \"value\")", err)
+		}
 		return errors.New("filter must be an object {\"field\",\"op\",\"value\"} or a triple [field, op, value]")
 	}
 	switch {

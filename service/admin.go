@@ -6,11 +6,14 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/streamerd/streamer/internal/httpauth"
 )
 
 // AdminHandler returns the node's admin HTTP handler:
 //
-//   - /metrics: Prometheus metrics from the node's own registry;
+//   - /metrics: Prometheus metrics from the node's own registry, behind
+//     Config.MetricsToken when set;
 //   - /healthz: 200 "ok" while the process serves HTTP (liveness);
 //   - /readyz: 200 "ready" once Run has started consuming its partitions and
 //     while the backend answers, 503 with the reason otherwise (before Run,
@@ -18,7 +21,7 @@ import (
 //     Config.ProbeInterval, failed or took over a second).
 func (n *Node) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", httpauth.RequireBearer(n.cfg.MetricsToken, promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

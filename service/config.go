@@ -56,6 +56,9 @@ type Config struct {
 	// built with (default store.DefaultOutboxMaxBytes; -1: none), reported
 	// like OutboxMaxLen.
 	OutboxMaxBytes int64
+	// MetricsToken, when set, is the bearer token /metrics requires (the
+	// metrics name tenants, collections and gateways).
+	MetricsToken string
 	// SoftDeleteField is the top-level document field whose value true marks
 	// a document as deleted (default "deleted"); see match.SoftDelete.
 	SoftDeleteField string

@@ -40,6 +40,9 @@ closes every connection ("gateway shutting down") and exits.`
 // gatewayOptions are gateway's flags.
 type gatewayOptions struct {
 	addr, listen, httpAddr                      string
+	defaultTenant                               *string // nil: tokens must name their tenant
+	metricsToken                                string
+	authTokenFlag, metricsTokenFlag             func() (string, error)
 	dialTimeout                                 time.Duration
 	jwtSecret, jwksFile, jwtIssuer, jwtAudience string
 	jwtLeeway                                   time.Duration
@@ -63,10 +66,15 @@ func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
 	fs.StringVar(&o.jwksFile, "jwt-jwks-file", "", "JWKS `file` with the keys of users' JWTs (RSA, EC, Ed25519 or oct)")
 	fs.StringVar(&o.jwtIssuer, "jwt-issuer", "", "required \"iss\" claim of users' JWTs (empty: not checked)")
 	fs.StringVar(&o.jwtAudience, "jwt-audience", "", "required \"aud\" value of users' JWTs (empty: not checked)")
+	fs.Func("default-tenant", "`tenant` of JWTs without a \"tenant\" claim or with an empty one (unset: such tokens are refused; \"\" is the empty tenant)", func(v string) error {
+		o.defaultTenant = &v
+		return nil
+	})
 	fs.DurationVar(&o.jwtLeeway, "jwt-leeway", 30*time.Second, "clock skew tolerated in exp/nbf/iat checks")
 	fs.BoolVar(&o.noAuth, "insecure-no-auth", false, "accept every user without a token, as --insecure-tenant (development only)")
 	fs.StringVar(&o.noAuthTenant, "insecure-tenant", "", "`tenant` of every user with --insecure-no-auth")
-	fs.StringVar(&o.authToken, "auth-token", "", "bearer `token` the streamer node requires")
+	o.authTokenFlag = secretFlag(fs, "auth-token", "bearer `token` the streamer node requires")
+	o.metricsTokenFlag = secretFlag(fs, "metrics-token", "bearer `token` /metrics requires (empty: open to whoever reaches --http)")
 	fs.BoolVar(&o.useTLS, "tls", false, "connect to the node with TLS (system roots) instead of plaintext")
 	fs.StringVar(&o.gatewayID, "gateway-id", "", "gateway `id` to register with (default: a random one per start)")
 	fs.IntVar(&o.sendQueue, "send-queue", gateway.DefaultSendQueue, "messages queued per connection; a client that falls further behind is disconnected")
@@ -85,6 +93,13 @@ func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
 
 // validate checks the flags that parsing alone does not.
 func (o *gatewayOptions) validate() error {
+	var err error
+	if o.authToken, err = o.authTokenFlag(); err != nil {
+		return err
+	}
+	if o.metricsToken, err = o.metricsTokenFlag(); err != nil {
+		return err
+	}
 	modes := 0
 	for _, set := range []bool{o.jwtSecret != "", o.jwksFile != "", o.noAuth} {
 		if set {
@@ -119,7 +134,7 @@ func runGateway(ctx context.Context, args []string, sio stdio) error {
 	}
 	defer gcp.Stop()
 
-	auth, authMode, err := gatewayAuth(o.jwtSecret, o.jwksFile, o.jwtIssuer, o.jwtAudience, o.jwtLeeway, o.noAuth, o.noAuthTenant)
+	auth, authMode, err := o.auth()
 	if err != nil {
 		return err
 	}
@@ -161,6 +176,7 @@ func (o *gatewayOptions) clientOptions(logger *slog.Logger) []client.Option {
 func (o *gatewayOptions) gatewayConfig(up gateway.Upstream, auth gateway.Authenticator, logger *slog.Logger) gateway.Config {
 	return gateway.Config{
 		Upstream:          up,
+		MetricsToken:      o.metricsToken,
 		Auth:              auth,
 		Logger:            logger,
 		SendQueue:         o.sendQueue,
@@ -226,21 +242,21 @@ func (o *gatewayOptions) run(ctx context.Context, gw *gateway.Gateway, gatewayID
 }
 
 // gatewayAuth builds the users' authenticator and names its mode for logs.
-func gatewayAuth(secret, jwksFile, issuer, audience string, leeway time.Duration, noAuth bool, tenant string) (gateway.Authenticator, string, error) {
-	if noAuth {
-		return gateway.NoAuth(tenant), "none (insecure)", nil
+func (o *gatewayOptions) auth() (gateway.Authenticator, string, error) {
+	if o.noAuth {
+		return gateway.NoAuth(o.noAuthTenant), "none (insecure)", nil
 	}
-	cfg := gateway.JWTConfig{Issuer: issuer, Audience: audience, Leeway: leeway}
+	cfg := gateway.JWTConfig{Issuer: o.jwtIssuer, Audience: o.jwtAudience, Leeway: o.jwtLeeway, DefaultTenant: o.defaultTenant}
 	mode := "jwt-hs256"
-	if secret != "" {
-		cfg.Secret = []byte(secret)
+	if o.jwtSecret != "" {
+		cfg.Secret = []byte(o.jwtSecret)
 	} else {
-		data, err := os.ReadFile(jwksFile)
+		data, err := os.ReadFile(o.jwksFile)
 		if err != nil {
 			return nil, "", fmt.Errorf("--jwt-jwks-file: %w", err)
 		}
 		if cfg.JWKS, err = gateway.ParseJWKS(data); err != nil {
-			return nil, "", fmt.Errorf("--jwt-jwks-file %s: %w", jwksFile, err)
+			return nil, "", fmt.Errorf("--jwt-jwks-file %s: %w", o.jwksFile, err)
 		}
 		mode = "jwt-jwks"
 	}

@@ -256,7 +256,7 @@ func TestGatewayReadinessFollowsTheNode(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- runGateway(ctx, []string{"--addr", node.grpcAddr, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-			"--log-format", "json", "--insecure-no-auth", "--insecure-tenant", "t"},
+			"--log-format", "json", "--insecure-no-auth", "--insecure-tenant", "t", "--metrics-token", "m"},
 			stdio{in: strings.NewReader(""), out: io.Discard, err: stderr})
 	}()
 	var rec map[string]any
@@ -279,6 +279,14 @@ func TestGatewayReadinessFollowsTheNode(t *testing.T) {
 	}
 	if code, body := readyz(); code != http.StatusOK {
 		t.Fatalf("/readyz with its node up: %d %q", code, body)
+	}
+	r, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/metrics without the --metrics-token: %d, want 401", r.StatusCode)
 	}
 	if err := node.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/streamerd/streamer/internal/strictjson"
 	"github.com/streamerd/streamer/match"
 )
 
@@ -82,8 +83,8 @@ func evalMatchLine(eng *match.Engine, line []byte) any {
 		CEL     *string         `json:"cel"`
 		ID      *string         `json:"id"`
 	}
-	if err := json.Unmarshal(line, &in); err != nil {
-		return matchError{"line is not a JSON object: " + err.Error()}
+	if err := strictjson.Unmarshal(line, &in); err != nil {
+		return matchError{`line is not one JSON object with "doc" and "filters", "cel" or "id": ` + err.Error()}
 	}
 	if in.Doc == nil {
 		return matchError{`"doc" is missing`}

@@ -51,6 +51,8 @@ func TestMatchCommandErrorsDoNotStopProcessing(t *testing.T) {
 		`{"doc": {"a": 1}, "filters": [["a", "in", []]]}`,
 		`{"filters": []}`,
 		`{"doc": {"a": 1}, "filters": [["a", "==", 1]], "cel": "true"}`,
+		`{"doc": {"a": 1}, "filtrs": [["a", "==", 2]]}`,
+		`{"doc": {"a": 1}, "filters": [{"field": "a", "op": "==", "valeu": 2}]}`,
 		`{"doc": {"a": 2}, "filters": [["a", "==", 2]]}`,
 	}, "\n")
 	code, out, _ := runCmd(t, in, "match")
@@ -61,12 +63,14 @@ func TestMatchCommandErrorsDoNotStopProcessing(t *testing.T) {
 	wantPrefixes := []string{
 		`{"error":"match: document is not a JSON object`,
 		`{"error":"match: invalid filter: filter 0 (field \"a\", op \"=~\"): unknown operator`,
-		`{"error":"line is not a JSON object`,
+		`{"error":"line is not one JSON object`,
 		`{"error":"match: invalid CEL expression: expression must evaluate to bool`,
 		`{"error":"match: invalid CEL expression: `,
 		`{"error":"match: invalid filter: filter 0 (field \"a\", op \"in\"): value list is empty`,
 		`{"error":"\"doc\" is missing`,
 		`{"error":"match: invalid criterion: set only one of`,
+		`{"error":"line is not one JSON object with \"doc\" and \"filters\", \"cel\" or \"id\": json: unknown field \"filtrs\""}`,
+		`{"error":"match: invalid filter: filters: filter object: json: unknown field \"valeu\" (want \"field\", \"op\" and \"value\")"}`,
 		`{"match":true}`,
 	}
 	if len(lines) != len(wantPrefixes) {

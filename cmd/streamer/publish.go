@@ -36,7 +36,7 @@ const maxLineBytes = 16 << 20
 func runPublish(ctx context.Context, args []string, sio stdio) error {
 	fs := newFlagSet("publish", publishSynopsis, sio)
 	addr := fs.String("addr", "localhost:7070", "`HOST:PORT` of a node's gRPC listener")
-	token := fs.String("auth-token", "", "bearer `token` the node requires")
+	tokenFlag := secretFlag(fs, "auth-token", "bearer `token` the node requires")
 	batch := fs.Int("batch", 500, "most events per Publish call (calls are also cut at 4 MiB)")
 	useTLS := fs.Bool("tls", false, "connect with TLS (system roots) instead of plaintext")
 	timeout := fs.Duration("timeout", 30*time.Second, "`limit` of each Publish call")
@@ -47,9 +47,13 @@ func runPublish(ctx context.Context, args []string, sio stdio) error {
 		fmt.Fprintln(sio.err, "--batch and --timeout must be positive")
 		return errUsage
 	}
+	token, err := tokenFlag()
+	if err != nil {
+		return usageError(sio, err)
+	}
 	opts := []client.Option{transportOption(*useTLS)}
-	if *token != "" {
-		opts = append(opts, client.WithToken(*token))
+	if token != "" {
+		opts = append(opts, client.WithToken(token))
 	}
 	pub, err := client.NewPublisher(*addr, opts...)
 	if err != nil {

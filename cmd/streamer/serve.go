@@ -110,6 +110,8 @@ func runServe(ctx context.Context, args []string, sio stdio) error {
 // serveOptions are serve's flags.
 type serveOptions struct {
 	grpcAddr, httpAddr, redisURL, authToken, nodeID, softDelete string
+	metricsToken                                                string
+	authTokenFlag, metricsTokenFlag                             func() (string, error)
 	partitions, poolSize, dedupSize, maxDoc, outboxMax          int
 	outboxMaxBytes                                              int64
 	celMax, celCache                                            int
@@ -137,7 +139,8 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 	fs.Int64Var(&o.logMaxLen, "log-max-len", store.DefaultMaxLen, "approximate retention of each event-log partition, in entries (Redis mode)")
 	fs.IntVar(&o.dedupSize, "dedup-size", service.DefaultDedupSize, "recent event ids remembered per partition to drop producer replays; 0 = off")
 	fs.DurationVar(&o.probeInterval, "probe-interval", service.DefaultProbeInterval, "how often the backend is probed for /readyz")
-	fs.StringVar(&o.authToken, "auth-token", "", "bearer `token` gateways and producers must send; empty = no authentication (development only)")
+	o.authTokenFlag = secretFlag(fs, "auth-token", "bearer `token` gateways and producers must send; empty = no authentication (development only)")
+	o.metricsTokenFlag = secretFlag(fs, "metrics-token", "bearer `token` /metrics requires (empty: open to whoever reaches --http)")
 	fs.StringVar(&o.nodeID, "node-id", "", "`name` of this node in leases and logs (default: hostname plus a random suffix)")
 	fs.DurationVar(&o.gatewayTTL, "gateway-ttl", service.DefaultGatewayTTL, "how long a gateway's subscriptions live without a heartbeat")
 	fs.IntVar(&o.maxDoc, "max-document-bytes", service.DefaultMaxDocumentBytes, "largest document (and pre-image) Publish accepts, in `bytes`")
@@ -166,6 +169,13 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 // validate checks the flags that parsing alone does not; fs tells which
 // flags were set.
 func (o *serveOptions) validate(fs *flag.FlagSet) error {
+	var err error
+	if o.authToken, err = o.authTokenFlag(); err != nil {
+		return err
+	}
+	if o.metricsToken, err = o.metricsTokenFlag(); err != nil {
+		return err
+	}
 	if o.outboxMaxBytes == 0 || o.outboxMaxBytes < -1 {
 		return errors.New("--outbox-max-bytes must be positive, or -1 for no byte cap")
 	}
@@ -299,6 +309,7 @@ func (o *serveOptions) nodeConfig(logger *slog.Logger, collectors []prometheus.C
 		NodeID:           o.nodeID,
 		Partitions:       o.partitions,
 		AuthToken:        o.authToken,
+		MetricsToken:     o.metricsToken,
 		MaxDocumentBytes: o.maxDoc,
 		GatewayTTL:       o.gatewayTTL,
 		OutboxMaxLen:     o.outboxMax,

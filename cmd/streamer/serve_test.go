@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -300,4 +301,45 @@ func TestServeBinary(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSecretsFromFilesAndMetricsToken: the auth token and the metrics token
+// come from files (kept out of ps); /metrics needs its token; a token given
+// both ways is refused.
+func TestSecretsFromFilesAndMetricsToken(t *testing.T) {
+	exe := testbin.Streamer(t)
+	dir := t.TempDir()
+	authFile, metricsFile := filepath.Join(dir, "auth"), filepath.Join(dir, "metrics")
+	if err := os.WriteFile(authFile, []byte("tok-from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(metricsFile, []byte("m3trics"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, exe, nil, "--partitions", "2", "--auth-token-file", authFile, "--metrics-token-file", metricsFile)
+	if code, _ := p.get(t, "/metrics"); code != http.StatusUnauthorized {
+		t.Errorf("/metrics without its token: %d, want 401", code)
+	}
+	req, _ := http.NewRequest("GET", "http://"+p.httpAddr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer m3trics")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "streamer_partitions_owned") {
+		t.Errorf("/metrics with its token: %d", resp.StatusCode)
+	}
+	if code, _ := p.get(t, "/healthz"); code != 200 {
+		t.Errorf("/healthz: %d, want 200 without a token", code)
+	}
+	ev := `{"collection":"c","id":"d","op":"create","doc":{}}`
+	if r := runCLI(t, exe, ev, nil, "publish", "--addr", p.grpcAddr, "--auth-token-file", authFile); r.code != 0 {
+		t.Errorf("publish with the token from its file: exit %d, %s", r.code, r.stderr)
+	}
+	if r := runCLI(t, exe, ev, nil, "publish", "--addr", p.grpcAddr, "--auth-token", "x", "--auth-token-file", authFile); r.code != 2 ||
+		!strings.Contains(r.stderr, "give --auth-token or --auth-token-file, not both") {
+		t.Errorf("publish with both: exit %d, %s", r.code, r.stderr)
+	}
 }

@@ -47,7 +47,7 @@ func runWatch(ctx context.Context, args []string, sio stdio) error {
 	count := fs.Int("count", 0, "exit after this many events (0: until interrupted)")
 	timeout := fs.Duration("timeout", 0, "fail after this `duration` (0: no limit)")
 	dialTimeout := fs.Duration("dial-timeout", 10*time.Second, "fail if no node answers within this `duration` at start")
-	token := fs.String("auth-token", "", "bearer `token` the node requires")
+	tokenFlag := secretFlag(fs, "auth-token", "bearer `token` the node requires")
 	gatewayID := fs.String("gateway-id", "", "gateway `id` to register as (default: a random one)")
 	subID := fs.String("sub-id", "watch", "subscription `id` (printed in \"subscribed <id>\" and in each line's subs)")
 	useTLS := fs.Bool("tls", false, "connect with TLS (system roots) instead of plaintext")
@@ -66,6 +66,10 @@ func runWatch(ctx context.Context, args []string, sio stdio) error {
 	}
 	if *subID == "" {
 		return usage("--sub-id must not be empty")
+	}
+	token, err := tokenFlag()
+	if err != nil {
+		return usage(err.Error())
 	}
 	sub := client.Subscription{ID: *subID, Tenant: *tenant, Collection: *collection, DocumentID: *doc, CEL: *cel}
 	criteria := 0
@@ -97,8 +101,8 @@ func runWatch(ctx context.Context, args []string, sio stdio) error {
 		transportOption(*useTLS),
 		client.WithLogger(slog.New(slog.NewTextHandler(sio.err, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 	}
-	if *token != "" {
-		opts = append(opts, client.WithToken(*token))
+	if token != "" {
+		opts = append(opts, client.WithToken(token))
 	}
 	if *gatewayID != "" {
 		opts = append(opts, client.WithGatewayID(*gatewayID))

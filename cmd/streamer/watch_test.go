@@ -194,7 +194,7 @@ func TestPublishWatchBinary(t *testing.T) {
 			t.Fatalf("exit %d, want 1; stderr %q", r.code, r.stderr)
 		}
 		for _, want := range []string{
-			"line 2: invalid event: client: event JSON: unexpected end of JSON input",
+			"line 2: invalid event: client: event JSON: unexpected EOF",
 			`line 3: event "nocoll" rejected: ERROR_CODE_INVALID_ARGUMENT:`,
 			`line 4: invalid event: client: event JSON: unknown op "upsert"`,
 			"2 events published, 1 rejected, 2 invalid lines",
