@@ -207,6 +207,8 @@ func nodeCode(c streamerv1.ErrorCode) string {
 		return CodeTooLarge
 	case streamerv1.ErrorCode_ERROR_CODE_UNKNOWN_SUBSCRIPTION:
 		return CodeUnknownSubscription
+	case streamerv1.ErrorCode_ERROR_CODE_TOO_MANY_SUBSCRIPTIONS:
+		return CodeTooManySubscriptions
 	case streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, streamerv1.ErrorCode_ERROR_CODE_NOT_REGISTERED:
 		return CodeUnavailable
 	case streamerv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED:

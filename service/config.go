@@ -25,6 +25,12 @@ const (
 	DefaultShutdownTimeout  = 5 * time.Second
 	DefaultDedupSize        = 1024
 	DefaultProbeInterval    = time.Second
+
+	// Limits that keep one gateway or tenant from hurting the others.
+	DefaultMaxSubscriptionsPerGateway = 100_000
+	DefaultMaxNameBytes               = 256
+	DefaultMaxDocumentDepth           = 64
+	DefaultMaxFilters                 = 32
 )
 
 // Config tunes a Node. New fills zero values with the defaults documented on
@@ -46,7 +52,7 @@ type Config struct {
 	// with ERROR_CODE_TOO_LARGE.
 	MaxDocumentBytes int
 	// GatewayTTL is how long a gateway's subscriptions live without a
-	// heartbeat (default 30s). Gateways heartbeat every GatewayTTL/3.
+	// heartbeat (default 30s). Gateways heartbeat every GatewayTTL/5.
 	GatewayTTL time.Duration
 	// OutboxMaxLen is the per-gateway outbox cap the backend was built with
 	// (default store.DefaultOutboxMaxLen). The node only reports it; the
@@ -59,6 +65,19 @@ type Config struct {
 	// MetricsToken, when set, is the bearer token /metrics requires (the
 	// metrics name tenants, collections and gateways).
 	MetricsToken string
+	// MaxSubscriptionsPerGateway bounds one gateway's subscriptions, pool
+	// wide (default 100,000): a Subscribe beyond it is refused with
+	// ERROR_CODE_TOO_MANY_SUBSCRIPTIONS. A gateway has one session at a
+	// time, so this is also the per-session bound.
+	MaxSubscriptionsPerGateway int
+	// MaxNameBytes bounds tenant, collection, document, event, subscription
+	// and gateway ids, in bytes (default 256).
+	MaxNameBytes int
+	// MaxDocumentDepth bounds the nesting of a published document's arrays
+	// and objects (default 64).
+	MaxDocumentDepth int
+	// MaxFilters bounds the field filters of one subscription (default 32).
+	MaxFilters int
 	// SoftDeleteField is the top-level document field whose value true marks
 	// a document as deleted (default "deleted"); see match.SoftDelete.
 	SoftDeleteField string
@@ -129,6 +148,18 @@ func (c Config) withDefaults(backendPartitions int) Config {
 	}
 	if c.SoftDeleteField == "" {
 		c.SoftDeleteField = DefaultSoftDeleteField
+	}
+	if c.MaxSubscriptionsPerGateway <= 0 {
+		c.MaxSubscriptionsPerGateway = DefaultMaxSubscriptionsPerGateway
+	}
+	if c.MaxNameBytes <= 0 {
+		c.MaxNameBytes = DefaultMaxNameBytes
+	}
+	if c.MaxDocumentDepth <= 0 {
+		c.MaxDocumentDepth = DefaultMaxDocumentDepth
+	}
+	if c.MaxFilters <= 0 {
+		c.MaxFilters = DefaultMaxFilters
 	}
 	if c.ReadBatch <= 0 {
 		c.ReadBatch = DefaultReadBatch

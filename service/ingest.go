@@ -78,7 +78,13 @@ type eventFields struct {
 	noCollection, noDocumentID bool
 	op                         streamerv1.Operation
 	document, before           []byte
+	// nameLens are the lengths of event_id, tenant, collection and
+	// document_id.
+	nameLens [4]int
 }
+
+// eventNames names eventFields.nameLens.
+var eventNames = [4]string{"event_id", "tenant", "collection", "document_id"}
 
 func invalidf(format string, args ...any) *streamerv1.Error {
 	return errorf(streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "streamer: "+format, args...)
@@ -87,6 +93,11 @@ func invalidf(format string, args ...any) *streamerv1.Error {
 // validateEvent returns why an event with fields ev cannot be published, or
 // nil.
 func (n *Node) validateEvent(ev eventFields) *streamerv1.Error {
+	for i, l := range ev.nameLens {
+		if l > n.cfg.MaxNameBytes {
+			return n.nameTooLong(eventNames[i], l)
+		}
+	}
 	switch {
 	case ev.id == "":
 		return invalidf("event_id is required")
@@ -117,6 +128,10 @@ func (n *Node) validateEvent(ev eventFields) *streamerv1.Error {
 		if !utf8.Valid(f.data) {
 			return invalidf("event %q: %s is not valid UTF-8 (at byte %d): JSON text must be UTF-8", ev.id, f.name, invalidUTF8At(f.data))
 		}
+		if d := jsonDepth(f.data); d > n.cfg.MaxDocumentDepth {
+			return errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE,
+				"streamer: event %q: %s nests %d levels deep, the limit is %d (--max-document-depth)", ev.id, f.name, d, n.cfg.MaxDocumentDepth)
+		}
 		if len(f.data) > 0 && !isJSONObject(f.data) {
 			return invalidf("event %q: %s must be one JSON object", ev.id, f.name)
 		}
@@ -135,6 +150,38 @@ func invalidUTF8At(data []byte) int {
 		i += n
 	}
 	return -1
+}
+
+// nameTooLong is the Error for a name of length l over the limit.
+func (n *Node) nameTooLong(field string, l int) *streamerv1.Error {
+	return errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE, "streamer: %s is %d bytes, the limit is %d (--max-name-bytes)", field, l, n.cfg.MaxNameBytes)
+}
+
+// jsonDepth returns the deepest nesting of arrays and objects in data,
+// which need not be valid JSON (brackets inside strings do not count).
+func jsonDepth(data []byte) int {
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for _, c := range data {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // isJSONObject reports whether data is exactly one valid JSON object.

@@ -85,6 +85,7 @@ func (n *Node) ingestRaw(b []byte) (in []ingested, ok bool) {
 		if res.Error = n.validateEvent(eventFields{
 			id: id, noCollection: len(w.Collection) == 0, noDocumentID: len(w.DocumentID) == 0,
 			op: streamerv1.Operation(w.Op), document: w.Document, before: w.Before,
+			nameLens: [4]int{len(w.EventID), len(w.Tenant), len(w.Collection), len(w.DocumentID)},
 		}); res.Error != nil {
 			return true
 		}

@@ -26,6 +26,9 @@ func (s *session) register(ctx context.Context, reg *streamerv1.Register) (start
 	if gw == "" {
 		return "", errorf(streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "streamer: Register.gateway_id is required")
 	}
+	if len(gw) > n.cfg.MaxNameBytes {
+		return "", n.nameTooLong("Register.gateway_id", len(gw))
+	}
 	cursor := reg.GetResumeCursor()
 	if cursor != "" {
 		if _, _, err := store.ParseID(cursor); err != nil {

@@ -42,6 +42,17 @@ func (s *session) subscribe(ctx context.Context, m *streamerv1.Subscribe) (res *
 	if err != nil {
 		return unavailable("reading subscription", err)
 	}
+	if !found { // a new subscription, not a replacement: within the gateway's limit?
+		count, err := n.backend.Subscriptions.Count(ctx, gw)
+		if err != nil {
+			return unavailable("counting subscriptions", err)
+		}
+		if count >= n.cfg.MaxSubscriptionsPerGateway {
+			res.Error = errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_MANY_SUBSCRIPTIONS,
+				"streamer: gateway %s has %d subscriptions, the limit is %d (--max-subscriptions-per-gateway): unsubscribe some first", gw, count, n.cfg.MaxSubscriptionsPerGateway)
+			return res, nil
+		}
+	}
 	if found {
 		for _, op := range n.partitionsOf(old) {
 			if op == p {
@@ -177,6 +188,17 @@ func (n *Node) validateSubscription(sub *streamerv1.Subscription) *streamerv1.Er
 		return invalid("subscription_id is required")
 	case sub.GetCollection() == "":
 		return invalid("subscription %q: collection is required", sub.GetSubscriptionId())
+	}
+	for _, f := range []struct {
+		name  string
+		value string
+	}{{"subscription_id", sub.GetSubscriptionId()}, {"tenant", sub.GetTenant()}, {"collection", sub.GetCollection()}, {"document_id", sub.GetDocumentId()}} {
+		if len(f.value) > n.cfg.MaxNameBytes {
+			return n.nameTooLong(f.name, len(f.value))
+		}
+	}
+	if nf := len(sub.GetFilters().GetFilters()); nf > n.cfg.MaxFilters {
+		return errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE, "streamer: subscription %q has %d filters, the limit is %d (--max-filters)", sub.GetSubscriptionId(), nf, n.cfg.MaxFilters)
 	}
 	if _, err := n.compile(sub); err != nil {
 		code := streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT

@@ -41,6 +41,10 @@ type Subscriptions interface {
 	// for an unknown or expired gateway.
 	List(ctx context.Context, gateway string) (map[string][]byte, error)
 
+	// Count returns how many subscriptions gateway has (0 for an unknown or
+	// expired gateway), in O(1) (Redis: HLEN).
+	Count(ctx context.Context, gateway string) (int, error)
+
 	// Touch is a heartbeat: it sets the gateway's deadline to now+ttl,
 	// registering a gateway that has no subscriptions yet.
 	Touch(ctx context.Context, gateway string, ttl time.Duration) error

@@ -114,6 +114,7 @@ type serveOptions struct {
 	authTokenFlag, metricsTokenFlag                             func() (string, error)
 	partitions, poolSize, dedupSize, maxDoc, outboxMax          int
 	outboxMaxBytes                                              int64
+	maxDepth, maxName, maxFilters, maxSubsPerGateway            int
 	celMax, celCache                                            int
 	celCost                                                     uint64
 	logMaxLen                                                   int64
@@ -144,6 +145,10 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 	fs.StringVar(&o.nodeID, "node-id", "", "`name` of this node in leases and logs (default: hostname plus a random suffix)")
 	fs.DurationVar(&o.gatewayTTL, "gateway-ttl", service.DefaultGatewayTTL, "how long a gateway's subscriptions live without a heartbeat")
 	fs.IntVar(&o.maxDoc, "max-document-bytes", service.DefaultMaxDocumentBytes, "largest document (and pre-image) Publish accepts, in `bytes`")
+	fs.IntVar(&o.maxDepth, "max-document-depth", service.DefaultMaxDocumentDepth, "deepest nesting of arrays and objects in a published document")
+	fs.IntVar(&o.maxName, "max-name-bytes", service.DefaultMaxNameBytes, "longest tenant, collection, document, event, subscription or gateway id, in `bytes`")
+	fs.IntVar(&o.maxFilters, "max-filters", service.DefaultMaxFilters, "most field filters in one subscription")
+	fs.IntVar(&o.maxSubsPerGateway, "max-subscriptions-per-gateway", service.DefaultMaxSubscriptionsPerGateway, "most subscriptions one gateway may hold, pool-wide")
 	fs.IntVar(&o.outboxMax, "outbox-max-len", store.DefaultOutboxMaxLen, "entries kept per gateway outbox; a gateway further behind gets a Resync")
 	fs.Int64Var(&o.outboxMaxBytes, "outbox-max-bytes", store.DefaultOutboxMaxBytes, "payload `bytes` kept per gateway outbox (the newest entry always); a gateway further behind gets a Resync (-1: no byte cap)")
 	fs.StringVar(&o.softDelete, "soft-delete-field", service.DefaultSoftDeleteField, "top-level document `field` whose value true marks a soft-deleted document")
@@ -178,6 +183,9 @@ func (o *serveOptions) validate(fs *flag.FlagSet) error {
 	}
 	if o.outboxMaxBytes == 0 || o.outboxMaxBytes < -1 {
 		return errors.New("--outbox-max-bytes must be positive, or -1 for no byte cap")
+	}
+	if o.maxDepth <= 0 || o.maxName <= 0 || o.maxFilters <= 0 || o.maxSubsPerGateway <= 0 {
+		return errors.New("--max-document-depth, --max-name-bytes, --max-filters and --max-subscriptions-per-gateway must be positive")
 	}
 	if o.partitions <= 0 || o.outboxMax <= 0 || o.logMaxLen <= 0 || o.poolSize < 0 || o.dedupSize < 0 || o.leaseTTL < 10*time.Millisecond {
 		return errors.New("--partitions, --outbox-max-len, --log-max-len must be positive, --redis-pool-size and --dedup-size not negative, --lease-ttl at least 10ms")
@@ -306,21 +314,25 @@ func (o *serveOptions) nodeConfig(logger *slog.Logger, collectors []prometheus.C
 		dedup = -1 // off
 	}
 	return service.Config{
-		NodeID:           o.nodeID,
-		Partitions:       o.partitions,
-		AuthToken:        o.authToken,
-		MetricsToken:     o.metricsToken,
-		MaxDocumentBytes: o.maxDoc,
-		GatewayTTL:       o.gatewayTTL,
-		OutboxMaxLen:     o.outboxMax,
-		OutboxMaxBytes:   o.outboxMaxBytes,
-		SoftDeleteField:  o.softDelete,
-		Match:            match.Config{MaxCELBytes: o.celMax, CELCostLimit: o.celCost, CELCacheSize: o.celCache},
-		Logger:           logger,
-		LeaseTTL:         o.leaseTTL,
-		DedupSize:        dedup,
-		ProbeInterval:    o.probeInterval,
-		Collectors:       collectors,
+		NodeID:                     o.nodeID,
+		Partitions:                 o.partitions,
+		AuthToken:                  o.authToken,
+		MetricsToken:               o.metricsToken,
+		MaxDocumentBytes:           o.maxDoc,
+		MaxDocumentDepth:           o.maxDepth,
+		MaxNameBytes:               o.maxName,
+		MaxFilters:                 o.maxFilters,
+		MaxSubscriptionsPerGateway: o.maxSubsPerGateway,
+		GatewayTTL:                 o.gatewayTTL,
+		OutboxMaxLen:               o.outboxMax,
+		OutboxMaxBytes:             o.outboxMaxBytes,
+		SoftDeleteField:            o.softDelete,
+		Match:                      match.Config{MaxCELBytes: o.celMax, CELCostLimit: o.celCost, CELCacheSize: o.celCache},
+		Logger:                     logger,
+		LeaseTTL:                   o.leaseTTL,
+		DedupSize:                  dedup,
+		ProbeInterval:              o.probeInterval,
+		Collectors:                 collectors,
 	}
 }
 

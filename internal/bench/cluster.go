@@ -74,7 +74,10 @@ func startCluster(ctx context.Context, cfg Config) (cl *cluster, err error) {
 		}
 	}
 	for i := range cfg.Nodes {
-		node, err := service.New(service.Config{NodeID: ids[i], Partitions: cfg.Partitions, Logger: cfg.Logger}, cl.backends[i])
+		// The workload's gateways hold SubsPerGateway subscriptions and a
+		// marker per partition: the node's per-gateway limit must fit them.
+		node, err := service.New(service.Config{NodeID: ids[i], Partitions: cfg.Partitions, Logger: cfg.Logger,
+			MaxSubscriptionsPerGateway: max(service.DefaultMaxSubscriptionsPerGateway, cfg.SubsPerGateway+cfg.Partitions)}, cl.backends[i])
 		if err != nil {
 			return cl, err
 		}

@@ -112,6 +112,16 @@ func (s *Subscriptions) List(ctx context.Context, gateway string) (map[string][]
 	return out, nil
 }
 
+// Count implements store.Subscriptions.
+func (s *Subscriptions) Count(ctx context.Context, gateway string) (int, error) {
+	if err := s.args(ctx, "count", gateway); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.live(gateway, s.life.clock.Now())), nil
+}
+
 // Touch implements store.Subscriptions.
 func (s *Subscriptions) Touch(ctx context.Context, gateway string, ttl time.Duration) error {
 	if err := s.args(ctx, "touch", gateway); err != nil {

@@ -116,6 +116,21 @@ func (s *Subscriptions) List(ctx context.Context, gateway string) (map[string][]
 	return out, nil
 }
 
+// Count is HLEN.
+func (s *Subscriptions) Count(ctx context.Context, gateway string) (int, error) {
+	if err := s.c.begin(ctx); err != nil {
+		return 0, err
+	}
+	if err := required("gateway", gateway); err != nil {
+		return 0, err
+	}
+	n, err := s.c.client.HLen(ctx, s.c.keys.Subs(gateway)).Result()
+	if err != nil {
+		return 0, s.c.fail(ctx, "count", err)
+	}
+	return int(n), nil
+}
+
 // Live is ZRANGEBYSCORE stm:gateways (now +inf, sorted by name.
 func (s *Subscriptions) Live(ctx context.Context) ([]string, error) {
 	return s.byDeadline(ctx, "live", "("+strconv.FormatInt(s.c.clock.Now().UnixMilli(), 10), "+inf")

@@ -68,6 +68,8 @@ func everyCall(ctx context.Context, b *store.Backend) map[string]error {
 	record("Subscriptions.Live")
 	_, err = b.Subscriptions.Expired(ctx, time.Now())
 	record("Subscriptions.Expired")
+	_, err = b.Subscriptions.Count(ctx, "g")
+	record("Subscriptions.Count")
 	err = b.Subscriptions.Forget(ctx, "g")
 	record("Subscriptions.Forget")
 

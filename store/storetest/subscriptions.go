@@ -32,6 +32,9 @@ func (e *env) wantSubs(t *testing.T, gateway string, want map[string]string) {
 	if !maps.EqualFunc(got, want, func(g []byte, w string) bool { return string(g) == w }) {
 		t.Fatalf("List(%s) = %q, want %q", gateway, got, want)
 	}
+	if n := try(e.b.Subscriptions.Count(t.Context(), gateway)).must(t); n != len(want) {
+		t.Fatalf("Count(%s) = %d, want %d", gateway, n, len(want))
+	}
 }
 
 // wantGateways fails unless got equals want (nil and empty alike).

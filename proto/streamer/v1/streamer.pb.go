@@ -127,6 +127,9 @@ const (
 	// Reconnecting would take the session back and close the newer one, so a
 	// gateway seeing it should stop (two processes share a gateway id).
 	ErrorCode_ERROR_CODE_SUPERSEDED ErrorCode = 10
+	// A subscription limit was reached (per gateway); the message names the
+	// limit and the node flag that sets it. Unsubscribe first, or raise it.
+	ErrorCode_ERROR_CODE_TOO_MANY_SUBSCRIPTIONS ErrorCode = 11
 )
 
 // Enum value maps for ErrorCode.
@@ -143,19 +146,21 @@ var (
 		8:  "ERROR_CODE_INTERNAL",
 		9:  "ERROR_CODE_UNKNOWN_SUBSCRIPTION",
 		10: "ERROR_CODE_SUPERSEDED",
+		11: "ERROR_CODE_TOO_MANY_SUBSCRIPTIONS",
 	}
 	ErrorCode_value = map[string]int32{
-		"ERROR_CODE_UNSPECIFIED":          0,
-		"ERROR_CODE_INVALID_ARGUMENT":     1,
-		"ERROR_CODE_INVALID_FILTER":       2,
-		"ERROR_CODE_INVALID_CEL":          3,
-		"ERROR_CODE_TOO_LARGE":            4,
-		"ERROR_CODE_NOT_REGISTERED":       5,
-		"ERROR_CODE_UNAUTHENTICATED":      6,
-		"ERROR_CODE_UNAVAILABLE":          7,
-		"ERROR_CODE_INTERNAL":             8,
-		"ERROR_CODE_UNKNOWN_SUBSCRIPTION": 9,
-		"ERROR_CODE_SUPERSEDED":           10,
+		"ERROR_CODE_UNSPECIFIED":            0,
+		"ERROR_CODE_INVALID_ARGUMENT":       1,
+		"ERROR_CODE_INVALID_FILTER":         2,
+		"ERROR_CODE_INVALID_CEL":            3,
+		"ERROR_CODE_TOO_LARGE":              4,
+		"ERROR_CODE_NOT_REGISTERED":         5,
+		"ERROR_CODE_UNAUTHENTICATED":        6,
+		"ERROR_CODE_UNAVAILABLE":            7,
+		"ERROR_CODE_INTERNAL":               8,
+		"ERROR_CODE_UNKNOWN_SUBSCRIPTION":   9,
+		"ERROR_CODE_SUPERSEDED":             10,
+		"ERROR_CODE_TOO_MANY_SUBSCRIPTIONS": 11,
 	}
 )
 
@@ -1790,7 +1795,7 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OPERATION_CREATE\x10\x01\x12\x14\n" +
 	"\x10OPERATION_UPDATE\x10\x02\x12\x14\n" +
-	"\x10OPERATION_DELETE\x10\x03*\xd1\x02\n" +
+	"\x10OPERATION_DELETE\x10\x03*\xf8\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_INVALID_ARGUMENT\x10\x01\x12\x1d\n" +
@@ -1803,7 +1808,8 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\x13ERROR_CODE_INTERNAL\x10\b\x12#\n" +
 	"\x1fERROR_CODE_UNKNOWN_SUBSCRIPTION\x10\t\x12\x19\n" +
 	"\x15ERROR_CODE_SUPERSEDED\x10\n" +
-	"2S\n" +
+	"\x12%\n" +
+	"!ERROR_CODE_TOO_MANY_SUBSCRIPTIONS\x10\v2S\n" +
 	"\bStreamer\x12G\n" +
 	"\x06Stream\x12\x1b.streamer.v1.GatewayMessage\x1a\x1c.streamer.v1.StreamerMessage(\x010\x012N\n" +
 	"\x06Ingest\x12D\n" +
