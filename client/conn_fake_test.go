@@ -475,3 +475,26 @@ func TestConnReadyFollowsTheSession(t *testing.T) {
 		t.Errorf("Ready after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestConnAcknowledgesEveryFewDeliveries: a Conn under load acknowledges
+// what it handed out every ackEvery deliveries, without waiting for its
+// heartbeat tick (the clock never moves here), so the node trims the
+// outbox promptly.
+func TestConnAcknowledgesEveryFewDeliveries(t *testing.T) {
+	f, p := startFake(t)
+	fc := clock.NewFake(time.Now())
+	c, s := dialFake(t, f, p, "1-0", withClock(fc))
+	if hb := s.expectAny(t).GetHeartbeat(); hb == nil { // the one sent at once after Registered
+		t.Fatal("no first heartbeat")
+	}
+	last := ""
+	for i := range ackEvery {
+		last = fmt.Sprintf("2-%d", i)
+		s.send(t, delivery(last, fmt.Sprintf("e%d", i)))
+		<-c.Deliveries()
+	}
+	hb := s.expectAny(t).GetHeartbeat()
+	if hb == nil || hb.GetAckCursor() != last {
+		t.Fatalf("after %d deliveries: %v, want a heartbeat acknowledging %s", ackEvery, hb, last)
+	}
+}

@@ -115,6 +115,7 @@ type session struct {
 	held     []held
 	maxHeld  int
 	lastAck  string // cursor sent in the last heartbeat
+	sinceAck int    // deliveries handed out since the last heartbeat
 }
 
 // held is a Delivery or Resync (msg) or a dropped subscription, held back
@@ -211,6 +212,10 @@ func (c *Conn) session(first bool) (registeredAt time.Time, err error) {
 	s.tick = ticker.C()
 	return registeredAt, s.loop()
 }
+
+// ackEvery is how many deliveries handed out make the session heartbeat
+// at once, acknowledging them, rather than at its next tick.
+const ackEvery = 256
 
 // heartbeatTiming returns how often a session heartbeats (configured, or
 // the node's TTL/5, or DefaultHeartbeatInterval) and how long a node may
@@ -338,6 +343,12 @@ func (s *session) process(m *streamerv1.StreamerMessage) error {
 		if d.GetCursor() != "" {
 			c.cursor = d.GetCursor()
 		}
+		// Acknowledge early under load: the node trims the outbox up to
+		// the acknowledged cursor, and need not hold what was handed out
+		// until the next heartbeat tick.
+		if s.sinceAck++; s.sinceAck >= ackEvery {
+			return s.heartbeat()
+		}
 		return nil
 	}
 	r := m.GetResync()
@@ -422,7 +433,7 @@ func (s *session) heartbeat() error {
 	}}); err != nil {
 		return err
 	}
-	s.lastAck = s.c.cursor
+	s.lastAck, s.sinceAck = s.c.cursor, 0
 	s.c.stats.heartbeats.Add(1)
 	return nil
 }
