@@ -182,7 +182,7 @@ func (e *Engine) costTracked(checked *cel.Ast) bool {
 func (e *Engine) program(checked *cel.Ast, tracked bool) (cel.Program, error) {
 	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
 	if tracked {
-		opts = append(opts, cel.CostLimit(e.cfg.CELCostLimit))
+		opts = append(opts, cel.CostLimit(e.cfg.CELCostLimit), cel.CostTracking(sizeCost{}))
 	}
 	return e.env.Program(checked, opts...)
 }
