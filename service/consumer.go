@@ -265,7 +265,8 @@ func (c *consumer) awaitTakeover(stop context.Context) bool {
 }
 
 // load indexes the subscriptions of the live gateways that belong to this
-// partition.
+// partition: only those (ListPartition), so that taking a partition over
+// costs what moves, not every subscription of every gateway.
 func (c *consumer) load(ctx context.Context) error {
 	subs := c.n.backend.Subscriptions
 	gateways, err := subs.Live(ctx)
@@ -274,7 +275,7 @@ func (c *consumer) load(ctx context.Context) error {
 	}
 	loaded := 0
 	for _, gw := range gateways {
-		all, err := subs.List(ctx, gw)
+		all, err := subs.ListPartition(ctx, gw, c.p)
 		if err != nil {
 			return err
 		}

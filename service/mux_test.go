@@ -46,7 +46,7 @@ func redisBackendAndServer(t *testing.T, partitions int, c clock.Clock) (*store.
 
 // redisBackendFor is a Redis backend on srv, with the registries' deadlines
 // on c.
-func redisBackendFor(t *testing.T, srv *redistest.Server, partitions int, c clock.Clock) *store.Backend {
+func redisBackendFor(t testing.TB, srv *redistest.Server, partitions int, c clock.Clock) *store.Backend {
 	t.Helper()
 	b, err := redis.New(t.Context(), redis.Config{
 		URL: srv.URL(), Prefix: fmt.Sprintf("svc%d", redisPrefixes.Add(1)), Partitions: partitions, Logger: testLogger(), Clock: c,

@@ -64,7 +64,7 @@ func (s *session) subscribe(ctx context.Context, m *streamerv1.Subscribe) (res *
 		}
 	}
 	expired, err := s.refreshTTL(ctx, func() error {
-		return n.backend.Subscriptions.Put(ctx, gw, id, data, n.cfg.GatewayTTL)
+		return n.backend.Subscriptions.Put(ctx, gw, id, p, data, n.cfg.GatewayTTL)
 	})
 	if err != nil {
 		return unavailable("storing subscription", err)

@@ -24,10 +24,11 @@ import (
 // Every method returns ctx.Err() (possibly wrapped) when ctx is done before
 // it completes, and an error wrapping ErrClosed after Backend.Close.
 type Subscriptions interface {
-	// Put upserts subscription id of gateway with data and sets the
-	// gateway's deadline to now+ttl (which also keeps all its other
-	// subscriptions).
-	Put(ctx context.Context, gateway, id string, data []byte, ttl time.Duration) error
+	// Put upserts subscription id of gateway with data, as one of the
+	// gateway's subscriptions in event-log partition p (where its events
+	// are: ListPartition), and sets the gateway's deadline to now+ttl (which
+	// also keeps all its other subscriptions). p is in [0, partitions).
+	Put(ctx context.Context, gateway, id string, p int, data []byte, ttl time.Duration) error
 
 	// Delete removes subscription id of gateway and reports whether it
 	// existed. It does not change the deadline.
@@ -40,6 +41,13 @@ type Subscriptions interface {
 	// List returns all subscriptions of gateway by id: an empty, non-nil map
 	// for an unknown or expired gateway.
 	List(ctx context.Context, gateway string) (map[string][]byte, error)
+
+	// ListPartition returns the subscriptions of gateway last Put in
+	// partition p, by id, like List: what a node taking partition p over
+	// loads, in time proportional to them rather than to all of the
+	// gateway's. Redis reads them in chunks of at most 1,000 (SSCAN, HMGET),
+	// so that no command blocks the server for long.
+	ListPartition(ctx context.Context, gateway string, p int) (map[string][]byte, error)
 
 	// Count returns how many subscriptions gateway has (0 for an unknown or
 	// expired gateway), in O(1) (Redis: HLEN).

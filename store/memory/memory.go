@@ -75,7 +75,7 @@ func New(cfg Config) *store.Backend {
 	return &store.Backend{
 		Log:           log,
 		Router:        log,
-		Subscriptions: newSubscriptions(life, sessions),
+		Subscriptions: newSubscriptions(life, sessions, cfg.Partitions),
 		Outboxes:      outboxes,
 		Leases:        newLeases(life, cfg.Partitions),
 		Nodes:         newNodes(life),

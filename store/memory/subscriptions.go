@@ -12,11 +12,13 @@ import (
 
 // Subscriptions is the memory store.Subscriptions. Obtain it from New.
 type Subscriptions struct {
-	life     *lifecycle
-	sessions *Sessions // whose records Forget drops too
+	life       *lifecycle
+	sessions   *Sessions // whose records Forget drops too
+	partitions int
 
 	mu       sync.Mutex
-	gateways map[string]*gatewaySubs // registered gateways, until Forget
+	gateways map[string]*gatewaySubs   // registered gateways, until Forget
+	parts    map[string]map[string]int // gateway → subscription id → partition, as last Put
 }
 
 var _ store.Subscriptions = (*Subscriptions)(nil)
@@ -27,8 +29,9 @@ type gatewaySubs struct {
 	subs     map[string][]byte // nil once the deadline has passed (the hash expired)
 }
 
-func newSubscriptions(life *lifecycle, sessions *Sessions) *Subscriptions {
-	return &Subscriptions{life: life, sessions: sessions, gateways: map[string]*gatewaySubs{}}
+func newSubscriptions(life *lifecycle, sessions *Sessions, partitions int) *Subscriptions {
+	return &Subscriptions{life: life, sessions: sessions, partitions: partitions,
+		gateways: map[string]*gatewaySubs{}, parts: map[string]map[string]int{}}
 }
 
 // live returns gateway's subscriptions, nil when it is unknown or expired;
@@ -56,18 +59,42 @@ func (s *Subscriptions) refresh(gateway string, now time.Time, ttl time.Duration
 }
 
 // Put implements store.Subscriptions.
-func (s *Subscriptions) Put(ctx context.Context, gateway, id string, data []byte, ttl time.Duration) error {
+func (s *Subscriptions) Put(ctx context.Context, gateway, id string, p int, data []byte, ttl time.Duration) error {
 	if err := s.args(ctx, "put", gateway); err != nil {
 		return err
 	}
 	if err := checkTTL(ttl); err != nil {
 		return err
 	}
+	if p < 0 || p >= s.partitions {
+		return fmt.Errorf("memory: subscriptions put: %w: partition %d of %d", store.ErrInvalid, p, s.partitions)
+	}
 	data = clone(data)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refresh(gateway, s.life.clock.Now(), ttl)[id] = data
+	if s.parts[gateway] == nil {
+		s.parts[gateway] = map[string]int{}
+	}
+	s.parts[gateway][id] = p
 	return nil
+}
+
+// ListPartition implements store.Subscriptions.
+func (s *Subscriptions) ListPartition(ctx context.Context, gateway string, p int) (map[string][]byte, error) {
+	if err := s.args(ctx, "list partition", gateway); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string][]byte{}
+	parts := s.parts[gateway]
+	for id, data := range s.live(gateway, s.life.clock.Now()) {
+		if part, ok := parts[id]; ok && part == p {
+			out[id] = clone(data)
+		}
+	}
+	return out, nil
 }
 
 // Delete implements store.Subscriptions.
@@ -80,6 +107,7 @@ func (s *Subscriptions) Delete(ctx context.Context, gateway, id string) (bool, e
 	subs := s.live(gateway, s.life.clock.Now())
 	_, existed := subs[id]
 	delete(subs, id)
+	delete(s.parts[gateway], id)
 	return existed, nil
 }
 
@@ -171,6 +199,7 @@ func (s *Subscriptions) Forget(ctx context.Context, gateway string) error {
 	}
 	s.mu.Lock()
 	delete(s.gateways, gateway)
+	delete(s.parts, gateway)
 	s.mu.Unlock()
 	s.sessions.forget(gateway)
 	return nil

@@ -13,6 +13,8 @@ import "strconv"
 //	stm:{p:N}:lease          string: node owning partition N (PX ttl)
 //	stm:nodes                zset: live nodes by heartbeat deadline (ms)
 //	stm:{gw:G}:subs          hash: gateway G's subscriptions (PEXPIREAT deadline)
+//	stm:{gw:G}:subs:N        set: ids of G's subscriptions in partition N (what a takeover of N loads)
+//	stm:{gw:G}:subsidx       string: G's subscriptions are in the sets above (absent: stored before them)
 //	stm:{gw:G}:out           stream: gateway G's outbox
 //	stm:{gw:G}:outdel        string: greatest id deleted from G's outbox
 //	stm:{gw:G}:outmeta       hash: G's outbox retirement ("r"), partition N's fence ("N"), bytes held ("b")
@@ -43,6 +45,17 @@ func (k Keys) Nodes() string { return k.Prefix + ":nodes" }
 
 // Subs is gateway's subscription hash.
 func (k Keys) Subs(gateway string) string { return k.gateway(gateway) + ":subs" }
+
+// SubsIn is the set of the ids of gateway's subscriptions whose events are
+// in partition p.
+func (k Keys) SubsIn(gateway string, p int) string {
+	return k.gateway(gateway) + ":subs:" + strconv.Itoa(p)
+}
+
+// SubsIndexed marks a gateway whose subscriptions are all in the SubsIn
+// sets; without it (subscriptions stored by an older version) a takeover
+// reads the gateway's whole hash.
+func (k Keys) SubsIndexed(gateway string) string { return k.gateway(gateway) + ":subsidx" }
 
 // Outbox is gateway's outbox stream.
 func (k Keys) Outbox(gateway string) string { return k.gateway(gateway) + ":out" }

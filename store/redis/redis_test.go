@@ -158,7 +158,7 @@ func TestKeyLayout(t *testing.T) {
 	if err := b.Nodes.Heartbeat(ctx, "n1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Subscriptions.Put(ctx, "G", "s", []byte("x"), time.Minute); err != nil {
+	if err := b.Subscriptions.Put(ctx, "G", "s", 0, []byte("x"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "G", Payload: []byte("x")}, {Gateway: "G", Payload: []byte("y")}}); err != nil {
@@ -192,6 +192,8 @@ func TestKeyLayout(t *testing.T) {
 		"stm:{p:3}:lease":         "string",
 		"stm:nodes":               "zset",
 		"stm:{gw:G}:subs":         "hash",
+		"stm:{gw:G}:subs:0":       "set",
+		"stm:{gw:G}:subsidx":      "string",
 		"stm:{gw:G}:out":          "stream",
 		"stm:{gw:G}:outdel":       "string",
 		"stm:{gw:G}:outmeta":      "hash",
@@ -345,7 +347,7 @@ func TestExpiredGatewayLeavesOnlyItsRetirement(t *testing.T) {
 	raw := rawClient(t, srv)
 	ctx := t.Context()
 	b, keys := newBackend(t, srv, redis.Config{Partitions: 1})
-	if err := b.Subscriptions.Put(ctx, "G", "s", []byte("x"), time.Minute); err != nil {
+	if err := b.Subscriptions.Put(ctx, "G", "s", 0, []byte("x"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "G", Payload: []byte("x")}}); err != nil {
@@ -533,4 +535,28 @@ func commandCalls(t *testing.T, srv *redistest.Server, cmd string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestListPartitionReadsLegacyGatewaysWhole: a gateway whose subscriptions
+// were stored before the partition sets existed (no index marker) is read
+// whole, so that a node taking over after an upgrade loses none of them;
+// its next subscription keeps it that way.
+func TestListPartitionReadsLegacyGatewaysWhole(t *testing.T) {
+	srv := redistest.Start(t)
+	raw := rawClient(t, srv)
+	ctx := t.Context()
+	b, keys := newBackend(t, srv, redis.Config{Partitions: 4})
+	if err := raw.HSet(ctx, keys.Subs("old"), "a", "1", "b", "2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Subscriptions.ListPartition(ctx, "old", 3)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("ListPartition of a legacy gateway = %q, %v; want both subscriptions", got, err)
+	}
+	if err := b.Subscriptions.Put(ctx, "old", "c", 1, []byte("3"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Subscriptions.ListPartition(ctx, "old", 3); err != nil || len(got) != 3 {
+		t.Fatalf("after a new subscription: %q, %v; want all three (still read whole)", got, err)
+	}
 }

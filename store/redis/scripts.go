@@ -218,6 +218,28 @@ end
 return 1
 `)
 
+// scriptSubsPut stores subscription ARGV[1] with data ARGV[2] in the hash
+// KEYS[1] and puts its id in the partition set KEYS[ARGV[3]] (KEYS[3..] are
+// the sets of every partition), removing it from the others. KEYS[2] marks
+// the gateway as indexed, which it is when its hash was empty or already
+// marked: a gateway stored by an older version, without sets, stays
+// unmarked and is read whole (Subscriptions.ListPartition).
+var scriptSubsPut = goredis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[2], 1)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local p = tonumber(ARGV[3])
+for k = 3, #KEYS do
+  if k == p then
+    redis.call('SADD', KEYS[k], ARGV[1])
+  else
+    redis.call('SREM', KEYS[k], ARGV[1])
+  end
+end
+return 1
+`)
+
 // scriptOutboxTrim deletes the entries of the outbox KEYS[1..4] with id <=
 // ARGV[1] (delete_through). It returns 1 if it deleted anything.
 var scriptOutboxTrim = goredis.NewScript(luaCapOutbox + `
@@ -308,7 +330,7 @@ return 0
 
 // allScripts are loaded by New so that pipelined EVALSHA calls find them.
 var allScripts = []*goredis.Script{
-	scriptLogAppend, scriptOutboxAppend, scriptOutboxRetire, scriptRoute, scriptOutboxTrim, scriptOutboxLast,
+	scriptLogAppend, scriptOutboxAppend, scriptOutboxRetire, scriptSubsPut, scriptRoute, scriptOutboxTrim, scriptOutboxLast,
 	scriptLeaseAcquire, scriptLeaseRenew, scriptLeaseRelease,
 	scriptSessionClaim, scriptSessionRelease,
 }

@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -27,11 +28,67 @@ type Subscriptions struct{ c *core }
 
 var _ store.Subscriptions = (*Subscriptions)(nil)
 
-// Put is HSET + PEXPIREAT on the hash and ZADD on the registry.
-func (s *Subscriptions) Put(ctx context.Context, gateway, id string, data []byte, ttl time.Duration) error {
+// Put runs scriptSubsPut (HSET, the partition sets, the index marker) and
+// then PEXPIREAT on the hash and ZADD on the registry.
+func (s *Subscriptions) Put(ctx context.Context, gateway, id string, p int, data []byte, ttl time.Duration) error {
+	if p < 0 || p >= s.c.partitions {
+		return fmt.Errorf("%w: subscriptions put: partition %d of %d", store.ErrInvalid, p, s.c.partitions)
+	}
+	keys := make([]string, 0, 2+s.c.partitions)
+	keys = append(keys, s.c.keys.Subs(gateway), s.c.keys.SubsIndexed(gateway))
+	for q := range s.c.partitions {
+		keys = append(keys, s.c.keys.SubsIn(gateway, q))
+	}
 	return s.heartbeat(ctx, "put", gateway, ttl, func(pipe goredis.Pipeliner) {
-		pipe.HSet(ctx, s.c.keys.Subs(gateway), id, data)
+		scriptSubsPut.Eval(ctx, pipe, keys, id, data, p+3) // not EvalSha: a script cache flushed since New cannot be retried inside MULTI
 	})
+}
+
+// listChunk bounds each command of ListPartition.
+const listChunk = 1000
+
+// ListPartition walks the partition's set with SSCAN and reads each chunk of
+// ids with HMGET; ids whose subscription is gone (deleted, expired) are
+// skipped. A gateway whose subscriptions were stored before the partition
+// sets existed (no index marker) is read whole, with HSCAN: its caller
+// keeps the partition's own.
+func (s *Subscriptions) ListPartition(ctx context.Context, gateway string, p int) (map[string][]byte, error) {
+	if err := s.c.begin(ctx); err != nil {
+		return nil, err
+	}
+	if err := required("gateway", gateway); err != nil {
+		return nil, err
+	}
+	indexed, err := s.c.client.Exists(ctx, s.c.keys.SubsIndexed(gateway)).Result()
+	if err != nil {
+		return nil, s.c.fail(ctx, "list partition", err)
+	}
+	if indexed == 0 {
+		return s.scanAll(ctx, gateway)
+	}
+	out := map[string][]byte{}
+	set, hash := s.c.keys.SubsIn(gateway, p), s.c.keys.Subs(gateway)
+	var cursor uint64
+	for {
+		ids, next, err := s.c.client.SScan(ctx, set, cursor, "", listChunk).Result()
+		if err != nil {
+			return nil, s.c.fail(ctx, "list partition", err)
+		}
+		if len(ids) > 0 {
+			vals, err := s.c.client.HMGet(ctx, hash, ids...).Result()
+			if err != nil {
+				return nil, s.c.fail(ctx, "list partition", err)
+			}
+			for i, v := range vals {
+				if data, ok := v.(string); ok {
+					out[ids[i]] = []byte(data)
+				}
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return out, nil
+		}
+	}
 }
 
 // Touch is PEXPIREAT on the hash (if it exists) and ZADD on the registry.
@@ -64,7 +121,7 @@ func (s *Subscriptions) heartbeat(ctx context.Context, op, gateway string, ttl t
 	return nil
 }
 
-// Delete is HDEL.
+// Delete is HDEL, and SREM from the partitions' sets.
 func (s *Subscriptions) Delete(ctx context.Context, gateway, id string) (bool, error) {
 	if err := s.c.begin(ctx); err != nil {
 		return false, err
@@ -72,11 +129,20 @@ func (s *Subscriptions) Delete(ctx context.Context, gateway, id string) (bool, e
 	if err := required("gateway", gateway); err != nil {
 		return false, err
 	}
-	n, err := s.c.client.HDel(ctx, s.c.keys.Subs(gateway), id).Result()
+	var del *goredis.IntCmd
+	err := s.c.multi(ctx, func(pipe goredis.Pipeliner) {
+		del = pipe.HDel(ctx, s.c.keys.Subs(gateway), id)
+		for p := range s.c.partitions {
+			pipe.SRem(ctx, s.c.keys.SubsIn(gateway, p), id)
+		}
+	})
+	if err == nil {
+		err = del.Err()
+	}
 	if err != nil {
 		return false, s.c.fail(ctx, "delete", err)
 	}
-	return n > 0, nil
+	return del.Val() > 0, nil
 }
 
 // Get is HGET.
@@ -131,6 +197,24 @@ func (s *Subscriptions) Count(ctx context.Context, gateway string) (int, error) 
 	return int(n), nil
 }
 
+// scanAll reads all of gateway's subscriptions with HSCAN, in chunks.
+func (s *Subscriptions) scanAll(ctx context.Context, gateway string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	var cursor uint64
+	for {
+		kv, next, err := s.c.client.HScan(ctx, s.c.keys.Subs(gateway), cursor, "", listChunk).Result()
+		if err != nil {
+			return nil, s.c.fail(ctx, "list partition", err)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			out[kv[i]] = []byte(kv[i+1])
+		}
+		if cursor = next; cursor == 0 {
+			return out, nil
+		}
+	}
+}
+
 // Live is ZRANGEBYSCORE stm:gateways (now +inf, sorted by name.
 func (s *Subscriptions) Live(ctx context.Context) ([]string, error) {
 	return s.byDeadline(ctx, "live", "("+strconv.FormatInt(s.c.clock.Now().UnixMilli(), 10), "+inf")
@@ -165,8 +249,12 @@ func (s *Subscriptions) Forget(ctx context.Context, gateway string) error {
 	// The session record goes too, so that a forgotten gateway leaves no key
 	// behind: its epochs come from the server's clock, so a later Claim still
 	// gets a greater one.
+	keys := []string{s.c.keys.Subs(gateway), s.c.keys.Session(gateway), s.c.keys.SubsIndexed(gateway)}
+	for p := range s.c.partitions {
+		keys = append(keys, s.c.keys.SubsIn(gateway, p))
+	}
 	err := s.c.multi(ctx, func(pipe goredis.Pipeliner) {
-		pipe.Del(ctx, s.c.keys.Subs(gateway), s.c.keys.Session(gateway))
+		pipe.Del(ctx, keys...)
 		pipe.ZRem(ctx, s.c.keys.Gateways(), gateway)
 	})
 	if err != nil {

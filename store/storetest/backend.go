@@ -54,7 +54,7 @@ func everyCall(ctx context.Context, b *store.Backend) map[string]error {
 	_, err = b.Log.DeadLetters(ctx, 0, 1)
 	record("Log.DeadLetters")
 
-	err = b.Subscriptions.Put(ctx, "g", "s", nil, longTTL)
+	err = b.Subscriptions.Put(ctx, "g", "s", 0, nil, longTTL)
 	record("Subscriptions.Put")
 	_, err = b.Subscriptions.Delete(ctx, "g", "s")
 	record("Subscriptions.Delete")
