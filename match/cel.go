@@ -1,6 +1,7 @@
 package match
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -54,9 +55,13 @@ type Engine struct {
 
 	hits, misses, evictions atomic.Uint64
 	evals, evalErrors       atomic.Uint64
+	suspended               atomic.Uint64
 
 	crits critTable // the criteria its Indexes hold, shared across them
 }
+
+// CostLimit is the cost limit of one CEL evaluation.
+func (e *Engine) CostLimit() uint64 { return e.cfg.CELCostLimit }
 
 // Stats are cumulative counters of an Engine.
 type Stats struct {
@@ -66,6 +71,10 @@ type Stats struct {
 	CELCacheLen       int    // programs cached now
 	CELEvals          uint64 // CEL evaluations
 	CELEvalErrors     uint64 // evaluations that failed (missing key, type error, cost) = no match
+	// CELSuspended counts the CEL criteria (per tenant's collection) no
+	// longer evaluated: suspendAfter evaluations in a row over the cost
+	// limit. Their subscriptions match nothing from then on.
+	CELSuspended uint64
 }
 
 // NewEngine returns an Engine configured by cfg.
@@ -96,6 +105,7 @@ func (e *Engine) Stats() Stats {
 		CELCacheLen:       e.cache.Len(),
 		CELEvals:          e.evals.Load(),
 		CELEvalErrors:     e.evalErrors.Load(),
+		CELSuspended:      e.suspended.Load(),
 	}
 }
 
@@ -224,6 +234,10 @@ func (p *celProgram) evalInterpreted(img *image) (match, failed bool) {
 	img.prepare()
 	out, _, err := p.prg.Eval(img.act)
 	if err != nil {
+		var cancelled interpreter.EvalCancelledError
+		if errors.As(err, &cancelled) && cancelled.Cause == interpreter.CostLimitExceeded {
+			img.overBudget = true
+		}
 		return false, true
 	}
 	b, ok := out.(types.Bool)
@@ -235,8 +249,9 @@ func (img *image) flush() {
 	if img.eng != nil && img.evals > 0 {
 		img.eng.evals.Add(img.evals)
 		img.eng.evalErrors.Add(img.evalErrors)
+		img.eng.suspended.Add(img.suspended)
 	}
-	img.evals, img.evalErrors = 0, 0
+	img.evals, img.evalErrors, img.suspended = 0, 0, 0
 }
 
 // celActivation binds doc and id without building a map per evaluation.

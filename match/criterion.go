@@ -86,6 +86,8 @@ type image struct {
 
 	eng               *Engine // whose counters evals and evalErrors go to
 	evals, evalErrors uint64
+	suspended         uint64 // criteria suspended while matching this image (counted on the after image)
+	overBudget        bool   // the last CEL evaluation stopped at the cost limit
 }
 
 func (c *Compiled) eval(img *image) bool {

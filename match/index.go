@@ -3,6 +3,7 @@ package match
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 )
 
 // Subscription is what the Index stores: who subscribed (Gateway, ID), where (Tenant,
@@ -45,6 +46,11 @@ type Index struct {
 	// ParallelScan is the scan-list length from which Match evaluates it on all cores
 	// (default 2,048; set before use).
 	ParallelScan int
+	// OnSuspend, when set (before use), is told of each CEL criterion Match
+	// suspends (see suspendAfter): the tenant and collection, the criterion
+	// and how many subscriptions share it there. Match may call it from
+	// several goroutines.
+	OnSuspend func(tenant, collection, criterion string, subscriptions int)
 
 	eng    *Engine // whose CEL counters Match updates; may be nil
 	mu     sync.RWMutex
@@ -169,7 +175,19 @@ type group struct {
 
 	firstMember [1]member // members' first backing array
 	firstSlot   [1]slot   // slots' first backing array
+
+	// strikes counts the CEL evaluations in a row that stopped at the cost
+	// limit; at suspendAfter the group is suspended: never evaluated again.
+	// Atomic: Match runs under the read lock.
+	strikes   atomic.Uint32
+	suspended atomic.Bool
 }
+
+// suspendAfter is how many evaluations in a row over the CEL cost limit
+// suspend a criterion in a tenant's collection: an expression that runs
+// away on this data is not run again on every event, at everyone's
+// expense.
+const suspendAfter = 3
 
 type member struct{ gateway, id string }
 

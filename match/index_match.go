@@ -29,7 +29,7 @@ func (ix *Index) Match(ev *Event, out []Result) []Result {
 		return out
 	}
 	m := matchers.Get().(*matcher)
-	*m = matcher{op: ev.Op, withBefore: ev.Before != nil, eng: ix.eng, valsA: m.valsA, valsB: m.valsB}
+	*m = matcher{op: ev.Op, withBefore: ev.Before != nil, eng: ix.eng, onSuspend: ix.OnSuspend, valsA: m.valsA, valsB: m.valsB}
 	m.after = image{doc: ev.Doc, id: ev.ID}
 	if ev.Op == Delete {
 		m.after.doc = nil
@@ -123,6 +123,7 @@ type matcher struct {
 	op            Op
 	withBefore    bool
 	eng           *Engine
+	onSuspend     func(tenant, collection, criterion string, subscriptions int)
 	after, before image
 	valsA, valsB  []slotVal // slot values of the images, for flat rows
 }
@@ -146,8 +147,23 @@ func (m *matcher) decide(a, b bool) Op {
 }
 
 func (m *matcher) visit(g *group, out []Result) []Result {
+	if g.suspended.Load() {
+		return out
+	}
+	m.after.overBudget, m.before.overBudget = false, false
 	a := m.after.doc != nil && g.crit.eval(&m.after)
 	b := m.withBefore && g.crit.eval(&m.before)
+	switch {
+	case m.after.overBudget || m.before.overBudget:
+		if g.strikes.Add(1) == suspendAfter && !g.suspended.Swap(true) {
+			m.after.suspended++
+			if m.onSuspend != nil {
+				m.onSuspend(g.scope.key.tenant, g.scope.key.collection, g.crit.key, len(g.members))
+			}
+		}
+	case g.strikes.Load() > 0:
+		g.strikes.Store(0)
+	}
 	if op := m.decide(a, b); op != Unspecified {
 		return g.emit(out, op)
 	}
@@ -208,6 +224,7 @@ func (m *matcher) scanParallel(flat []flatRow, scan []*group, out []Result) []Re
 			defer wg.Done()
 			local := *m // counters are per worker
 			local.after.evals, local.after.evalErrors, local.before.evals, local.before.evalErrors = 0, 0, 0, 0
+			local.after.suspended, local.before.suspended = 0, 0
 			parts[w] = local.scan(flat[fl:fh], scan[sl:sh], nil)
 			local.flush()
 		}()

@@ -403,3 +403,50 @@ func TestIndexesShareCriteria(t *testing.T) {
 		t.Fatalf("%d criteria left after every group went", len(e.crits.m))
 	}
 }
+
+// TestIndexSuspendsRunawayCEL: a CEL criterion whose evaluations stop at
+// the cost limit suspendAfter times in a row, in one tenant's collection,
+// is not evaluated there again (counted in Stats.CELSuspended); the same
+// expression in another tenant's collection, and other criteria, go on.
+func TestIndexSuspendsRunawayCEL(t *testing.T) {
+	e, err := NewEngine(Config{CELCostLimit: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := NewIndex(e)
+	const runaway = `doc.s + doc.s + doc.s != "" || doc.small == 1`
+	for _, sub := range []struct{ id, tenant, cel string }{
+		{"bad", "abuser", runaway}, {"same-elsewhere", "other", runaway}, {"cheap", "abuser", `doc.small == 1`},
+	} {
+		c, err := e.Compile(Criterion{CEL: sub.cel})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ix.Add(Subscription{Gateway: "g", ID: sub.id, Tenant: sub.tenant, Collection: "c", Criterion: c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := map[string]any{"s": strings.Repeat("x", 100_000), "small": 1.0}
+	small := map[string]any{"s": "x", "small": 1.0}
+	match := func(tenant string, doc map[string]any) []string {
+		return resultStrings(ix.Match(&Event{Tenant: tenant, Collection: "c", ID: "d", Op: Update, Doc: doc}, nil))
+	}
+	for range suspendAfter - 1 {
+		match("abuser", big)
+	}
+	if got := match("abuser", small); !slices.Contains(got, "g/bad:update") {
+		t.Fatalf("a cheap evaluation after %d over budget: %v, want the runaway criterion to match (strikes reset)", suspendAfter-1, got)
+	}
+	for range suspendAfter {
+		match("abuser", big)
+	}
+	if got := e.Stats().CELSuspended; got != 1 {
+		t.Fatalf("CELSuspended = %d, want 1", got)
+	}
+	if got := match("abuser", small); slices.Contains(got, "g/bad:update") || !slices.Contains(got, "g/cheap:update") {
+		t.Fatalf("after suspension: %v, want the cheap criterion only", got)
+	}
+	if got := match("other", small); !slices.Contains(got, "g/same-elsewhere:update") {
+		t.Fatalf("the same expression in another tenant's collection: %v, want a match", got)
+	}
+}

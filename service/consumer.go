@@ -73,6 +73,10 @@ func newConsumer(n *Node, p int, fence *leaseFence) *consumer {
 	if n.cfg.DedupSize > 0 {
 		c.dedup = newRecentIDs(n.cfg.DedupSize)
 	}
+	c.ix.OnSuspend = func(tenant, collection, criterion string, subscriptions int) {
+		c.log.Warn("CEL criterion suspended: its evaluations ran over the cost limit; its subscriptions match nothing until they are made again",
+			"tenant", tenant, "collection", collection, "criterion", criterion, "subscriptions", subscriptions, "cost_limit", n.engine.CostLimit())
+	}
 	return c
 }
 

@@ -94,6 +94,8 @@ func newMetrics(n *Node) *metrics {
 		stats(func(s match.Stats) uint64 { return s.CELEvals }))
 	r.counterFunc("streamer_cel_evaluation_errors_total", "CEL evaluations that failed (counted as no match).",
 		stats(func(s match.Stats) uint64 { return s.CELEvalErrors }))
+	r.counterFunc("streamer_cel_suspended_total", "CEL criteria (per tenant's collection) suspended after evaluations in a row over the cost limit.",
+		stats(func(s match.Stats) uint64 { return s.CELSuspended }))
 
 	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

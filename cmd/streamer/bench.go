@@ -45,7 +45,7 @@ type benchOptions struct {
 	duration, warmup, baseline, drain                                   time.Duration
 	seed                                                                uint64
 	asJSON                                                              bool
-	plotFile, cpuProfile, traceFile, memProfile, logLevel               string
+	plotFile, cpuProfile, traceFile, memProfile, logLevel, abuse        string
 	gcHeadroom                                                          *int
 }
 
@@ -75,6 +75,7 @@ func benchFlags(fs *flag.FlagSet) *benchOptions {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the measured phase to `file`")
 	fs.StringVar(&o.traceFile, "trace", "", "write a runtime execution trace of the measured phase to `file` (go tool trace; a few MB per second)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the pprof allocation profile, taken after the measured phase, to `file`")
+	fs.StringVar(&o.abuse, "abuse", "", "noisy neighbour `kind` (cel, docs or subs): run twice, without and with an abusive tenant next to the workload, and compare the workload's latency")
 	fs.StringVar(&o.logLevel, "log-level", "error", "`level` of the nodes' and gateways' logs on stderr: debug, info, warn or error")
 	o.gcHeadroom = gcHeadroomFlag(fs)
 	return o
@@ -152,6 +153,17 @@ func runBench(ctx context.Context, args []string, sio stdio) error {
 		}
 	}
 
+	var quiet *bench.Result
+	if o.abuse != "" { // the same run without the neighbour first
+		fmt.Fprintf(sio.err, "--- without the noisy neighbour\n")
+		if quiet, err = bench.Run(ctx, cfg); err != nil {
+			return err
+		}
+		quiet.GCPacing = gcPacing
+		quiet.WriteSummary(sio.out)
+		fmt.Fprintf(sio.err, "--- with the noisy neighbour (%s)\n", o.abuse)
+		cfg.Abuse = o.abuse
+	}
 	res, err := bench.Run(ctx, cfg)
 	if err != nil {
 		return err
@@ -159,6 +171,11 @@ func runBench(ctx context.Context, args []string, sio stdio) error {
 	res.GCPacing = gcPacing
 	if err := o.report(sio, res); err != nil {
 		return err
+	}
+	if quiet != nil {
+		q, a := quiet.Latency, res.Latency
+		fmt.Fprintf(sio.out, "noisy neighbour (%s): the workload's p50 %.2f → %.2f ms (×%.2f), p99 %.2f → %.2f ms (×%.2f)\n",
+			o.abuse, q.P50, a.P50, a.P50/max(q.P50, 1e-9), q.P99, a.P99, a.P99/max(q.P99, 1e-9))
 	}
 	if err := outs.closeAll(); err != nil {
 		return err

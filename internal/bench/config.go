@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -113,6 +114,10 @@ type Config struct {
 	// URL sets no pool_size, one large enough for the nodes' blocking reads
 	// is added.
 	RedisURL string
+	// Abuse, when set, runs a noisy neighbour of that kind (AbuseKinds) in a
+	// tenant of its own next to the workload during the run; the workload's
+	// figures then show what it costs the well-behaved tenants.
+	Abuse string
 	// Nodes is the number of streamer nodes started in this process, all on
 	// the same backend (default 1; more than one needs RedisURL).
 	Nodes int
@@ -226,6 +231,9 @@ func (c Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
+	if c.Abuse != "" && !slices.Contains(AbuseKinds, c.Abuse) {
+		return fmt.Errorf("bench: unknown abuse %q (want one of %s)", c.Abuse, strings.Join(AbuseKinds, ", "))
+	}
 	if c.Nodes > 1 && c.RedisURL == "" {
 		return fmt.Errorf("%w (got %d nodes)", ErrMemoryOneNode, c.Nodes)
 	}

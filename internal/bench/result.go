@@ -41,6 +41,8 @@ type Result struct {
 	// DrainMs is how long the last matches took to arrive after publishing
 	// stopped.
 	DrainMs float64 `json:"drain_ms"`
+	// Abuse is the noisy neighbour that ran next to the workload, if any.
+	Abuse string `json:"abuse,omitempty"`
 	// Latency is publish → gateway, one sample per (event, gateway) match of
 	// the measured phase.
 	Latency Latency `json:"latency_ms"`
@@ -136,8 +138,12 @@ func (r *Result) WriteSummary(w io.Writer) {
 	if r.Rate > 0 {
 		rate = strconv.FormatFloat(r.Rate, 'f', -1, 64) + "/s"
 	}
-	fmt.Fprintf(w, "streamer bench: %s, %d node(s), %d gateways × %d subscriptions (%s; %d distinct criteria), %d partitions, rate %s, %.1fs\n",
-		r.Mode, r.Nodes, r.Gateways, r.SubsPerGateway, r.Mix, r.DistinctCrit, r.Partitions, rate, r.DurationSec)
+	abuse := ""
+	if r.Abuse != "" {
+		abuse = ", with a noisy neighbour (" + r.Abuse + ")"
+	}
+	fmt.Fprintf(w, "streamer bench: %s, %d node(s), %d gateways × %d subscriptions (%s; %d distinct criteria), %d partitions, rate %s, %.1fs%s\n",
+		r.Mode, r.Nodes, r.Gateways, r.SubsPerGateway, r.Mix, r.DistinctCrit, r.Partitions, rate, r.DurationSec, abuse)
 	fmt.Fprintf(w, "  events       %d  (%.0f events/s end to end, %.0f/s published, drain %.0f ms)\n", r.Events, r.EventsPerSec, r.PublishedPerSec, r.DrainMs)
 	fmt.Fprintf(w, "  deliveries   %.0f/s  (%.2f per event)\n", r.DeliveriesPerSec, r.DeliveriesPerSec/max(r.EventsPerSec, 1e-9))
 	l := r.Latency

@@ -35,7 +35,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r := &run{cfg: cfg, out: cfg.Progress, wl: newWorkload(cfg), res: &Result{
 		Mode: "embedded", Nodes: cfg.Nodes, Gateways: cfg.Gateways, SubsPerGateway: cfg.SubsPerGateway,
 		Partitions: cfg.Partitions, Collections: cfg.Collections, DistinctValues: cfg.DistinctValues,
-		Mix: cfg.Mix, Rate: cfg.Rate, DurationSec: cfg.Duration.Seconds(), LoadAvgStart: loadAvg(),
+		Mix: cfg.Mix, Rate: cfg.Rate, DurationSec: cfg.Duration.Seconds(), LoadAvgStart: loadAvg(), Abuse: cfg.Abuse,
 	}}
 	if cfg.RedisURL != "" {
 		r.res.Mode = "redis"
@@ -76,6 +76,7 @@ type run struct {
 	wl  *workload
 
 	cl    *cluster
+	abuse *abuser // the noisy neighbour, when Config.Abuse is set
 	tl    *timeline
 	rec   *recorder
 	conns []*client.Conn
@@ -112,6 +113,13 @@ func (r *run) setup(ctx context.Context) error {
 	if r.pub, err = newPublisher(cfg, r.wl, r.rec, r.tl, r.cl.addrs); err != nil {
 		return err
 	}
+	if cfg.Abuse != "" {
+		start := time.Now()
+		if r.abuse, err = startAbuse(ctx, cfg.Abuse, r.cl.addrs[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(r.out, "noisy neighbour %q running (set up in %v)\n", cfg.Abuse, time.Since(start).Round(time.Millisecond))
+	}
 	// Subscribing leaves hundreds of MiB of garbage behind. Collect it now,
 	// as Go's own benchmarks collect before timing, so that the collection
 	// it would cost falls here instead of at the start of the measured
@@ -124,6 +132,7 @@ func (r *run) setup(ctx context.Context) error {
 // publisher and the nodes, once.
 func (r *run) teardown() {
 	r.teardownOnce.Do(func() {
+		r.abuse.stop()
 		for _, c := range r.conns {
 			_ = c.Close()
 		}

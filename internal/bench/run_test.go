@@ -61,3 +61,26 @@ func TestRunEmbedded(t *testing.T) {
 		t.Errorf("plot: %d bytes, not a PNG image", png.Len())
 	}
 }
+
+// TestRunWithNoisyNeighbour: a run with an abusive tenant next to the
+// workload completes, delivers every expected pair of the workload, and
+// says which neighbour ran.
+func TestRunWithNoisyNeighbour(t *testing.T) {
+	var progress bytes.Buffer
+	res, err := Run(context.Background(), Config{
+		Gateways: 2, SubsPerGateway: 300, DistinctValues: 30, Collections: 4,
+		Rate: 2000, Duration: time.Second, Warmup: 0, BaselineDuration: 0, Progress: &progress, Abuse: "cel",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := res.Failures(); len(f) > 0 {
+		t.Fatalf("failures: %v", f)
+	}
+	if res.Abuse != "cel" || !strings.Contains(progress.String(), `noisy neighbour "cel" running`) {
+		t.Errorf("abuse %q; progress:\n%s", res.Abuse, progress.String())
+	}
+	if _, err := Run(context.Background(), Config{Abuse: "nope"}); err == nil || !strings.Contains(err.Error(), `unknown abuse "nope"`) {
+		t.Errorf("unknown abuse: %v", err)
+	}
+}

@@ -237,7 +237,7 @@ func (s *Subscriptions) byDeadline(ctx context.Context, op, lo, hi string) ([]st
 	return names, nil
 }
 
-// Forget is DEL on the hash and the session record and ZREM on the registry, in one
+// Forget is UNLINK on the hash, the partition sets and the session record and ZREM on the registry, in one
 // MULTI/EXEC.
 func (s *Subscriptions) Forget(ctx context.Context, gateway string) error {
 	if err := s.c.begin(ctx); err != nil {
@@ -254,7 +254,7 @@ func (s *Subscriptions) Forget(ctx context.Context, gateway string) error {
 		keys = append(keys, s.c.keys.SubsIn(gateway, p))
 	}
 	err := s.c.multi(ctx, func(pipe goredis.Pipeliner) {
-		pipe.Del(ctx, keys...)
+		pipe.Unlink(ctx, keys...) // UNLINK: a big hash is freed in the background, not while Redis blocks
 		pipe.ZRem(ctx, s.c.keys.Gateways(), gateway)
 	})
 	if err != nil {
