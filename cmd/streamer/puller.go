@@ -136,6 +136,7 @@ func runPuller(ctx context.Context, args []string, sio stdio) error {
 		_ = client.Disconnect(dctx)
 	}()
 
+	redis.SetLogger(logger)
 	backend, err := redis.New(ctx, redis.Config{URL: o.redisURL, Partitions: o.partitions, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)

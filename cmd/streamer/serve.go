@@ -468,6 +468,7 @@ const redisConnectTimeout = 15 * time.Second
 // for the node's blocking reads and counts Redis errors in a metric; the
 // returned collectors belong in the node's registry.
 func openRedis(ctx context.Context, o redisOptions) (*store.Backend, []prometheus.Collector, error) {
+	redis.SetLogger(o.logger)
 	u, err := url.Parse(o.url)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--redis: %w", err)
