@@ -28,6 +28,7 @@ const (
 
 	// Limits that keep one gateway or tenant from hurting the others.
 	DefaultMaxSubscriptionsPerGateway = 100_000
+	DefaultMaxSubscriptionsPerTenant  = 1_000_000
 	DefaultMaxNameBytes               = 256
 	DefaultMaxDocumentDepth           = 64
 	DefaultMaxFilters                 = 32
@@ -70,6 +71,9 @@ type Config struct {
 	// ERROR_CODE_TOO_MANY_SUBSCRIPTIONS. A gateway has one session at a
 	// time, so this is also the per-session bound.
 	MaxSubscriptionsPerGateway int
+	// MaxSubscriptionsPerTenant bounds one tenant's subscriptions over all
+	// gateways, pool-wide (default 1,000,000), likewise.
+	MaxSubscriptionsPerTenant int
 	// MaxNameBytes bounds tenant, collection, document, event, subscription
 	// and gateway ids, in bytes (default 256).
 	MaxNameBytes int
@@ -151,6 +155,9 @@ func (c Config) withDefaults(backendPartitions int) Config {
 	}
 	if c.MaxSubscriptionsPerGateway <= 0 {
 		c.MaxSubscriptionsPerGateway = DefaultMaxSubscriptionsPerGateway
+	}
+	if c.MaxSubscriptionsPerTenant <= 0 {
+		c.MaxSubscriptionsPerTenant = DefaultMaxSubscriptionsPerTenant
 	}
 	if c.MaxNameBytes <= 0 {
 		c.MaxNameBytes = DefaultMaxNameBytes

@@ -51,3 +51,27 @@ func TestSubscriptionLimits(t *testing.T) {
 		t.Fatalf("Register with a long gateway id: %v", e)
 	}
 }
+
+// TestTenantSubscriptionLimit: one tenant's subscriptions over all gateways
+// are bounded by --max-subscriptions-per-tenant; other tenants are not
+// affected, and unsubscribing makes room again.
+func TestTenantSubscriptionLimit(t *testing.T) {
+	h := startNode(t, Config{MaxSubscriptionsPerTenant: 3}, memory.Config{Partitions: 2})
+	g1, _ := h.connect("gw1", "")
+	g2, _ := h.connect("gw2", "")
+	sub := func(id, tenant string) *streamerv1.Subscription {
+		return &streamerv1.Subscription{SubscriptionId: id, Tenant: tenant, Collection: "c"}
+	}
+	g1.mustSubscribe(sub("a", "busy"))
+	g1.mustSubscribe(sub("b", "busy"))
+	g2.mustSubscribe(sub("a", "busy"))
+	res := g2.subscribe(sub("b", "busy"))
+	if res.GetError().GetCode() != streamerv1.ErrorCode_ERROR_CODE_TOO_MANY_SUBSCRIPTIONS ||
+		!strings.Contains(res.GetError().GetMessage(), `tenant "busy" has 3 subscriptions, the limit is 3 (--max-subscriptions-per-tenant)`) {
+		t.Fatalf("fourth subscription of the tenant: %v", res)
+	}
+	g2.mustSubscribe(sub("b", "quiet"))
+	g1.send(&streamerv1.GatewayMessage{Msg: &streamerv1.GatewayMessage_Unsubscribe{Unsubscribe: &streamerv1.Unsubscribe{SubscriptionId: "a"}}})
+	g1.take("SubscribeResult", func(m *streamerv1.StreamerMessage) bool { return m.GetSubscribeResult().GetUnsubscribed() })
+	g2.mustSubscribe(sub("c", "busy"))
+}

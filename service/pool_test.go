@@ -201,7 +201,7 @@ func testTakeover(t *testing.T, ft *fakeTime, newBackend func(int) *store.Backen
 	// A crashed owner: it holds the lease (until it expires), has read five
 	// of ten events and routed none of them.
 	sub, _ := proto.Marshal(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
-	if err := backend.Subscriptions.Put(ctx, "gw", "s", 0, sub, poolGatewayTTL); err != nil {
+	if err := backend.Subscriptions.Put(ctx, "gw", store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: sub}, poolGatewayTTL); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := backend.Leases.Acquire(ctx, 0, "crashed", crashedTTL); !ok || err != nil {

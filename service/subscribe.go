@@ -52,6 +52,15 @@ func (s *session) subscribe(ctx context.Context, m *streamerv1.Subscribe) (res *
 				"streamer: gateway %s has %d subscriptions, the limit is %d (--max-subscriptions-per-gateway): unsubscribe some first", gw, count, n.cfg.MaxSubscriptionsPerGateway)
 			return res, nil
 		}
+		count, err = n.backend.Subscriptions.TenantCount(ctx, sub.GetTenant())
+		if err != nil {
+			return unavailable("counting subscriptions", err)
+		}
+		if count >= n.cfg.MaxSubscriptionsPerTenant {
+			res.Error = errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_MANY_SUBSCRIPTIONS,
+				"streamer: tenant %q has %d subscriptions, the limit is %d (--max-subscriptions-per-tenant): unsubscribe some first", sub.GetTenant(), count, n.cfg.MaxSubscriptionsPerTenant)
+			return res, nil
+		}
 	}
 	if found {
 		for _, op := range n.partitionsOf(old) {
@@ -64,7 +73,7 @@ func (s *session) subscribe(ctx context.Context, m *streamerv1.Subscribe) (res *
 		}
 	}
 	expired, err := s.refreshTTL(ctx, func() error {
-		return n.backend.Subscriptions.Put(ctx, gw, id, p, data, n.cfg.GatewayTTL)
+		return n.backend.Subscriptions.Put(ctx, gw, store.StoredSubscription{ID: id, Tenant: sub.GetTenant(), Partition: p, Data: data}, n.cfg.GatewayTTL)
 	})
 	if err != nil {
 		return unavailable("storing subscription", err)

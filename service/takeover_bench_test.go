@@ -37,7 +37,7 @@ func BenchmarkTakeoverLoad(b *testing.B) {
 				sub := &streamerv1.Subscription{SubscriptionId: fmt.Sprintf("s%06d", i), Tenant: "t", Collection: fmt.Sprintf("c%d", i%64)}
 				data, _ := proto.Marshal(sub)
 				p := store.PartitionOf(sub.GetTenant(), sub.GetCollection(), partitions)
-				if err := backend.Subscriptions.Put(ctx, "big", sub.GetSubscriptionId(), p, data, time.Hour); err != nil {
+				if err := backend.Subscriptions.Put(ctx, "big", store.StoredSubscription{ID: sub.GetSubscriptionId(), Tenant: "t", Partition: p, Data: data}, time.Hour); err != nil {
 					b.Error(err)
 					return
 				}

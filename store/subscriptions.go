@@ -24,11 +24,21 @@ import (
 // Every method returns ctx.Err() (possibly wrapped) when ctx is done before
 // it completes, and an error wrapping ErrClosed after Backend.Close.
 type Subscriptions interface {
-	// Put upserts subscription id of gateway with data, as one of the
-	// gateway's subscriptions in event-log partition p (where its events
-	// are: ListPartition), and sets the gateway's deadline to now+ttl (which
-	// also keeps all its other subscriptions). p is in [0, partitions).
-	Put(ctx context.Context, gateway, id string, p int, data []byte, ttl time.Duration) error
+	// Put upserts subscription sub.ID of gateway with sub.Data, as one of
+	// the gateway's subscriptions in event-log partition sub.Partition
+	// (where its events are: ListPartition) and one of sub.Tenant's
+	// (TenantCount), and sets the gateway's deadline to now+ttl (which also
+	// keeps all its other subscriptions). The partition is in [0,
+	// partitions).
+	Put(ctx context.Context, gateway string, sub StoredSubscription, ttl time.Duration) error
+
+	// TenantCount returns how many subscriptions of tenant the registered
+	// gateways hold, pool-wide: those Put and neither deleted nor forgotten
+	// (a gateway's expired subscriptions count until Forget). On Redis it is
+	// a counter kept next to the subscriptions, not in the same transaction
+	// on Cluster: a node that dies between the two may leave it off by the
+	// subscriptions of that call.
+	TenantCount(ctx context.Context, tenant string) (int, error)
 
 	// Delete removes subscription id of gateway and reports whether it
 	// existed. It does not change the deadline.
@@ -70,4 +80,13 @@ type Subscriptions interface {
 	// later Claim still gets a greater epoch). Forgetting an unknown gateway
 	// is a no-op.
 	Forget(ctx context.Context, gateway string) error
+}
+
+// StoredSubscription is one subscription as the store keeps it: its id, the
+// tenant and partition it belongs to, and its encoded form (opaque).
+type StoredSubscription struct {
+	ID        string
+	Tenant    string
+	Partition int
+	Data      []byte
 }

@@ -115,6 +115,7 @@ type serveOptions struct {
 	partitions, poolSize, dedupSize, maxDoc, outboxMax          int
 	outboxMaxBytes                                              int64
 	maxDepth, maxName, maxFilters, maxSubsPerGateway            int
+	maxSubsPerTenant                                            int
 	celMax, celCache                                            int
 	celCost                                                     uint64
 	logMaxLen                                                   int64
@@ -149,6 +150,7 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 	fs.IntVar(&o.maxName, "max-name-bytes", service.DefaultMaxNameBytes, "longest tenant, collection, document, event, subscription or gateway id, in `bytes`")
 	fs.IntVar(&o.maxFilters, "max-filters", service.DefaultMaxFilters, "most field filters in one subscription")
 	fs.IntVar(&o.maxSubsPerGateway, "max-subscriptions-per-gateway", service.DefaultMaxSubscriptionsPerGateway, "most subscriptions one gateway may hold, pool-wide")
+	fs.IntVar(&o.maxSubsPerTenant, "max-subscriptions-per-tenant", service.DefaultMaxSubscriptionsPerTenant, "most subscriptions one tenant may hold over all gateways, pool-wide")
 	fs.IntVar(&o.outboxMax, "outbox-max-len", store.DefaultOutboxMaxLen, "entries kept per gateway outbox; a gateway further behind gets a Resync")
 	fs.Int64Var(&o.outboxMaxBytes, "outbox-max-bytes", store.DefaultOutboxMaxBytes, "payload `bytes` kept per gateway outbox (the newest entry always); a gateway further behind gets a Resync (-1: no byte cap)")
 	fs.StringVar(&o.softDelete, "soft-delete-field", service.DefaultSoftDeleteField, "top-level document `field` whose value true marks a soft-deleted document")
@@ -184,8 +186,8 @@ func (o *serveOptions) validate(fs *flag.FlagSet) error {
 	if o.outboxMaxBytes == 0 || o.outboxMaxBytes < -1 {
 		return errors.New("--outbox-max-bytes must be positive, or -1 for no byte cap")
 	}
-	if o.maxDepth <= 0 || o.maxName <= 0 || o.maxFilters <= 0 || o.maxSubsPerGateway <= 0 {
-		return errors.New("--max-document-depth, --max-name-bytes, --max-filters and --max-subscriptions-per-gateway must be positive")
+	if o.maxDepth <= 0 || o.maxName <= 0 || o.maxFilters <= 0 || o.maxSubsPerGateway <= 0 || o.maxSubsPerTenant <= 0 {
+		return errors.New("--max-document-depth, --max-name-bytes, --max-filters, --max-subscriptions-per-gateway and --max-subscriptions-per-tenant must be positive")
 	}
 	if o.partitions <= 0 || o.outboxMax <= 0 || o.logMaxLen <= 0 || o.poolSize < 0 || o.dedupSize < 0 || o.leaseTTL < 10*time.Millisecond {
 		return errors.New("--partitions, --outbox-max-len, --log-max-len must be positive, --redis-pool-size and --dedup-size not negative, --lease-ttl at least 10ms")
@@ -323,6 +325,7 @@ func (o *serveOptions) nodeConfig(logger *slog.Logger, collectors []prometheus.C
 		MaxNameBytes:               o.maxName,
 		MaxFilters:                 o.maxFilters,
 		MaxSubscriptionsPerGateway: o.maxSubsPerGateway,
+		MaxSubscriptionsPerTenant:  o.maxSubsPerTenant,
 		GatewayTTL:                 o.gatewayTTL,
 		OutboxMaxLen:               o.outboxMax,
 		OutboxMaxBytes:             o.outboxMaxBytes,

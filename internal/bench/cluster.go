@@ -77,7 +77,8 @@ func startCluster(ctx context.Context, cfg Config) (cl *cluster, err error) {
 		// The workload's gateways hold SubsPerGateway subscriptions and a
 		// marker per partition: the node's per-gateway limit must fit them.
 		node, err := service.New(service.Config{NodeID: ids[i], Partitions: cfg.Partitions, Logger: cfg.Logger,
-			MaxSubscriptionsPerGateway: max(service.DefaultMaxSubscriptionsPerGateway, cfg.SubsPerGateway+cfg.Partitions)}, cl.backends[i])
+			MaxSubscriptionsPerGateway: max(service.DefaultMaxSubscriptionsPerGateway, cfg.SubsPerGateway+cfg.Collections),
+			MaxSubscriptionsPerTenant:  max(service.DefaultMaxSubscriptionsPerTenant, cfg.Gateways*(cfg.SubsPerGateway+cfg.Collections))}, cl.backends[i])
 		if err != nil {
 			return cl, err
 		}

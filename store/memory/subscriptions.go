@@ -18,7 +18,14 @@ type Subscriptions struct {
 
 	mu       sync.Mutex
 	gateways map[string]*gatewaySubs   // registered gateways, until Forget
-	parts    map[string]map[string]int // gateway → subscription id → partition, as last Put
+	parts    map[string]map[string]subPlace // gateway → subscription id → where it was last Put
+	tenants  map[string]int                 // tenant → subscriptions of registered gateways
+}
+
+// subPlace is the partition and tenant of a stored subscription.
+type subPlace struct {
+	partition int
+	tenant    string
 }
 
 var _ store.Subscriptions = (*Subscriptions)(nil)
@@ -31,7 +38,7 @@ type gatewaySubs struct {
 
 func newSubscriptions(life *lifecycle, sessions *Sessions, partitions int) *Subscriptions {
 	return &Subscriptions{life: life, sessions: sessions, partitions: partitions,
-		gateways: map[string]*gatewaySubs{}, parts: map[string]map[string]int{}}
+		gateways: map[string]*gatewaySubs{}, parts: map[string]map[string]subPlace{}, tenants: map[string]int{}}
 }
 
 // live returns gateway's subscriptions, nil when it is unknown or expired;
@@ -59,25 +66,39 @@ func (s *Subscriptions) refresh(gateway string, now time.Time, ttl time.Duration
 }
 
 // Put implements store.Subscriptions.
-func (s *Subscriptions) Put(ctx context.Context, gateway, id string, p int, data []byte, ttl time.Duration) error {
+func (s *Subscriptions) Put(ctx context.Context, gateway string, sub store.StoredSubscription, ttl time.Duration) error {
 	if err := s.args(ctx, "put", gateway); err != nil {
 		return err
 	}
 	if err := checkTTL(ttl); err != nil {
 		return err
 	}
-	if p < 0 || p >= s.partitions {
+	if p := sub.Partition; p < 0 || p >= s.partitions {
 		return fmt.Errorf("memory: subscriptions put: %w: partition %d of %d", store.ErrInvalid, p, s.partitions)
 	}
-	data = clone(data)
+	data := clone(sub.Data)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refresh(gateway, s.life.clock.Now(), ttl)[id] = data
+	s.refresh(gateway, s.life.clock.Now(), ttl)[sub.ID] = data
 	if s.parts[gateway] == nil {
-		s.parts[gateway] = map[string]int{}
+		s.parts[gateway] = map[string]subPlace{}
 	}
-	s.parts[gateway][id] = p
+	if old, ok := s.parts[gateway][sub.ID]; ok {
+		s.tenants[old.tenant]--
+	}
+	s.parts[gateway][sub.ID] = subPlace{partition: sub.Partition, tenant: sub.Tenant}
+	s.tenants[sub.Tenant]++
 	return nil
+}
+
+// TenantCount implements store.Subscriptions.
+func (s *Subscriptions) TenantCount(ctx context.Context, tenant string) (int, error) {
+	if err := s.life.check(ctx); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tenants[tenant], nil
 }
 
 // ListPartition implements store.Subscriptions.
@@ -90,7 +111,7 @@ func (s *Subscriptions) ListPartition(ctx context.Context, gateway string, p int
 	out := map[string][]byte{}
 	parts := s.parts[gateway]
 	for id, data := range s.live(gateway, s.life.clock.Now()) {
-		if part, ok := parts[id]; ok && part == p {
+		if place, ok := parts[id]; ok && place.partition == p {
 			out[id] = clone(data)
 		}
 	}
@@ -107,7 +128,10 @@ func (s *Subscriptions) Delete(ctx context.Context, gateway, id string) (bool, e
 	subs := s.live(gateway, s.life.clock.Now())
 	_, existed := subs[id]
 	delete(subs, id)
-	delete(s.parts[gateway], id)
+	if place, ok := s.parts[gateway][id]; ok {
+		s.tenants[place.tenant]--
+		delete(s.parts[gateway], id)
+	}
 	return existed, nil
 }
 
@@ -199,6 +223,9 @@ func (s *Subscriptions) Forget(ctx context.Context, gateway string) error {
 	}
 	s.mu.Lock()
 	delete(s.gateways, gateway)
+	for _, place := range s.parts[gateway] {
+		s.tenants[place.tenant]--
+	}
 	delete(s.parts, gateway)
 	s.mu.Unlock()
 	s.sessions.forget(gateway)

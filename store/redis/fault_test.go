@@ -190,7 +190,7 @@ func TestRedisRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Subscriptions.Put(ctx, "g", "s", 0, []byte("sub"), time.Minute); err != nil {
+	if err := b.Subscriptions.Put(ctx, "g", store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: []byte("sub")}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	blocked := make(chan error, 1)

@@ -15,6 +15,8 @@ import "strconv"
 //	stm:{gw:G}:subs          hash: gateway G's subscriptions (PEXPIREAT deadline)
 //	stm:{gw:G}:subs:N        set: ids of G's subscriptions in partition N (what a takeover of N loads)
 //	stm:{gw:G}:subsidx       string: G's subscriptions are in the sets above (absent: stored before them)
+//	stm:{gw:G}:substenant    hash: subscription id → its tenant
+//	stm:tenantsubs           hash: "t:<tenant>" → subscriptions of registered gateways (per-tenant limit)
 //	stm:{gw:G}:out           stream: gateway G's outbox
 //	stm:{gw:G}:outdel        string: greatest id deleted from G's outbox
 //	stm:{gw:G}:outmeta       hash: G's outbox retirement ("r"), partition N's fence ("N"), bytes held ("b")
@@ -56,6 +58,12 @@ func (k Keys) SubsIn(gateway string, p int) string {
 // sets; without it (subscriptions stored by an older version) a takeover
 // reads the gateway's whole hash.
 func (k Keys) SubsIndexed(gateway string) string { return k.gateway(gateway) + ":subsidx" }
+
+// SubsTenants maps each of gateway's subscriptions to its tenant.
+func (k Keys) SubsTenants(gateway string) string { return k.gateway(gateway) + ":substenant" }
+
+// TenantSubs counts the subscriptions of each tenant (field "t:<tenant>").
+func (k Keys) TenantSubs() string { return k.Prefix + ":tenantsubs" }
 
 // Outbox is gateway's outbox stream.
 func (k Keys) Outbox(gateway string) string { return k.gateway(gateway) + ":out" }

@@ -158,7 +158,7 @@ func TestKeyLayout(t *testing.T) {
 	if err := b.Nodes.Heartbeat(ctx, "n1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Subscriptions.Put(ctx, "G", "s", 0, []byte("x"), time.Minute); err != nil {
+	if err := b.Subscriptions.Put(ctx, "G", store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: []byte("x")}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "G", Payload: []byte("x")}, {Gateway: "G", Payload: []byte("y")}}); err != nil {
@@ -194,6 +194,8 @@ func TestKeyLayout(t *testing.T) {
 		"stm:{gw:G}:subs":         "hash",
 		"stm:{gw:G}:subs:0":       "set",
 		"stm:{gw:G}:subsidx":      "string",
+		"stm:{gw:G}:substenant":   "hash",
+		"stm:tenantsubs":          "hash",
 		"stm:{gw:G}:out":          "stream",
 		"stm:{gw:G}:outdel":       "string",
 		"stm:{gw:G}:outmeta":      "hash",
@@ -347,7 +349,7 @@ func TestExpiredGatewayLeavesOnlyItsRetirement(t *testing.T) {
 	raw := rawClient(t, srv)
 	ctx := t.Context()
 	b, keys := newBackend(t, srv, redis.Config{Partitions: 1})
-	if err := b.Subscriptions.Put(ctx, "G", "s", 0, []byte("x"), time.Minute); err != nil {
+	if err := b.Subscriptions.Put(ctx, "G", store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: []byte("x")}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "G", Payload: []byte("x")}}); err != nil {
@@ -553,7 +555,7 @@ func TestListPartitionReadsLegacyGatewaysWhole(t *testing.T) {
 	if err != nil || len(got) != 2 {
 		t.Fatalf("ListPartition of a legacy gateway = %q, %v; want both subscriptions", got, err)
 	}
-	if err := b.Subscriptions.Put(ctx, "old", "c", 1, []byte("3"), time.Minute); err != nil {
+	if err := b.Subscriptions.Put(ctx, "old", store.StoredSubscription{ID: "c", Tenant: "t", Partition: 1, Data: []byte("3")}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := b.Subscriptions.ListPartition(ctx, "old", 3); err != nil || len(got) != 3 {

@@ -219,25 +219,49 @@ return 1
 `)
 
 // scriptSubsPut stores subscription ARGV[1] with data ARGV[2] in the hash
-// KEYS[1] and puts its id in the partition set KEYS[ARGV[3]] (KEYS[3..] are
-// the sets of every partition), removing it from the others. KEYS[2] marks
-// the gateway as indexed, which it is when its hash was empty or already
-// marked: a gateway stored by an older version, without sets, stays
-// unmarked and is read whole (Subscriptions.ListPartition).
+// KEYS[1], records its tenant ARGV[4] in KEYS[3], and puts its id in the
+// partition set KEYS[ARGV[3]] (KEYS[4..] are the sets of every partition),
+// removing it from the others. KEYS[2] marks the gateway as indexed, which
+// it is when its hash was empty or already marked: a gateway stored by an
+// older version, without sets, stays unmarked and is read whole
+// (Subscriptions.ListPartition). It returns "t:" and the tenant the
+// subscription had, or nil for a new one: KEYS[3]'s entries are what the
+// tenant counts count.
 var scriptSubsPut = goredis.NewScript(`
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[2], 1)
 end
+local prev = redis.call('HGET', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 local p = tonumber(ARGV[3])
-for k = 3, #KEYS do
+for k = 4, #KEYS do
   if k == p then
     redis.call('SADD', KEYS[k], ARGV[1])
   else
     redis.call('SREM', KEYS[k], ARGV[1])
   end
 end
-return 1
+if prev then
+  return 't:' .. prev
+end
+return false
+`)
+
+// scriptSubsDelete removes subscription ARGV[1] from the hash KEYS[1], its
+// tenant from KEYS[2] and its id from the partition sets KEYS[3..]. It
+// returns {1 if it existed else 0, "t:" and its tenant or nil}.
+var scriptSubsDelete = goredis.NewScript(`
+local existed = redis.call('HDEL', KEYS[1], ARGV[1])
+local prev = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+for k = 3, #KEYS do
+  redis.call('SREM', KEYS[k], ARGV[1])
+end
+if prev then
+  return {existed, 't:' .. prev}
+end
+return {existed, false}
 `)
 
 // scriptOutboxTrim deletes the entries of the outbox KEYS[1..4] with id <=
@@ -330,7 +354,7 @@ return 0
 
 // allScripts are loaded by New so that pipelined EVALSHA calls find them.
 var allScripts = []*goredis.Script{
-	scriptLogAppend, scriptOutboxAppend, scriptOutboxRetire, scriptSubsPut, scriptRoute, scriptOutboxTrim, scriptOutboxLast,
+	scriptLogAppend, scriptOutboxAppend, scriptOutboxRetire, scriptSubsPut, scriptSubsDelete, scriptRoute, scriptOutboxTrim, scriptOutboxLast,
 	scriptLeaseAcquire, scriptLeaseRenew, scriptLeaseRelease,
 	scriptSessionClaim, scriptSessionRelease,
 }

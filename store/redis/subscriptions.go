@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -28,20 +29,83 @@ type Subscriptions struct{ c *core }
 
 var _ store.Subscriptions = (*Subscriptions)(nil)
 
-// Put runs scriptSubsPut (HSET, the partition sets, the index marker) and
-// then PEXPIREAT on the hash and ZADD on the registry.
-func (s *Subscriptions) Put(ctx context.Context, gateway, id string, p int, data []byte, ttl time.Duration) error {
-	if p < 0 || p >= s.c.partitions {
+// Put runs scriptSubsPut (HSET, the partition sets, the index marker, the
+// subscription's tenant) with PEXPIREAT on the hash and ZADD on the
+// registry, then moves the tenant counts if the subscription is new or
+// changed tenant.
+func (s *Subscriptions) Put(ctx context.Context, gateway string, sub store.StoredSubscription, ttl time.Duration) error {
+	if p := sub.Partition; p < 0 || p >= s.c.partitions {
 		return fmt.Errorf("%w: subscriptions put: partition %d of %d", store.ErrInvalid, p, s.c.partitions)
 	}
-	keys := make([]string, 0, 2+s.c.partitions)
-	keys = append(keys, s.c.keys.Subs(gateway), s.c.keys.SubsIndexed(gateway))
+	keys := make([]string, 0, 3+s.c.partitions)
+	keys = append(keys, s.c.keys.Subs(gateway), s.c.keys.SubsIndexed(gateway), s.c.keys.SubsTenants(gateway))
 	for q := range s.c.partitions {
 		keys = append(keys, s.c.keys.SubsIn(gateway, q))
 	}
-	return s.heartbeat(ctx, "put", gateway, ttl, func(pipe goredis.Pipeliner) {
-		scriptSubsPut.Eval(ctx, pipe, keys, id, data, p+3) // not EvalSha: a script cache flushed since New cannot be retried inside MULTI
+	var put *goredis.Cmd
+	err := s.heartbeat(ctx, "put", gateway, ttl, func(pipe goredis.Pipeliner) {
+		// Not EvalSha: a script cache flushed since New cannot be retried inside MULTI.
+		put = scriptSubsPut.Eval(ctx, pipe, keys, sub.ID, sub.Data, sub.Partition+4, sub.Tenant)
 	})
+	if err != nil {
+		return err
+	}
+	prev, had, err := previousTenant(put)
+	if err != nil {
+		return s.c.fail(ctx, "put", err)
+	}
+	switch {
+	case !had:
+		return s.countTenants(ctx, "put", tenantDelta{sub.Tenant, 1})
+	case prev != sub.Tenant:
+		return s.countTenants(ctx, "put", tenantDelta{sub.Tenant, 1}, tenantDelta{prev, -1})
+	}
+	return nil
+}
+
+// previousTenant reads a script's answer: "t:<tenant>" of the subscription
+// it replaced or removed, or nil when there was none.
+func previousTenant(cmd *goredis.Cmd) (tenant string, had bool, err error) {
+	v, err := cmd.Text()
+	if errors.Is(err, goredis.Nil) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return strings.TrimPrefix(v, "t:"), true, nil
+}
+
+// tenantDelta is a change of a tenant's subscription count.
+type tenantDelta struct {
+	tenant string
+	delta  int64
+}
+
+// countTenants applies deltas to the tenants' subscription counts.
+func (s *Subscriptions) countTenants(ctx context.Context, op string, deltas ...tenantDelta) error {
+	_, err := s.c.client.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
+		for _, d := range deltas {
+			pipe.HIncrBy(ctx, s.c.keys.TenantSubs(), "t:"+d.tenant, d.delta)
+		}
+		return nil
+	})
+	if err != nil {
+		return s.c.fail(ctx, op+" (tenant counts)", err)
+	}
+	return nil
+}
+
+// TenantCount is HGET on the counts hash.
+func (s *Subscriptions) TenantCount(ctx context.Context, tenant string) (int, error) {
+	if err := s.c.begin(ctx); err != nil {
+		return 0, err
+	}
+	n, err := s.c.client.HGet(ctx, s.c.keys.TenantSubs(), "t:"+tenant).Int()
+	if err = ignoreNil(err); err != nil {
+		return 0, s.c.fail(ctx, "tenant count", err)
+	}
+	return max(n, 0), nil
 }
 
 // listChunk bounds each command of ListPartition.
@@ -115,13 +179,14 @@ func (s *Subscriptions) heartbeat(ctx context.Context, op, gateway string, ttl t
 		pipe.PExpireAt(ctx, s.c.keys.Subs(gateway), time.UnixMilli(deadline-1))
 		pipe.ZAdd(ctx, s.c.keys.Gateways(), goredis.Z{Score: float64(deadline), Member: gateway})
 	})
-	if err != nil {
+	if err = ignoreNil(err); err != nil { // a nil answer (scriptSubsPut's "new") is not a failure
 		return s.c.fail(ctx, op, err)
 	}
 	return nil
 }
 
-// Delete is HDEL, and SREM from the partitions' sets.
+// Delete runs scriptSubsDelete (HDEL, SREM from the partitions' sets, the
+// subscription's tenant) and decrements its tenant's count.
 func (s *Subscriptions) Delete(ctx context.Context, gateway, id string) (bool, error) {
 	if err := s.c.begin(ctx); err != nil {
 		return false, err
@@ -129,20 +194,22 @@ func (s *Subscriptions) Delete(ctx context.Context, gateway, id string) (bool, e
 	if err := required("gateway", gateway); err != nil {
 		return false, err
 	}
-	var del *goredis.IntCmd
-	err := s.c.multi(ctx, func(pipe goredis.Pipeliner) {
-		del = pipe.HDel(ctx, s.c.keys.Subs(gateway), id)
-		for p := range s.c.partitions {
-			pipe.SRem(ctx, s.c.keys.SubsIn(gateway, p), id)
+	keys := make([]string, 0, 2+s.c.partitions)
+	keys = append(keys, s.c.keys.Subs(gateway), s.c.keys.SubsTenants(gateway))
+	for p := range s.c.partitions {
+		keys = append(keys, s.c.keys.SubsIn(gateway, p))
+	}
+	res, err := scriptSubsDelete.Run(ctx, s.c.client, keys, id).Slice()
+	if err != nil || len(res) != 2 {
+		return false, s.c.fail(ctx, "delete", fmt.Errorf("script answered %v: %w", res, err))
+	}
+	existed, _ := res[0].(int64)
+	if prev, ok := res[1].(string); ok {
+		if err := s.countTenants(ctx, "delete", tenantDelta{strings.TrimPrefix(prev, "t:"), -1}); err != nil {
+			return false, err
 		}
-	})
-	if err == nil {
-		err = del.Err()
 	}
-	if err != nil {
-		return false, s.c.fail(ctx, "delete", err)
-	}
-	return del.Val() > 0, nil
+	return existed == 1, nil
 }
 
 // Get is HGET.
@@ -197,6 +264,25 @@ func (s *Subscriptions) Count(ctx context.Context, gateway string) (int, error) 
 	return int(n), nil
 }
 
+// tenantsOf counts gateway's subscriptions by tenant, reading its tenants
+// hash with HSCAN in chunks.
+func (s *Subscriptions) tenantsOf(ctx context.Context, gateway string) (map[string]int64, error) {
+	counts := map[string]int64{}
+	var cursor uint64
+	for {
+		kv, next, err := s.c.client.HScan(ctx, s.c.keys.SubsTenants(gateway), cursor, "", listChunk).Result()
+		if err != nil {
+			return nil, s.c.fail(ctx, "forget", err)
+		}
+		for i := 1; i < len(kv); i += 2 {
+			counts[kv[i]]++
+		}
+		if cursor = next; cursor == 0 {
+			return counts, nil
+		}
+	}
+}
+
 // scanAll reads all of gateway's subscriptions with HSCAN, in chunks.
 func (s *Subscriptions) scanAll(ctx context.Context, gateway string) (map[string][]byte, error) {
 	out := map[string][]byte{}
@@ -249,11 +335,27 @@ func (s *Subscriptions) Forget(ctx context.Context, gateway string) error {
 	// The session record goes too, so that a forgotten gateway leaves no key
 	// behind: its epochs come from the server's clock, so a later Claim still
 	// gets a greater one.
-	keys := []string{s.c.keys.Subs(gateway), s.c.keys.Session(gateway), s.c.keys.SubsIndexed(gateway)}
+	// First the tenant counts go down by the gateway's subscriptions, read
+	// in chunks; a node dying before the keys go leaves them counted twice
+	// down at the next Forget: never below zero (TenantCount).
+	counts, err := s.tenantsOf(ctx, gateway)
+	if err != nil {
+		return err
+	}
+	deltas := make([]tenantDelta, 0, len(counts))
+	for tenant, n := range counts {
+		deltas = append(deltas, tenantDelta{tenant, -n})
+	}
+	if len(deltas) > 0 {
+		if err := s.countTenants(ctx, "forget", deltas...); err != nil {
+			return err
+		}
+	}
+	keys := []string{s.c.keys.Subs(gateway), s.c.keys.Session(gateway), s.c.keys.SubsIndexed(gateway), s.c.keys.SubsTenants(gateway)}
 	for p := range s.c.partitions {
 		keys = append(keys, s.c.keys.SubsIn(gateway, p))
 	}
-	err := s.c.multi(ctx, func(pipe goredis.Pipeliner) {
+	err = s.c.multi(ctx, func(pipe goredis.Pipeliner) {
 		pipe.Unlink(ctx, keys...) // UNLINK: a big hash is freed in the background, not while Redis blocks
 		pipe.ZRem(ctx, s.c.keys.Gateways(), gateway)
 	})

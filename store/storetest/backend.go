@@ -54,7 +54,7 @@ func everyCall(ctx context.Context, b *store.Backend) map[string]error {
 	_, err = b.Log.DeadLetters(ctx, 0, 1)
 	record("Log.DeadLetters")
 
-	err = b.Subscriptions.Put(ctx, "g", "s", 0, nil, longTTL)
+	err = b.Subscriptions.Put(ctx, "g", store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: nil}, longTTL)
 	record("Subscriptions.Put")
 	_, err = b.Subscriptions.Delete(ctx, "g", "s")
 	record("Subscriptions.Delete")

@@ -22,6 +22,41 @@ var subscriptionScenarios = []scenario{
 	{"forget removes a live gateway", testSubsForget},
 	{"empty gateway and short ttl are rejected", testSubsBadArgs},
 	{"list-partition returns a partition's subscriptions only", testSubsListPartition},
+	{"tenant counts follow puts, moves, deletes and forgets", testSubsTenantCount},
+}
+
+func testSubsTenantCount(t *testing.T, e *env) {
+	ctx := t.Context()
+	s := e.b.Subscriptions
+	want := func(tenant string, n int) {
+		t.Helper()
+		if got := try(s.TenantCount(ctx, tenant)).must(t); got != n {
+			t.Fatalf("TenantCount(%q) = %d, want %d", tenant, got, n)
+		}
+	}
+	put := func(gw, id, tenant string) {
+		t.Helper()
+		ok(t, s.Put(ctx, gw, store.StoredSubscription{ID: id, Tenant: tenant, Data: []byte("x")}, longTTL))
+	}
+	put("g", "s1", "a")
+	put("g", "s2", "a")
+	put("h", "s1", "a")
+	put("g", "s3", "")
+	want("a", 3)
+	want("", 1)
+	want("unknown", 0)
+	put("g", "s1", "a") // replaced in place
+	want("a", 3)
+	put("g", "s2", "b") // moved to another tenant
+	want("a", 2)
+	want("b", 1)
+	try(s.Delete(ctx, "g", "s1")).must(t)
+	try(s.Delete(ctx, "g", "nope")).must(t)
+	want("a", 1)
+	ok(t, s.Forget(ctx, "g"))
+	want("a", 1) // h's
+	want("b", 0)
+	want("", 0)
 }
 
 // wantPartition fails unless ListPartition(gateway, p) holds exactly ids.
@@ -42,17 +77,17 @@ func testSubsListPartition(t *testing.T, e *env) {
 	if last == 0 {
 		t.Skip("a backend of one partition has no other partition to keep apart (the suite runs on several partitions too)")
 	}
-	ok(t, s.Put(ctx, "g", "s1", last, []byte("one"), longTTL))
-	ok(t, s.Put(ctx, "g", "s2", 0, []byte("two"), longTTL))
-	ok(t, s.Put(ctx, "g", "s3", last, []byte("three"), longTTL))
-	ok(t, s.Put(ctx, "other", "s9", last, []byte("other"), longTTL))
+	ok(t, s.Put(ctx, "g", store.StoredSubscription{ID: "s1", Tenant: "t", Partition: last, Data: []byte("one")}, longTTL))
+	ok(t, s.Put(ctx, "g", store.StoredSubscription{ID: "s2", Tenant: "t", Partition: 0, Data: []byte("two")}, longTTL))
+	ok(t, s.Put(ctx, "g", store.StoredSubscription{ID: "s3", Tenant: "t", Partition: last, Data: []byte("three")}, longTTL))
+	ok(t, s.Put(ctx, "other", store.StoredSubscription{ID: "s9", Tenant: "t", Partition: last, Data: []byte("other")}, longTTL))
 	e.wantPartition(t, "g", last, "s1", "s3")
 	if got := try(s.ListPartition(ctx, "g", last)).must(t); string(got["s3"]) != "three" {
 		t.Fatalf("ListPartition data = %q", got)
 	}
 	e.wantPartition(t, "g", 0, "s2")
 	// Moved to another partition, deleted, unknown.
-	ok(t, s.Put(ctx, "g", "s3", 0, []byte("three again"), longTTL))
+	ok(t, s.Put(ctx, "g", store.StoredSubscription{ID: "s3", Tenant: "t", Partition: 0, Data: []byte("three again")}, longTTL))
 	e.wantPartition(t, "g", last, "s1")
 	e.wantPartition(t, "g", 0, "s2", "s3")
 	try(s.Delete(ctx, "g", "s1")).must(t)
@@ -63,14 +98,14 @@ func testSubsListPartition(t *testing.T, e *env) {
 	want := make([]string, many)
 	for i := range many {
 		want[i] = fmt.Sprintf("m%05d", i)
-		ok(t, s.Put(ctx, "big", want[i], last, []byte("x"), longTTL))
+		ok(t, s.Put(ctx, "big", store.StoredSubscription{ID: want[i], Tenant: "t", Partition: last, Data: []byte("x")}, longTTL))
 	}
 	e.wantPartition(t, "big", last, want...)
 	// Forgotten; bad partitions.
 	ok(t, s.Forget(ctx, "g"))
 	e.wantPartition(t, "g", 0)
 	for _, p := range []int{-1, last + 1} {
-		wantErr(t, fmt.Sprintf("Put in partition %d", p), s.Put(ctx, "g", "s", p, nil, longTTL), store.ErrInvalid)
+		wantErr(t, fmt.Sprintf("Put in partition %d", p), s.Put(ctx, "g", store.StoredSubscription{ID: "s", Tenant: "t", Partition: p, Data: nil}, longTTL), store.ErrInvalid)
 	}
 }
 
@@ -111,16 +146,16 @@ func (e *env) expire(t *testing.T, gateway string) {
 func testSubsCRUD(t *testing.T, e *env) {
 	ctx := t.Context()
 	s := e.b.Subscriptions
-	ok(t, s.Put(ctx, "g", "s1", 0, []byte("one"), longTTL))
-	ok(t, s.Put(ctx, "g", "s2", 0, []byte("two"), longTTL))
-	ok(t, s.Put(ctx, "other", "s1", 0, []byte("elsewhere"), longTTL))
+	ok(t, s.Put(ctx, "g", store.StoredSubscription{ID: "s1", Tenant: "t", Partition: 0, Data: []byte("one")}, longTTL))
+	ok(t, s.Put(ctx, "g", store.StoredSubscription{ID: "s2", Tenant: "t", Partition: 0, Data: []byte("two")}, longTTL))
+	ok(t, s.Put(ctx, "other", store.StoredSubscription{ID: "s1", Tenant: "t", Partition: 0, Data: []byte("elsewhere")}, longTTL))
 	if data, found := try2(s.Get(ctx, "g", "s1")).must(t); !found || string(data) != "one" {
 		t.Fatalf("Get(g, s1) = %q, %v; want one, true", data, found)
 	}
 	e.wantSubs(t, "g", map[string]string{"s1": "one", "s2": "two"})
 
-	ok(t, s.Put(ctx, "g", "s1", 0, []byte("uno"), longTTL))
-	ok(t, s.Put(ctx, "g", "s3", 0, nil, longTTL))
+	ok(t, s.Put(ctx, "g", store.StoredSubscription{ID: "s1", Tenant: "t", Partition: 0, Data: []byte("uno")}, longTTL))
+	ok(t, s.Put(ctx, "g", store.StoredSubscription{ID: "s3", Tenant: "t", Partition: 0, Data: nil}, longTTL))
 	e.wantSubs(t, "g", map[string]string{"s1": "uno", "s2": "two", "s3": ""})
 
 	if existed := try(s.Delete(ctx, "g", "s1")).must(t); !existed {
@@ -146,7 +181,7 @@ func testSubsCRUD(t *testing.T, e *env) {
 func testSubsCopies(t *testing.T, e *env) {
 	ctx := t.Context()
 	data := []byte("abc")
-	ok(t, e.b.Subscriptions.Put(ctx, "g", "s", 0, data, longTTL))
+	ok(t, e.b.Subscriptions.Put(ctx, "g", store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: data}, longTTL))
 	data[0] = 'X'
 	got, _ := try2(e.b.Subscriptions.Get(ctx, "g", "s")).must(t)
 	if !bytes.Equal(got, []byte("abc")) {
@@ -162,14 +197,14 @@ func testSubsTouchRegisters(t *testing.T, e *env) {
 	ok(t, e.b.Subscriptions.Touch(ctx, "g", longTTL))
 	wantGateways(t, "Live", try(e.b.Subscriptions.Live(ctx)).must(t), "g")
 	e.wantSubs(t, "g", map[string]string{})
-	ok(t, e.b.Subscriptions.Put(ctx, "g", "s", 0, []byte("x"), longTTL))
+	ok(t, e.b.Subscriptions.Put(ctx, "g", store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: []byte("x")}, longTTL))
 	e.wantSubs(t, "g", map[string]string{"s": "x"})
 }
 
 func testSubsTouchRefreshes(t *testing.T, e *env) {
 	ctx := t.Context()
 	put := time.Now()
-	ok(t, e.b.Subscriptions.Put(ctx, "g", "s", 0, []byte("x"), shortTTL))
+	ok(t, e.b.Subscriptions.Put(ctx, "g", store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: []byte("x")}, shortTTL))
 	ok(t, e.b.Subscriptions.Touch(ctx, "g", longTTL))
 	time.Sleep(time.Until(put.Add(2 * shortTTL))) // the scenario: the Put's short TTL runs out, on the backend's own clock
 	e.wantSubs(t, "g", map[string]string{"s": "x"})
@@ -181,7 +216,7 @@ func testSubsSorted(t *testing.T, e *env) {
 	ctx := t.Context()
 	wantGateways(t, "Live of an empty backend", try(e.b.Subscriptions.Live(ctx)).must(t))
 	for _, g := range []string{"b", "c", "a"} {
-		ok(t, e.b.Subscriptions.Put(ctx, g, "s", 0, []byte("x"), longTTL))
+		ok(t, e.b.Subscriptions.Put(ctx, g, store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: []byte("x")}, longTTL))
 	}
 	wantGateways(t, "Live", try(e.b.Subscriptions.Live(ctx)).must(t), "a", "b", "c")
 	wantGateways(t, "Expired(now)", try(e.b.Subscriptions.Expired(ctx, time.Now())).must(t))
@@ -191,8 +226,8 @@ func testSubsSorted(t *testing.T, e *env) {
 func testSubsExpiry(t *testing.T, e *env) {
 	ctx := t.Context()
 	s := e.b.Subscriptions
-	ok(t, s.Put(ctx, "g", "s1", 0, []byte("x"), longTTL))
-	ok(t, s.Put(ctx, "h", "s1", 0, []byte("y"), longTTL))
+	ok(t, s.Put(ctx, "g", store.StoredSubscription{ID: "s1", Tenant: "t", Partition: 0, Data: []byte("x")}, longTTL))
+	ok(t, s.Put(ctx, "h", store.StoredSubscription{ID: "s1", Tenant: "t", Partition: 0, Data: []byte("y")}, longTTL))
 	e.expire(t, "g")
 
 	if _, found := try2(s.Get(ctx, "g", "s1")).must(t); found {
@@ -214,9 +249,9 @@ func testSubsExpiry(t *testing.T, e *env) {
 
 func testSubsPutAfterExpiry(t *testing.T, e *env) {
 	ctx := t.Context()
-	ok(t, e.b.Subscriptions.Put(ctx, "g", "old", 0, []byte("x"), longTTL))
+	ok(t, e.b.Subscriptions.Put(ctx, "g", store.StoredSubscription{ID: "old", Tenant: "t", Partition: 0, Data: []byte("x")}, longTTL))
 	e.expire(t, "g")
-	ok(t, e.b.Subscriptions.Put(ctx, "g", "new", 0, []byte("y"), longTTL))
+	ok(t, e.b.Subscriptions.Put(ctx, "g", store.StoredSubscription{ID: "new", Tenant: "t", Partition: 0, Data: []byte("y")}, longTTL))
 	e.wantSubs(t, "g", map[string]string{"new": "y"})
 	wantGateways(t, "Live", try(e.b.Subscriptions.Live(ctx)).must(t), "g")
 	wantGateways(t, "Expired", try(e.b.Subscriptions.Expired(ctx, time.Now())).must(t))
@@ -224,7 +259,7 @@ func testSubsPutAfterExpiry(t *testing.T, e *env) {
 
 func testSubsForget(t *testing.T, e *env) {
 	ctx := t.Context()
-	ok(t, e.b.Subscriptions.Put(ctx, "g", "s", 0, []byte("x"), longTTL))
+	ok(t, e.b.Subscriptions.Put(ctx, "g", store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: []byte("x")}, longTTL))
 	epoch := try(e.b.Sessions.Claim(ctx, "g", "n")).must(t)
 	ok(t, e.b.Subscriptions.Forget(ctx, "g"))
 	e.wantSession(t, "g", "", 0)
@@ -239,8 +274,8 @@ func testSubsForget(t *testing.T, e *env) {
 func testSubsBadArgs(t *testing.T, e *env) {
 	ctx := t.Context()
 	s := e.b.Subscriptions
-	wantErr(t, "Put(empty gateway)", s.Put(ctx, "", "s", 0, nil, longTTL), store.ErrInvalid)
-	wantErr(t, "Put(ttl 0)", s.Put(ctx, "g", "s", 0, nil, 0), store.ErrInvalid)
+	wantErr(t, "Put(empty gateway)", s.Put(ctx, "", store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: nil}, longTTL), store.ErrInvalid)
+	wantErr(t, "Put(ttl 0)", s.Put(ctx, "g", store.StoredSubscription{ID: "s", Tenant: "t"}, 0), store.ErrInvalid)
 	wantErr(t, "Touch(ttl -1s)", s.Touch(ctx, "g", -time.Second), store.ErrInvalid)
 	wantErr(t, "Touch(empty gateway)", s.Touch(ctx, "", longTTL), store.ErrInvalid)
 	_, err := s.List(ctx, "")
