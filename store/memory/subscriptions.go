@@ -17,7 +17,7 @@ type Subscriptions struct {
 	partitions int
 
 	mu       sync.Mutex
-	gateways map[string]*gatewaySubs   // registered gateways, until Forget
+	gateways map[string]*gatewaySubs        // registered gateways, until Forget
 	parts    map[string]map[string]subPlace // gateway → subscription id → where it was last Put
 	tenants  map[string]int                 // tenant → subscriptions of registered gateways
 }
