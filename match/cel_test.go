@@ -78,22 +78,8 @@ func TestCELCostLimitStopsPathologicalExpression(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	items := make([]any, 1000)
-	for i := range items {
-		items[i] = float64(i)
-	}
-	d := map[string]any{"items": items}
-	c, err := e.Compile(Criterion{CEL: `doc.items.all(x, doc.items.all(y, x == y || true))`})
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := e.Stats().CELEvalErrors
-	if c.Match(d, "") {
-		t.Fatal("an expression over the cost limit matched")
-	}
-	if got := e.Stats().CELEvalErrors - before; got != 1 {
-		t.Fatalf("eval errors counted: %d, want 1", got)
-	}
+	d := map[string]any{"items": numbers(1000)}
+	wantStoppedAtCostLimit(t, e, `doc.items.all(x, doc.items.all(y, x == y || true))`, d)
 	cheap, _ := e.Compile(Criterion{CEL: `doc.items.size() == 1000`})
 	if !cheap.Match(d, "") {
 		t.Fatal("a cheap expression on the same document did not match")
@@ -107,26 +93,38 @@ func TestCELCostLimitStopsPathologicalExpression(t *testing.T) {
 // it now stops within the default budget at its first item.
 func TestCELCostChargesDocumentStringsBySize(t *testing.T) {
 	e := newTestEngine(t)
-	items := make([]any, 200)
-	for i := range items {
-		items[i] = float64(i)
-	}
-	d := map[string]any{"s": strings.Repeat("x", 100_000), "l": items}
-	c, err := e.Compile(Criterion{CEL: `doc.l.all(i, (doc.s + doc.s + doc.s + doc.s + doc.s + doc.s + doc.s + doc.s).size() > 0)`})
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := e.Stats().CELEvalErrors
-	if c.Match(d, "") {
-		t.Fatal("the runaway expression matched: it ran to its end instead of stopping at the cost limit")
-	}
-	if got := e.Stats().CELEvalErrors - before; got != 1 {
-		t.Fatalf("eval errors counted: %d, want 1 (stopped by the cost limit)", got)
-	}
+	d := map[string]any{"s": strings.Repeat("x", 100_000), "l": numbers(200)}
+	wantStoppedAtCostLimit(t, e, `doc.l.all(i, (doc.s + doc.s + doc.s + doc.s + doc.s + doc.s + doc.s + doc.s).size() > 0)`, d)
 	// The same operations on small strings stay well within the budget.
 	small, _ := e.Compile(Criterion{CEL: `doc.t + doc.t == "abab" && doc.t.startsWith("a") && doc.t in ["ab"]`})
 	if !small.Match(map[string]any{"t": "ab"}, "") {
 		t.Fatal("a cheap string expression did not match")
+	}
+}
+
+// numbers returns the list 0, 1, …, n-1 as a document holds it.
+func numbers(n int) []any {
+	l := make([]any, n)
+	for i := range l {
+		l[i] = float64(i)
+	}
+	return l
+}
+
+// wantStoppedAtCostLimit fails unless the CEL expression does not match
+// doc, with one evaluation error counted: the cost limit stopped it.
+func wantStoppedAtCostLimit(t *testing.T, e *Engine, expr string, doc map[string]any) {
+	t.Helper()
+	c, err := e.Compile(Criterion{CEL: expr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.Stats().CELEvalErrors
+	if c.Match(doc, "") {
+		t.Fatal("an expression over the cost limit matched: it ran to its end instead of stopping at the limit")
+	}
+	if got := e.Stats().CELEvalErrors - before; got != 1 {
+		t.Fatalf("eval errors counted: %d, want 1 (stopped by the cost limit)", got)
 	}
 }
 

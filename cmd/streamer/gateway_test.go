@@ -106,20 +106,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stderr := &syncBuffer{listening: make(chan map[string]any, 1)}
-	done := make(chan error, 1)
-	go func() {
-		done <- runGateway(ctx, []string{"--addr", node.grpcAddr, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json"},
-			stdio{in: strings.NewReader(""), out: io.Discard, err: stderr})
-	}()
-	var rec map[string]any
-	select {
-	case rec = <-stderr.listening:
-	case err := <-done:
-		t.Fatalf("gateway ended before listening: %v\n%s", err, stderr)
-	case <-time.After(20 * time.Second):
-		t.Fatalf("gateway did not log listening\n%s", stderr)
-	}
+	rec, stderr, done := startGatewayInProcess(t, ctx, "--addr", node.grpcAddr)
 	listen, _ := rec["listen_addr"].(string)
 	admin, _ := rec["http_addr"].(string)
 	if rec["auth"] != "jwt-hs256" {
@@ -246,27 +233,36 @@ func TestGatewayEndToEnd(t *testing.T) {
 	}
 }
 
+// startGatewayInProcess runs `streamer gateway` in this process with args,
+// on free loopback ports with JSON logs, until ctx ends. It returns the
+// gateway's "listening" log record, its stderr and the channel its result
+// arrives on.
+func startGatewayInProcess(t *testing.T, ctx context.Context, args ...string) (map[string]any, *syncBuffer, <-chan error) {
+	t.Helper()
+	stderr := &syncBuffer{listening: make(chan map[string]any, 1)}
+	done := make(chan error, 1)
+	args = append([]string{"--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json"}, args...)
+	go func() {
+		done <- runGateway(ctx, args, stdio{in: strings.NewReader(""), out: io.Discard, err: stderr})
+	}()
+	select {
+	case rec := <-stderr.listening:
+		return rec, stderr, done
+	case err := <-done:
+		t.Fatalf("gateway ended before listening: %v\n%s", err, stderr)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("gateway did not log listening\n%s", stderr)
+	}
+	return nil, nil, nil
+}
+
 // TestGatewayReadinessFollowsTheNode: /readyz answers 503 once the node
 // behind the gateway is gone (killed), not only when the gateway stops.
 func TestGatewayReadinessFollowsTheNode(t *testing.T) {
 	node := startServe(t, testbin.Streamer(t), nil, "--partitions", "2")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stderr := &syncBuffer{listening: make(chan map[string]any, 1)}
-	done := make(chan error, 1)
-	go func() {
-		done <- runGateway(ctx, []string{"--addr", node.grpcAddr, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-			"--log-format", "json", "--insecure-no-auth", "--insecure-tenant", "t", "--metrics-token", "m"},
-			stdio{in: strings.NewReader(""), out: io.Discard, err: stderr})
-	}()
-	var rec map[string]any
-	select {
-	case rec = <-stderr.listening:
-	case err := <-done:
-		t.Fatalf("gateway ended before listening: %v\n%s", err, stderr)
-	case <-time.After(20 * time.Second):
-		t.Fatalf("gateway did not log listening\n%s", stderr)
-	}
+	rec, _, done := startGatewayInProcess(t, ctx, "--addr", node.grpcAddr, "--insecure-no-auth", "--insecure-tenant", "t", "--metrics-token", "m")
 	admin, _ := rec["http_addr"].(string)
 	readyz := func() (int, string) {
 		r, err := http.Get("http://" + admin + "/readyz")

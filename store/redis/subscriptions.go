@@ -264,39 +264,35 @@ func (s *Subscriptions) Count(ctx context.Context, gateway string) (int, error) 
 	return int(n), nil
 }
 
-// tenantsOf counts gateway's subscriptions by tenant, reading its tenants
-// hash with HSCAN in chunks.
+// tenantsOf counts gateway's subscriptions by tenant, from its tenants
+// hash.
 func (s *Subscriptions) tenantsOf(ctx context.Context, gateway string) (map[string]int64, error) {
 	counts := map[string]int64{}
-	var cursor uint64
-	for {
-		kv, next, err := s.c.client.HScan(ctx, s.c.keys.SubsTenants(gateway), cursor, "", listChunk).Result()
-		if err != nil {
-			return nil, s.c.fail(ctx, "forget", err)
-		}
-		for i := 1; i < len(kv); i += 2 {
-			counts[kv[i]]++
-		}
-		if cursor = next; cursor == 0 {
-			return counts, nil
-		}
-	}
+	err := s.hscan(ctx, "forget", s.c.keys.SubsTenants(gateway), func(_, tenant string) { counts[tenant]++ })
+	return counts, err
 }
 
-// scanAll reads all of gateway's subscriptions with HSCAN, in chunks.
+// scanAll reads all of gateway's subscriptions from its hash.
 func (s *Subscriptions) scanAll(ctx context.Context, gateway string) (map[string][]byte, error) {
 	out := map[string][]byte{}
+	err := s.hscan(ctx, "list partition", s.c.keys.Subs(gateway), func(id, data string) { out[id] = []byte(data) })
+	return out, err
+}
+
+// hscan walks the hash key with HSCAN, listChunk fields per command, and
+// calls each with every field and value.
+func (s *Subscriptions) hscan(ctx context.Context, op, key string, each func(field, value string)) error {
 	var cursor uint64
 	for {
-		kv, next, err := s.c.client.HScan(ctx, s.c.keys.Subs(gateway), cursor, "", listChunk).Result()
+		kv, next, err := s.c.client.HScan(ctx, key, cursor, "", listChunk).Result()
 		if err != nil {
-			return nil, s.c.fail(ctx, "list partition", err)
+			return s.c.fail(ctx, op, err)
 		}
 		for i := 0; i+1 < len(kv); i += 2 {
-			out[kv[i]] = []byte(kv[i+1])
+			each(kv[i], kv[i+1])
 		}
 		if cursor = next; cursor == 0 {
-			return out, nil
+			return nil
 		}
 	}
 }
