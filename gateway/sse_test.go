@@ -78,6 +78,12 @@ func TestSSE(t *testing.T) {
 	})
 
 	t.Run("invalid subscriptions are refused before streaming", func(t *testing.T) {
+		// The streams of the subtests before end on the server after their
+		// clients closed them: start from none.
+		waitFor(t, "the earlier SSE streams gone", func() bool {
+			st := e.gw.Stats()
+			return st.SSEConnections == 0 && st.ClientSubscriptions == 0
+		})
 		for _, tc := range []struct {
 			name  string
 			query url.Values
