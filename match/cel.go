@@ -3,6 +3,7 @@ package match
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/google/cel-go/cel"
@@ -19,6 +20,10 @@ const (
 	DefaultMaxCELBytes  = 4096
 	DefaultCELCostLimit = 100_000
 	DefaultCELCacheSize = 10_000
+	// DefaultCELWorstCaseLimit is a thousand evaluations at the default cost
+	// limit.
+	DefaultCELWorstCaseLimit = 100_000_000
+	DefaultMaxDocumentBytes  = 1 << 20
 )
 
 // Config tunes an [Engine]. Zero values mean the defaults.
@@ -30,6 +35,17 @@ type Config struct {
 	CELCostLimit uint64
 	// CELCacheSize is how many compiled CEL programs the cache keeps (default 10,000).
 	CELCacheSize int
+	// CELWorstCaseLimit refuses, at compile time, a CEL expression whose
+	// estimated cost on the worst document of MaxDocumentBytes exceeds it
+	// (default 100,000,000). The runtime limit stops any one evaluation at
+	// CELCostLimit; this one refuses what can only be stopped: nested loops
+	// over document lists, concatenations of document strings in a loop.
+	// Expressions whose cost grows linearly with the document pass, and are
+	// stopped at run time if a document is large enough.
+	CELWorstCaseLimit uint64
+	// MaxDocumentBytes is the largest document matched, in bytes (default
+	// 1 MiB): the size hint of the worst-case estimate.
+	MaxDocumentBytes int
 }
 
 func (c Config) withDefaults() Config {
@@ -41,6 +57,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CELCacheSize <= 0 {
 		c.CELCacheSize = DefaultCELCacheSize
+	}
+	if c.CELWorstCaseLimit == 0 {
+		c.CELWorstCaseLimit = DefaultCELWorstCaseLimit
+	}
+	if c.MaxDocumentBytes <= 0 {
+		c.MaxDocumentBytes = DefaultMaxDocumentBytes
 	}
 	return c
 }
@@ -156,6 +178,9 @@ func (e *Engine) compileCEL(src string) (*celProgram, error) {
 		}
 		return nil, fmt.Errorf("%w: expression must evaluate to bool, it evaluates to %s%s", ErrInvalidCEL, checked.OutputType(), hint)
 	}
+	if err := e.checkWorstCase(checked); err != nil {
+		return nil, err
+	}
 	root := checked.NativeRep().Expr()
 	p := &celProgram{eng: e, canon: canon, eq: celEqualities(root, nil), budget: noBudget}
 	// Simple boolean expressions are evaluated natively; everything else by cel-go's
@@ -186,6 +211,32 @@ func (e *Engine) compileCEL(src string) (*celProgram, error) {
 func (e *Engine) costTracked(checked *cel.Ast) bool {
 	est, err := e.env.EstimateCost(checked, noSizeEstimates{})
 	return err != nil || est.Max > e.cfg.CELCostLimit
+}
+
+// checkWorstCase refuses an expression whose estimated cost on the worst
+// document (every string, list and map of the document as large as
+// MaxDocumentBytes allows) exceeds CELWorstCaseLimit.
+func (e *Engine) checkWorstCase(checked *cel.Ast) error {
+	est, err := e.env.EstimateCost(checked, worstDocument{maxBytes: uint64(e.cfg.MaxDocumentBytes)})
+	if err != nil {
+		return fmt.Errorf("%w: cannot estimate its cost: %v", ErrInvalidCEL, err)
+	}
+	if est.Max > e.cfg.CELWorstCaseLimit {
+		return costError(fmt.Sprintf("%v: its estimated cost on a document of %d bytes is %s, over the limit of %s "+
+			"(nested loops over document lists and string concatenations in loops cost that much; "+
+			"one evaluation stops at a cost of %d)", ErrInvalidCEL, e.cfg.MaxDocumentBytes,
+			grouped(est.Max), grouped(e.cfg.CELWorstCaseLimit), e.cfg.CELCostLimit))
+	}
+	return nil
+}
+
+// grouped formats n with thousands separators.
+func grouped(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // program builds the interpreter program of a checked expression.
@@ -366,3 +417,11 @@ type tooLongError string
 func (e tooLongError) Error() string { return string(e) }
 
 func (e tooLongError) Is(target error) bool { return target == ErrInvalidCEL || target == ErrTooLong }
+
+// costError is an expression over the worst-case cost limit: both
+// ErrInvalidCEL and ErrTooExpensive.
+type costError string
+
+func (e costError) Error() string { return string(e) }
+
+func (e costError) Is(target error) bool { return target == ErrInvalidCEL || target == ErrTooExpensive }

@@ -3,6 +3,7 @@ package match
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 )
@@ -73,8 +74,48 @@ func TestCELValidation(t *testing.T) {
 	}
 }
 
+// TestCELWorstCaseRefused: expressions whose cost on a document at the size
+// limit can only be stopped are refused at compile time, with the estimate;
+// those linear in the document pass.
+func TestCELWorstCaseRefused(t *testing.T) {
+	e := newTestEngine(t)
+	for _, expr := range []string{
+		`doc.l.all(i, (doc.s + doc.s + doc.s + doc.s + doc.s + doc.s + doc.s + doc.s).size() > 0)`,
+		`doc.a.exists(x, doc.b.exists(y, x == y))`,
+		`doc.a.map(x, x + x).size() > 0`,
+	} {
+		_, err := e.Compile(Criterion{CEL: expr})
+		if !errors.Is(err, ErrTooExpensive) || !errors.Is(err, ErrInvalidCEL) ||
+			!strings.Contains(err.Error(), "estimated cost on a document of 1048576 bytes is ") ||
+			!strings.Contains(err.Error(), "over the limit of 100,000,000") {
+			t.Errorf("Compile(%q) = %v, want ErrTooExpensive with the estimate", expr, err)
+		}
+	}
+	for _, expr := range []string{
+		`doc.name == "x"`, `doc.title.contains("abc")`, `doc.tags.exists(t, t == "x")`, `"x" in doc.tags`,
+		`doc.items.filter(i, i.price > 10).size() > 2`, `doc.s.matches("^[a-z]+@[a-z]+\\.com$")`, `(doc.s + doc.s).size() > 0`,
+	} {
+		if _, err := e.Compile(Criterion{CEL: expr}); err != nil {
+			t.Errorf("Compile(%q) = %v, want it accepted", expr, err)
+		}
+	}
+	// The estimate scales with the document size limit: 256-byte documents
+	// hold lists of at most 128 items.
+	small, err := NewEngine(Config{MaxDocumentBytes: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := small.Compile(Criterion{CEL: `doc.a.exists(x, doc.b.exists(y, x == y))`}); err != nil {
+		t.Errorf("with 256-byte documents: %v", err)
+	}
+}
+
+// noWorstCase turns off the compile-time refusal, to exercise the runtime
+// limit with expressions it refuses.
+const noWorstCase = math.MaxUint64
+
 func TestCELCostLimitStopsPathologicalExpression(t *testing.T) {
-	e, err := NewEngine(Config{CELCostLimit: 10_000})
+	e, err := NewEngine(Config{CELCostLimit: 10_000, CELWorstCaseLimit: noWorstCase})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +133,10 @@ func TestCELCostLimitStopsPathologicalExpression(t *testing.T) {
 // 200-item list: it used to cost 5,603 and run for half a second and more;
 // it now stops within the default budget at its first item.
 func TestCELCostChargesDocumentStringsBySize(t *testing.T) {
-	e := newTestEngine(t)
+	e, err := NewEngine(Config{CELWorstCaseLimit: noWorstCase})
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := map[string]any{"s": strings.Repeat("x", 100_000), "l": numbers(200)}
 	wantStoppedAtCostLimit(t, e, `doc.l.all(i, (doc.s + doc.s + doc.s + doc.s + doc.s + doc.s + doc.s + doc.s).size() > 0)`, d)
 	// The same operations on small strings stay well within the budget.

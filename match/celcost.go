@@ -3,6 +3,7 @@ package match
 import (
 	"math"
 
+	"github.com/google/cel-go/checker"
 	"github.com/google/cel-go/common"
 	"github.com/google/cel-go/common/operators"
 	"github.com/google/cel-go/common/overloads"
@@ -47,6 +48,27 @@ func (sizeCost) CallCost(function, _ string, args []ref.Val, _ ref.Val) *uint64 
 		return nil // cel-go's own cost
 	}
 	return &n
+}
+
+// worstDocument gives the cost estimator the sizes of the worst document of
+// maxBytes: any string or bytes value read from it is maxBytes long, any list
+// or map has maxBytes/2 entries (JSON spends at least two bytes on each), and
+// a dyn value, either, the larger.
+type worstDocument struct{ maxBytes uint64 }
+
+func (w worstDocument) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
+	if path := n.Path(); len(path) == 0 || path[0] != "doc" {
+		return nil
+	}
+	switch n.Type().Kind() {
+	case types.ListKind, types.MapKind:
+		return &checker.SizeEstimate{Min: 0, Max: w.maxBytes / 2}
+	}
+	return &checker.SizeEstimate{Min: 0, Max: w.maxBytes}
+}
+
+func (worstDocument) EstimateCallCost(string, string, *checker.AstNode, []checker.AstNode) *checker.CallEstimate {
+	return nil
 }
 
 // traversal is cel-go's cost of walking size bytes.

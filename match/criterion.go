@@ -17,6 +17,9 @@ var (
 	// ErrTooLong accompanies ErrInvalidCEL when an expression exceeds
 	// Config.MaxCELBytes, so callers can answer "too large" rather than "invalid".
 	ErrTooLong = errors.New("match: CEL expression too long")
+	// ErrTooExpensive accompanies ErrInvalidCEL when an expression's
+	// worst-case cost exceeds Config.CELWorstCaseLimit.
+	ErrTooExpensive = errors.New("match: CEL expression too expensive")
 )
 
 // Criterion selects documents of one collection. At most one of its fields is set;

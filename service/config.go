@@ -17,7 +17,7 @@ import (
 
 // Default settings, applied by New to zero (or negative) Config fields.
 const (
-	DefaultMaxDocumentBytes = 1 << 20
+	DefaultMaxDocumentBytes = match.DefaultMaxDocumentBytes
 	DefaultGatewayTTL       = 30 * time.Second
 	DefaultSoftDeleteField  = "deleted"
 	DefaultReadBatch        = 256
@@ -170,6 +170,9 @@ func (c Config) withDefaults(backendPartitions int) Config {
 	}
 	if c.ReadBatch <= 0 {
 		c.ReadBatch = DefaultReadBatch
+	}
+	if c.Match.MaxDocumentBytes <= 0 {
+		c.Match.MaxDocumentBytes = c.MaxDocumentBytes // the worst case of CEL costs
 	}
 	if c.Match.MaxCELBytes <= 0 {
 		c.Match.MaxCELBytes = match.DefaultMaxCELBytes

@@ -214,6 +214,8 @@ func (n *Node) validateSubscription(sub *streamerv1.Subscription) *streamerv1.Er
 		switch {
 		case errors.Is(err, match.ErrTooLong):
 			code = streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE
+		case errors.Is(err, match.ErrTooExpensive):
+			return errorf(streamerv1.ErrorCode_ERROR_CODE_INVALID_CEL, "%v (--cel-worst-case-limit)", err)
 		case errors.Is(err, match.ErrInvalidFilter):
 			code = streamerv1.ErrorCode_ERROR_CODE_INVALID_FILTER
 		case errors.Is(err, match.ErrInvalidCEL):

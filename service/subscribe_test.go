@@ -62,6 +62,8 @@ func TestInvalidSubscriptionsGetPreciseErrors(t *testing.T) {
 			streamerv1.ErrorCode_ERROR_CODE_INVALID_CEL, compileErr(match.Criterion{CEL: "user.a == 1"}), ""},
 		{"cel too long", withCEL("doc.a == '" + strings.Repeat("x", 100) + "'"),
 			streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE, "", "is 111 bytes, the limit is 64 bytes"},
+		{"cel worst case over the limit", withCEL("doc.a.exists(x, doc.b.exists(y, x == y))"),
+			streamerv1.ErrorCode_ERROR_CODE_INVALID_CEL, compileErr(match.Criterion{CEL: "doc.a.exists(x, doc.b.exists(y, x == y))"}) + " (--cel-worst-case-limit)", ""},
 		{"missing collection", &streamerv1.Subscription{SubscriptionId: "s", Tenant: "t"},
 			streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "", "collection is required"},
 		{"missing subscription id", &streamerv1.Subscription{Tenant: "t", Collection: "c"},

@@ -50,6 +50,7 @@ type gatewayOptions struct {
 	noAuthTenant, authToken, gatewayID          string
 	useTLS                                      bool
 	sendQueue, maxSubs, resumeBytes, celMax     int
+	celWorst                                    uint64
 	resumeWindow, writeTimeout, keepAlive       time.Duration
 	origins, logLevel, logFormat                string
 	gcHeadroom                                  *int
@@ -85,6 +86,7 @@ func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
 	fs.DurationVar(&o.keepAlive, "keepalive", gateway.DefaultKeepAlive, "interval of WebSocket pings and SSE keep-alive comments")
 	fs.StringVar(&o.origins, "allowed-origins", "", "comma-separated origin host `patterns` allowed to open WebSockets besides the gateway's own host")
 	fs.IntVar(&o.celMax, "cel-max-bytes", match.DefaultMaxCELBytes, "longest CEL expression accepted, in `bytes`")
+	fs.Uint64Var(&o.celWorst, "cel-worst-case-limit", match.DefaultCELWorstCaseLimit, "refuse a CEL expression whose estimated cost on a 1 MiB document exceeds this (the node checks again with its own limits)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	o.gcHeadroom = gcHeadroomFlag(fs)
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
@@ -186,7 +188,7 @@ func (o *gatewayOptions) gatewayConfig(up gateway.Upstream, auth gateway.Authent
 		WriteTimeout:      o.writeTimeout,
 		KeepAlive:         o.keepAlive,
 		OriginPatterns:    splitList(o.origins),
-		Match:             match.Config{MaxCELBytes: o.celMax},
+		Match:             match.Config{MaxCELBytes: o.celMax, CELWorstCaseLimit: o.celWorst},
 	}
 }
 

@@ -117,7 +117,7 @@ type serveOptions struct {
 	maxDepth, maxName, maxFilters, maxSubsPerGateway            int
 	maxSubsPerTenant                                            int
 	celMax, celCache                                            int
-	celCost                                                     uint64
+	celCost, celWorst                                           uint64
 	logMaxLen                                                   int64
 	leaseTTL, probeInterval, gatewayTTL                         time.Duration
 	logLevel, logFormat                                         string
@@ -155,7 +155,8 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 	fs.Int64Var(&o.outboxMaxBytes, "outbox-max-bytes", store.DefaultOutboxMaxBytes, "payload `bytes` kept per gateway outbox (the newest entry always); a gateway further behind gets a Resync (-1: no byte cap)")
 	fs.StringVar(&o.softDelete, "soft-delete-field", service.DefaultSoftDeleteField, "top-level document `field` whose value true marks a soft-deleted document")
 	fs.IntVar(&o.celMax, "cel-max-bytes", match.DefaultMaxCELBytes, "longest CEL expression accepted, in `bytes`")
-	fs.Uint64Var(&o.celCost, "cel-cost-limit", 100_000, "runtime cost limit of one CEL evaluation (over it = no match)")
+	fs.Uint64Var(&o.celCost, "cel-cost-limit", match.DefaultCELCostLimit, "runtime cost limit of one CEL evaluation (over it = no match; three in a row end the criterion's subscriptions)")
+	fs.Uint64Var(&o.celWorst, "cel-worst-case-limit", match.DefaultCELWorstCaseLimit, "refuse at subscribe a CEL expression whose estimated cost on a document of --max-document-bytes exceeds this")
 	fs.IntVar(&o.celCache, "cel-cache-size", 10_000, "compiled CEL programs kept in the cache")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	o.gcHeadroom = gcHeadroomFlag(fs)
@@ -330,7 +331,8 @@ func (o *serveOptions) nodeConfig(logger *slog.Logger, collectors []prometheus.C
 		OutboxMaxLen:               o.outboxMax,
 		OutboxMaxBytes:             o.outboxMaxBytes,
 		SoftDeleteField:            o.softDelete,
-		Match:                      match.Config{MaxCELBytes: o.celMax, CELCostLimit: o.celCost, CELCacheSize: o.celCache},
+		Match:                      match.Config{MaxCELBytes: o.celMax, CELCostLimit: o.celCost, CELCacheSize: o.celCache,
+			CELWorstCaseLimit: o.celWorst, MaxDocumentBytes: o.maxDoc},
 		Logger:                     logger,
 		LeaseTTL:                   o.leaseTTL,
 		DedupSize:                  dedup,
