@@ -331,13 +331,13 @@ func (o *serveOptions) nodeConfig(logger *slog.Logger, collectors []prometheus.C
 		OutboxMaxLen:               o.outboxMax,
 		OutboxMaxBytes:             o.outboxMaxBytes,
 		SoftDeleteField:            o.softDelete,
-		Match:                      match.Config{MaxCELBytes: o.celMax, CELCostLimit: o.celCost, CELCacheSize: o.celCache,
+		Match: match.Config{MaxCELBytes: o.celMax, CELCostLimit: o.celCost, CELCacheSize: o.celCache,
 			CELWorstCaseLimit: o.celWorst, MaxDocumentBytes: o.maxDoc},
-		Logger:                     logger,
-		LeaseTTL:                   o.leaseTTL,
-		DedupSize:                  dedup,
-		ProbeInterval:              o.probeInterval,
-		Collectors:                 collectors,
+		Logger:        logger,
+		LeaseTTL:      o.leaseTTL,
+		DedupSize:     dedup,
+		ProbeInterval: o.probeInterval,
+		Collectors:    collectors,
 	}
 }
 
