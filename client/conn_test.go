@@ -543,3 +543,37 @@ func TestSecondConnWithSameGatewayIDSupersedesTheFirst(t *testing.T) {
 	// The newer session keeps working.
 	subscribe(t, second, client.Subscription{ID: "s", Tenant: "t", Collection: "c"})
 }
+
+// TestNodeEndsRunawaySubscription: a subscription the node ends for its CEL
+// cost arrives as a Dropped delivery with ERROR_CODE_COST_LIMIT, after the
+// matches before it; the Conn's other subscriptions go on.
+func TestNodeEndsRunawaySubscription(t *testing.T) {
+	n := startNode(t, service.Config{}, memory.Config{Partitions: 1}, nil)
+	c := dial(t, n.addr)
+	subscribe(t, c, client.Subscription{ID: "bad", Tenant: "t", Collection: "c", CEL: `doc.s + doc.s + doc.s + doc.s + doc.s != ""`})
+	subscribe(t, c, client.Subscription{ID: "all", Tenant: "t", Collection: "c"})
+	pub := publisher(t, n.addr)
+	big := `{"s":"` + strings.Repeat("x", 100_000) + `"}`
+	for i := range 3 {
+		publish(t, pub, event(fmt.Sprintf("big%d", i), "t", "c", "d", streamerv1.Operation_OPERATION_UPDATE, big, ""))
+	}
+	publish(t, pub, event("after", "t", "c", "d", streamerv1.Operation_OPERATION_UPDATE, `{"s":"x"}`, ""))
+	var dropped []*client.SubscribeError
+	got := receive(t, c, untilEvent("after"), func(d client.Delivery) {
+		if d.Dropped == nil {
+			t.Fatalf("unexpected %+v", d)
+		}
+		dropped = append(dropped, d.Dropped)
+	})
+	var ids []string
+	for _, m := range got {
+		ids = append(ids, describe(m))
+	}
+	if want := []string{"big0 update all", "big1 update all", "big2 update all", "after update all"}; !slices.Equal(ids, want) {
+		t.Fatalf("matches %q, want %q", ids, want)
+	}
+	if len(dropped) != 1 || dropped[0].SubscriptionID != "bad" || dropped[0].Code != streamerv1.ErrorCode_ERROR_CODE_COST_LIMIT ||
+		!strings.Contains(dropped[0].Message, "--cel-cost-limit") {
+		t.Fatalf("dropped = %v, want bad with ERROR_CODE_COST_LIMIT", dropped)
+	}
+}

@@ -21,9 +21,11 @@ type Delivery struct {
 	// everything it serves. Subscriptions stay active and deliveries
 	// continue after Cursor.
 	Resync *Resync
-	// Dropped, when set, names a live subscription the node refused when the
-	// Conn re-subscribed it after a reconnect (for instance because the
-	// node's limits changed). It is no longer active; no further events
+	// Dropped, when set, names a live subscription the node ended: it
+	// refused it when the Conn re-subscribed it after a reconnect (for
+	// instance because the node's limits changed), or ended it on its own
+	// (ERROR_CODE_COST_LIMIT: its CEL expression ran over the cost limit on
+	// several events in a row). It is no longer active; no further events
 	// arrive for it.
 	Dropped *SubscribeError
 }

@@ -340,6 +340,16 @@ func (s *session) process(m *streamerv1.StreamerMessage) error {
 				return err
 			}
 		}
+		for _, e := range d.GetEnded() {
+			// The node ended the subscription (its CEL cost): it is not
+			// re-subscribed on reconnect.
+			c.removeSub(e.GetSubscriptionId())
+			se := &SubscribeError{SubscriptionID: e.GetSubscriptionId(), Code: e.GetError().GetCode(), Message: e.GetError().GetMessage()}
+			c.log.Warn("client: the node ended a subscription", "err", se)
+			if err := s.emit(Delivery{Cursor: d.GetCursor(), Dropped: se}); err != nil {
+				return err
+			}
+		}
 		if d.GetCursor() != "" {
 			c.cursor = d.GetCursor()
 		}

@@ -57,9 +57,11 @@
 // Error codes: bad_message (not JSON, unknown type or field, binary frame),
 // invalid_argument, invalid_filter, invalid_cel, too_large,
 // tenant_not_allowed, too_many_subscriptions, unknown_subscription,
-// unavailable (the node did not answer or is unreachable), internal; a
-// subscription the node dropped after a reconnect gets an error with the
-// node's code (and ends an SSE stream). Requests refused before upgrading
+// cost_limit (the node ended a subscription whose CEL expression ran over
+// its cost limit on several events in a row), unavailable (the node did not
+// answer or is unreachable), internal; a subscription the node ended (its
+// cost, or a refusal after a reconnect) gets an error with the node's code
+// and subscription id, is no longer active, and ends an SSE stream. Requests refused before upgrading
 // (HTTP 400, 401 with code unauthenticated, 503) carry the same error
 // message as a JSON body.
 //

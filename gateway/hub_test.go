@@ -3,9 +3,11 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -193,8 +195,9 @@ func TestHubResyncAndDrop(t *testing.T) {
 		t.Fatal("the resume buffer survived a resync")
 	}
 
-	h.deliver(client.Delivery{Dropped: &client.SubscribeError{SubscriptionID: "u1", Code: streamerv1.ErrorCode_ERROR_CODE_INVALID_CEL, Message: "limits changed"}})
-	if got := drain(t, ws); len(got) != 1 || got[0]["type"] != "error" || got[0]["id"] != "a" || got[0]["code"] != CodeInvalidCEL {
+	h.deliver(client.Delivery{Dropped: &client.SubscribeError{SubscriptionID: "u1", Code: streamerv1.ErrorCode_ERROR_CODE_COST_LIMIT, Message: "ran over the cost limit"}})
+	if got := drain(t, ws); len(got) != 1 || got[0]["type"] != "error" || got[0]["id"] != "a" || got[0]["code"] != CodeCostLimit ||
+		!strings.Contains(fmt.Sprint(got[0]["message"]), "ran over the cost limit") {
 		t.Fatalf("dropped: %v", got)
 	}
 	f := sse.take(nil)

@@ -23,6 +23,7 @@ const (
 	CodeTenantNotAllowed     = "tenant_not_allowed"
 	CodeTooManySubscriptions = "too_many_subscriptions"
 	CodeUnknownSubscription  = "unknown_subscription"
+	CodeCostLimit            = "cost_limit"
 	CodeUnavailable          = "unavailable"
 	CodeInternal             = "internal"
 	CodeUnauthenticated      = "unauthenticated"
@@ -209,6 +210,8 @@ func nodeCode(c streamerv1.ErrorCode) string {
 		return CodeUnknownSubscription
 	case streamerv1.ErrorCode_ERROR_CODE_TOO_MANY_SUBSCRIPTIONS:
 		return CodeTooManySubscriptions
+	case streamerv1.ErrorCode_ERROR_CODE_COST_LIMIT:
+		return CodeCostLimit
 	case streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, streamerv1.ErrorCode_ERROR_CODE_NOT_REGISTERED:
 		return CodeUnavailable
 	case streamerv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED:

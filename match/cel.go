@@ -94,7 +94,7 @@ type Stats struct {
 	CELEvals          uint64 // CEL evaluations
 	CELEvalErrors     uint64 // evaluations that failed (missing key, type error, cost) = no match
 	// CELSuspended counts the CEL criteria (per tenant's collection) no
-	// longer evaluated: suspendAfter evaluations in a row over the cost
+	// longer evaluated: SuspendAfter evaluations in a row over the cost
 	// limit. Their subscriptions match nothing from then on.
 	CELSuspended uint64
 }

@@ -46,11 +46,11 @@ type Index struct {
 	// ParallelScan is the scan-list length from which Match evaluates it on all cores
 	// (default 2,048; set before use).
 	ParallelScan int
-	// OnSuspend, when set (before use), is told of each CEL criterion Match
-	// suspends (see suspendAfter): the tenant and collection, the criterion
-	// and how many subscriptions share it there. Match may call it from
-	// several goroutines.
-	OnSuspend func(tenant, collection, criterion string, subscriptions int)
+	// OnCostExceeded, when set (before use), is told of each CEL evaluation
+	// Match stopped at the cost limit, and of the criterion's suspension
+	// (see SuspendAfter). Match may call it from several goroutines, under
+	// its read lock: it must not call the Index.
+	OnCostExceeded func(CostExceeded)
 
 	eng    *Engine // whose CEL counters Match updates; may be nil
 	mu     sync.RWMutex
@@ -177,19 +177,32 @@ type group struct {
 	firstSlot   [1]slot   // slots' first backing array
 
 	// strikes counts the CEL evaluations in a row that stopped at the cost
-	// limit; at suspendAfter the group is suspended: never evaluated again.
+	// limit; at SuspendAfter the group is suspended: never evaluated again.
 	// Atomic: Match runs under the read lock.
 	strikes   atomic.Uint32
 	suspended atomic.Bool
 }
 
-// suspendAfter is how many evaluations in a row over the CEL cost limit
+// SuspendAfter is how many evaluations in a row over the CEL cost limit
 // suspend a criterion in a tenant's collection: an expression that runs
 // away on this data is not run again on every event, at everyone's
 // expense.
-const suspendAfter = 3
+const SuspendAfter = 3
 
 type member struct{ gateway, id string }
+
+// CostExceeded is a CEL evaluation that Match stopped at the cost limit.
+type CostExceeded struct {
+	Tenant, Collection string
+	Criterion          string // canonical source
+	// Suspended is set when this evaluation suspended the criterion in the
+	// tenant's collection (the SuspendAfter-th in a row): the subscriptions
+	// sharing it there, which match nothing from then on.
+	Suspended []Member
+}
+
+// Member is one subscription of an Index.
+type Member struct{ Gateway, ID string }
 
 // NewIndex returns an empty Index. Criteria arrive compiled; e (which may be nil)
 // receives the counts of the CEL evaluations Match performs.

@@ -29,7 +29,7 @@ func (ix *Index) Match(ev *Event, out []Result) []Result {
 		return out
 	}
 	m := matchers.Get().(*matcher)
-	*m = matcher{op: ev.Op, withBefore: ev.Before != nil, eng: ix.eng, onSuspend: ix.OnSuspend, valsA: m.valsA, valsB: m.valsB}
+	*m = matcher{op: ev.Op, withBefore: ev.Before != nil, eng: ix.eng, onCost: ix.OnCostExceeded, valsA: m.valsA, valsB: m.valsB}
 	m.after = image{doc: ev.Doc, id: ev.ID}
 	if ev.Op == Delete {
 		m.after.doc = nil
@@ -123,7 +123,7 @@ type matcher struct {
 	op            Op
 	withBefore    bool
 	eng           *Engine
-	onSuspend     func(tenant, collection, criterion string, subscriptions int)
+	onCost        func(CostExceeded)
 	after, before image
 	valsA, valsB  []slotVal // slot values of the images, for flat rows
 }
@@ -155,11 +155,17 @@ func (m *matcher) visit(g *group, out []Result) []Result {
 	b := m.withBefore && g.crit.eval(&m.before)
 	switch {
 	case m.after.overBudget || m.before.overBudget:
-		if g.strikes.Add(1) == suspendAfter && !g.suspended.Swap(true) {
+		var ce CostExceeded
+		if g.strikes.Add(1) == SuspendAfter && !g.suspended.Swap(true) {
 			m.after.suspended++
-			if m.onSuspend != nil {
-				m.onSuspend(g.scope.key.tenant, g.scope.key.collection, g.crit.key, len(g.members))
+			ce.Suspended = make([]Member, len(g.members))
+			for i, mb := range g.members {
+				ce.Suspended[i] = Member{Gateway: mb.gateway, ID: mb.id}
 			}
+		}
+		if m.onCost != nil {
+			ce.Tenant, ce.Collection, ce.Criterion = g.scope.key.tenant, g.scope.key.collection, g.crit.key
+			m.onCost(ce)
 		}
 	case g.strikes.Load() > 0:
 		g.strikes.Store(0)

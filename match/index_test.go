@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -405,7 +406,7 @@ func TestIndexesShareCriteria(t *testing.T) {
 }
 
 // TestIndexSuspendsRunawayCEL: a CEL criterion whose evaluations stop at
-// the cost limit suspendAfter times in a row, in one tenant's collection,
+// the cost limit SuspendAfter times in a row, in one tenant's collection,
 // is not evaluated there again (counted in Stats.CELSuspended); the same
 // expression in another tenant's collection, and other criteria, go on.
 func TestIndexSuspendsRunawayCEL(t *testing.T) {
@@ -414,6 +415,13 @@ func TestIndexSuspendsRunawayCEL(t *testing.T) {
 		t.Fatal(err)
 	}
 	ix := NewIndex(e)
+	var mu sync.Mutex
+	var exceeded []CostExceeded
+	ix.OnCostExceeded = func(ce CostExceeded) {
+		mu.Lock()
+		defer mu.Unlock()
+		exceeded = append(exceeded, ce)
+	}
 	const runaway = `doc.s + doc.s + doc.s != "" || doc.small == 1`
 	for _, sub := range []struct{ id, tenant, cel string }{
 		{"bad", "abuser", runaway}, {"same-elsewhere", "other", runaway}, {"cheap", "abuser", `doc.small == 1`},
@@ -431,18 +439,34 @@ func TestIndexSuspendsRunawayCEL(t *testing.T) {
 	match := func(tenant string, doc map[string]any) []string {
 		return resultStrings(ix.Match(&Event{Tenant: tenant, Collection: "c", ID: "d", Op: Update, Doc: doc}, nil))
 	}
-	for range suspendAfter - 1 {
+	for range SuspendAfter - 1 {
 		match("abuser", big)
 	}
 	if got := match("abuser", small); !slices.Contains(got, "g/bad:update") {
-		t.Fatalf("a cheap evaluation after %d over budget: %v, want the runaway criterion to match (strikes reset)", suspendAfter-1, got)
+		t.Fatalf("a cheap evaluation after %d over budget: %v, want the runaway criterion to match (strikes reset)", SuspendAfter-1, got)
 	}
-	for range suspendAfter {
+	for range SuspendAfter {
 		match("abuser", big)
 	}
 	if got := e.Stats().CELSuspended; got != 1 {
 		t.Fatalf("CELSuspended = %d, want 1", got)
 	}
+	// Every evaluation over the limit was reported; the last one with the
+	// subscriptions it suspended.
+	mu.Lock()
+	if len(exceeded) != 2*SuspendAfter-1 {
+		t.Fatalf("OnCostExceeded called %d times, want %d", len(exceeded), 2*SuspendAfter-1)
+	}
+	last := exceeded[len(exceeded)-1]
+	if last.Tenant != "abuser" || last.Collection != "c" || !slices.Equal(last.Suspended, []Member{{Gateway: "g", ID: "bad"}}) {
+		t.Fatalf("last report = %+v, want the suspension of g/bad in abuser/c", last)
+	}
+	for _, ce := range exceeded[:len(exceeded)-1] {
+		if ce.Suspended != nil {
+			t.Fatalf("a report before the suspension lists subscriptions: %+v", ce)
+		}
+	}
+	mu.Unlock()
 	if got := match("abuser", small); slices.Contains(got, "g/bad:update") || !slices.Contains(got, "g/cheap:update") {
 		t.Fatalf("after suspension: %v, want the cheap criterion only", got)
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -65,6 +67,23 @@ type consumer struct {
 	// dedup remembers the ids of the events routed recently (nil when
 	// deduplication is off).
 	dedup *recentIDs
+
+	// exceeded collects the index's reports of CEL evaluations over the
+	// cost limit during one event's matching (the index may report from
+	// several goroutines).
+	exceededMu sync.Mutex
+	exceeded   []match.CostExceeded
+	// ending are the subscriptions suspended during the read batch, ended
+	// once it is processed.
+	ending []endedSub
+}
+
+// endedSub is a subscription the consumer ends: suspended by the index at
+// the event read at position.
+type endedSub struct {
+	match.Member
+	tenant, collection, criterion string
+	position                      string
 }
 
 func newConsumer(n *Node, p int, fence *leaseFence) *consumer {
@@ -73,9 +92,10 @@ func newConsumer(n *Node, p int, fence *leaseFence) *consumer {
 	if n.cfg.DedupSize > 0 {
 		c.dedup = newRecentIDs(n.cfg.DedupSize)
 	}
-	c.ix.OnSuspend = func(tenant, collection, criterion string, subscriptions int) {
-		c.log.Warn("CEL criterion suspended: its evaluations ran over the cost limit; its subscriptions match nothing until they are made again",
-			"tenant", tenant, "collection", collection, "criterion", criterion, "subscriptions", subscriptions, "cost_limit", n.engine.CostLimit())
+	c.ix.OnCostExceeded = func(ce match.CostExceeded) {
+		c.exceededMu.Lock()
+		defer c.exceededMu.Unlock()
+		c.exceeded = append(c.exceeded, ce)
 	}
 	return c
 }
@@ -333,6 +353,9 @@ func (c *consumer) process(ctx context.Context, entries []store.Entry) error {
 			c.n.metrics.deadLetters.Inc()
 		}
 	}
+	if err := c.endSuspended(ctx); err != nil {
+		return err
+	}
 	// The outbox entries are appended and the batch acknowledged by the
 	// next read (Router.RouteRead), in one round trip, or by flush.
 	c.unrouted = c.router.items()
@@ -438,6 +461,52 @@ func (c *consumer) apply(e store.Entry) (deadReason string) {
 	return ""
 }
 
+// costExceeded counts the CEL evaluations the event's matching stopped at
+// the cost limit, per tenant, and keeps the subscriptions it suspended for
+// endSuspended.
+func (c *consumer) costExceeded(position string) {
+	c.exceededMu.Lock()
+	defer c.exceededMu.Unlock()
+	for _, ce := range c.exceeded {
+		c.n.metrics.celOverLimit.WithLabelValues(ce.Tenant).Inc()
+		if len(ce.Suspended) == 0 {
+			continue
+		}
+		c.log.Warn("CEL criterion ran over the cost limit "+strconv.Itoa(match.SuspendAfter)+" times in a row: ending its subscriptions",
+			"tenant", ce.Tenant, "collection", ce.Collection, "criterion", ce.Criterion, "subscriptions", len(ce.Suspended),
+			"cost_limit", c.n.engine.CostLimit(), "position", position)
+		for _, m := range ce.Suspended {
+			c.ending = append(c.ending, endedSub{Member: m, tenant: ce.Tenant, collection: ce.Collection, criterion: ce.Criterion, position: position})
+		}
+	}
+	c.exceeded = c.exceeded[:0]
+}
+
+// endSuspended ends the subscriptions suspended during the read batch: it
+// deletes them from the store, removes them from the index, and routes each
+// gateway a notice (Delivery.ended) after its matches.
+func (c *consumer) endSuspended(ctx context.Context) error {
+	if len(c.ending) == 0 {
+		return nil
+	}
+	for _, e := range c.ending {
+		if err := c.fence.guard(ctx, func(ctx context.Context) error {
+			_, err := c.n.backend.Subscriptions.Delete(ctx, e.Gateway, e.ID)
+			return err
+		}); err != nil {
+			return fmt.Errorf("ending subscription %s/%s: %w", e.Gateway, e.ID, err)
+		}
+		c.ix.Remove(e.Gateway, e.ID)
+		c.n.metrics.celEnded.WithLabelValues(e.tenant).Inc()
+		c.router.end(e.Gateway, int32(c.p), e.position, &streamerv1.SubscriptionEnded{SubscriptionId: e.ID, Error: errorf(
+			streamerv1.ErrorCode_ERROR_CODE_COST_LIMIT,
+			"streamer: subscription %q ended: its CEL expression ran over the cost limit of one evaluation (%d, --cel-cost-limit) on %d events in a row (the last at %s in partition %d)",
+			e.ID, c.n.engine.CostLimit(), match.SuspendAfter, e.position, c.p)})
+	}
+	c.ending = c.ending[:0]
+	return nil
+}
+
 // errBadEvent marks events that are dead-lettered.
 var errBadEvent = errors.New("malformed event")
 
@@ -482,6 +551,7 @@ func (c *consumer) event(id string) error {
 		return nil
 	}
 	c.results = c.ix.Match(ev, c.results[:0])
+	c.costExceeded(id)
 	if len(c.results) == 0 {
 		return nil
 	}

@@ -20,9 +20,11 @@ type metrics struct {
 	matches         prometheus.Counter     // event × subscription pairs
 	controlEntries  *prometheus.CounterVec // control entries applied, by kind
 	deadLetters     prometheus.Counter
-	outboxBatches   prometheus.Counter // outbox entries appended
-	deliveries      prometheus.Counter // Delivery messages sent
-	deliveredEvents prometheus.Counter // EventMatch entries sent
+	celOverLimit    *prometheus.CounterVec // CEL evaluations stopped at the cost limit, by tenant
+	celEnded        *prometheus.CounterVec // subscriptions ended for their CEL cost, by tenant
+	outboxBatches   prometheus.Counter     // outbox entries appended
+	deliveries      prometheus.Counter     // Delivery messages sent
+	deliveredEvents prometheus.Counter     // EventMatch entries sent
 	resyncs         prometheus.Counter
 	latency         prometheus.Histogram // event timestamp → send
 	outboxLag       prometheus.Histogram // outbox append → send
@@ -49,6 +51,10 @@ func newMetrics(n *Node) *metrics {
 		matches:         r.counter("streamer_matches_total", "Matches: pairs of (event, subscription) routed to an outbox."),
 		controlEntries:  r.counterVec("streamer_control_entries_total", "Control entries applied by partition consumers, by kind.", "kind"),
 		deadLetters:     r.counter("streamer_dead_letters_total", "Event-log entries set aside as dead letters (undecodable or malformed)."),
+		celOverLimit: r.counterVec("streamer_cel_over_limit_total",
+			"CEL evaluations stopped at the cost limit (--cel-cost-limit), by tenant.", "tenant"),
+		celEnded: r.counterVec("streamer_cel_ended_subscriptions_total",
+			"Subscriptions the node ended because their CEL criterion ran over the cost limit several times in a row, by tenant.", "tenant"),
 		outboxBatches:   r.counter("streamer_outbox_batches_total", "Batches appended to gateway outboxes."),
 		deliveries:      r.counter("streamer_deliveries_sent_total", "Delivery messages sent to gateways."),
 		deliveredEvents: r.counter("streamer_delivered_matches_total", "Event matches sent to gateways inside Delivery messages."),

@@ -4,8 +4,11 @@ import (
 	"cmp"
 	"slices"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/streamerd/streamer/internal/wire"
 	"github.com/streamerd/streamer/match"
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 )
 
@@ -30,6 +33,8 @@ type router struct {
 	evs  []routedEvent  // the read batch's routed events
 	tail []byte         // the events' overrides, back to back
 	ids  []string       // subscription ids of all matches, in routing order
+
+	endedPartition int32 // the partition of the ended subscriptions' notices
 }
 
 // routedEvent is one routed event: its bytes as read, the fields that the
@@ -49,6 +54,10 @@ type gatewayOut struct {
 	starts  []int      // index in matches of each batch's first match
 	size    int        // approximate bytes of the last batch
 	cut     bool       // the next match starts a new batch (see cut)
+	// ended are the gateway's subscriptions the node ended, routed after
+	// its matches in an outbox entry of their own, fenced by endedAt.
+	ended   []*streamerv1.SubscriptionEnded
+	endedAt string
 }
 
 // matchRef is one EventMatch: an event, an effective operation, and the
@@ -142,12 +151,26 @@ func (r *router) gateway(gw string) *gatewayOut {
 	return g
 }
 
+// end routes gw the notice that one of its subscriptions was ended by the
+// event at position in partition: after every match of the read batch.
+func (r *router) end(gw string, partition int32, position string, e *streamerv1.SubscriptionEnded) {
+	g := r.gateway(gw)
+	if len(g.ended) == 0 {
+		g.endedAt = position
+	}
+	g.ended = append(g.ended, e)
+	r.endedPartition = partition
+}
+
 // items encodes the outbox entries to append, all gateways together. Each
 // payload is a new allocation: the outbox may keep it.
 func (r *router) items() []store.OutboxItem {
 	n := 0
 	for i := range r.out {
 		n += len(r.out[i].starts)
+		if len(r.out[i].ended) > 0 {
+			n++
+		}
 	}
 	if n == 0 {
 		return nil
@@ -163,6 +186,14 @@ func (r *router) items() []store.OutboxItem {
 			first := &r.evs[g.matches[start].event]
 			items = append(items, store.OutboxItem{Gateway: g.gateway, Payload: r.encode(g.matches[start:end]),
 				Partition: int(first.partition), Position: first.position})
+		}
+		if len(g.ended) > 0 {
+			payload, err := proto.Marshal(&streamerv1.OutboxBatch{Ended: g.ended})
+			if err != nil {
+				panic("service: encoding ended subscriptions: " + err.Error()) // strings and enums only: cannot fail
+			}
+			items = append(items, store.OutboxItem{Gateway: g.gateway, Payload: payload,
+				Partition: int(r.endedPartition), Position: g.endedAt})
 		}
 	}
 	return items

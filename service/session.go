@@ -280,7 +280,7 @@ func (s *session) sendOut(o outgoing) error {
 	if ms, _, err := store.ParseID(o.cursor); err == nil {
 		mt.outboxLag.Observe(max(now.Sub(time.UnixMilli(int64(ms))), 0).Seconds())
 	}
-	matches, _ := wire.ScanBatch(o.batch, func(ts int64) { // validated by the pump
+	matches, _, _ := wire.ScanBatch(o.batch, func(ts int64) { // validated by the pump
 		if ts > 0 {
 			mt.latency.Observe(max(now.Sub(time.UnixMilli(ts)), 0).Seconds())
 		}

@@ -91,7 +91,7 @@ func TestHandEncodedOutboxIsWhatProtoEncodingProduced(t *testing.T) {
 							!proto.Equal(m.GetDelivery(), &streamerv1.Delivery{Cursor: "1-1", Matches: w.GetMatches()}) {
 							t.Fatalf("batch %d: delivery frame decodes to %v, %v", batch, &m, err)
 						}
-						if n, err := wire.ScanBatch(it.Payload, func(int64) {}); err != nil || n != len(g.GetMatches()) {
+						if n, _, err := wire.ScanBatch(it.Payload, func(int64) {}); err != nil || n != len(g.GetMatches()) {
 							t.Fatalf("batch %d: scanBatch = %d, %v; want %d matches", batch, n, err, len(g.GetMatches()))
 						}
 						routed += len(g.GetMatches())

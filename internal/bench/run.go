@@ -133,6 +133,9 @@ func (r *run) setup(ctx context.Context) error {
 func (r *run) teardown() {
 	r.teardownOnce.Do(func() {
 		r.abuse.stop()
+		if r.abuse != nil && r.abuse.ended.Load() > 0 {
+			fmt.Fprintf(r.out, "noisy neighbour: the node ended %d of its subscriptions (CEL cost limit); it made each again\n", r.abuse.ended.Load())
+		}
 		for _, c := range r.conns {
 			_ = c.Close()
 		}

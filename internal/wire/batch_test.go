@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -47,16 +48,27 @@ func TestBatchEncodingIsProtoEncoding(t *testing.T) {
 	}
 
 	var stamps []int64
-	n, err := ScanBatch(payload, func(ms int64) { stamps = append(stamps, ms) })
-	if err != nil || n != 3 || len(stamps) != 3 || stamps[0] != 1700000000123 || stamps[1] != 0 || stamps[2] != 0 {
-		t.Fatalf("ScanBatch = %d, %v, stamps %v", n, err, stamps)
+	n, ended, err := ScanBatch(payload, func(ms int64) { stamps = append(stamps, ms) })
+	if err != nil || n != 3 || ended != 0 || len(stamps) != 3 || stamps[0] != 1700000000123 || stamps[1] != 0 || stamps[2] != 0 {
+		t.Fatalf("ScanBatch = %d, %d, %v, stamps %v", n, ended, err, stamps)
+	}
+	// Ended subscriptions, after the matches or alone, are counted apart.
+	notice, err := proto.Marshal(&streamerv1.OutboxBatch{Ended: []*streamerv1.SubscriptionEnded{{SubscriptionId: "a"}, {SubscriptionId: "b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range [][]byte{notice, append(slices.Clip(payload), notice...)} {
+		n, ended, err := ScanBatch(b, func(int64) {})
+		if err != nil || ended != 2 || (n != 0 && n != 3) {
+			t.Fatalf("ScanBatch with ended subscriptions = %d, %d, %v", n, ended, err)
+		}
 	}
 	for _, bad := range [][]byte{{0x12}, {0x12, 0x05, 0x0a}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}} {
-		if _, err := ScanBatch(bad, func(int64) {}); err == nil {
+		if _, _, err := ScanBatch(bad, func(int64) {}); err == nil {
 			t.Errorf("ScanBatch(%x) accepted a malformed batch", bad)
 		}
 	}
-	if allocs := testing.AllocsPerRun(100, func() { _, _ = ScanBatch(payload, func(int64) {}) }); allocs != 0 {
+	if allocs := testing.AllocsPerRun(100, func() { _, _, _ = ScanBatch(payload, func(int64) {}) }); allocs != 0 {
 		t.Errorf("ScanBatch allocates %v times", allocs)
 	}
 }

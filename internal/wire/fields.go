@@ -34,6 +34,7 @@ const (
 	FieldDeliveryCursor     protowire.Number = 1
 	FieldDeliveryMatches    protowire.Number = 2
 	FieldOutboxBatchMatches protowire.Number = 2
+	FieldOutboxBatchEnded   protowire.Number = 3
 
 	// StreamerMessage.delivery, and PublishRequest.events.
 	FieldStreamerMessageDelivery protowire.Number = 3

@@ -38,6 +38,8 @@ func TestFieldNumbersAreTheDescriptors(t *testing.T) {
 		{&streamerv1.Delivery{}, "cursor", FieldDeliveryCursor, protoreflect.StringKind},
 		{&streamerv1.Delivery{}, "matches", FieldDeliveryMatches, protoreflect.MessageKind},
 		{&streamerv1.OutboxBatch{}, "matches", FieldOutboxBatchMatches, protoreflect.MessageKind},
+		{&streamerv1.OutboxBatch{}, "ended", FieldOutboxBatchEnded, protoreflect.MessageKind},
+		{&streamerv1.Delivery{}, "ended", FieldOutboxBatchEnded, protoreflect.MessageKind},
 		{&streamerv1.StreamerMessage{}, "delivery", FieldStreamerMessageDelivery, protoreflect.MessageKind},
 		{&streamerv1.PublishRequest{}, "events", FieldPublishRequestEvents, protoreflect.MessageKind},
 	} {

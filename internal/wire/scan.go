@@ -93,9 +93,9 @@ func LogEntryEventSize(eventLen int) int {
 var ErrMalformedBatch = errors.New("malformed outbox batch")
 
 // ScanBatch walks an encoded OutboxBatch without decoding it: it returns the
-// number of matches and calls stamp with each match's event timestamp_ms (0
-// when unset). It allocates nothing.
-func ScanBatch(batch []byte, stamp func(ms int64)) (matches int, err error) {
+// number of matches and of ended subscriptions, and calls stamp with each
+// match's event timestamp_ms (0 when unset). It allocates nothing.
+func ScanBatch(batch []byte, stamp func(ms int64)) (matches, ended int, err error) {
 	wellFormed := EachBytes(batch, FieldOutboxBatchMatches, func(em []byte) bool {
 		matches++
 		var ts int64
@@ -108,7 +108,10 @@ func ScanBatch(batch []byte, stamp func(ms int64)) (matches int, err error) {
 	if err == nil && !wellFormed {
 		err = ErrMalformedBatch
 	}
-	return matches, err
+	if err == nil {
+		EachBytes(batch, FieldOutboxBatchEnded, func([]byte) bool { ended++; return true })
+	}
+	return matches, ended, err
 }
 
 // eventTimestamp finds EventMatch.event.timestamp_ms in an encoded

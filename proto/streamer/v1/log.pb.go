@@ -337,13 +337,15 @@ func (x *GatewayExpired) GetGatewayId() string {
 // that gateway by one processing batch of one partition. It is sent to the
 // gateway as a Delivery whose cursor is the entry's outbox position.
 //
-// Its field number equals Delivery.matches on purpose: an OutboxBatch's
+// Its field numbers equal Delivery's on purpose: an OutboxBatch's
 // bytes are a Delivery without its cursor, so the node forwards them to the
 // gateway as they are, without decoding and re-encoding every event.
 type OutboxBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The matches, in event-log order. Never empty.
-	Matches       []*EventMatch `protobuf:"bytes,2,rep,name=matches,proto3" json:"matches,omitempty"`
+	// The matches, in event-log order. Never empty unless ended is not.
+	Matches []*EventMatch `protobuf:"bytes,2,rep,name=matches,proto3" json:"matches,omitempty"`
+	// Subscriptions the node ended after these matches (Delivery.ended).
+	Ended         []*SubscriptionEnded `protobuf:"bytes,3,rep,name=ended,proto3" json:"ended,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -385,6 +387,13 @@ func (x *OutboxBatch) GetMatches() []*EventMatch {
 	return nil
 }
 
+func (x *OutboxBatch) GetEnded() []*SubscriptionEnded {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
 var File_streamer_v1_log_proto protoreflect.FileDescriptor
 
 const file_streamer_v1_log_proto_rawDesc = "" +
@@ -410,9 +419,10 @@ const file_streamer_v1_log_proto_rawDesc = "" +
 	"collection\"/\n" +
 	"\x0eGatewayExpired\x12\x1d\n" +
 	"\n" +
-	"gateway_id\x18\x01 \x01(\tR\tgatewayId\"@\n" +
+	"gateway_id\x18\x01 \x01(\tR\tgatewayId\"v\n" +
 	"\vOutboxBatch\x121\n" +
-	"\amatches\x18\x02 \x03(\v2\x17.streamer.v1.EventMatchR\amatchesB<Z:github.com/streamerd/streamer/proto/streamer/v1;streamerv1b\x06proto3"
+	"\amatches\x18\x02 \x03(\v2\x17.streamer.v1.EventMatchR\amatches\x124\n" +
+	"\x05ended\x18\x03 \x03(\v2\x1e.streamer.v1.SubscriptionEndedR\x05endedB<Z:github.com/streamerd/streamer/proto/streamer/v1;streamerv1b\x06proto3"
 
 var (
 	file_streamer_v1_log_proto_rawDescOnce sync.Once
@@ -436,6 +446,7 @@ var file_streamer_v1_log_proto_goTypes = []any{
 	(*ChangeEvent)(nil),         // 5: streamer.v1.ChangeEvent
 	(*Subscription)(nil),        // 6: streamer.v1.Subscription
 	(*EventMatch)(nil),          // 7: streamer.v1.EventMatch
+	(*SubscriptionEnded)(nil),   // 8: streamer.v1.SubscriptionEnded
 }
 var file_streamer_v1_log_proto_depIdxs = []int32{
 	5, // 0: streamer.v1.LogEntry.event:type_name -> streamer.v1.ChangeEvent
@@ -444,11 +455,12 @@ var file_streamer_v1_log_proto_depIdxs = []int32{
 	3, // 3: streamer.v1.LogEntry.gateway_expired:type_name -> streamer.v1.GatewayExpired
 	6, // 4: streamer.v1.SubscriptionAdded.subscription:type_name -> streamer.v1.Subscription
 	7, // 5: streamer.v1.OutboxBatch.matches:type_name -> streamer.v1.EventMatch
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	8, // 6: streamer.v1.OutboxBatch.ended:type_name -> streamer.v1.SubscriptionEnded
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_streamer_v1_log_proto_init() }

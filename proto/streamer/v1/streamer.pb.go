@@ -130,6 +130,11 @@ const (
 	// A subscription limit was reached (per gateway); the message names the
 	// limit and the node flag that sets it. Unsubscribe first, or raise it.
 	ErrorCode_ERROR_CODE_TOO_MANY_SUBSCRIPTIONS ErrorCode = 11
+	// The node ended a subscription whose CEL criterion ran over the cost
+	// limit of one evaluation several times in a row (Delivery.ended); the
+	// message says the limit and the node flags. Subscribing again starts
+	// over, and ends the same way on the same documents.
+	ErrorCode_ERROR_CODE_COST_LIMIT ErrorCode = 12
 )
 
 // Enum value maps for ErrorCode.
@@ -147,6 +152,7 @@ var (
 		9:  "ERROR_CODE_UNKNOWN_SUBSCRIPTION",
 		10: "ERROR_CODE_SUPERSEDED",
 		11: "ERROR_CODE_TOO_MANY_SUBSCRIPTIONS",
+		12: "ERROR_CODE_COST_LIMIT",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":            0,
@@ -161,6 +167,7 @@ var (
 		"ERROR_CODE_UNKNOWN_SUBSCRIPTION":   9,
 		"ERROR_CODE_SUPERSEDED":             10,
 		"ERROR_CODE_TOO_MANY_SUBSCRIPTIONS": 11,
+		"ERROR_CODE_COST_LIMIT":             12,
 	}
 )
 
@@ -1212,7 +1219,11 @@ type Delivery struct {
 	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	// The matches, in event-log order within each partition. One event may
 	// appear in several matches (one per effective operation).
-	Matches       []*EventMatch `protobuf:"bytes,2,rep,name=matches,proto3" json:"matches,omitempty"`
+	Matches []*EventMatch `protobuf:"bytes,2,rep,name=matches,proto3" json:"matches,omitempty"`
+	// Subscriptions the node ended on its own, after the matches of this
+	// Delivery: they are removed, and no later event is matched against
+	// them. The gateway tells their subscribers (e.g. ERROR_CODE_COST_LIMIT).
+	Ended         []*SubscriptionEnded `protobuf:"bytes,3,rep,name=ended,proto3" json:"ended,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1261,6 +1272,68 @@ func (x *Delivery) GetMatches() []*EventMatch {
 	return nil
 }
 
+func (x *Delivery) GetEnded() []*SubscriptionEnded {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
+// SubscriptionEnded is a subscription the node ended, and why.
+type SubscriptionEnded struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the subscription, as the gateway subscribed it.
+	SubscriptionId string `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// Why it was ended.
+	Error         *Error `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscriptionEnded) Reset() {
+	*x = SubscriptionEnded{}
+	mi := &file_streamer_v1_streamer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscriptionEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscriptionEnded) ProtoMessage() {}
+
+func (x *SubscriptionEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_streamer_v1_streamer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscriptionEnded.ProtoReflect.Descriptor instead.
+func (*SubscriptionEnded) Descriptor() ([]byte, []int) {
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SubscriptionEnded) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *SubscriptionEnded) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // HeartbeatAck answers one Heartbeat.
 type HeartbeatAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1273,7 +1346,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[14]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1285,7 +1358,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[14]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1298,7 +1371,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{14}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HeartbeatAck) GetCursor() string {
@@ -1325,7 +1398,7 @@ type Resync struct {
 
 func (x *Resync) Reset() {
 	*x = Resync{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[15]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1410,7 @@ func (x *Resync) String() string {
 func (*Resync) ProtoMessage() {}
 
 func (x *Resync) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[15]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1423,7 @@ func (x *Resync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resync.ProtoReflect.Descriptor instead.
 func (*Resync) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{15}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Resync) GetReason() string {
@@ -1387,7 +1460,7 @@ type StreamerMessage struct {
 
 func (x *StreamerMessage) Reset() {
 	*x = StreamerMessage{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[16]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1472,7 @@ func (x *StreamerMessage) String() string {
 func (*StreamerMessage) ProtoMessage() {}
 
 func (x *StreamerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[16]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1485,7 @@ func (x *StreamerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamerMessage.ProtoReflect.Descriptor instead.
 func (*StreamerMessage) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{16}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StreamerMessage) GetMsg() isStreamerMessage_Msg {
@@ -1535,7 +1608,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[17]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1620,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[17]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1633,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{17}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PublishRequest) GetEvents() []*ChangeEvent {
@@ -1588,7 +1661,7 @@ type PublishResult struct {
 
 func (x *PublishResult) Reset() {
 	*x = PublishResult{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[18]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +1673,7 @@ func (x *PublishResult) String() string {
 func (*PublishResult) ProtoMessage() {}
 
 func (x *PublishResult) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[18]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +1686,7 @@ func (x *PublishResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResult.ProtoReflect.Descriptor instead.
 func (*PublishResult) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{18}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PublishResult) GetEventId() string {
@@ -1656,7 +1729,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[19]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +1741,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[19]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +1754,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{19}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PublishResponse) GetResults() []*PublishResult {
@@ -1763,10 +1836,14 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"EventMatch\x12.\n" +
 	"\x05event\x18\x01 \x01(\v2\x18.streamer.v1.ChangeEventR\x05event\x124\n" +
 	"\toperation\x18\x02 \x01(\x0e2\x16.streamer.v1.OperationR\toperation\x12)\n" +
-	"\x10subscription_ids\x18\x03 \x03(\tR\x0fsubscriptionIds\"U\n" +
+	"\x10subscription_ids\x18\x03 \x03(\tR\x0fsubscriptionIds\"\x8b\x01\n" +
 	"\bDelivery\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x121\n" +
-	"\amatches\x18\x02 \x03(\v2\x17.streamer.v1.EventMatchR\amatches\"&\n" +
+	"\amatches\x18\x02 \x03(\v2\x17.streamer.v1.EventMatchR\amatches\x124\n" +
+	"\x05ended\x18\x03 \x03(\v2\x1e.streamer.v1.SubscriptionEndedR\x05ended\"f\n" +
+	"\x11SubscriptionEnded\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12(\n" +
+	"\x05error\x18\x02 \x01(\v2\x12.streamer.v1.ErrorR\x05error\"&\n" +
 	"\fHeartbeatAck\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\tR\x06cursor\"8\n" +
 	"\x06Resync\x12\x16\n" +
@@ -1795,7 +1872,7 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OPERATION_CREATE\x10\x01\x12\x14\n" +
 	"\x10OPERATION_UPDATE\x10\x02\x12\x14\n" +
-	"\x10OPERATION_DELETE\x10\x03*\xf8\x02\n" +
+	"\x10OPERATION_DELETE\x10\x03*\x93\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_INVALID_ARGUMENT\x10\x01\x12\x1d\n" +
@@ -1809,7 +1886,8 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\x1fERROR_CODE_UNKNOWN_SUBSCRIPTION\x10\t\x12\x19\n" +
 	"\x15ERROR_CODE_SUPERSEDED\x10\n" +
 	"\x12%\n" +
-	"!ERROR_CODE_TOO_MANY_SUBSCRIPTIONS\x10\v2S\n" +
+	"!ERROR_CODE_TOO_MANY_SUBSCRIPTIONS\x10\v\x12\x19\n" +
+	"\x15ERROR_CODE_COST_LIMIT\x10\f2S\n" +
 	"\bStreamer\x12G\n" +
 	"\x06Stream\x12\x1b.streamer.v1.GatewayMessage\x1a\x1c.streamer.v1.StreamerMessage(\x010\x012N\n" +
 	"\x06Ingest\x12D\n" +
@@ -1828,7 +1906,7 @@ func file_streamer_v1_streamer_proto_rawDescGZIP() []byte {
 }
 
 var file_streamer_v1_streamer_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_streamer_v1_streamer_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_streamer_v1_streamer_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_streamer_v1_streamer_proto_goTypes = []any{
 	(Operation)(0),              // 0: streamer.v1.Operation
 	(ErrorCode)(0),              // 1: streamer.v1.ErrorCode
@@ -1846,18 +1924,19 @@ var file_streamer_v1_streamer_proto_goTypes = []any{
 	(*SubscribeResult)(nil),     // 13: streamer.v1.SubscribeResult
 	(*EventMatch)(nil),          // 14: streamer.v1.EventMatch
 	(*Delivery)(nil),            // 15: streamer.v1.Delivery
-	(*HeartbeatAck)(nil),        // 16: streamer.v1.HeartbeatAck
-	(*Resync)(nil),              // 17: streamer.v1.Resync
-	(*StreamerMessage)(nil),     // 18: streamer.v1.StreamerMessage
-	(*PublishRequest)(nil),      // 19: streamer.v1.PublishRequest
-	(*PublishResult)(nil),       // 20: streamer.v1.PublishResult
-	(*PublishResponse)(nil),     // 21: streamer.v1.PublishResponse
-	(*structpb.Value)(nil),      // 22: google.protobuf.Value
-	(*durationpb.Duration)(nil), // 23: google.protobuf.Duration
+	(*SubscriptionEnded)(nil),   // 16: streamer.v1.SubscriptionEnded
+	(*HeartbeatAck)(nil),        // 17: streamer.v1.HeartbeatAck
+	(*Resync)(nil),              // 18: streamer.v1.Resync
+	(*StreamerMessage)(nil),     // 19: streamer.v1.StreamerMessage
+	(*PublishRequest)(nil),      // 20: streamer.v1.PublishRequest
+	(*PublishResult)(nil),       // 21: streamer.v1.PublishResult
+	(*PublishResponse)(nil),     // 22: streamer.v1.PublishResponse
+	(*structpb.Value)(nil),      // 23: google.protobuf.Value
+	(*durationpb.Duration)(nil), // 24: google.protobuf.Duration
 }
 var file_streamer_v1_streamer_proto_depIdxs = []int32{
 	0,  // 0: streamer.v1.ChangeEvent.operation:type_name -> streamer.v1.Operation
-	22, // 1: streamer.v1.FieldFilter.value:type_name -> google.protobuf.Value
+	23, // 1: streamer.v1.FieldFilter.value:type_name -> google.protobuf.Value
 	3,  // 2: streamer.v1.FieldFilters.filters:type_name -> streamer.v1.FieldFilter
 	4,  // 3: streamer.v1.Subscription.filters:type_name -> streamer.v1.FieldFilters
 	5,  // 4: streamer.v1.Subscribe.subscription:type_name -> streamer.v1.Subscription
@@ -1866,29 +1945,31 @@ var file_streamer_v1_streamer_proto_depIdxs = []int32{
 	8,  // 7: streamer.v1.GatewayMessage.unsubscribe:type_name -> streamer.v1.Unsubscribe
 	9,  // 8: streamer.v1.GatewayMessage.heartbeat:type_name -> streamer.v1.Heartbeat
 	1,  // 9: streamer.v1.Error.code:type_name -> streamer.v1.ErrorCode
-	23, // 10: streamer.v1.Registered.ttl:type_name -> google.protobuf.Duration
+	24, // 10: streamer.v1.Registered.ttl:type_name -> google.protobuf.Duration
 	11, // 11: streamer.v1.SubscribeResult.error:type_name -> streamer.v1.Error
 	2,  // 12: streamer.v1.EventMatch.event:type_name -> streamer.v1.ChangeEvent
 	0,  // 13: streamer.v1.EventMatch.operation:type_name -> streamer.v1.Operation
 	14, // 14: streamer.v1.Delivery.matches:type_name -> streamer.v1.EventMatch
-	12, // 15: streamer.v1.StreamerMessage.registered:type_name -> streamer.v1.Registered
-	13, // 16: streamer.v1.StreamerMessage.subscribe_result:type_name -> streamer.v1.SubscribeResult
-	15, // 17: streamer.v1.StreamerMessage.delivery:type_name -> streamer.v1.Delivery
-	16, // 18: streamer.v1.StreamerMessage.heartbeat_ack:type_name -> streamer.v1.HeartbeatAck
-	17, // 19: streamer.v1.StreamerMessage.resync:type_name -> streamer.v1.Resync
-	11, // 20: streamer.v1.StreamerMessage.error:type_name -> streamer.v1.Error
-	2,  // 21: streamer.v1.PublishRequest.events:type_name -> streamer.v1.ChangeEvent
-	11, // 22: streamer.v1.PublishResult.error:type_name -> streamer.v1.Error
-	20, // 23: streamer.v1.PublishResponse.results:type_name -> streamer.v1.PublishResult
-	10, // 24: streamer.v1.Streamer.Stream:input_type -> streamer.v1.GatewayMessage
-	19, // 25: streamer.v1.Ingest.Publish:input_type -> streamer.v1.PublishRequest
-	18, // 26: streamer.v1.Streamer.Stream:output_type -> streamer.v1.StreamerMessage
-	21, // 27: streamer.v1.Ingest.Publish:output_type -> streamer.v1.PublishResponse
-	26, // [26:28] is the sub-list for method output_type
-	24, // [24:26] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	16, // 15: streamer.v1.Delivery.ended:type_name -> streamer.v1.SubscriptionEnded
+	11, // 16: streamer.v1.SubscriptionEnded.error:type_name -> streamer.v1.Error
+	12, // 17: streamer.v1.StreamerMessage.registered:type_name -> streamer.v1.Registered
+	13, // 18: streamer.v1.StreamerMessage.subscribe_result:type_name -> streamer.v1.SubscribeResult
+	15, // 19: streamer.v1.StreamerMessage.delivery:type_name -> streamer.v1.Delivery
+	17, // 20: streamer.v1.StreamerMessage.heartbeat_ack:type_name -> streamer.v1.HeartbeatAck
+	18, // 21: streamer.v1.StreamerMessage.resync:type_name -> streamer.v1.Resync
+	11, // 22: streamer.v1.StreamerMessage.error:type_name -> streamer.v1.Error
+	2,  // 23: streamer.v1.PublishRequest.events:type_name -> streamer.v1.ChangeEvent
+	11, // 24: streamer.v1.PublishResult.error:type_name -> streamer.v1.Error
+	21, // 25: streamer.v1.PublishResponse.results:type_name -> streamer.v1.PublishResult
+	10, // 26: streamer.v1.Streamer.Stream:input_type -> streamer.v1.GatewayMessage
+	20, // 27: streamer.v1.Ingest.Publish:input_type -> streamer.v1.PublishRequest
+	19, // 28: streamer.v1.Streamer.Stream:output_type -> streamer.v1.StreamerMessage
+	22, // 29: streamer.v1.Ingest.Publish:output_type -> streamer.v1.PublishResponse
+	28, // [28:30] is the sub-list for method output_type
+	26, // [26:28] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_streamer_v1_streamer_proto_init() }
@@ -1907,7 +1988,7 @@ func file_streamer_v1_streamer_proto_init() {
 		(*GatewayMessage_Unsubscribe)(nil),
 		(*GatewayMessage_Heartbeat)(nil),
 	}
-	file_streamer_v1_streamer_proto_msgTypes[16].OneofWrappers = []any{
+	file_streamer_v1_streamer_proto_msgTypes[17].OneofWrappers = []any{
 		(*StreamerMessage_Registered)(nil),
 		(*StreamerMessage_SubscribeResult)(nil),
 		(*StreamerMessage_Delivery)(nil),
@@ -1921,7 +2002,7 @@ func file_streamer_v1_streamer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamer_v1_streamer_proto_rawDesc), len(file_streamer_v1_streamer_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
