@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"unicode/utf8"
 
@@ -128,12 +127,14 @@ func (n *Node) validateEvent(ev eventFields) *streamerv1.Error {
 		if !utf8.Valid(f.data) {
 			return invalidf("event %q: %s is not valid UTF-8 (at byte %d): JSON text must be UTF-8", ev.id, f.name, invalidUTF8At(f.data))
 		}
-		if d := jsonDepth(f.data); d > n.cfg.MaxDocumentDepth {
-			return errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE,
-				"streamer: event %q: %s nests %d levels deep, the limit is %d (--max-document-depth)", ev.id, f.name, d, n.cfg.MaxDocumentDepth)
+		if len(f.data) == 0 {
+			continue
 		}
-		if len(f.data) > 0 && !isJSONObject(f.data) {
-			return invalidf("event %q: %s must be one JSON object", ev.id, f.name)
+		if ok, deeper, at := checkJSONObject(f.data, n.cfg.MaxDocumentDepth); deeper {
+			return errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE,
+				"streamer: event %q: %s nests deeper than the limit of %d levels (--max-document-depth) at byte %d", ev.id, f.name, n.cfg.MaxDocumentDepth, at)
+		} else if !ok {
+			return invalidf("event %q: %s must be one JSON object (invalid at byte %d)", ev.id, f.name, at)
 		}
 	}
 	return nil
@@ -155,48 +156,6 @@ func invalidUTF8At(data []byte) int {
 // nameTooLong is the Error for a name of length l over the limit.
 func (n *Node) nameTooLong(field string, l int) *streamerv1.Error {
 	return errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE, "streamer: %s is %d bytes, the limit is %d (--max-name-bytes)", field, l, n.cfg.MaxNameBytes)
-}
-
-// jsonDepth returns the deepest nesting of arrays and objects in data,
-// which need not be valid JSON (brackets inside strings do not count).
-func jsonDepth(data []byte) int {
-	depth, deepest, inString, escaped := 0, 0, false, false
-	for _, c := range data {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			depth++
-			deepest = max(deepest, depth)
-		case c == '}' || c == ']':
-			depth--
-		}
-	}
-	return deepest
-}
-
-// isJSONObject reports whether data is exactly one valid JSON object.
-func isJSONObject(data []byte) bool {
-	if !json.Valid(data) {
-		return false
-	}
-	for _, c := range data {
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			continue
-		}
-		return c == '{'
-	}
-	return false
 }
 
 // errorf builds a protocol Error.

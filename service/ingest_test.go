@@ -39,7 +39,7 @@ func TestPublishValidatesEachEvent(t *testing.T) {
 		{"tenant too long", event("longt", strings.Repeat("t", 300), "c", "d", opCreate, `{}`, ""), streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE,
 			"tenant is 300 bytes, the limit is 256 (--max-name-bytes)"},
 		{"document too deep", event("deep", "t", "c", "d", opCreate, `{"a":`+strings.Repeat("[", 70)+strings.Repeat("]", 70)+`}`, ""),
-			streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE, "document nests 71 levels deep, the limit is 64 (--max-document-depth)"},
+			streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE, "document nests deeper than the limit of 64 levels (--max-document-depth) at byte 68"},
 		{"deep enough", event("deep64", "t", "c", "d", opCreate, `{"a":"[[[[","b":`+strings.Repeat("[", 63)+strings.Repeat("]", 63)+`}`, ""), 0, ""},
 		{"create without document", event("nodoc", "t", "c", "d", opCreate, "", ""), streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT,
 			"OPERATION_CREATE requires document (the document after the change); only OPERATION_DELETE may omit it"},

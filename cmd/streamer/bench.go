@@ -72,7 +72,7 @@ func benchFlags(fs *flag.FlagSet) *benchOptions {
 	fs.Uint64Var(&o.seed, "seed", 1, "workload seed")
 	fs.BoolVar(&o.asJSON, "json", false, "print the result as one JSON object on the last line of stdout")
 	fs.StringVar(&o.plotFile, "plot", "", "write latency distribution and throughput over time to this PNG `file`")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the measured phase to `file`")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the measured phase to `file` (with --abuse, of the run with the neighbour)")
 	fs.StringVar(&o.traceFile, "trace", "", "write a runtime execution trace of the measured phase to `file` (go tool trace; a few MB per second)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the pprof allocation profile, taken after the measured phase, to `file`")
 	fs.StringVar(&o.abuse, "abuse", "", "noisy neighbour `kind` (cel, docs or subs): run twice, without and with an abusive tenant next to the workload, and compare the workload's latency")
@@ -156,7 +156,9 @@ func runBench(ctx context.Context, args []string, sio stdio) error {
 	var quiet *bench.Result
 	if o.abuse != "" { // the same run without the neighbour first
 		fmt.Fprintf(sio.err, "--- without the noisy neighbour\n")
-		if quiet, err = bench.Run(ctx, cfg); err != nil {
+		qcfg := cfg // profiles and traces are of the run with the neighbour
+		qcfg.CPUProfile, qcfg.MemProfile, qcfg.Trace = nil, nil, nil
+		if quiet, err = bench.Run(ctx, qcfg); err != nil {
 			return err
 		}
 		quiet.GCPacing = gcPacing
