@@ -76,6 +76,17 @@ type consumer struct {
 	// ending are the subscriptions suspended during the read batch, ended
 	// once it is processed.
 	ending []endedSub
+
+	// fair accounts the partition's processing time per tenant; deferred
+	// holds a read batch's entries of heavy tenants (capacity reused).
+	fair     *fairness
+	deferred []store.Entry
+	// peek decodes an entry's tenant before it is applied; lastTenant is
+	// the tenant name last seen (see tenantName); lastEvent reports that
+	// the entry last applied was an event (c.wire holds it).
+	peek       wire.Event
+	lastTenant string
+	lastEvent  bool
 }
 
 // endedSub is a subscription the consumer ends: suspended by the index at
@@ -92,6 +103,7 @@ func newConsumer(n *Node, p int, fence *leaseFence) *consumer {
 	if n.cfg.DedupSize > 0 {
 		c.dedup = newRecentIDs(n.cfg.DedupSize)
 	}
+	c.fair = newFairness(n.cfg.Clock, c.fairWindowClosed)
 	c.ix.OnCostExceeded = func(ce match.CostExceeded) {
 		c.exceededMu.Lock()
 		defer c.exceededMu.Unlock()
@@ -341,17 +353,31 @@ func (c *consumer) process(ctx context.Context, entries []store.Entry) error {
 	if c.dedup != nil {
 		c.dedup.abort() // the ids of a failed attempt at this batch
 	}
-	log := c.n.backend.Log
+	c.fair.rotate()
 	ids := make([]string, len(entries))
+	deferred := c.deferred[:0]
 	for i, e := range entries {
 		ids[i] = e.ID
-		if reason := c.apply(e); reason != "" {
-			c.log.Warn("dead-lettering log entry", "id", e.ID, "reason", reason)
-			if err := c.fence.guard(ctx, func(ctx context.Context) error { return log.DeadLetter(ctx, c.p, e, reason) }); err != nil {
-				return fmt.Errorf("dead-lettering %s: %w", e.ID, err)
-			}
-			c.n.metrics.deadLetters.Inc()
+		if c.fair.anyHeavy() && c.fair.isHeavy(c.tenantOf(e)) {
+			deferred = append(deferred, e)
+			continue
 		}
+		if err := c.applyEntry(ctx, e); err != nil {
+			return err
+		}
+	}
+	if len(deferred) > 0 {
+		if err := c.routeNow(ctx); err != nil {
+			return err
+		}
+		for _, e := range deferred {
+			c.n.metrics.tenantDeferred.WithLabelValues(c.tenantOf(e)).Inc()
+			if err := c.applyEntry(ctx, e); err != nil {
+				return err
+			}
+		}
+		clear(deferred)
+		c.deferred = deferred[:0]
 	}
 	if err := c.endSuspended(ctx); err != nil {
 		return err
@@ -361,6 +387,93 @@ func (c *consumer) process(ctx context.Context, entries []store.Entry) error {
 	c.unrouted = c.router.items()
 	c.unacked = ids
 	return nil
+}
+
+// applyEntry applies one entry, charging its time to its tenant, and
+// dead-letters it when it must be.
+func (c *consumer) applyEntry(ctx context.Context, e store.Entry) error {
+	start := time.Now() // real time: what the entry cost this node
+	reason := c.apply(e)
+	if c.lastEvent {
+		c.fair.charge(c.tenantName(c.wire.Tenant), time.Since(start))
+	}
+	if reason == "" {
+		return nil
+	}
+	c.log.Warn("dead-lettering log entry", "id", e.ID, "reason", reason)
+	if err := c.fence.guard(ctx, func(ctx context.Context) error { return c.n.backend.Log.DeadLetter(ctx, c.p, e, reason) }); err != nil {
+		return fmt.Errorf("dead-lettering %s: %w", e.ID, err)
+	}
+	c.n.metrics.deadLetters.Inc()
+	return nil
+}
+
+// routeNow appends the outbox entries routed so far in the read batch,
+// before the deferred entries are processed; the batch is acknowledged
+// with the rest (a failure replays it whole).
+func (c *consumer) routeNow(ctx context.Context) error {
+	if err := c.endSuspended(ctx); err != nil {
+		return err
+	}
+	items := c.router.items()
+	c.router.reset()
+	if len(items) == 0 {
+		return nil
+	}
+	if err := c.fence.guard(ctx, func(ctx context.Context) error {
+		_, err := c.n.backend.Outboxes.Append(ctx, items)
+		return err
+	}); err != nil {
+		return fmt.Errorf("appending to outboxes: %w", err)
+	}
+	c.n.metrics.outboxBatches.Add(float64(len(items)))
+	return nil
+}
+
+// tenantName returns b as a string, without allocating when it is the
+// tenant of the previous call.
+func (c *consumer) tenantName(b []byte) string {
+	if string(b) != c.lastTenant {
+		c.lastTenant = string(b)
+	}
+	return c.lastTenant
+}
+
+// tenantOf returns the tenant of an entry before it is applied: the event's,
+// or the subscription's of a subscription control entry ("" for other
+// entries, never deferred).
+func (c *consumer) tenantOf(e store.Entry) string {
+	if raw, ok := wire.LogEntryEvent(e.Payload); ok && c.peek.Decode(raw) {
+		return c.tenantName(c.peek.Tenant)
+	}
+	var le streamerv1.LogEntry
+	if proto.Unmarshal(e.Payload, &le) != nil {
+		return ""
+	}
+	switch x := le.GetEntry().(type) {
+	case *streamerv1.LogEntry_Event:
+		return x.Event.GetTenant()
+	case *streamerv1.LogEntry_SubscriptionAdded:
+		return x.SubscriptionAdded.GetSubscription().GetTenant()
+	case *streamerv1.LogEntry_SubscriptionRemoved:
+		return x.SubscriptionRemoved.GetTenant()
+	}
+	return ""
+}
+
+// fairWindowClosed exports a fairness window and logs the tenants whose
+// entries are deferred from now on, or no longer.
+func (c *consumer) fairWindowClosed(used map[string]time.Duration, became, ended []string) {
+	for t, d := range used {
+		c.n.metrics.tenantTime.WithLabelValues(t).Add(d.Seconds())
+	}
+	for _, t := range became {
+		c.log.Warn("tenant uses more than its share of the partition: its entries are processed after the other tenants' in each batch",
+			"tenant", t, "used_ms", used[t].Milliseconds(), "window", fairWindow, "tenants", len(used))
+	}
+	for _, t := range ended {
+		c.log.Info("tenant back within its share of the partition: its entries are no longer deferred", "tenant", t, "used_ms", used[t].Milliseconds())
+	}
 }
 
 // routed records that the processed batch's outbox entries were appended
@@ -405,10 +518,12 @@ func (c *consumer) replayed(id []byte) bool {
 // apply handles one entry; it returns why the entry must be dead-lettered,
 // or "".
 func (c *consumer) apply(e store.Entry) (deadReason string) {
+	c.lastEvent = false
 	// An event, nearly every entry, is read without decoding it whole
 	// (internal/wire). Control entries, and whatever that declines, go through
 	// proto.Unmarshal, whose error is the reason to dead-letter.
 	if raw, ok := wire.LogEntryEvent(e.Payload); ok && c.wire.Decode(raw) {
+		c.lastEvent = true
 		if err := c.event(e.ID); err != nil {
 			return err.Error()
 		}

@@ -22,6 +22,8 @@ type metrics struct {
 	deadLetters     prometheus.Counter
 	celOverLimit    *prometheus.CounterVec // CEL evaluations stopped at the cost limit, by tenant
 	celEnded        *prometheus.CounterVec // subscriptions ended for their CEL cost, by tenant
+	tenantTime      *prometheus.CounterVec // partition processing time, by tenant
+	tenantDeferred  *prometheus.CounterVec // entries processed after the other tenants', by tenant
 	outboxBatches   prometheus.Counter     // outbox entries appended
 	deliveries      prometheus.Counter     // Delivery messages sent
 	deliveredEvents prometheus.Counter     // EventMatch entries sent
@@ -55,6 +57,10 @@ func newMetrics(n *Node) *metrics {
 			"CEL evaluations stopped at the cost limit (--cel-cost-limit), by tenant.", "tenant"),
 		celEnded: r.counterVec("streamer_cel_ended_subscriptions_total",
 			"Subscriptions the node ended because their CEL criterion ran over the cost limit several times in a row, by tenant.", "tenant"),
+		tenantTime: r.counterVec("streamer_tenant_processing_seconds_total",
+			"Time this node's partition consumers spent on each tenant's events (decoding, parsing, matching, routing), by tenant.", "tenant"),
+		tenantDeferred: r.counterVec("streamer_tenant_deferred_entries_total",
+			"Entries of a tenant over its share of a partition, processed after the other tenants' entries of their read batch, by tenant.", "tenant"),
 		outboxBatches:   r.counter("streamer_outbox_batches_total", "Batches appended to gateway outboxes."),
 		deliveries:      r.counter("streamer_deliveries_sent_total", "Delivery messages sent to gateways."),
 		deliveredEvents: r.counter("streamer_delivered_matches_total", "Event matches sent to gateways inside Delivery messages."),
