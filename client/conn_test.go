@@ -559,7 +559,9 @@ func TestNodeEndsRunawaySubscription(t *testing.T) {
 	}
 	publish(t, pub, event("after", "t", "c", "d", streamerv1.Operation_OPERATION_UPDATE, `{"s":"x"}`, ""))
 	var dropped []*client.SubscribeError
-	got := receive(t, c, untilEvent("after"), func(d client.Delivery) {
+	// The notice follows the matches of the read batch that ended the
+	// subscription: it may come after "after".
+	got := receive(t, c, func(ms []client.Match) bool { return untilEvent("after")(ms) && len(dropped) > 0 }, func(d client.Delivery) {
 		if d.Dropped == nil {
 			t.Fatalf("unexpected %+v", d)
 		}
