@@ -30,10 +30,13 @@ func runMatch(ctx context.Context, args []string, sio stdio) error {
 	fs := newFlagSet("match", matchSynopsis, sio)
 	maxCEL := fs.Int("cel-max-bytes", match.DefaultMaxCELBytes, "longest CEL expression accepted, in bytes")
 	costLimit := fs.Uint64("cel-cost-limit", match.DefaultCELCostLimit, "runtime cost limit of one CEL evaluation")
+	worst := fs.Uint64("cel-worst-case-limit", match.DefaultCELWorstCaseLimit, "refuse a CEL expression whose estimated cost on a document of --max-document-bytes exceeds this")
+	maxDoc := fs.Int("max-document-bytes", match.DefaultMaxDocumentBytes, "largest document, in bytes: the worst case of CEL cost estimates")
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
 	}
-	eng, err := match.NewEngine(match.Config{MaxCELBytes: *maxCEL, CELCostLimit: *costLimit})
+	eng, err := match.NewEngine(match.Config{MaxCELBytes: *maxCEL, CELCostLimit: *costLimit,
+		CELWorstCaseLimit: *worst, MaxDocumentBytes: *maxDoc})
 	if err != nil {
 		return err
 	}

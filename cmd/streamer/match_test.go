@@ -53,6 +53,7 @@ func TestMatchCommandErrorsDoNotStopProcessing(t *testing.T) {
 		`{"doc": {"a": 1}, "filters": [["a", "==", 1]], "cel": "true"}`,
 		`{"doc": {"a": 1}, "filtrs": [["a", "==", 2]]}`,
 		`{"doc": {"a": 1}, "filters": [{"field": "a", "op": "==", "valeu": 2}]}`,
+		`{"doc": {"l": [1]}, "cel": "doc.l.all(i, (doc.s + doc.s + doc.s + doc.s + doc.s + doc.s + doc.s + doc.s).size() > 0)"}`,
 		`{"doc": {"a": 2}, "filters": [["a", "==", 2]]}`,
 	}, "\n")
 	code, out, _ := runCmd(t, in, "match")
@@ -71,6 +72,7 @@ func TestMatchCommandErrorsDoNotStopProcessing(t *testing.T) {
 		`{"error":"match: invalid criterion: set only one of`,
 		`{"error":"line is not one JSON object with \"doc\" and \"filters\", \"cel\" or \"id\": json: unknown field \"filtrs\""}`,
 		`{"error":"match: invalid filter: filters: filter object: json: unknown field \"valeu\" (want \"field\", \"op\" and \"value\")"}`,
+		`{"error":"match: invalid CEL expression: its estimated cost on a document of 1048576 bytes is 3,848,315,863,043, over the limit of 100,000,000`,
 		`{"match":true}`,
 	}
 	if len(lines) != len(wantPrefixes) {
