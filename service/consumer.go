@@ -93,8 +93,9 @@ type consumer struct {
 // the event read at position.
 type endedSub struct {
 	match.Member
-	tenant, collection, criterion string
-	position                      string
+	tenant   string
+	position string
+	reason   string // for the notice, after "subscription %q ended: "
 }
 
 func newConsumer(n *Node, p int, fence *leaseFence) *consumer {
@@ -341,6 +342,24 @@ func (c *consumer) add(gw string, sub *streamerv1.Subscription) error {
 	if err != nil {
 		return err
 	}
+	return c.addCompiled(gw, sub, compiled)
+}
+
+// cooling ends, without evaluating it, a subscription added at position
+// whose CEL criterion is in its cooldown after being ended for its cost
+// (another node accepted it, or it was subscribed before the ban).
+func (c *consumer) cooling(gw string, sub *streamerv1.Subscription, compiled *match.Compiled, position string) bool {
+	left := c.n.bans.banned(sub.GetTenant(), sub.GetCollection(), compiled.Key())
+	if left <= 0 {
+		return false
+	}
+	c.ending = append(c.ending, endedSub{Member: match.Member{Gateway: gw, ID: sub.GetSubscriptionId()}, tenant: sub.GetTenant(), position: position,
+		reason: fmt.Sprintf("the same CEL expression ran over the cost limit (--cel-cost-limit) in this collection recently; it is refused for %v more", left.Round(time.Second))})
+	return true
+}
+
+// addCompiled indexes sub, compiled, for gw.
+func (c *consumer) addCompiled(gw string, sub *streamerv1.Subscription, compiled *match.Compiled) error {
 	return c.ix.Add(match.Subscription{
 		Gateway: gw, ID: sub.GetSubscriptionId(), Tenant: sub.GetTenant(), Collection: sub.GetCollection(), Criterion: compiled,
 	})
@@ -551,7 +570,15 @@ func (c *consumer) apply(e store.Entry) (deadReason string) {
 		if a.GetGatewayId() == "" || a.GetSubscription().GetSubscriptionId() == "" {
 			return "subscription_added without gateway or subscription id"
 		}
-		if err := c.add(a.GetGatewayId(), a.GetSubscription()); err != nil {
+		compiled, err := c.n.compile(a.GetSubscription())
+		if err != nil {
+			return "subscription_added does not compile on this node: " + err.Error()
+		}
+		if c.cooling(a.GetGatewayId(), a.GetSubscription(), compiled, e.ID) {
+			kind = "subscription_added"
+			break
+		}
+		if err := c.addCompiled(a.GetGatewayId(), a.GetSubscription(), compiled); err != nil {
 			return "subscription_added does not compile on this node: " + err.Error()
 		}
 		kind = "subscription_added"
@@ -587,11 +614,14 @@ func (c *consumer) costExceeded(position string) {
 		if len(ce.Suspended) == 0 {
 			continue
 		}
-		c.log.Warn("CEL criterion ran over the cost limit "+strconv.Itoa(match.SuspendAfter)+" times in a row: ending its subscriptions",
+		c.log.Warn("CEL criterion ran over the cost limit "+strconv.Itoa(match.SuspendAfter)+" times in a row: ending its subscriptions, and refusing it for "+costCooldown.String(),
 			"tenant", ce.Tenant, "collection", ce.Collection, "criterion", ce.Criterion, "subscriptions", len(ce.Suspended),
 			"cost_limit", c.n.engine.CostLimit(), "position", position)
+		c.n.bans.ban(ce.Tenant, ce.Collection, ce.Criterion)
+		reason := fmt.Sprintf("its CEL expression ran over the cost limit of one evaluation (%d, --cel-cost-limit) on %d events in a row (the last at %s in partition %d); it is refused in this collection for %v",
+			c.n.engine.CostLimit(), match.SuspendAfter, position, c.p, costCooldown)
 		for _, m := range ce.Suspended {
-			c.ending = append(c.ending, endedSub{Member: m, tenant: ce.Tenant, collection: ce.Collection, criterion: ce.Criterion, position: position})
+			c.ending = append(c.ending, endedSub{Member: m, tenant: ce.Tenant, position: position, reason: reason})
 		}
 	}
 	c.exceeded = c.exceeded[:0]
@@ -614,9 +644,7 @@ func (c *consumer) endSuspended(ctx context.Context) error {
 		c.ix.Remove(e.Gateway, e.ID)
 		c.n.metrics.celEnded.WithLabelValues(e.tenant).Inc()
 		c.router.end(e.Gateway, int32(c.p), e.position, &streamerv1.SubscriptionEnded{SubscriptionId: e.ID, Error: errorf(
-			streamerv1.ErrorCode_ERROR_CODE_COST_LIMIT,
-			"streamer: subscription %q ended: its CEL expression ran over the cost limit of one evaluation (%d, --cel-cost-limit) on %d events in a row (the last at %s in partition %d)",
-			e.ID, c.n.engine.CostLimit(), match.SuspendAfter, e.position, c.p)})
+			streamerv1.ErrorCode_ERROR_CODE_COST_LIMIT, "streamer: subscription %q ended: %s", e.ID, e.reason)})
 	}
 	c.ending = c.ending[:0]
 	return nil

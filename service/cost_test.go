@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store/memory"
@@ -17,7 +18,8 @@ import (
 // over-limit evaluations are counted per tenant, and the gateway's other
 // subscriptions and other tenants go on.
 func TestRunawayCELEndsItsSubscriptions(t *testing.T) {
-	h := startNode(t, Config{}, memory.Config{Partitions: 1})
+	ft := newFakeTime(t)
+	h := startNode(t, Config{Clock: ft, GatewayTTL: time.Hour, LeaseTTL: time.Hour}, memory.Config{Partitions: 1, Clock: ft})
 	g, _ := h.connect("gw", "")
 	const runaway = `doc.s + doc.s + doc.s + doc.s + doc.s != "" || doc.small == 1` // costs 140,000 on 100 kB: over the default limit
 	cel := func(id, tenant, expr string) *streamerv1.Subscription {
@@ -56,7 +58,8 @@ func TestRunawayCELEndsItsSubscriptions(t *testing.T) {
 		t.Fatalf("deliveries:\n got %q\nwant %q with ENDED:bad after big2", got, want)
 	}
 	if e := ended.GetError(); e.GetCode() != streamerv1.ErrorCode_ERROR_CODE_COST_LIMIT ||
-		!strings.Contains(e.GetMessage(), `subscription "bad" ended: its CEL expression ran over the cost limit of one evaluation (100000, --cel-cost-limit) on 3 events in a row`) {
+		!strings.Contains(e.GetMessage(), `subscription "bad" ended: its CEL expression ran over the cost limit of one evaluation (100000, --cel-cost-limit) on 3 events in a row`) ||
+		!strings.Contains(e.GetMessage(), "it is refused in this collection for 1m0s") {
 		t.Fatalf("ended error = %v", e)
 	}
 	if _, found, err := h.backend.Subscriptions.Get(h.ctx(), "gw", "bad"); err != nil || found {
@@ -74,10 +77,29 @@ func TestRunawayCELEndsItsSubscriptions(t *testing.T) {
 	if n := h.labelledValue("streamer_cel_over_limit_total", "tenant", "good"); n != 0 {
 		t.Errorf("over-limit evaluations of the good tenant = %v, want 0", n)
 	}
-	// Subscribing again starts over.
+	// Subscribing the same expression again is refused for a while.
+	res := g.subscribe(cel("bad", "abuser", runaway))
+	if e := res.GetError(); e.GetCode() != streamerv1.ErrorCode_ERROR_CODE_COST_LIMIT || !strings.Contains(e.GetMessage(), "refused there for 1m0s more") {
+		t.Fatalf("subscribing again at once: %v, want ERROR_CODE_COST_LIMIT with the cooldown", res)
+	}
+	// A subscription to it that another node accepted is ended unevaluated.
+	if err := h.node.appendControl(h.ctx(), 0, &streamerv1.LogEntry{Entry: &streamerv1.LogEntry_SubscriptionAdded{
+		SubscriptionAdded: &streamerv1.SubscriptionAdded{GatewayId: "gw", Subscription: cel("elsewhere", "abuser", runaway)}}}); err != nil {
+		t.Fatal(err)
+	}
+	d := g.take("the ended notice", func(m *streamerv1.StreamerMessage) bool { return len(m.GetDelivery().GetEnded()) > 0 }).GetDelivery()
+	if e := d.GetEnded()[0]; e.GetSubscriptionId() != "elsewhere" || e.GetError().GetCode() != streamerv1.ErrorCode_ERROR_CODE_COST_LIMIT ||
+		!strings.Contains(e.GetError().GetMessage(), "it is refused for 1m0s more") {
+		t.Fatalf("ended %v", e)
+	}
+	if n := h.labelledValue("streamer_cel_over_limit_total", "tenant", "abuser"); n != 3 {
+		t.Errorf("over-limit evaluations of the abuser = %v, want still 3", n)
+	}
+	// After the cooldown, subscribing again starts over.
+	ft.step(costCooldown)
 	g.mustSubscribe(cel("bad", "abuser", runaway))
 	h.publish(event("again", "abuser", "c", "d", opUpdate, `{"s":"x","small":1}`, ""))
 	if got := summary(g.matchesUntil("again")); strings.Join(got, " ") != "again:UPDATE:bad,cheap" {
-		t.Fatalf("after subscribing again: %q", got)
+		t.Fatalf("after the cooldown: %q", got)
 	}
 }

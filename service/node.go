@@ -25,6 +25,7 @@ type Node struct {
 	log     *slog.Logger
 	engine  *match.Engine
 	metrics *metrics
+	bans    *costBans // CEL criteria ended for their cost, refused for a while
 
 	sessions *registry
 	mux      *readMux // nil without a store.MultiRouter
@@ -66,6 +67,7 @@ func New(cfg Config, backend *store.Backend) (*Node, error) {
 		log:       cfg.Logger.With("node", cfg.NodeID),
 		engine:    eng,
 		consumers: map[int]*consumer{},
+		bans:      newCostBans(cfg.Clock),
 	}
 	n.sessions = newRegistry()
 	if backend.Multi != nil {

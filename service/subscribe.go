@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -209,7 +210,15 @@ func (n *Node) validateSubscription(sub *streamerv1.Subscription) *streamerv1.Er
 	if nf := len(sub.GetFilters().GetFilters()); nf > n.cfg.MaxFilters {
 		return errorf(streamerv1.ErrorCode_ERROR_CODE_TOO_LARGE, "streamer: subscription %q has %d filters, the limit is %d (--max-filters)", sub.GetSubscriptionId(), nf, n.cfg.MaxFilters)
 	}
-	if _, err := n.compile(sub); err != nil {
+	compiled, err := n.compile(sub)
+	if err == nil {
+		if left := n.bans.banned(sub.GetTenant(), sub.GetCollection(), compiled.Key()); left > 0 {
+			return errorf(streamerv1.ErrorCode_ERROR_CODE_COST_LIMIT,
+				"streamer: subscription %q refused: the same CEL expression ran over the cost limit (--cel-cost-limit) on %d events in a row in collection %q; it is refused there for %v more",
+				sub.GetSubscriptionId(), match.SuspendAfter, sub.GetCollection(), left.Round(time.Second))
+		}
+	}
+	if err != nil {
 		code := streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
 		switch {
 		case errors.Is(err, match.ErrTooLong):

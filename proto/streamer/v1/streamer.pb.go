@@ -131,9 +131,9 @@ const (
 	// limit and the node flag that sets it. Unsubscribe first, or raise it.
 	ErrorCode_ERROR_CODE_TOO_MANY_SUBSCRIPTIONS ErrorCode = 11
 	// The node ended a subscription whose CEL criterion ran over the cost
-	// limit of one evaluation several times in a row (Delivery.ended); the
-	// message says the limit and the node flags. Subscribing again starts
-	// over, and ends the same way on the same documents.
+	// limit of one evaluation several times in a row (Delivery.ended), or
+	// refuses to subscribe that criterion in that collection again during a
+	// cooldown; the message says the limit, the node flag and the time left.
 	ErrorCode_ERROR_CODE_COST_LIMIT ErrorCode = 12
 )
 
