@@ -18,9 +18,10 @@ import (
 //   - cel: 50 subscriptions whose CEL concatenates a 100 kB document field
 //     five times (accepted: linear in the document; each evaluation stops at
 //     the cost limit), on 100 events/s. The node ends them after three
-//     events; the abuser subscribes each again as soon as it is told, for
-//     the whole run. (The expression of the runaway it replaces, the
-//     concatenation in a loop over a list, is refused at subscribe.)
+//     events; the abuser subscribes each again as soon as it is told (the
+//     node refuses them during its cooldown). The runaway expression this
+//     replaces, a concatenation in a loop over a list, is refused at
+//     subscribe.
 //   - docs: one subscription to everything, on 40 documents/s of 900 kB;
 //   - subs: 90,000 subscriptions (one gateway's, under the default limit of
 //     100,000), on 500 events/s matching one of them each.
@@ -36,7 +37,8 @@ type abuser struct {
 	pub    *client.Publisher
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	ended  atomic.Int64 // subscriptions the node ended (and the abuser made again)
+	ended   atomic.Int64 // subscriptions the node ended, which the abuser subscribes again
+	refused atomic.Int64 // of those subscriptions again, the ones the node refused
 }
 
 // startAbuse connects the noisy neighbour of kind to the node at addr,
@@ -91,7 +93,9 @@ func startAbuse(ctx context.Context, kind, addr string) (*abuser, error) {
 	}
 	a.wg.Go(func() { // subscribe again whatever the node ends
 		for id := range again {
-			_ = conn.Subscribe(pctx, byID[id]) // refusals are part of abusing
+			if err := conn.Subscribe(pctx, byID[id]); err != nil { // refusals are part of abusing
+				a.refused.Add(1)
+			}
 		}
 	})
 	if a.pub, err = client.NewPublisher(addr); err != nil {

@@ -134,7 +134,8 @@ func (r *run) teardown() {
 	r.teardownOnce.Do(func() {
 		r.abuse.stop()
 		if r.abuse != nil && r.abuse.ended.Load() > 0 {
-			fmt.Fprintf(r.out, "noisy neighbour: the node ended %d of its subscriptions (CEL cost limit); it made each again\n", r.abuse.ended.Load())
+			fmt.Fprintf(r.out, "noisy neighbour: the node ended %d of its subscriptions (CEL cost limit) and refused %d of them again\n",
+				r.abuse.ended.Load(), r.abuse.refused.Load())
 		}
 		for _, c := range r.conns {
 			_ = c.Close()
