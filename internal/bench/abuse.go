@@ -33,10 +33,10 @@ const abuseTenant, abuseCollection = "abuser", "abuse"
 // abuser is a running noisy neighbour: its gateway, which reads and drops
 // its deliveries, and its publisher.
 type abuser struct {
-	conn   *client.Conn
-	pub    *client.Publisher
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	conn    *client.Conn
+	pub     *client.Publisher
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 	ended   atomic.Int64 // subscriptions the node ended, which the abuser subscribes again
 	refused atomic.Int64 // of those subscriptions again, the ones the node refused
 }
