@@ -33,6 +33,9 @@ the naive design (every gateway evaluates all its subscriptions against every
 event) and, with --redis, the raw Redis Streams XADD → XREADGROUP → XACK loop.
 Their ratios compare capacities only with --rate max.
 
+"streamer bench ws" measures the fan-out through real WebSocket connections
+to the reference gateway instead ("streamer bench ws --help").
+
 Progress goes to stderr every second. --json prints one JSON object as the
 last line of stdout (the summary then goes to stderr). Every flag also reads
 STREAMER_<FLAG>, e.g. STREAMER_REDIS.`
@@ -116,6 +119,9 @@ func (o *benchOptions) config() (bench.Config, error) {
 }
 
 func runBench(ctx context.Context, args []string, sio stdio) error {
+	if len(args) > 0 && args[0] == "ws" {
+		return runBenchWS(ctx, args[1:], sio)
+	}
 	fs := newFlagSet("bench", benchSynopsis, sio)
 	o := benchFlags(fs)
 	if err := parseFlagsEnv(fs, args); err != nil {

@@ -81,3 +81,14 @@ func cpuBetween(a, b cpuSample) (stealPct, pressurePct float64) {
 	}
 	return stealPct, pressurePct
 }
+
+// CPUSample is a reading of the machine's CPU counters, for the benches of
+// other packages.
+type CPUSample struct{ s cpuSample }
+
+// ReadCPU reads the machine's CPU counters.
+func ReadCPU() CPUSample { return CPUSample{readCPU()} }
+
+// Until returns the steal and pressure percentages from a to b (see
+// cpuBetween); -1 where unknown.
+func (a CPUSample) Until(b CPUSample) (stealPct, pressurePct float64) { return cpuBetween(a.s, b.s) }
