@@ -59,6 +59,7 @@ type upstream struct {
 
 	refs    int                   // attached + waiting client subscriptions + SSE holds
 	members map[*session][]string // attached client subscription ids
+	heads   map[*session][]byte   // eventHead of each session's ids, made on first use
 	sse     int                   // SSE members + SSE holds: record events in the ring while > 0
 	removed bool                  // no longer in byKey/byID
 }
@@ -103,7 +104,7 @@ func (h *hub) subscribe(ctx context.Context, s *session, req subscribeRequest, k
 	if create {
 		h.lastID++
 		id := "u" + strconv.FormatUint(h.lastID, 36)
-		u = &upstream{id: id, key: key, spec: req.upstream(id, s.tenant), ready: make(chan struct{}), members: map[*session][]string{}}
+		u = &upstream{id: id, key: key, spec: req.upstream(id, s.tenant), ready: make(chan struct{}), members: map[*session][]string{}, heads: map[*session][]byte{}}
 		h.byKey[key] = u
 		h.byID[id] = u
 	}
@@ -136,6 +137,7 @@ func (h *hub) subscribe(ctx context.Context, s *session, req subscribeRequest, k
 		h.clientSubs++
 	}
 	u.members[s] = append(u.members[s], req.id)
+	delete(u.heads, s)
 	s.subs[req.id] = u
 	if s.transport == transportSSE {
 		u.sse++
@@ -304,6 +306,7 @@ func (h *hub) removeMemberLocked(u *upstream, s *session, id string) {
 			break
 		}
 	}
+	delete(u.heads, s)
 	if len(ids) == 0 {
 		delete(u.members, s)
 	} else {
@@ -385,7 +388,12 @@ func (h *hub) dispatch(m client.Match) {
 			h.ring.add(u.id, eventID, body)
 		}
 		for s, ids := range u.members {
-			s.enqueue(frame{head: eventHead(ids), body: body, eventID: eventID})
+			head := u.heads[s]
+			if head == nil {
+				head = eventHead(ids)
+				u.heads[s] = head
+			}
+			s.enqueue(frame{head: head, body: body, eventID: eventID})
 		}
 		return
 	}
@@ -461,6 +469,7 @@ func (h *hub) drop(e *client.SubscribeError) {
 		}
 	}
 	clear(u.members)
+	clear(u.heads)
 }
 
 // endAll ends every session (shutdown or upstream failure) and stops

@@ -1,12 +1,11 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net/http"
 	"sync"
-	"unicode/utf8"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -34,7 +33,12 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.finish()
 	g.opened(s, r)
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: g.cfg.OriginPatterns})
+	cw := &corkWriter{ResponseWriter: w}
+	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: g.cfg.OriginPatterns})
+	if err == nil && cw.conn == nil {
+		err = errors.New("the handshake did not hijack the connection") // cannot happen: Accept hijacks
+		conn.CloseNow()
+	}
 	if err != nil { // Accept has answered the request
 		s.end(endClientGone, "handshake failed")
 		g.hub.endSession(s, false)
@@ -53,7 +57,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	defer cancelOps()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		g.writeWS(base, conn, s)
+		g.writeWS(conn, cw.conn, s)
 		cancelOps()
 	})
 	wg.Go(func() { g.pingWS(base, conn, s) })
@@ -94,38 +98,45 @@ func (g *Gateway) readWS(base, ops context.Context, conn *websocket.Conn, s *ses
 }
 
 // writeWS writes queued frames until the session ends, then closes the
-// WebSocket with the session's reason.
-func (g *Gateway) writeWS(base context.Context, conn *websocket.Conn, s *session) {
+// WebSocket with the session's reason. Each wake-up writes everything queued
+// since the last one in one write under one deadline (see corkConn); the
+// messages themselves are written with no context of their own.
+func (g *Gateway) writeWS(conn *websocket.Conn, cc *corkConn, s *session) {
 	expired, stop := s.expiry(g.cfg.Clock)
 	defer stop()
 	var (
 		batch []frame
 		buf   []byte
 	)
-	write := func(f frame) error {
-		buf = f.appendTo(buf[:0])
-		if !utf8.Valid(buf) { // frames are built valid (renderBody); a text frame must never be otherwise
-			buf = bytes.ToValidUTF8(buf, []byte("\uFFFD"))
-		}
-		ctx, cancel := context.WithTimeout(base, g.cfg.WriteTimeout)
-		defer cancel()
-		if err := conn.Write(ctx, websocket.MessageText, buf); err != nil {
-			return err
-		}
-		g.sent[0].Add(1)
-		return nil
-	}
+	ctx := context.Background() // never cancelled: the deadline is the corkConn's
 	for !s.isDone() {
 		select {
 		case <-s.ready:
 			batch = s.take(batch)
+			cc.cork(time.Now().Add(g.cfg.WriteTimeout))
+			var err error
+			sent := 0
 			for _, f := range batch {
 				if s.isDone() {
 					break
 				}
-				if err := write(f); err != nil {
-					s.end(endClientGone, "write failed: "+err.Error())
+				// Frames are valid UTF-8 by construction: JSON encoded, with
+				// event documents made valid in renderBody.
+				buf = f.appendTo(buf[:0])
+				if err = conn.Write(ctx, websocket.MessageText, buf); err != nil {
+					break
 				}
+				sent++
+			}
+			if uerr := cc.uncork(); err == nil {
+				err = uerr
+			}
+			if err != nil {
+				s.end(endClientGone, "write failed: "+err.Error())
+			}
+			g.sent[0].Add(uint64(sent))
+			if cap(buf) > 1<<20 {
+				buf = nil
 			}
 		case <-expired:
 			s.end(endExpired, "access token expired")
