@@ -7,7 +7,6 @@ package wsbench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -74,6 +73,7 @@ type Result struct {
 	Disconnects             int
 	Published, Refused      uint64
 	StealPct, PressurePct   float64 // while measuring; -1 = unknown
+	FirstRefusal            string  // why the first refused event was refused
 }
 
 // Run starts a node and a gateway, connects the clients, publishes at the
@@ -168,6 +168,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		NodeCPU: cpu1[0] - cpu0[0], GatewayCPU: cpu1[1] - cpu0[1],
 		NodePeakRSS: peakRSS(node.pid()), GatewayRSS: peakRSS(gw.pid()),
 		Published: r.published.Load(), Refused: r.refused.Load(), StealPct: steal, PressurePct: pressure}
+	if why := r.firstRefusal.Load(); why != nil {
+		res.FirstRefusal = *why
+	}
 	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
 	res.P50, res.P99, res.P999, res.Max = ms(hist.Quantile(0.5)), ms(hist.Quantile(0.99)), ms(hist.Quantile(0.999)), ms(hist.Max())
 	if got > 0 {
@@ -181,12 +184,13 @@ const benchTenant, benchCollection = "bench", "c"
 
 // run is one run's clients and counters.
 type run struct {
-	cfg       Config
-	conns     []*wsClient
-	measuring atomic.Bool
-	received  atomic.Uint64
-	published atomic.Uint64
-	refused   atomic.Uint64
+	cfg          Config
+	conns        []*wsClient
+	measuring    atomic.Bool
+	received     atomic.Uint64
+	published    atomic.Uint64
+	refused      atomic.Uint64
+	firstRefusal atomic.Pointer[string]
 	// keys counts the events published per value of k (w1's routing).
 	keysMu sync.Mutex
 	keys   [100]uint64
@@ -264,13 +268,35 @@ func (r *run) dial(ctx context.Context, url string, i int) (*wsClient, error) {
 	return c, nil
 }
 
-// message is the part of an event message the clients read.
-type message struct {
-	Type    string `json:"type"`
-	EventID string `json:"event_id"`
-	Doc     struct {
-		T int64 `json:"t"`
-	} `json:"doc"`
+// eventFields finds an event message's sequence number (event_id "e<seq>")
+// and the publish time the document carries ("t", Unix ns) by scanning, not
+// decoding: the clients share the machine with what they measure, and
+// cost it as little as they can.
+func eventFields(msg []byte) (seq uint64, t int64, ok bool) {
+	if !bytes.HasPrefix(msg, []byte(`{"type":"event"`)) {
+		return 0, 0, false
+	}
+	seq, ok1 := number(msg, []byte(`"event_id":"e`))
+	ts, ok2 := number(msg, []byte(`,"t":`))
+	return seq, int64(ts), ok1 && ok2
+}
+
+// number parses the decimal digits that follow the first occurrence of key.
+func number(msg, key []byte) (uint64, bool) {
+	i := bytes.Index(msg, key)
+	if i < 0 {
+		return 0, false
+	}
+	var n uint64
+	digits := 0
+	for _, ch := range msg[i+len(key):] {
+		if ch < '0' || ch > '9' {
+			break
+		}
+		n = n*10 + uint64(ch-'0')
+		digits++
+	}
+	return n, digits > 0
 }
 
 func (r *run) read(c *wsClient) {
@@ -284,12 +310,8 @@ func (r *run) read(c *wsClient) {
 			return
 		}
 		now := time.Now()
-		var m message
-		if json.Unmarshal(data, &m) != nil || m.Type != "event" {
-			continue
-		}
-		seq, err := strconv.ParseUint(strings.TrimPrefix(m.EventID, "e"), 10, 64)
-		if err != nil {
+		seq, ts, ok := eventFields(data)
+		if !ok {
 			continue
 		}
 		c.mu.Lock()
@@ -302,7 +324,7 @@ func (r *run) read(c *wsClient) {
 		c.mu.Unlock()
 		r.received.Add(1)
 		if r.measuring.Load() {
-			c.hist.Record(now.Sub(time.Unix(0, m.Doc.T)))
+			c.hist.Record(now.Sub(time.Unix(0, ts)))
 		}
 	}
 }
@@ -335,13 +357,21 @@ func (r *run) publish(ctx context.Context, pub *client.Publisher) {
 				Collection: benchCollection, DocumentId: "d" + strconv.Itoa(int(seq%1000)), Operation: streamerv1.Operation_OPERATION_UPDATE,
 				Document: []byte(doc), TimestampMs: time.Now().UnixMilli()})
 		}
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// Not cut short when publishing stops: a cancelled publish may have
+		// been appended, and would be counted as refused.
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		res, err := pub.Publish(cctx, batch)
 		cancel()
 		for i, ev := range batch {
 			ok := err == nil && i < len(res) && res[i].GetError() == nil
 			if !ok {
-				r.refused.Add(1)
+				if r.refused.Add(1) == 1 {
+					why := fmt.Sprint(err)
+					if err == nil && i < len(res) {
+						why = res[i].GetError().String()
+					}
+					r.firstRefusal.Store(&why)
+				}
 				continue
 			}
 			r.published.Add(1)
@@ -421,6 +451,9 @@ func (res *Result) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "  peak RSS     node %.0f MB, gateway %.0f MB\n", float64(res.NodePeakRSS)/1e6, float64(res.GatewayRSS)/1e6)
 	fmt.Fprintf(w, "  completeness published %d (refused %d), expected %d deliveries, received %d, lost %d, duplicates %d, disconnects %d\n",
 		res.Published, res.Refused, res.Expected, res.Received, res.Lost, res.Duplicates, res.Disconnects)
+	if res.FirstRefusal != "" {
+		fmt.Fprintf(w, "  refused      the first because: %s\n", res.FirstRefusal)
+	}
 	fmt.Fprintf(w, "  machine      while measuring: %.1f %% stolen by the hypervisor, some task waiting for a CPU %.0f %% of the time (-1 = unknown)\n",
 		res.StealPct, res.PressurePct)
 }
@@ -436,6 +469,9 @@ func (res *Result) Failures() []string {
 	}
 	if res.Disconnects > 0 {
 		f = append(f, fmt.Sprintf("%d connections dropped", res.Disconnects))
+	}
+	if res.Refused > 0 {
+		f = append(f, fmt.Sprintf("%d events refused by the node (%s)", res.Refused, res.FirstRefusal))
 	}
 	if res.Deliveries == 0 {
 		f = append(f, "nothing delivered while measuring")

@@ -52,3 +52,15 @@ func TestConfigIsChecked(t *testing.T) {
 		}
 	}
 }
+
+func TestEventFields(t *testing.T) {
+	msg := []byte(`{"type":"event","subs":["s"],"op":"update","collection":"c","id":"d1","doc":{"k":1,"t":1700000000123456789,"p":"x"},"event_id":"e42","ts":1,"tenant":"bench"}`)
+	if seq, ts, ok := eventFields(msg); !ok || seq != 42 || ts != 1700000000123456789 {
+		t.Fatalf("eventFields = %d, %d, %v", seq, ts, ok)
+	}
+	for _, bad := range []string{`{"type":"subscribed","id":"s"}`, `{"type":"event","event_id":"x1"}`, `{"type":"event","doc":{"t":1}}`} {
+		if _, _, ok := eventFields([]byte(bad)); ok {
+			t.Errorf("eventFields(%s) accepted", bad)
+		}
+	}
+}
