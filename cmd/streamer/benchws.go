@@ -34,6 +34,7 @@ func runBenchWS(ctx context.Context, args []string, sio stdio) error {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the measured phase")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "publishing before measuring")
 	fs.StringVar(&cfg.Redis, "redis", "", "Redis `URL` for the node; empty = embedded")
+	fs.StringVar(&cfg.Exe, "exe", "", "streamer `binary` the node and the gateway run from (default: this one), to compare two builds with the same clients")
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
 	}
