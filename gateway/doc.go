@@ -31,6 +31,7 @@
 //	{"type":"subscribe","id":"s1","collection":"orders","doc":"o-17"}              one document
 //	{"type":"subscribe","id":"s1","collection":"orders","filters":[{"field":"status","op":"==","value":"paid"}]}
 //	{"type":"subscribe","id":"s1","collection":"orders","cel":"doc.total > 100.0"}
+//	{"type":"subscribe","id":"s1","collection":"orders","after":"<event_id>"}      resume after that event (see Resume)
 //	{"type":"unsubscribe","id":"s1"}
 //
 // Subscribing again with an active id replaces that subscription. Unknown
@@ -50,7 +51,7 @@
 // "op" (create = entered the subscription's result set, update = stayed in
 // it, delete = left it or was deleted); "doc" is null for hard deletes.
 // "resync" means events may have been lost (the node's outbox for this
-// gateway overflowed, or an SSE Last-Event-ID is no longer in the gateway's
+// gateway overflowed, or a resume point is no longer in the gateway's
 // resume buffer): refetch the state of everything subscribed; subscriptions
 // stay active.
 //
@@ -76,18 +77,21 @@
 // expiry of the token it was opened with (close 1008 "access token
 // expired").
 //
-// # SSE resume
+// # Resume
 //
-// Events sent on SSE streams are kept in a per-gateway resume buffer
-// bounded by [Config.ResumeBufferBytes], keyed by (upstream subscription,
-// event id). When an SSE stream ends (the client went away or was cut as a
-// slow consumer) its upstream subscription is kept for
-// [Config.SSEResumeWindow] and keeps filling the buffer, so an EventSource
-// that reconnects within the window with Last-Event-ID gets every event
-// after that one replayed, then live events. When the id is no longer in the
+// Events sent to clients are kept in a per-gateway resume buffer bounded by
+// [Config.ResumeBufferBytes], keyed by (upstream subscription, event id).
+// When an SSE stream ends, or a WebSocket connection is lost (the client
+// went away without a close frame, or was cut as a slow consumer), its
+// upstream subscriptions are kept for [Config.SSEResumeWindow] and keep
+// filling the buffer. An EventSource that reconnects within the window with
+// Last-Event-ID, or a WebSocket client that subscribes again with
+// "after":"<event_id of the last event it got>", gets every event after
+// that one replayed, then live events. When the id is no longer in the
 // buffer (evicted, before an upstream resync, or never sent on that
-// subscription) the stream starts with a "resync" message instead — never a
-// silent gap.
+// subscription) the replay is a "resync" message instead — never a silent
+// gap. A WebSocket closed with a close frame is not kept: its client is not
+// coming back.
 //
 // The package does not match events, store anything or talk gRPC itself;
 // the nodes match, the [client] package carries the session.

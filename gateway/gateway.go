@@ -62,12 +62,13 @@ type Config struct {
 	// MaxSubscriptions bounds the subscriptions of one WebSocket connection
 	// (default DefaultMaxSubscriptions).
 	MaxSubscriptions int
-	// ResumeBufferBytes bounds the memory of the SSE resume buffer (default
+	// ResumeBufferBytes bounds the memory of the resume buffer (default
 	// DefaultResumeBufferBytes).
 	ResumeBufferBytes int
-	// SSEResumeWindow is how long the upstream subscription of an ended
-	// SSE stream is kept so that a reconnect with Last-Event-ID misses
-	// nothing (default DefaultSSEResumeWindow; negative: not kept).
+	// SSEResumeWindow is how long the upstream subscriptions of an ended
+	// SSE stream or a lost WebSocket connection are kept so that a
+	// reconnect with Last-Event-ID or "after" misses nothing (default
+	// DefaultSSEResumeWindow; negative: not kept).
 	SSEResumeWindow time.Duration
 	// WriteTimeout bounds each write to a client (default
 	// DefaultWriteTimeout); a client that does not take a message in time is

@@ -16,7 +16,7 @@ import (
 // subscriptions: every distinct (tenant, collection, canonical criterion)
 // has one upstream subscription, reference counted by the client
 // subscriptions attached to it, the ones waiting for it to be acknowledged,
-// and the SSE holds (see Config.SSEResumeWindow). The last reference going
+// and the holds of ended connections (see Config.SSEResumeWindow). The last reference going
 // away unsubscribes it.
 //
 // Upstream ids are new for every upstream subscription ("u1", "u2", …), so
@@ -42,7 +42,7 @@ type hub struct {
 	closing    bool // shutting down: leave upstream subscriptions to expire
 
 	events, resyncs, dropped atomic.Uint64
-	resumes, resumeResyncs   atomic.Uint64 // SSE Last-Event-ID outcomes
+	resumes, resumeResyncs   atomic.Uint64 // resume outcomes (SSE Last-Event-ID, WebSocket "after")
 }
 
 // upstream is one streamer subscription shared by identical client
@@ -57,11 +57,11 @@ type upstream struct {
 	// node that ended the subscription.
 	err *protoError
 
-	refs    int                   // attached + waiting client subscriptions + SSE holds
-	members map[*session][]string // attached client subscription ids
-	heads   map[*session][]byte   // eventHead of each session's ids, made on first use
-	sse     int                   // SSE members + SSE holds: record events in the ring while > 0
-	removed bool                  // no longer in byKey/byID
+	refs      int                   // attached + waiting client subscriptions + SSE holds
+	members   map[*session][]string // attached client subscription ids
+	heads     map[*session][]byte   // eventHead of each session's ids, made on first use
+	recording int                   // members + holds: events are recorded in the ring while > 0
+	removed   bool                  // no longer in byKey/byID
 }
 
 func newHub(ctx context.Context, up Upstream, timeout time.Duration, ringBytes int, log *slog.Logger) *hub {
@@ -85,9 +85,10 @@ func (h *hub) addSession(s *session) {
 // multiplexing key, creating and subscribing the upstream subscription if
 // it is the first. It replaces an active subscription with the same id.
 // Once attached it queues "subscribed"; nothing for this subscription is
-// queued before. When resume is set (SSE Last-Event-ID) it instead sets
-// s.replay to "subscribed" followed by the events after that id, or a
-// resync notice, which the session's writer sends before its queue.
+// queued before. When resume is set (SSE Last-Event-ID, WebSocket "after")
+// "subscribed" is followed by the events after that id, or a resync notice:
+// for SSE in s.replay, which the session's writer sends before its queue,
+// for a WebSocket in the queue, before any live event.
 // maxSubs bounds the session's subscriptions.
 func (h *hub) subscribe(ctx context.Context, s *session, req subscribeRequest, key string, resume *string, maxSubs int) *protoError {
 	h.mu.Lock()
@@ -139,19 +140,23 @@ func (h *hub) subscribe(ctx context.Context, s *session, req subscribeRequest, k
 	u.members[s] = append(u.members[s], req.id)
 	delete(u.heads, s)
 	s.subs[req.id] = u
-	if s.transport == transportSSE {
-		u.sse++
-	}
+	u.recording++
 	var stale *upstream
 	if old != nil && old.refs == 0 && !old.removed {
 		h.removeLocked(old)
 		stale = old
 	}
-	if resume != nil {
+	switch {
+	case resume != nil && s.transport == transportSSE:
 		// Live events are queued from now on; s.replay goes before them.
 		s.replay = append(s.replay, subscribedFrame(req.id))
 		s.replay = append(s.replay, h.replayLocked(u, req.id, *resume)...)
-	} else {
+	case resume != nil:
+		// WebSocket: the replay is queued before any live event (both
+		// are queued under mu), beyond the queue's bound, which is for
+		// live events: the resume buffer bounds the replay.
+		s.enqueueAll(append([]frame{subscribedFrame(req.id)}, h.replayLocked(u, req.id, *resume)...))
+	default:
 		s.enqueue(subscribedFrame(req.id))
 	}
 	h.mu.Unlock()
@@ -227,7 +232,7 @@ func (h *hub) unsubscribe(s *session, id string) *protoError {
 }
 
 // endSession detaches every subscription of the ended session s. With hold
-// (an SSE stream that may resume) the references are kept and returned, to
+// (a connection that may resume) the references are kept and returned, to
 // be given back with unhold; otherwise the upstream subscriptions left
 // without references are unsubscribed.
 func (h *hub) endSession(s *session, hold bool) []*upstream {
@@ -261,7 +266,7 @@ func (h *hub) unhold(held []*upstream) {
 	h.mu.Lock()
 	for _, u := range held {
 		u.refs--
-		h.sseDoneLocked(u)
+		h.recordDoneLocked(u)
 		if u.refs == 0 && !u.removed {
 			h.removeLocked(u)
 			drop = append(drop, u)
@@ -293,9 +298,7 @@ func (h *hub) unref(u *upstream) {
 func (h *hub) detachLocked(u *upstream, s *session, id string) {
 	h.removeMemberLocked(u, s, id)
 	u.refs--
-	if s.transport == transportSSE {
-		h.sseDoneLocked(u)
-	}
+	h.recordDoneLocked(u)
 }
 
 func (h *hub) removeMemberLocked(u *upstream, s *session, id string) {
@@ -316,9 +319,9 @@ func (h *hub) removeMemberLocked(u *upstream, s *session, id string) {
 
 // sseDoneLocked counts one SSE member or hold of u gone; when none is
 // left, u's events stop being recorded, so its history is forgotten.
-func (h *hub) sseDoneLocked(u *upstream) {
-	u.sse--
-	if u.sse == 0 {
+func (h *hub) recordDoneLocked(u *upstream) {
+	u.recording--
+	if u.recording == 0 {
 		h.ring.forget(u.id)
 	}
 }
@@ -384,7 +387,7 @@ func (h *hub) dispatch(m client.Match) {
 		if u == nil {
 			return
 		}
-		if u.sse > 0 {
+		if u.recording > 0 {
 			h.ring.add(u.id, eventID, body)
 		}
 		for s, ids := range u.members {
@@ -406,7 +409,7 @@ func (h *hub) dispatch(m client.Match) {
 		if u == nil {
 			continue
 		}
-		if u.sse > 0 {
+		if u.recording > 0 {
 			h.ring.add(u.id, eventID, body)
 		}
 		for s, ids := range u.members {
@@ -458,9 +461,7 @@ func (h *hub) drop(e *client.SubscribeError) {
 			delete(s.subs, id)
 			h.clientSubs--
 			u.refs--
-			if s.transport == transportSSE {
-				u.sse--
-			}
+			u.recording--
 			pe := *u.err
 			pe.id = id
 			f := errorFrame(&pe)

@@ -56,7 +56,7 @@ func newMetrics(g *Gateway) *metrics {
 	counter("streamer_gateway_upstream_resyncs_total", "Resync notices received from the streamer nodes (passed on to every client).", g.hub.resyncs.Load)
 	counter("streamer_gateway_upstream_dropped_total", "Upstream subscriptions the nodes dropped after a reconnect.", g.hub.dropped.Load)
 	counter("streamer_gateway_auth_failures_total", "Requests refused with 401.", g.authFailures.Load)
-	counter("streamer_gateway_sse_resumes_total", "SSE streams resumed from Last-Event-ID with every missed event replayed.", g.hub.resumes.Load)
+	counter("streamer_gateway_sse_resumes_total", "Subscriptions resumed (SSE Last-Event-ID, WebSocket \"after\") with every missed event replayed.", g.hub.resumes.Load)
 	counter("streamer_gateway_sse_resume_resyncs_total", "SSE streams whose Last-Event-ID was no longer known, answered with a resync.", g.hub.resumeResyncs.Load)
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -137,9 +137,13 @@ func TestMultiplexing(t *testing.T) {
 		}
 	}
 
+	// Clients that close (with a close frame) do not come back to resume:
+	// their subscriptions go at once.
+	var closing sync.WaitGroup
 	for _, w := range ws {
-		_ = w.c.CloseNow()
+		closing.Go(func() { _ = w.c.Close(websocket.StatusNormalClosure, "bye") })
 	}
+	closing.Wait()
 	waitFor(t, "every subscription to be removed", func() bool {
 		st := e.gw.Stats()
 		return st.WSConnections == 0 && st.ClientSubscriptions == 0 && st.UpstreamSubscriptions == 0

@@ -58,6 +58,9 @@ type subscribeRequest struct {
 	// filtersSet distinguishes "filters":[] (every document, as a filter
 	// list) from no criterion; both select every document.
 	filtersSet bool
+	// after is the WebSocket resume point: the event id of the last event
+	// the client received for this subscription (nil: start from now).
+	after *string
 }
 
 // wireMessage is the JSON form of a client message. Pointers and raw values
@@ -69,6 +72,7 @@ type wireMessage struct {
 	Doc        *string         `json:"doc"`
 	Filters    json.RawMessage `json:"filters"`
 	CEL        *string         `json:"cel"`
+	After      *string         `json:"after"`
 	Tenant     json.RawMessage `json:"tenant"`
 }
 
@@ -89,7 +93,10 @@ func parseRequest(data []byte) (request, *protoError) {
 	}
 	switch m.Type {
 	case "subscribe":
-		sub := subscribeRequest{id: m.ID, collection: m.Collection}
+		sub := subscribeRequest{id: m.ID, collection: m.Collection, after: m.After}
+		if m.After != nil && *m.After == "" {
+			return request{}, errorf(m.ID, CodeInvalidArgument, "after is empty: give the event_id of the last event received, or leave it out")
+		}
 		var filters *[]match.Filter
 		if len(m.Filters) > 0 && string(m.Filters) != "null" {
 			var fl []match.Filter
@@ -106,7 +113,7 @@ func parseRequest(data []byte) (request, *protoError) {
 		}
 		return request{typ: m.Type, sub: sub}, nil
 	case "unsubscribe":
-		if m.Collection != "" || m.Doc != nil || m.Filters != nil || m.CEL != nil {
+		if m.Collection != "" || m.Doc != nil || m.Filters != nil || m.CEL != nil || m.After != nil {
 			return request{}, errorf(m.ID, CodeBadMessage, "unsubscribe takes only an id")
 		}
 		if m.ID == "" {

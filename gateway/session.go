@@ -19,7 +19,8 @@ const (
 type endReason int
 
 const (
-	endClientGone endReason = iota // the client closed or the transport failed
+	endClientGone endReason = iota // the client went away or the transport failed
+	endClosed                      // the client closed the WebSocket (a close frame): it will not resume
 	endSlow                        // the send queue was full
 	endShutdown                    // the gateway is shutting down
 	endExpired                     // the access token expired
@@ -100,6 +101,23 @@ func (s *session) enqueue(f frame) bool {
 	default: // a token is already there
 	}
 	return true
+}
+
+// enqueueAll queues frames without the queue's bound (a resume's replay,
+// which the resume buffer bounds) and without blocking.
+func (s *session) enqueueAll(frames []frame) {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.qmu.Lock()
+	s.queue = append(s.queue, frames...)
+	s.qmu.Unlock()
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
 }
 
 // take moves the queued frames into buf (emptied first) and returns it.

@@ -58,14 +58,21 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	g.writeSSE(w, r, s)
 
+	g.endResumable(s)
+}
+
+// endResumable ends the connection s. When the client may come back to
+// resume (it went away, or was cut as slow), its upstream subscriptions are
+// held for SSEResumeWindow, recording events in the resume buffer.
+func (g *Gateway) endResumable(s *session) {
 	reason, _ := s.ended()
 	hold := g.cfg.SSEResumeWindow > 0 && (reason == endClientGone || reason == endSlow)
 	held := g.hub.endSession(s, hold)
 	g.closed(s)
 	if len(held) > 0 {
-		// The response must end now (the client reconnects when it sees
-		// the end): the hold is waited out by a goroutine that Run waits
-		// for like a handler. This handler's own count keeps the
+		// The handler must return now (an SSE client reconnects when it
+		// sees the end): the hold is waited out by a goroutine that Run
+		// waits for like a handler. The handler's own count keeps the
 		// WaitGroup above zero while Add is called.
 		g.conns.Add(1)
 		go func() {

@@ -61,22 +61,24 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		cancelOps()
 	})
 	wg.Go(func() { g.pingWS(base, conn, s) })
-	g.readWS(base, ops, conn, s)
-	s.end(endClientGone, "client closed the connection")
+	if g.readWS(base, ops, conn, s) {
+		s.end(endClosed, "client closed the connection")
+	}
+	s.end(endClientGone, "connection lost")
 	wg.Wait()
-	g.hub.endSession(s, false)
-	g.closed(s)
+	g.endResumable(s)
 }
 
-// readWS handles client messages until the connection ends.
-func (g *Gateway) readWS(base, ops context.Context, conn *websocket.Conn, s *session) {
+// readWS handles client messages until the connection ends; closed
+// reports that the client ended it with a close frame.
+func (g *Gateway) readWS(base, ops context.Context, conn *websocket.Conn, s *session) (closed bool) {
 	for {
 		typ, data, err := conn.Read(base)
 		if err != nil {
 			if websocket.CloseStatus(err) == -1 && !errors.Is(err, context.Canceled) {
 				g.log.Debug("websocket read ended", "err", err)
 			}
-			return
+			return websocket.CloseStatus(err) != -1
 		}
 		if typ != websocket.MessageText {
 			s.enqueue(errorFrame(errorf("", CodeBadMessage, "binary messages are not supported: send JSON text messages")))
@@ -86,7 +88,7 @@ func (g *Gateway) readWS(base, ops context.Context, conn *websocket.Conn, s *ses
 		if perr == nil {
 			switch req.typ {
 			case "subscribe":
-				perr = g.subscribe(ops, s, req.sub, nil)
+				perr = g.subscribe(ops, s, req.sub, req.sub.after)
 			case "unsubscribe":
 				perr = g.hub.unsubscribe(s, req.sub.id)
 			}
@@ -155,7 +157,7 @@ func (g *Gateway) writeWS(conn *websocket.Conn, cc *corkConn, s *session) {
 	default:
 		err = conn.CloseNow()
 	}
-	if err != nil && reason != endClientGone {
+	if err != nil && reason != endClientGone && reason != endClosed {
 		g.log.Debug("websocket close handshake failed", "reason", detail, "remote", s.remote, "err", err)
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
+	"github.com/streamerd/streamer/gateway"
 )
 
 // collectEvent reads event messages for eventID until the union of their
@@ -191,4 +193,77 @@ func TestWebSocketShutdownClosesWithReason(t *testing.T) {
 	if err := <-read; websocket.CloseStatus(err) != websocket.StatusGoingAway {
 		t.Fatalf("read after shutdown: %v, want close 1001", err)
 	}
+}
+
+// TestWebSocketResume: a WebSocket client that lost its connection
+// subscribes again with "after", the event id of the last event it got,
+// and receives what it missed, then live events; an unknown id gets a
+// resync. The lost connection's subscription was held meanwhile; a clean
+// close is not held.
+func TestWebSocketResume(t *testing.T) {
+	e := newEnv(t, envOptions{cfg: gateway.Config{SSEResumeWindow: time.Minute}})
+	tok := token(t, "acme")
+	ev := func(id string) event {
+		return event{Tenant: "acme", Collection: "orders", ID: id, Op: "create", Doc: json.RawMessage(`{"kind":"a"}`)}
+	}
+	sub := func(w *wsClient, after string) {
+		m := map[string]any{"type": "subscribe", "id": "s", "collection": "orders", "cel": `doc.kind == "a"`}
+		if after != "" {
+			m["after"] = after
+		}
+		w.send(m)
+		w.expect("subscribed", "s")
+	}
+
+	w := e.dialWS(t, tok)
+	sub(w, "")
+	first := e.publish(ev("d1"), ev("d2"))
+	w.collectEvent(first[0].EventID, "s")
+	w.collectEvent(first[1].EventID, "s")
+	_ = w.c.CloseNow() // the connection is lost: no close frame
+	waitFor(t, "the connection to end", func() bool { return e.gw.Stats().WSConnections == 0 })
+	if st := e.gw.Stats(); st.UpstreamSubscriptions != 1 {
+		t.Fatalf("the lost connection's subscription must be held for the resume window: %+v", st)
+	}
+	events0 := e.gw.Stats().Events
+	missed := e.publish(ev("d3"), ev("d4"))
+	waitFor(t, "the gateway to receive the missed events", func() bool { return e.gw.Stats().Events >= events0+2 })
+
+	w = e.dialWS(t, tok)
+	sub(w, first[0].EventID)
+	w.collectEvent(first[1].EventID, "s")
+	w.collectEvent(missed[0].EventID, "s")
+	w.collectEvent(missed[1].EventID, "s")
+	live := e.publish(ev("d5"))[0]
+	w.collectEvent(live.EventID, "s")
+	if got := e.gwMetric("streamer_gateway_sse_resumes_total"); got != "1" {
+		t.Fatalf("resumes = %s", got)
+	}
+
+	t.Run("an unknown event id gets a resync, then live events", func(t *testing.T) {
+		w := e.dialWS(t, tok).in(t)
+		sub(w, "no-such-event")
+		if m := w.next(); m.Type != "resync" || !strings.Contains(m.Reason, "no-such-event") {
+			t.Fatalf("got %+v, want a resync naming the id", m)
+		}
+		live := e.publish(ev("d6"))[0]
+		w.collectEvent(live.EventID, "s")
+	})
+
+	t.Run("an empty after is refused", func(t *testing.T) {
+		w := e.dialWS(t, tok).in(t)
+		w.send(map[string]any{"type": "subscribe", "id": "s", "collection": "orders", "after": ""})
+		if m := w.expect("error", "s"); m.Code != gateway.CodeInvalidArgument {
+			t.Fatalf("got %+v", m)
+		}
+	})
+
+	t.Run("a clean close is not held", func(t *testing.T) {
+		w := e.dialWS(t, tok).in(t)
+		w.send(map[string]any{"type": "subscribe", "id": "x", "collection": "invoices"})
+		w.expect("subscribed", "x")
+		before := e.gw.Stats().UpstreamSubscriptions
+		_ = w.c.Close(websocket.StatusNormalClosure, "bye")
+		waitFor(t, "its upstream subscription to go", func() bool { return e.gw.Stats().UpstreamSubscriptions == before-1 })
+	})
 }
