@@ -93,6 +93,11 @@ type Config struct {
 	// websocket.AcceptOptions) allowed to open WebSockets besides the
 	// gateway's own host.
 	OriginPatterns []string
+	// Compression offers WebSocket clients permessage-deflate (RFC 7692,
+	// without context takeover: each message compressed on its own, no
+	// window kept per connection). Off by default: on loopback and fast
+	// links it costs more CPU than it saves (docs/PERFORMANCE.md).
+	Compression bool
 	// Match limits criteria checked by the gateway before subscribing
 	// upstream (the node checks them again with its own limits). Zero
 	// values take the match package's defaults.

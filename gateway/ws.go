@@ -34,7 +34,11 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	defer g.finish()
 	g.opened(s, r)
 	cw := &corkWriter{ResponseWriter: w}
-	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: g.cfg.OriginPatterns})
+	opts := &websocket.AcceptOptions{OriginPatterns: g.cfg.OriginPatterns}
+	if g.cfg.Compression {
+		opts.CompressionMode = websocket.CompressionNoContextTakeover
+	}
+	conn, err := websocket.Accept(cw, r, opts)
 	if err == nil && cw.conn == nil {
 		err = errors.New("the handshake did not hijack the connection") // cannot happen: Accept hijacks
 		conn.CloseNow()

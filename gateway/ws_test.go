@@ -1,7 +1,10 @@
 package gateway_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -266,4 +269,35 @@ func TestWebSocketResume(t *testing.T) {
 		_ = w.c.Close(websocket.StatusNormalClosure, "bye")
 		waitFor(t, "its upstream subscription to go", func() bool { return e.gw.Stats().UpstreamSubscriptions == before-1 })
 	})
+}
+
+// TestWebSocketCompression: with Compression the gateway accepts
+// permessage-deflate, and a large event arrives whole; without it the
+// extension is not negotiated.
+func TestWebSocketCompression(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprint(on), func(t *testing.T) {
+			e := newEnv(t, envOptions{cfg: gateway.Config{Compression: on}})
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			defer cancel()
+			u := "ws" + strings.TrimPrefix(e.url, "http") + "/v1/ws"
+			c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token(t, "acme")}},
+				CompressionMode: websocket.CompressionNoContextTakeover})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.CloseNow() })
+			if got := strings.Contains(resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate"); got != on {
+				t.Fatalf("permessage-deflate negotiated: %v, want %v (%q)", got, on, resp.Header.Get("Sec-WebSocket-Extensions"))
+			}
+			w := &wsClient{t: t, c: c}
+			w.subscribe("s", "orders", nil)
+			big := strings.Repeat("compressible ", 500)
+			ev := e.publish(event{Tenant: "acme", Collection: "orders", ID: "d", Op: "create", Doc: json.RawMessage(`{"text":"` + big + `"}`)})[0]
+			m := w.collectEvent(ev.EventID, "s")["s"]
+			if !strings.Contains(string(m.Doc), big) {
+				t.Fatalf("event document %d bytes, want the %d-byte text", len(m.Doc), len(big))
+			}
+		})
+	}
 }

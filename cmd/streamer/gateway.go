@@ -52,6 +52,7 @@ type gatewayOptions struct {
 	sendQueue, maxSubs, resumeBytes, celMax     int
 	celWorst                                    uint64
 	resumeWindow, writeTimeout, keepAlive       time.Duration
+	compression                                 bool
 	origins, logLevel, logFormat                string
 	gcHeadroom                                  *int
 }
@@ -84,6 +85,7 @@ func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
 	fs.DurationVar(&o.resumeWindow, "sse-resume-window", gateway.DefaultSSEResumeWindow, "how long the subscriptions of an ended SSE stream or a lost WebSocket are kept for a resuming reconnect (negative: not kept)")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", gateway.DefaultWriteTimeout, "limit of each write to a client")
 	fs.DurationVar(&o.keepAlive, "keepalive", gateway.DefaultKeepAlive, "interval of WebSocket pings and SSE keep-alive comments")
+	fs.BoolVar(&o.compression, "ws-compression", false, "offer WebSocket clients permessage-deflate (each message compressed on its own; costs CPU, saves bandwidth on slow links)")
 	fs.StringVar(&o.origins, "allowed-origins", "", "comma-separated origin host `patterns` allowed to open WebSockets besides the gateway's own host")
 	fs.IntVar(&o.celMax, "cel-max-bytes", match.DefaultMaxCELBytes, "longest CEL expression accepted, in `bytes`")
 	fs.Uint64Var(&o.celWorst, "cel-worst-case-limit", match.DefaultCELWorstCaseLimit, "refuse a CEL expression whose estimated cost on a 1 MiB document exceeds this (the node checks again with its own limits)")
@@ -185,6 +187,7 @@ func (o *gatewayOptions) gatewayConfig(up gateway.Upstream, auth gateway.Authent
 		MaxSubscriptions:  o.maxSubs,
 		ResumeBufferBytes: o.resumeBytes,
 		SSEResumeWindow:   o.resumeWindow,
+		Compression:       o.compression,
 		WriteTimeout:      o.writeTimeout,
 		KeepAlive:         o.keepAlive,
 		OriginPatterns:    splitList(o.origins),

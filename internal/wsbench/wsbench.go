@@ -39,18 +39,23 @@ type Config struct {
 	Exe      string // the streamer binary; "" is this process's executable
 	Redis    string // Redis URL of the node; "" = embedded
 	Workload string // w1 or w2
-	Conns    int
-	Rate     int // events per second
-	Warmup   time.Duration
-	Duration time.Duration
-	Progress io.Writer // progress lines; nil = discarded
+	// Compression turns permessage-deflate on in the gateway and the
+	// clients.
+	Compression bool
+	// DocBytes is the size of the documents' padding field (default 64).
+	DocBytes int
+	Conns       int
+	Rate        int // events per second
+	Warmup      time.Duration
+	Duration    time.Duration
+	Progress    io.Writer // progress lines; nil = discarded
 }
 
 func (c *Config) check() error {
 	switch {
 	case c.Workload != "w1" && c.Workload != "w2":
 		return fmt.Errorf("wsbench: unknown workload %q (want w1 or w2)", c.Workload)
-	case c.Conns <= 0 || c.Rate <= 0 || c.Duration <= 0 || c.Warmup < 0:
+	case c.Conns <= 0 || c.Rate <= 0 || c.Duration <= 0 || c.Warmup < 0 || c.DocBytes < 0:
 		return errors.New("wsbench: connections, rate and duration must be positive, warmup not negative")
 	}
 	return nil
@@ -60,6 +65,7 @@ func (c *Config) check() error {
 // reading of the message, over the measured phase.
 type Result struct {
 	Workload, Mode          string
+	Compression             bool
 	Conns, Rate             int
 	DurationSec             float64
 	P50, P99, P999, Max     float64 // ms
@@ -81,6 +87,9 @@ type Result struct {
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
+	}
+	if cfg.DocBytes == 0 {
+		cfg.DocBytes = 64
 	}
 	if cfg.Exe == "" {
 		exe, err := os.Executable()
@@ -109,8 +118,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("wsbench: node: %w", err)
 	}
 	defer node.stop()
-	gw, err := start(ctx, cfg.Exe, []string{"gateway", "--addr", grpcAddr, "--listen", wsAddr, "--http", gwHTTP,
-		"--insecure-no-auth", "--insecure-tenant", benchTenant, "--log-level", "warn"}, "http://"+gwHTTP+"/readyz")
+	gwArgs := []string{"gateway", "--addr", grpcAddr, "--listen", wsAddr, "--http", gwHTTP,
+		"--insecure-no-auth", "--insecure-tenant", benchTenant, "--log-level", "warn"}
+	if cfg.Compression {
+		gwArgs = append(gwArgs, "--ws-compression")
+	}
+	gw, err := start(ctx, cfg.Exe, gwArgs, "http://"+gwHTTP+"/readyz")
 	if err != nil {
 		return nil, fmt.Errorf("wsbench: gateway: %w", err)
 	}
@@ -163,7 +176,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		hist.Merge(c.hist)
 	}
 
-	res := &Result{Workload: cfg.Workload, Mode: mode, Conns: cfg.Conns, Rate: cfg.Rate, DurationSec: elapsed.Seconds(),
+	res := &Result{Workload: cfg.Workload, Mode: mode, Compression: cfg.Compression, Conns: cfg.Conns, Rate: cfg.Rate, DurationSec: elapsed.Seconds(),
 		Deliveries: got, DeliveriesPerSec: float64(got) / elapsed.Seconds(),
 		NodeCPU: cpu1[0] - cpu0[0], GatewayCPU: cpu1[1] - cpu0[1],
 		NodePeakRSS: peakRSS(node.pid()), GatewayRSS: peakRSS(gw.pid()),
@@ -245,7 +258,11 @@ func (r *run) connect(ctx context.Context, url string) error {
 func (r *run) dial(ctx context.Context, url string, i int) (*wsClient, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, _, err := websocket.Dial(dctx, url, nil)
+	opts := &websocket.DialOptions{}
+	if r.cfg.Compression {
+		opts.CompressionMode = websocket.CompressionNoContextTakeover
+	}
+	conn, _, err := websocket.Dial(dctx, url, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +353,7 @@ func (r *run) publish(ctx context.Context, pub *client.Publisher) {
 	defer t.Stop()
 	start := time.Now()
 	var seq uint64
-	pad := strings.Repeat("x", 64)
+	pad := strings.Repeat("x", r.cfg.DocBytes)
 	for {
 		select {
 		case <-ctx.Done():
@@ -444,7 +461,11 @@ func (r *run) close() {
 
 // WriteSummary prints the result.
 func (res *Result) WriteSummary(w io.Writer) {
-	fmt.Fprintf(w, "streamer bench ws: %s, %s, %d connections, %d events/s, %.1fs\n", res.Workload, res.Mode, res.Conns, res.Rate, res.DurationSec)
+	compression := ""
+	if res.Compression {
+		compression = ", permessage-deflate"
+	}
+	fmt.Fprintf(w, "streamer bench ws: %s, %s, %d connections, %d events/s, %.1fs%s\n", res.Workload, res.Mode, res.Conns, res.Rate, res.DurationSec, compression)
 	fmt.Fprintf(w, "  latency      publish → WebSocket client: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n", res.P50, res.P99, res.P999, res.Max)
 	fmt.Fprintf(w, "  deliveries   %.0f/s (%d measured)\n", res.DeliveriesPerSec, res.Deliveries)
 	fmt.Fprintf(w, "  CPU          node %.2f s + gateway %.2f s = %.2f µs per delivered message\n", res.NodeCPU, res.GatewayCPU, res.CPUPerDeliveryMicros)
