@@ -44,11 +44,11 @@ type Config struct {
 	Compression bool
 	// DocBytes is the size of the documents' padding field (default 64).
 	DocBytes int
-	Conns       int
-	Rate        int // events per second
-	Warmup      time.Duration
-	Duration    time.Duration
-	Progress    io.Writer // progress lines; nil = discarded
+	Conns    int
+	Rate     int // events per second
+	Warmup   time.Duration
+	Duration time.Duration
+	Progress io.Writer // progress lines; nil = discarded
 }
 
 func (c *Config) check() error {
