@@ -68,8 +68,10 @@
 //
 // # Delivery and slow clients
 //
-// Every connection has a bounded send queue ([Config.SendQueue] messages).
-// The gateway never waits for a client: when a queue is full the connection
+// Every connection has a send queue bounded in bytes
+// ([Config.SendQueueBytes], 4 MiB) and messages ([Config.SendQueue]). Its
+// writer sends everything queued since its last write in one write. The
+// gateway never waits for a client: when a queue is full the connection
 // is closed — WebSocket close code 1008 with reason "slow consumer: …", an
 // SSE stream simply ends — and counted in
 // streamer_gateway_slow_disconnects_total. A write that does not finish

@@ -30,7 +30,8 @@ var _ Upstream = (*client.Conn)(nil)
 
 // Defaults of Config, applied by New to zero fields.
 const (
-	DefaultSendQueue         = 1024
+	DefaultSendQueue         = 16384
+	DefaultSendQueueBytes    = 4 << 20
 	DefaultMaxSubscriptions  = 100
 	DefaultResumeBufferBytes = 16 << 20
 	DefaultSSEResumeWindow   = 30 * time.Second
@@ -54,11 +55,14 @@ type Config struct {
 	Auth Authenticator
 	// Logger receives the gateway's logs (default slog.Default()).
 	Logger *slog.Logger
-	// SendQueue is the capacity of each connection's send queue, in
-	// messages (default DefaultSendQueue). A connection whose queue is full
-	// is closed as a slow consumer, so it must hold the largest burst a
-	// healthy client has to absorb. Queue memory is allocated as used.
-	SendQueue int
+	// SendQueueBytes bounds the bytes of messages queued unread for one
+	// connection (default DefaultSendQueueBytes); SendQueue bounds their
+	// number (default DefaultSendQueue). A connection over either is
+	// closed as a slow consumer, so they must hold the largest burst a
+	// healthy client has to absorb: bytes tell a client genuinely behind
+	// from a burst of small messages. Queue memory is allocated as used.
+	SendQueueBytes int
+	SendQueue      int
 	// MaxSubscriptions bounds the subscriptions of one WebSocket connection
 	// (default DefaultMaxSubscriptions).
 	MaxSubscriptions int
@@ -110,6 +114,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = DefaultSendQueue
+	}
+	if c.SendQueueBytes <= 0 {
+		c.SendQueueBytes = DefaultSendQueueBytes
 	}
 	if c.MaxSubscriptions <= 0 {
 		c.MaxSubscriptions = DefaultMaxSubscriptions

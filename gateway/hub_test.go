@@ -68,7 +68,7 @@ func newTestHub(t *testing.T, up Upstream) *hub {
 }
 
 func testSession(h *hub, transport string) *session {
-	s := newSession(transport, Identity{Tenant: "t"}, 16, new(atomic.Uint64))
+	s := newSession(transport, Identity{Tenant: "t"}, 16, 1<<20, new(atomic.Uint64))
 	h.addSession(s)
 	return s
 }

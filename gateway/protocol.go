@@ -238,6 +238,9 @@ type frame struct {
 	final   bool   // SSE: end the stream after this frame
 }
 
+// size is the frame's length, as a queue counts it.
+func (f frame) size() int { return len(f.head) + len(f.body) }
+
 // appendTo appends the frame's JSON to b.
 func (f frame) appendTo(b []byte) []byte {
 	return append(append(b, f.head...), f.body...)

@@ -41,10 +41,12 @@ type session struct {
 	// The send queue: at most max frames, allocated as used (an idle
 	// connection costs no queue memory). ready has capacity 1 and holds a
 	// token while frames may be waiting.
-	qmu   sync.Mutex
-	queue []frame
-	max   int
-	ready chan struct{}
+	qmu      sync.Mutex
+	queue    []frame
+	qbytes   int // bytes of the queued frames
+	max      int
+	maxBytes int
+	ready    chan struct{}
 
 	done     chan struct{} // closed by end
 	endOnce  sync.Once
@@ -61,13 +63,14 @@ type session struct {
 	replay []frame
 }
 
-func newSession(transport string, id Identity, queue int, slow *atomic.Uint64) *session {
+func newSession(transport string, id Identity, queue, queueBytes int, slow *atomic.Uint64) *session {
 	return &session{
 		transport: transport,
 		tenant:    id.Tenant,
 		subject:   id.Subject,
 		expires:   id.Expires,
 		max:       queue,
+		maxBytes:  queueBytes,
 		ready:     make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		overflow:  slow,
@@ -84,14 +87,18 @@ func (s *session) enqueue(f frame) bool {
 		return false
 	default:
 	}
+	size := f.size()
 	s.qmu.Lock()
-	full := len(s.queue) >= s.max
+	n, bytes := len(s.queue), s.qbytes
+	full := n > 0 && (n >= s.max || bytes+size > s.maxBytes) // one message always fits
 	if !full {
 		s.queue = append(s.queue, f)
+		s.qbytes += size
 	}
 	s.qmu.Unlock()
 	if full {
-		if s.end(endSlow, fmt.Sprintf("slow consumer: send queue of %d messages full", s.max)) {
+		if s.end(endSlow, fmt.Sprintf("slow consumer: %d messages (%d bytes) queued unread, the limits are %d messages and %d bytes",
+			n, bytes, s.max, s.maxBytes)) {
 			s.overflow.Add(1)
 		}
 		return false
@@ -113,6 +120,9 @@ func (s *session) enqueueAll(frames []frame) {
 	}
 	s.qmu.Lock()
 	s.queue = append(s.queue, frames...)
+	for _, f := range frames {
+		s.qbytes += f.size()
+	}
 	s.qmu.Unlock()
 	select {
 	case s.ready <- struct{}{}:
@@ -129,6 +139,7 @@ func (s *session) take(buf []frame) []frame {
 	}
 	s.qmu.Lock()
 	buf, s.queue = s.queue, buf[:0]
+	s.qbytes = 0
 	s.qmu.Unlock()
 	return buf
 }

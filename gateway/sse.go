@@ -36,7 +36,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusBadRequest, perr)
 		return
 	}
-	s := newSession(transportSSE, id, g.cfg.SendQueue, &g.slow[1])
+	s := newSession(transportSSE, id, g.cfg.SendQueue, g.cfg.SendQueueBytes, &g.slow[1])
 	if !g.begin(s) {
 		writeHTTPError(w, http.StatusServiceUnavailable, errorf("", CodeUnavailable, "the gateway is shutting down"))
 		return

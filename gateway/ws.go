@@ -26,7 +26,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s := newSession(transportWS, id, g.cfg.SendQueue, &g.slow[0])
+	s := newSession(transportWS, id, g.cfg.SendQueue, g.cfg.SendQueueBytes, &g.slow[0])
 	if !g.begin(s) {
 		writeHTTPError(w, http.StatusServiceUnavailable, errorf("", CodeUnavailable, "the gateway is shutting down"))
 		return

@@ -50,6 +50,7 @@ type gatewayOptions struct {
 	noAuthTenant, authToken, gatewayID          string
 	useTLS                                      bool
 	sendQueue, maxSubs, resumeBytes, celMax     int
+	sendQueueBytes                              int
 	celWorst                                    uint64
 	resumeWindow, writeTimeout, keepAlive       time.Duration
 	compression                                 bool
@@ -79,7 +80,8 @@ func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
 	o.metricsTokenFlag = secretFlag(fs, "metrics-token", "bearer `token` /metrics requires (empty: open to whoever reaches --http)")
 	fs.BoolVar(&o.useTLS, "tls", false, "connect to the node with TLS (system roots) instead of plaintext")
 	fs.StringVar(&o.gatewayID, "gateway-id", "", "gateway `id` to register with (default: a random one per start)")
-	fs.IntVar(&o.sendQueue, "send-queue", gateway.DefaultSendQueue, "messages queued per connection; a client that falls further behind is disconnected")
+	fs.IntVar(&o.sendQueueBytes, "send-queue-bytes", gateway.DefaultSendQueueBytes, "`bytes` of messages queued unread per connection; a client further behind is disconnected as slow")
+	fs.IntVar(&o.sendQueue, "send-queue", gateway.DefaultSendQueue, "messages queued unread per connection; a client further behind is disconnected as slow")
 	fs.IntVar(&o.maxSubs, "max-subscriptions", gateway.DefaultMaxSubscriptions, "subscriptions per WebSocket connection")
 	fs.IntVar(&o.resumeBytes, "resume-buffer-bytes", gateway.DefaultResumeBufferBytes, "memory for recent events replayed on resume (SSE Last-Event-ID, WebSocket \"after\"), in `bytes`")
 	fs.DurationVar(&o.resumeWindow, "sse-resume-window", gateway.DefaultSSEResumeWindow, "how long the subscriptions of an ended SSE stream or a lost WebSocket are kept for a resuming reconnect (negative: not kept)")
@@ -113,8 +115,8 @@ func (o *gatewayOptions) validate() error {
 	if modes != 1 {
 		return errors.New("give exactly one of --jwt-secret, --jwt-jwks-file and --insecure-no-auth")
 	}
-	if o.sendQueue <= 0 || o.maxSubs <= 0 || o.resumeBytes <= 0 || o.writeTimeout <= 0 || o.keepAlive <= 0 || o.dialTimeout <= 0 {
-		return errors.New("--send-queue, --max-subscriptions, --resume-buffer-bytes, --write-timeout, --keepalive and --dial-timeout must be positive")
+	if o.sendQueue <= 0 || o.sendQueueBytes <= 0 || o.maxSubs <= 0 || o.resumeBytes <= 0 || o.writeTimeout <= 0 || o.keepAlive <= 0 || o.dialTimeout <= 0 {
+		return errors.New("--send-queue, --send-queue-bytes, --max-subscriptions, --resume-buffer-bytes, --write-timeout, --keepalive and --dial-timeout must be positive")
 	}
 	return nil
 }
@@ -184,6 +186,7 @@ func (o *gatewayOptions) gatewayConfig(up gateway.Upstream, auth gateway.Authent
 		Auth:              auth,
 		Logger:            logger,
 		SendQueue:         o.sendQueue,
+		SendQueueBytes:    o.sendQueueBytes,
 		MaxSubscriptions:  o.maxSubs,
 		ResumeBufferBytes: o.resumeBytes,
 		SSEResumeWindow:   o.resumeWindow,
