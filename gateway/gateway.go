@@ -50,6 +50,9 @@ type Config struct {
 	Upstream Upstream
 	// MetricsToken, when set, is the bearer token /metrics requires.
 	MetricsToken string
+	// Profiling serves Go's runtime profiles at /debug/pprof/ on the admin
+	// handler, behind MetricsToken.
+	Profiling bool
 	// Auth authenticates every connection and decides its tenant: a
 	// NewJWTAuth, or NoAuth for development.
 	Auth Authenticator

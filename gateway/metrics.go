@@ -84,6 +84,9 @@ func (g *Gateway) AdminHandler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if g.cfg.Profiling {
+		httpauth.Profiling(mux, g.cfg.MetricsToken)
+	}
 	return mux
 }
 

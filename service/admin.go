@@ -32,6 +32,9 @@ func (n *Node) AdminHandler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if n.cfg.Profiling {
+		httpauth.Profiling(mux, n.cfg.MetricsToken)
+	}
 	return mux
 }
 

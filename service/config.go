@@ -66,6 +66,9 @@ type Config struct {
 	// MetricsToken, when set, is the bearer token /metrics requires (the
 	// metrics name tenants, collections and gateways).
 	MetricsToken string
+	// Profiling serves Go's runtime profiles at /debug/pprof/ on the admin
+	// handler, behind MetricsToken.
+	Profiling bool
 	// MaxSubscriptionsPerGateway bounds one gateway's subscriptions, pool
 	// wide (default 100,000): a Subscribe beyond it is refused with
 	// ERROR_CODE_TOO_MANY_SUBSCRIPTIONS. A gateway has one session at a

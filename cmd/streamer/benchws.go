@@ -34,6 +34,7 @@ func runBenchWS(ctx context.Context, args []string, sio stdio) error {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the measured phase")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "publishing before measuring")
 	fs.StringVar(&cfg.Redis, "redis", "", "Redis `URL` for the node; empty = embedded")
+	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "write CPU profiles of the node and the gateway over the measured phase to `dir` (node.pprof, gateway.pprof)")
 	fs.IntVar(&cfg.DocBytes, "doc-bytes", 64, "size of each document's padding field, in `bytes`")
 	fs.BoolVar(&cfg.Compression, "compression", false, "permessage-deflate between the gateway and the clients (gateway --ws-compression)")
 	fs.StringVar(&cfg.Exe, "exe", "", "streamer `binary` the node and the gateway run from (default: this one), to compare two builds with the same clients")

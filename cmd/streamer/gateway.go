@@ -42,6 +42,7 @@ type gatewayOptions struct {
 	addr, listen, httpAddr                      string
 	defaultTenant                               *string // nil: tokens must name their tenant
 	metricsToken                                string
+	profiling                                   bool
 	authTokenFlag, metricsTokenFlag             func() (string, error)
 	dialTimeout                                 time.Duration
 	jwtSecret, jwksFile, jwtIssuer, jwtAudience string
@@ -78,6 +79,7 @@ func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
 	fs.StringVar(&o.noAuthTenant, "insecure-tenant", "", "`tenant` of every user with --insecure-no-auth")
 	o.authTokenFlag = secretFlag(fs, "auth-token", "bearer `token` the streamer node requires")
 	o.metricsTokenFlag = secretFlag(fs, "metrics-token", "bearer `token` /metrics requires (empty: open to whoever reaches --http)")
+	fs.BoolVar(&o.profiling, "pprof", false, "serve Go's runtime profiles at /debug/pprof/ on --http, behind --metrics-token")
 	fs.BoolVar(&o.useTLS, "tls", false, "connect to the node with TLS (system roots) instead of plaintext")
 	fs.StringVar(&o.gatewayID, "gateway-id", "", "gateway `id` to register with (default: a random one per start)")
 	fs.IntVar(&o.sendQueueBytes, "send-queue-bytes", gateway.DefaultSendQueueBytes, "`bytes` of messages queued unread per connection; a client further behind is disconnected as slow")
@@ -183,6 +185,7 @@ func (o *gatewayOptions) gatewayConfig(up gateway.Upstream, auth gateway.Authent
 	return gateway.Config{
 		Upstream:          up,
 		MetricsToken:      o.metricsToken,
+		Profiling:         o.profiling,
 		Auth:              auth,
 		Logger:            logger,
 		SendQueue:         o.sendQueue,

@@ -111,6 +111,7 @@ func runServe(ctx context.Context, args []string, sio stdio) error {
 type serveOptions struct {
 	grpcAddr, httpAddr, redisURL, authToken, nodeID, softDelete string
 	metricsToken                                                string
+	profiling                                                   bool
 	authTokenFlag, metricsTokenFlag                             func() (string, error)
 	partitions, poolSize, dedupSize, maxDoc, outboxMax          int
 	outboxMaxBytes                                              int64
@@ -143,6 +144,7 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 	fs.DurationVar(&o.probeInterval, "probe-interval", service.DefaultProbeInterval, "how often the backend is probed for /readyz")
 	o.authTokenFlag = secretFlag(fs, "auth-token", "bearer `token` gateways and producers must send; empty = no authentication (development only)")
 	o.metricsTokenFlag = secretFlag(fs, "metrics-token", "bearer `token` /metrics requires (empty: open to whoever reaches --http)")
+	fs.BoolVar(&o.profiling, "pprof", false, "serve Go's runtime profiles at /debug/pprof/ on --http, behind --metrics-token")
 	fs.StringVar(&o.nodeID, "node-id", "", "`name` of this node in leases and logs (default: hostname plus a random suffix)")
 	fs.DurationVar(&o.gatewayTTL, "gateway-ttl", service.DefaultGatewayTTL, "how long a gateway's subscriptions live without a heartbeat")
 	fs.IntVar(&o.maxDoc, "max-document-bytes", service.DefaultMaxDocumentBytes, "largest document (and pre-image) Publish accepts, in `bytes`")
@@ -321,6 +323,7 @@ func (o *serveOptions) nodeConfig(logger *slog.Logger, collectors []prometheus.C
 		Partitions:                 o.partitions,
 		AuthToken:                  o.authToken,
 		MetricsToken:               o.metricsToken,
+		Profiling:                  o.profiling,
 		MaxDocumentBytes:           o.maxDoc,
 		MaxDocumentDepth:           o.maxDepth,
 		MaxNameBytes:               o.maxName,

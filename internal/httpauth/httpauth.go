@@ -1,9 +1,11 @@
-// Package httpauth guards admin HTTP endpoints with a bearer token.
+// Package httpauth guards admin HTTP endpoints (metrics, profiles) with a
+// bearer token.
 package httpauth
 
 import (
 	"crypto/subtle"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 )
 
@@ -23,4 +25,14 @@ func RequireBearer(token string, h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// Profiling registers Go's runtime profiles (net/http/pprof) under
+// /debug/pprof/ on mux, behind the token like the metrics.
+func Profiling(mux *http.ServeMux, token string) {
+	mux.Handle("GET /debug/pprof/", RequireBearer(token, http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/cmdline", RequireBearer(token, http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("GET /debug/pprof/profile", RequireBearer(token, http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/symbol", RequireBearer(token, http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("GET /debug/pprof/trace", RequireBearer(token, http.HandlerFunc(pprof.Trace)))
 }

@@ -30,3 +30,22 @@ func TestRequireBearer(t *testing.T) {
 		}
 	}
 }
+
+func TestProfilingIsBehindTheToken(t *testing.T) {
+	mux := http.NewServeMux()
+	Profiling(mux, "secret")
+	for _, tc := range []struct {
+		header string
+		want   int
+	}{{"", http.StatusUnauthorized}, {"Bearer secret", http.StatusOK}} {
+		req := httptest.NewRequest("GET", "/debug/pprof/cmdline", nil)
+		if tc.header != "" {
+			req.Header.Set("Authorization", tc.header)
+		}
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("authorization %q: %d, want %d", tc.header, rec.Code, tc.want)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,11 +45,14 @@ type Config struct {
 	Compression bool
 	// DocBytes is the size of the documents' padding field (default 64).
 	DocBytes int
-	Conns    int
-	Rate     int // events per second
-	Warmup   time.Duration
-	Duration time.Duration
-	Progress io.Writer // progress lines; nil = discarded
+	// ProfileDir, when set, receives CPU profiles of the node and the
+	// gateway over the measured phase (node.pprof, gateway.pprof).
+	ProfileDir string
+	Conns      int
+	Rate       int // events per second
+	Warmup     time.Duration
+	Duration   time.Duration
+	Progress   io.Writer // progress lines; nil = discarded
 }
 
 func (c *Config) check() error {
@@ -108,6 +112,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	grpcAddr, nodeHTTP, wsAddr, gwHTTP := ports[0], ports[1], ports[2], ports[3]
 	nodeArgs := []string{"serve", "--grpc", grpcAddr, "--http", nodeHTTP, "--log-level", "warn"}
+	if cfg.ProfileDir != "" {
+		nodeArgs = append(nodeArgs, "--pprof")
+	}
 	mode := "embedded"
 	if cfg.Redis != "" {
 		nodeArgs = append(nodeArgs, "--redis", cfg.Redis)
@@ -122,6 +129,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		"--insecure-no-auth", "--insecure-tenant", benchTenant, "--log-level", "warn"}
 	if cfg.Compression {
 		gwArgs = append(gwArgs, "--ws-compression")
+	}
+	if cfg.ProfileDir != "" {
+		gwArgs = append(gwArgs, "--pprof")
 	}
 	gw, err := start(ctx, cfg.Exe, gwArgs, "http://"+gwHTTP+"/readyz")
 	if err != nil {
@@ -154,6 +164,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cpu0 := [2]float64{cpuSeconds(node.pid()), cpuSeconds(gw.pid())}
 	got0 := r.received.Load()
 	m0 := bench.ReadCPU()
+	var profiles sync.WaitGroup
+	profileErrs := make(chan error, 2)
+	if cfg.ProfileDir != "" {
+		for name, admin := range map[string]string{"node": nodeHTTP, "gateway": gwHTTP} {
+			profiles.Go(func() { profileErrs <- profile(admin, cfg.Duration, filepath.Join(cfg.ProfileDir, name+".pprof")) })
+		}
+	}
 	r.measuring.Store(true)
 	t0 := time.Now()
 	fmt.Fprintf(out, "measuring for %v at %d events/s\n", cfg.Duration, cfg.Rate)
@@ -165,6 +182,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	elapsed := time.Since(t0)
 	cpu1 := [2]float64{cpuSeconds(node.pid()), cpuSeconds(gw.pid())}
 	steal, pressure := m0.Until(bench.ReadCPU())
+	profiles.Wait()
+	close(profileErrs)
+	for err := range profileErrs {
+		if err != nil {
+			stopPub()
+			return nil, err
+		}
+	}
 	got := r.received.Load() - got0
 	stopPub()
 	pubWG.Wait()
@@ -561,6 +586,28 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// profile saves a CPU profile of d from the admin listener at addr.
+func profile(addr string, d time.Duration, file string) error {
+	secs := max(int(d.Seconds()), 1)
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+	if err != nil {
+		return fmt.Errorf("wsbench: profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("wsbench: profile of %s: %s", addr, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // freePorts returns n loopback addresses whose ports were free a moment ago.
