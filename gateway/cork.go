@@ -71,7 +71,7 @@ func (c *corkConn) uncork() error {
 	}
 	c.err = nil
 	_ = c.Conn.SetWriteDeadline(time.Time{})
-	if cap(c.buf) > 2*corkLimit {
+	if cap(c.buf) > 16<<10 {
 		c.buf = nil // a burst's memory is not kept on an idle connection
 	}
 	return err
@@ -85,6 +85,10 @@ func (c *corkConn) flushLocked() error {
 	c.buf = c.buf[:0]
 	return err
 }
+
+// libraryBuffer is the size of the WebSocket library's write buffer: small,
+// since the corkConn under it gathers the writes (one per connection).
+const libraryBuffer = 512
 
 // corkWriter is the ResponseWriter given to the WebSocket library's
 // handshake: its Hijack wraps the connection in a corkConn.
@@ -106,5 +110,5 @@ func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// The reader keeps what the server read ahead; the writer is the
 	// library's, over the corkConn (the server's has nothing buffered: the
 	// handshake response was flushed by Hijack).
-	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 4096)), nil
+	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, libraryBuffer)), nil
 }

@@ -5,14 +5,16 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 )
 
-// serveWS serves /v1/ws. Three goroutines per connection, all waited for
+// serveWS serves /v1/ws. Two goroutines per connection, both waited for
 // here: this one reads and handles client messages, writeWS drains the
-// send queue, pingWS keeps the connection alive. Whoever ends the session
+// send queue and starts keep-alive pings (each in a goroutine until its
+// pong). Whoever ends the session
 // (a full queue, the client, shutdown, token expiry) closes s.done; writeWS
 // then closes the WebSocket with the reason, which ends the read loop.
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -64,7 +66,6 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		g.writeWS(conn, cw.conn, s)
 		cancelOps()
 	})
-	wg.Go(func() { g.pingWS(base, conn, s) })
 	if g.readWS(base, ops, conn, s) {
 		s.end(endClosed, "client closed the connection")
 	}
@@ -110,10 +111,17 @@ func (g *Gateway) readWS(base, ops context.Context, conn *websocket.Conn, s *ses
 func (g *Gateway) writeWS(conn *websocket.Conn, cc *corkConn, s *session) {
 	expired, stop := s.expiry(g.cfg.Clock)
 	defer stop()
+	// Keep-alive pings are started here, rather than by a goroutine per
+	// connection waiting for the next tick.
+	keepAlive := g.cfg.Clock.NewTicker(g.cfg.KeepAlive)
+	defer keepAlive.Stop()
 	var (
-		batch []frame
-		buf   []byte
+		batch   []frame
+		buf     []byte
+		pinging atomic.Bool
+		pings   sync.WaitGroup
 	)
+	defer pings.Wait()
 	ctx := context.Background() // never cancelled: the deadline is the corkConn's
 	for !s.isDone() {
 		select {
@@ -144,6 +152,8 @@ func (g *Gateway) writeWS(conn *websocket.Conn, cc *corkConn, s *session) {
 			if cap(buf) > 1<<20 {
 				buf = nil
 			}
+		case <-keepAlive.C():
+			g.ping(conn, s, &pinging, &pings)
 		case <-expired:
 			s.end(endExpired, "access token expired")
 		case <-s.done:
@@ -166,23 +176,20 @@ func (g *Gateway) writeWS(conn *websocket.Conn, cc *corkConn, s *session) {
 	}
 }
 
-// pingWS pings the client every KeepAlive; one that does not answer within
-// KeepAlive ends the session.
-func (g *Gateway) pingWS(base context.Context, conn *websocket.Conn, s *session) {
-	t := g.cfg.Clock.NewTicker(g.cfg.KeepAlive)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-t.C():
-			ctx, cancel := context.WithTimeout(base, g.cfg.KeepAlive)
-			err := conn.Ping(ctx)
-			cancel()
-			if err != nil {
-				s.end(endClientGone, "ping failed: "+err.Error())
-				return
-			}
-		}
+// ping pings the client, in a goroutine of its own that lives until the
+// pong (the library waits for it); one that does not answer within
+// KeepAlive ends the session. inflight is set while a ping waits.
+func (g *Gateway) ping(conn *websocket.Conn, s *session, inflight *atomic.Bool, wg *sync.WaitGroup) {
+	if !inflight.CompareAndSwap(false, true) {
+		return // the previous ping has its own deadline
 	}
+	wg.Go(func() {
+		defer inflight.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.KeepAlive)
+		err := conn.Ping(ctx)
+		cancel()
+		if err != nil {
+			s.end(endClientGone, "ping failed: "+err.Error())
+		}
+	})
 }

@@ -301,3 +301,34 @@ func TestWebSocketCompression(t *testing.T) {
 		})
 	}
 }
+
+// TestWebSocketKeepAlive: the gateway pings every KeepAlive; a client that
+// answers (it reads, so its library sends pongs) stays, one that does not
+// is disconnected.
+func TestWebSocketKeepAlive(t *testing.T) {
+	e := newEnv(t, envOptions{cfg: gateway.Config{KeepAlive: 100 * time.Millisecond}})
+	tok := token(t, "acme")
+	live := e.dialWS(t, tok)
+	live.subscribe("s", "orders", nil)
+	msgs := make(chan msg, 16)
+	go func() {
+		for {
+			m, err := live.read()
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- m
+		}
+	}()
+	mute := e.dialWS(t, tok) // never reads: never answers a ping
+	_ = mute
+	waitFor(t, "the silent client to be disconnected", func() bool { return e.gw.Stats().WSConnections == 1 })
+	ev := e.publish(event{Tenant: "acme", Collection: "orders", ID: "d", Op: "create", Doc: json.RawMessage(`{}`)})[0]
+	for m := range msgs {
+		if m.Type == "event" && m.EventID == ev.EventID {
+			return
+		}
+	}
+	t.Fatal("the answering client was disconnected")
+}

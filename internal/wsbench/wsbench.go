@@ -46,7 +46,8 @@ type Config struct {
 	// DocBytes is the size of the documents' padding field (default 64).
 	DocBytes int
 	// ProfileDir, when set, receives CPU profiles of the node and the
-	// gateway over the measured phase (node.pprof, gateway.pprof).
+	// gateway over the measured phase (node.pprof, gateway.pprof) and
+	// their heap profiles at its end (node.heap.pprof, gateway.heap.pprof).
 	ProfileDir string
 	Conns      int
 	Rate       int // events per second
@@ -165,7 +166,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	got0 := r.received.Load()
 	m0 := bench.ReadCPU()
 	var profiles sync.WaitGroup
-	profileErrs := make(chan error, 2)
+	profileErrs := make(chan error, 4)
 	if cfg.ProfileDir != "" {
 		for name, admin := range map[string]string{"node": nodeHTTP, "gateway": gwHTTP} {
 			profiles.Go(func() { profileErrs <- profile(admin, cfg.Duration, filepath.Join(cfg.ProfileDir, name+".pprof")) })
@@ -183,6 +184,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cpu1 := [2]float64{cpuSeconds(node.pid()), cpuSeconds(gw.pid())}
 	steal, pressure := m0.Until(bench.ReadCPU())
 	profiles.Wait()
+	if cfg.ProfileDir != "" {
+		for name, admin := range map[string]string{"node": nodeHTTP, "gateway": gwHTTP} {
+			profileErrs <- fetch("http://"+admin+"/debug/pprof/heap", filepath.Join(cfg.ProfileDir, name+".heap.pprof"))
+		}
+	}
 	close(profileErrs)
 	for err := range profileErrs {
 		if err != nil {
@@ -591,13 +597,18 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // profile saves a CPU profile of d from the admin listener at addr.
 func profile(addr string, d time.Duration, file string) error {
 	secs := max(int(d.Seconds()), 1)
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+	return fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), file)
+}
+
+// fetch saves what url answers to file.
+func fetch(url, file string) error {
+	resp, err := http.Get(url)
 	if err != nil {
 		return fmt.Errorf("wsbench: profile: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("wsbench: profile of %s: %s", addr, resp.Status)
+		return fmt.Errorf("wsbench: profile %s: %s", url, resp.Status)
 	}
 	f, err := os.Create(file)
 	if err != nil {
