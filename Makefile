@@ -8,8 +8,10 @@ PKGS := ./...
 # the race detector.
 RACE_PKGS := ./match/... ./store/... ./service/... ./client/... ./gateway/... ./puller/... ./integration/... ./internal/...
 
+# The version is the nearest tag (or the commit) of the checkout; Go records the commit too.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 build:
-	$(GO) build -o bin/streamer ./cmd/streamer
+	$(GO) build -buildvcs=auto -ldflags "-X github.com/streamerd/streamer/internal/buildinfo.Version=$(VERSION)" -o bin/streamer ./cmd/streamer
 
 # The test suite CI runs: unit, conformance and end-to-end tests, with the
 # race detector on the packages that run goroutines. Differential and

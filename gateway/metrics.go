@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/streamerd/streamer/internal/buildinfo"
 	"github.com/streamerd/streamer/internal/httpauth"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,7 +60,7 @@ func newMetrics(g *Gateway) *metrics {
 	counter("streamer_gateway_sse_resumes_total", "Subscriptions resumed (SSE Last-Event-ID, WebSocket \"after\") with every missed event replayed.", g.hub.resumes.Load)
 	counter("streamer_gateway_sse_resume_resyncs_total", "SSE streams whose Last-Event-ID was no longer known, answered with a resync.", g.hub.resumeResyncs.Load)
 
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
 	return &metrics{registry: reg}
 }
 

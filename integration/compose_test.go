@@ -78,6 +78,12 @@ func TestComposeStack(t *testing.T) {
 				"the stack runs streamer puller in 0 services"},
 			{"service without image or build", "docker-compose.yml", "    image: mongo:8.0\n", "",
 				"service mongo: neither image nor build"},
+			{"gateway left with the image's healthcheck", "docker-compose.yml", "\"http://127.0.0.1:8081/readyz\"", "\"http://127.0.0.1:7071/readyz\"",
+				"service gateway: its healthcheck asks port 7071, where streamer gateway serves no HTTP"},
+			{"healthcheck flag the binary lacks", "docker-compose.yml", "\"--url\", \"http://127.0.0.1:7072/readyz\"", "\"--uri\", \"http://127.0.0.1:7072/readyz\"",
+				`service puller: its healthcheck: --uri is not a flag of "streamer healthcheck"`},
+			{"image healthcheck on a port nodes do not serve", "Dockerfile", "http://127.0.0.1:7071/readyz", "http://127.0.0.1:7072/readyz",
+				"service node-a: the image's HEALTHCHECK asks port 7072"},
 			{"LB routes to an unknown node", "deploy/nginx.conf", "server node-b:7070", "server node-2:7070",
 				`upstream streamer_grpc: server node-2:7070: node-2 is not a compose service`},
 			{"node missing from the LB", "deploy/nginx.conf", "        server node-b:7070 resolve max_fails=1 fail_timeout=5s;\n", "",
@@ -376,11 +382,12 @@ type composeStack struct {
 	names     []string // service names, sorted
 	problems  []string
 
-	entrypoint []string                // the Dockerfile's ENTRYPOINT
-	stages     []string                // the Dockerfile's stage names
-	exposed    map[int]bool            // the Dockerfile's EXPOSE ports
-	lbListens  map[string]map[int]bool // LB service → ports nginx listens on
-	lbGRPC     map[string]map[int]bool // LB service → ports where nginx passes gRPC
+	entrypoint  []string                // the Dockerfile's ENTRYPOINT
+	healthcheck []string                // the Dockerfile's HEALTHCHECK CMD, exec form
+	stages      []string                // the Dockerfile's stage names
+	exposed     map[int]bool            // the Dockerfile's EXPOSE ports
+	lbListens   map[string]map[int]bool // LB service → ports nginx listens on
+	lbGRPC      map[string]map[int]bool // LB service → ports where nginx passes gRPC
 }
 
 func (s *composeStack) problemf(format string, args ...any) {
@@ -454,6 +461,11 @@ func (s *composeStack) readDockerfile() {
 			if err := json.Unmarshal([]byte(strings.TrimSpace(line)[len("ENTRYPOINT"):]), &s.entrypoint); err != nil {
 				s.problemf("Dockerfile: ENTRYPOINT must be an exec-form JSON array: %v", err)
 			}
+		case "HEALTHCHECK":
+			_, cmd, ok := strings.Cut(line, " CMD ")
+			if !ok || json.Unmarshal([]byte(strings.TrimSpace(cmd)), &s.healthcheck) != nil {
+				s.problemf("Dockerfile: HEALTHCHECK must run an exec-form JSON array after CMD: %s", strings.TrimSpace(line))
+			}
 		case "EXPOSE":
 			for _, p := range fields[1:] {
 				if n, err := strconv.Atoi(strings.TrimSuffix(p, "/tcp")); err == nil {
@@ -511,6 +523,7 @@ func (s *composeStack) checkService(svc *composeService) {
 		return
 	}
 	s.checkCommand(svc)
+	s.checkHealthcheck(svc)
 	for _, p := range svc.Ports {
 		if svc.listens != nil && svc.listens[p.container] == "" {
 			s.problemf("service %s: publishes container port %d, where streamer %s does not listen (it listens on %v)", svc.name, p.container, svc.sub, slices.Sorted(maps.Keys(svc.listens)))
@@ -524,6 +537,55 @@ func (s *composeStack) checkService(svc *composeService) {
 // checkCommand checks a streamer service's command line and STREAMER_*
 // variables against the binary's flags, has the binary parse them, and
 // records the effective flag values.
+// checkHealthcheck checks the healthcheck a streamer service runs: its own,
+// else the image's. It must be "streamer healthcheck" with flags the binary
+// has, asking /readyz or /healthz on a port where the service serves HTTP.
+func (s *composeStack) checkHealthcheck(svc *composeService) {
+	if svc.listens == nil {
+		return // the command was not readable
+	}
+	test, from := s.healthcheck, "the image's HEALTHCHECK"
+	if h := svc.Healthcheck; h != nil && h.Test.set {
+		if h.Test.str || len(h.Test.words) == 0 || h.Test.words[0] != "CMD" {
+			s.problemf("service %s: write the healthcheck test as [\"CMD\", \"/streamer\", \"healthcheck\", …]: the image has no shell", svc.name)
+			return
+		}
+		test, from = h.Test.words[1:], "its healthcheck"
+	} else if h != nil && h.Disable {
+		return
+	}
+	if len(test) < 2 || path.Base(test[0]) != "streamer" || test[1] != "healthcheck" {
+		s.problemf("service %s: %s is %q, want the streamer binary's healthcheck subcommand", svc.name, from, test)
+		return
+	}
+	flags := s.cli.commands["healthcheck"]
+	url := flags["url"].def
+	args := test[2:]
+	for i := 0; i < len(args); i++ {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		f, ok := flags[name]
+		if !ok || !strings.HasPrefix(args[i], "-") {
+			s.problemf("service %s: %s: --%s is not a flag of \"streamer healthcheck\"", svc.name, from, name)
+			return
+		}
+		if f.takesValue && !hasVal && i+1 < len(args) {
+			i++
+			val = args[i]
+		}
+		if name == "url" {
+			url = val
+		}
+	}
+	m := regexp.MustCompile(`^http://(127\.0\.0\.1|localhost):(\d+)/(readyz|healthz)$`).FindStringSubmatch(url)
+	if m == nil {
+		s.problemf("service %s: %s asks %q, want http://127.0.0.1:PORT/readyz (or /healthz) of the container itself", svc.name, from, url)
+		return
+	}
+	if port, _ := strconv.Atoi(m[2]); svc.listens[port] != "http" {
+		s.problemf("service %s: %s asks port %d, where streamer %s serves no HTTP; give the service a healthcheck with its --http port", svc.name, from, port, svc.sub)
+	}
+}
+
 func (s *composeStack) checkCommand(svc *composeService) {
 	args := svc.Command.words
 	if svc.Command.str {

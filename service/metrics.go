@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/streamerd/streamer/internal/buildinfo"
 	"github.com/streamerd/streamer/match"
 )
 
@@ -109,7 +110,7 @@ func newMetrics(n *Node) *metrics {
 	r.counterFunc("streamer_cel_suspended_total", "CEL criteria (per tenant's collection) suspended after evaluations in a row over the cost limit.",
 		stats(func(s match.Stats) uint64 { return s.CELSuspended }))
 
-	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
 	return m
 }
 

@@ -41,6 +41,8 @@ func commands() []command {
 		{"puller", "tail MongoDB change streams into the event log (with --redis)", runPuller},
 		{"match", "evaluate filters or CEL against documents (JSON lines on stdin)", runMatch},
 		{"bench", "load harness: measure throughput, latency and completeness", runBench},
+		{"healthcheck", "exit 0 when an admin endpoint answers 2xx (for images without a shell)", runHealthcheck},
+		{"version", "print the version, commit and Go version of this build", runVersion},
 	}
 }
 
@@ -82,7 +84,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "Streamer pushes a database's changes to the subscribers they concern.")
 	fmt.Fprintln(w, "\nUsage: streamer <command> [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'streamer <command> --help' for a command's flags.")
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/streamerd/streamer/internal/buildinfo"
 	"github.com/streamerd/streamer/puller"
 	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/redis"
@@ -146,6 +147,7 @@ func runPuller(ctx context.Context, args []string, sio stdio) error {
 	if err != nil {
 		return err
 	}
+	p.Registry().MustRegister(buildinfo.Collector()) // its own process: say which build
 	logFields := []any{"puller", o.name, "owner", p.Owner(), "database", watcher.Database(), "collections", colls, "partitions", o.partitions}
 	return o.run(ctx, p, logger, logFields)
 }
