@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -44,13 +46,24 @@ func (a noAuth) Authenticate(*http.Request) (Identity, error) {
 	return Identity{Tenant: string(a)}, nil
 }
 
-// JWTConfig configures NewJWTAuth. Exactly one of Secret and JWKS is set.
+// JWTConfig configures NewJWTAuth. Exactly one of Secret, JWKS and JWKSURL
+// is set.
 type JWTConfig struct {
 	// Secret is the HS256 key tokens are signed with.
 	Secret []byte
 	// JWKS holds the verification keys (RSA, EC, Ed25519 or symmetric),
 	// selected by the token's "kid" header; see ParseJWKS.
 	JWKS *JWKS
+	// JWKSURL, instead of JWKS, is where to fetch the keys: NewJWTAuth
+	// fetches them (and fails if it cannot), refreshes them every
+	// JWKSRefresh (default DefaultJWKSRefresh) and when a token names a key
+	// id they lack (at most every 30 s), keeping the last good set when a
+	// fetch fails. HTTPClient, when set, is used for the fetches.
+	JWKSURL     string
+	JWKSRefresh time.Duration
+	HTTPClient  *http.Client
+	// Logger receives the failed refreshes (default slog.Default()).
+	Logger *slog.Logger
 	// Issuer, when set, must equal the "iss" claim.
 	Issuer string
 	// Audience, when set, must be one of the "aud" claim's values.
@@ -79,9 +92,26 @@ const TenantClaim = "tenant"
 func NewJWTAuth(cfg JWTConfig) (Authenticator, error) {
 	a := &jwtAuth{}
 	opts := []jwt.ParserOption{jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(cfg.Leeway)}
+	sources := 0
+	for _, set := range []bool{len(cfg.Secret) > 0, cfg.JWKS != nil, cfg.JWKSURL != ""} {
+		if set {
+			sources++
+		}
+	}
 	switch {
-	case len(cfg.Secret) > 0 && cfg.JWKS != nil:
-		return nil, errors.New("gateway: JWTConfig: set Secret or JWKS, not both")
+	case sources > 1:
+		return nil, errors.New("gateway: JWTConfig: set one of Secret, JWKS and JWKSURL")
+	case cfg.JWKSURL != "":
+		src, err := newJWKSSource(context.Background(), cfg.JWKSURL, cfg.HTTPClient, cfg.JWKSRefresh, cfg.Now, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		a.keyFunc = src.keyFunc
+		a.jwks = src
+		// Keys come and go: every algorithm a key may have is allowed, and
+		// each key checks its own (keyFunc).
+		opts = append(opts, jwt.WithValidMethods([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+			"ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512"}))
 	case len(cfg.Secret) > 0:
 		secret := append([]byte(nil), cfg.Secret...)
 		a.keyFunc = func(*jwt.Token) (any, error) { return secret, nil }
@@ -93,7 +123,7 @@ func NewJWTAuth(cfg JWTConfig) (Authenticator, error) {
 		a.keyFunc = cfg.JWKS.keyFunc
 		opts = append(opts, jwt.WithValidMethods(cfg.JWKS.algorithms()))
 	default:
-		return nil, errors.New("gateway: JWTConfig: set Secret or JWKS")
+		return nil, errors.New("gateway: JWTConfig: set Secret, JWKS or JWKSURL")
 	}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
@@ -113,6 +143,7 @@ type jwtAuth struct {
 	parser        *jwt.Parser
 	keyFunc       jwt.Keyfunc
 	defaultTenant *string
+	jwks          *jwksSource // with JWTConfig.JWKSURL
 }
 
 // tokenClaims are the claims the gateway reads.

@@ -193,6 +193,9 @@ func (s *JWKS) algorithms() []string {
 	return out
 }
 
+// errUnknownKid is a token's key id that no key of the set has.
+var errUnknownKid = errors.New("no key with kid")
+
 // keyFunc selects the keys for a token: those with the token's "kid" (all
 // keys when it has none) that accept its algorithm.
 func (s *JWKS) keyFunc(t *jwt.Token) (any, error) {
@@ -209,6 +212,9 @@ func (s *JWKS) keyFunc(t *jwt.Token) (any, error) {
 	}
 	switch len(keys) {
 	case 0:
+		if hasKid && !slices.ContainsFunc(s.keys, func(k jwkKey) bool { return k.kid == kid }) {
+			return nil, fmt.Errorf("%w %q", errUnknownKid, kid)
+		}
 		if hasKid {
 			return nil, fmt.Errorf("no key with kid %q for algorithm %s", kid, alg)
 		}

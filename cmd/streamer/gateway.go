@@ -46,6 +46,8 @@ type gatewayOptions struct {
 	authTokenFlag, metricsTokenFlag             func() (string, error)
 	dialTimeout                                 time.Duration
 	jwtSecret, jwksFile, jwtIssuer, jwtAudience string
+	jwksURL                                     string
+	jwksRefresh                                 time.Duration
 	jwtLeeway                                   time.Duration
 	noAuth                                      bool
 	noAuthTenant, authToken, gatewayID          string
@@ -68,6 +70,8 @@ func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
 	fs.StringVar(&o.httpAddr, "http", ":8081", "`address` of the admin HTTP listener (/metrics, /healthz, /readyz)")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HS256 `key` of users' JWTs")
 	fs.StringVar(&o.jwksFile, "jwt-jwks-file", "", "JWKS `file` with the keys of users' JWTs (RSA, EC, Ed25519 or oct)")
+	fs.StringVar(&o.jwksURL, "jwt-jwks-url", "", "`URL` of the identity provider's JWKS: fetched at start, refreshed every --jwt-jwks-refresh and when a token names an unknown key id (at most every 30s)")
+	fs.DurationVar(&o.jwksRefresh, "jwt-jwks-refresh", gateway.DefaultJWKSRefresh, "how often the --jwt-jwks-url keys are fetched again")
 	fs.StringVar(&o.jwtIssuer, "jwt-issuer", "", "required \"iss\" claim of users' JWTs (empty: not checked)")
 	fs.StringVar(&o.jwtAudience, "jwt-audience", "", "required \"aud\" value of users' JWTs (empty: not checked)")
 	fs.Func("default-tenant", "`tenant` of JWTs without a \"tenant\" claim or with an empty one (unset: such tokens are refused; \"\" is the empty tenant)", func(v string) error {
@@ -109,13 +113,13 @@ func (o *gatewayOptions) validate() error {
 		return err
 	}
 	modes := 0
-	for _, set := range []bool{o.jwtSecret != "", o.jwksFile != "", o.noAuth} {
+	for _, set := range []bool{o.jwtSecret != "", o.jwksFile != "", o.jwksURL != "", o.noAuth} {
 		if set {
 			modes++
 		}
 	}
 	if modes != 1 {
-		return errors.New("give exactly one of --jwt-secret, --jwt-jwks-file and --insecure-no-auth")
+		return errors.New("give exactly one of --jwt-secret, --jwt-jwks-file, --jwt-jwks-url and --insecure-no-auth")
 	}
 	if o.sendQueue <= 0 || o.sendQueueBytes <= 0 || o.maxSubs <= 0 || o.resumeBytes <= 0 || o.writeTimeout <= 0 || o.keepAlive <= 0 || o.dialTimeout <= 0 {
 		return errors.New("--send-queue, --send-queue-bytes, --max-subscriptions, --resume-buffer-bytes, --write-timeout, --keepalive and --dial-timeout must be positive")
@@ -142,7 +146,7 @@ func runGateway(ctx context.Context, args []string, sio stdio) error {
 	}
 	defer gcp.Stop()
 
-	auth, authMode, err := o.auth()
+	auth, authMode, err := o.auth(logger)
 	if err != nil {
 		return err
 	}
@@ -253,15 +257,19 @@ func (o *gatewayOptions) run(ctx context.Context, gw *gateway.Gateway, gatewayID
 }
 
 // gatewayAuth builds the users' authenticator and names its mode for logs.
-func (o *gatewayOptions) auth() (gateway.Authenticator, string, error) {
+func (o *gatewayOptions) auth(logger *slog.Logger) (gateway.Authenticator, string, error) {
 	if o.noAuth {
 		return gateway.NoAuth(o.noAuthTenant), "none (insecure)", nil
 	}
 	cfg := gateway.JWTConfig{Issuer: o.jwtIssuer, Audience: o.jwtAudience, Leeway: o.jwtLeeway, DefaultTenant: o.defaultTenant}
 	mode := "jwt-hs256"
-	if o.jwtSecret != "" {
+	switch {
+	case o.jwtSecret != "":
 		cfg.Secret = []byte(o.jwtSecret)
-	} else {
+	case o.jwksURL != "":
+		cfg.JWKSURL, cfg.JWKSRefresh, cfg.Logger = o.jwksURL, o.jwksRefresh, logger
+		mode = "jwt-jwks-url"
+	default:
 		data, err := os.ReadFile(o.jwksFile)
 		if err != nil {
 			return nil, "", fmt.Errorf("--jwt-jwks-file: %w", err)

@@ -38,12 +38,14 @@ func TestGatewayFlags(t *testing.T) {
 		want error  // errors.Is; nil: any error
 		text string // in stderr or the error
 	}{
-		{"no authentication mode", []string{"--addr", "127.0.0.1:1"}, errUsage, "exactly one of --jwt-secret, --jwt-jwks-file and --insecure-no-auth"},
+		{"no authentication mode", []string{"--addr", "127.0.0.1:1"}, errUsage, "exactly one of --jwt-secret, --jwt-jwks-file, --jwt-jwks-url and --insecure-no-auth"},
 		{"two authentication modes", []string{"--jwt-secret", "s", "--insecure-no-auth"}, errUsage, "exactly one"},
 		{"bad send queue", []string{"--insecure-no-auth", "--send-queue", "0"}, errUsage, "must be positive"},
 		{"bad log level", []string{"--insecure-no-auth", "--log-level", "loud"}, errUsage, "--log-level"},
 		{"unreadable JWKS", []string{"--jwt-jwks-file", filepath.Join(t.TempDir(), "missing.json")}, nil, "--jwt-jwks-file"},
 		{"invalid JWKS", []string{"--jwt-jwks-file", jwks}, nil, "oct key"},
+		{"unreachable JWKS URL", []string{"--jwt-jwks-url", "http://127.0.0.1:1/jwks.json"}, nil, "fetching the JWKS"},
+		{"JWKS file and URL", []string{"--jwt-jwks-file", jwks, "--jwt-jwks-url", "http://127.0.0.1:1/"}, errUsage, "exactly one"},
 		{"help", []string{"--help"}, flag.ErrHelp, "--insecure-no-auth"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
