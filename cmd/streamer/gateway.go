@@ -51,7 +51,7 @@ type gatewayOptions struct {
 	jwtLeeway                                   time.Duration
 	noAuth                                      bool
 	noAuthTenant, authToken, gatewayID          string
-	useTLS                                      bool
+	tls                                         *clientTLS
 	sendQueue, maxSubs, resumeBytes, celMax     int
 	sendQueueBytes                              int
 	celWorst                                    uint64
@@ -84,7 +84,7 @@ func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
 	o.authTokenFlag = secretFlag(fs, "auth-token", "bearer `token` the streamer node requires")
 	o.metricsTokenFlag = secretFlag(fs, "metrics-token", "bearer `token` /metrics requires (empty: open to whoever reaches --http)")
 	fs.BoolVar(&o.profiling, "pprof", false, "serve Go's runtime profiles at /debug/pprof/ on --http, behind --metrics-token")
-	fs.BoolVar(&o.useTLS, "tls", false, "connect to the node with TLS (system roots) instead of plaintext")
+	o.tls = clientTLSFlags(fs)
 	fs.StringVar(&o.gatewayID, "gateway-id", "", "gateway `id` to register with (default: a random one per start)")
 	fs.IntVar(&o.sendQueueBytes, "send-queue-bytes", gateway.DefaultSendQueueBytes, "`bytes` of messages queued unread per connection; a client further behind is disconnected as slow")
 	fs.IntVar(&o.sendQueue, "send-queue", gateway.DefaultSendQueue, "messages queued unread per connection; a client further behind is disconnected as slow")
@@ -156,7 +156,12 @@ func runGateway(ctx context.Context, args []string, sio stdio) error {
 	}
 	logger.Info("connecting to the streamer node", "addr", o.addr, "dial_timeout", o.dialTimeout)
 	dctx, cancel := context.WithTimeout(ctx, o.dialTimeout)
-	conn, err := client.Dial(dctx, o.addr, o.clientOptions(logger)...)
+	copts, err := o.clientOptions(logger)
+	if err != nil {
+		cancel()
+		return usageError(sio, err)
+	}
+	conn, err := client.Dial(dctx, o.addr, copts...)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
@@ -173,15 +178,19 @@ func runGateway(ctx context.Context, args []string, sio stdio) error {
 }
 
 // clientOptions are the options of the gateway's session with the nodes.
-func (o *gatewayOptions) clientOptions(logger *slog.Logger) []client.Option {
-	opts := []client.Option{transportOption(o.useTLS), client.WithLogger(logger)}
+func (o *gatewayOptions) clientOptions(logger *slog.Logger) ([]client.Option, error) {
+	transport, err := o.tls.option()
+	if err != nil {
+		return nil, err
+	}
+	opts := []client.Option{transport, client.WithLogger(logger)}
 	if o.authToken != "" {
 		opts = append(opts, client.WithToken(o.authToken))
 	}
 	if o.gatewayID != "" {
 		opts = append(opts, client.WithGatewayID(o.gatewayID))
 	}
-	return opts
+	return opts, nil
 }
 
 // gatewayConfig is the gateway's configuration from the flags.

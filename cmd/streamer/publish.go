@@ -38,7 +38,7 @@ func runPublish(ctx context.Context, args []string, sio stdio) error {
 	addr := fs.String("addr", "localhost:7070", "`HOST:PORT` of a node's gRPC listener")
 	tokenFlag := secretFlag(fs, "auth-token", "bearer `token` the node requires")
 	batch := fs.Int("batch", 500, "most events per Publish call (calls are also cut at 4 MiB)")
-	useTLS := fs.Bool("tls", false, "connect with TLS (system roots) instead of plaintext")
+	tlsFlags := clientTLSFlags(fs)
 	timeout := fs.Duration("timeout", 30*time.Second, "`limit` of each Publish call")
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
@@ -51,7 +51,11 @@ func runPublish(ctx context.Context, args []string, sio stdio) error {
 	if err != nil {
 		return usageError(sio, err)
 	}
-	opts := []client.Option{transportOption(*useTLS)}
+	transport, err := tlsFlags.option()
+	if err != nil {
+		return usageError(sio, err)
+	}
+	opts := []client.Option{transport}
 	if token != "" {
 		opts = append(opts, client.WithToken(token))
 	}

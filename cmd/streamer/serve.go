@@ -112,6 +112,9 @@ type serveOptions struct {
 	grpcAddr, httpAddr, redisURL, authToken, nodeID, softDelete string
 	metricsToken                                                string
 	profiling                                                   bool
+	tls                                                         *serverTLS
+	grpcTLS                                                     grpc.ServerOption // from tls; nil: plaintext
+	tlsMode                                                     string
 	authTokenFlag, metricsTokenFlag                             func() (string, error)
 	partitions, poolSize, dedupSize, maxDoc, outboxMax          int
 	outboxMaxBytes                                              int64
@@ -144,6 +147,7 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 	fs.DurationVar(&o.probeInterval, "probe-interval", service.DefaultProbeInterval, "how often the backend is probed for /readyz")
 	o.authTokenFlag = secretFlag(fs, "auth-token", "bearer `token` gateways and producers must send; empty = no authentication (development only)")
 	o.metricsTokenFlag = secretFlag(fs, "metrics-token", "bearer `token` /metrics requires (empty: open to whoever reaches --http)")
+	o.tls = serverTLSFlags(fs)
 	fs.BoolVar(&o.profiling, "pprof", false, "serve Go's runtime profiles at /debug/pprof/ on --http, behind --metrics-token")
 	fs.StringVar(&o.nodeID, "node-id", "", "`name` of this node in leases and logs (default: hostname plus a random suffix)")
 	fs.DurationVar(&o.gatewayTTL, "gateway-ttl", service.DefaultGatewayTTL, "how long a gateway's subscriptions live without a heartbeat")
@@ -239,6 +243,9 @@ func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpene
 	}
 	defer gcp.Stop()
 	if err := o.validate(fs); err != nil {
+		return usageError(sio, err)
+	}
+	if o.grpcTLS, o.tlsMode, err = o.tls.option(); err != nil {
 		return usageError(sio, err)
 	}
 
@@ -374,7 +381,11 @@ func (o *serveOptions) run(ctx context.Context, node *service.Node, src pullerSo
 		gl.Close()
 		return fmt.Errorf("http listener: %w", err)
 	}
-	gs := node.NewGRPCServer()
+	var extra []grpc.ServerOption
+	if o.grpcTLS != nil {
+		extra = append(extra, o.grpcTLS)
+	}
+	gs := node.NewGRPCServer(extra...)
 	hs := &http.Server{Handler: node.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 
 	// A server failing ends the node as a signal would, with its error.
@@ -391,7 +402,7 @@ func (o *serveOptions) run(ctx context.Context, node *service.Node, src pullerSo
 			cancel(fmt.Errorf("http server: %w", err))
 		}
 	})
-	logger.Info("listening", "grpc_addr", gl.Addr().String(), "http_addr", hl.Addr().String(), "node_id", node.ID(), "mode", o.mode())
+	logger.Info("listening", "grpc_addr", gl.Addr().String(), "http_addr", hl.Addr().String(), "node_id", node.ID(), "mode", o.mode(), "transport", o.tlsMode)
 	if src.puller != nil {
 		logger.Info("embedded puller starting", "puller", o.pullerName, "database", src.database, "collections", src.collections)
 		wg.Go(func() { o.runPuller(ctx, cancel, src.puller, logger) })

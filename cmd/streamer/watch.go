@@ -12,9 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/streamerd/streamer/client"
 	"github.com/streamerd/streamer/match"
 )
@@ -50,7 +47,7 @@ func runWatch(ctx context.Context, args []string, sio stdio) error {
 	tokenFlag := secretFlag(fs, "auth-token", "bearer `token` the node requires")
 	gatewayID := fs.String("gateway-id", "", "gateway `id` to register as (default: a random one)")
 	subID := fs.String("sub-id", "watch", "subscription `id` (printed in \"subscribed <id>\" and in each line's subs)")
-	useTLS := fs.Bool("tls", false, "connect with TLS (system roots) instead of plaintext")
+	tlsFlags := clientTLSFlags(fs)
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
 	}
@@ -97,8 +94,12 @@ func runWatch(ctx context.Context, args []string, sio stdio) error {
 		ctx, cancel = context.WithTimeoutCause(ctx, *timeout, errWatchTimeout)
 		defer cancel()
 	}
+	transport, err := tlsFlags.option()
+	if err != nil {
+		return usageError(sio, err)
+	}
 	opts := []client.Option{
-		transportOption(*useTLS),
+		transport,
 		client.WithLogger(slog.New(slog.NewTextHandler(sio.err, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 	}
 	if token != "" {
@@ -218,15 +219,6 @@ func (w *watcher) close(conn *client.Conn, id string) {
 		return
 	}
 	_ = conn.Close()
-}
-
-// transportOption is plaintext unless useTLS: the CLI talks to nodes on a
-// trusted network or loopback by default.
-func transportOption(useTLS bool) client.Option {
-	if useTLS {
-		return client.WithTransportCredentials(credentials.NewTLS(nil))
-	}
-	return client.WithTransportCredentials(insecure.NewCredentials())
 }
 
 // randomHex returns n random bytes as hex.
