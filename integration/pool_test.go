@@ -128,8 +128,14 @@ func TestPoolNodeKilledWhileOwningPartitionsAndSessions(t *testing.T) {
 	rec.check("node killed", events, want, time.Since(start))
 }
 
-func TestPoolScaleOneToThreeToOne(t *testing.T) {
-	p := newPool(t, nil)
+// TestPoolScaleOneToFourToOne grows the pool from one node to four and
+// shrinks it back to one, a node at a time, under a steady publish load:
+// nothing is lost, every step rebalances the partitions, and the nodes that
+// leave (SIGTERM) hand their partitions over by releasing their leases, not
+// by letting them expire (the leases last 10 s here). It logs how long each
+// step took and the latency of the events published meanwhile.
+func TestPoolScaleOneToFourToOne(t *testing.T) {
+	p := newPool(t, nil, "--lease-ttl", "10s")
 	n1 := p.start()
 	w := newWorkload("scale", 200)
 	pub := newPublisher(t, p, w)
@@ -138,35 +144,45 @@ func TestPoolScaleOneToThreeToOne(t *testing.T) {
 		rec.attach(p, g, n1, true)
 	}
 	start := time.Now()
-	pub.startContinuous(1500, 50)
+	pub.startContinuous(1000, 50)
 	more := func(what string, n int64) {
 		t.Helper()
 		at := pub.next.Load()
 		waitUntil(t, what, func() bool { return pub.next.Load() >= at+n })
 	}
-	more("load on one node", 1500)
+	more("load on one node", 1000)
 
-	up := time.Now()
-	n2, n3 := p.start(), p.start()
-	waitUntil(t, "partitions balanced over 3 nodes", p.balanced)
-	scaledUp := time.Since(up)
-	t.Logf("scaled up to 3 nodes: balanced (%v) in %v", p.shares(), scaledUp.Round(time.Millisecond))
-	rec.attach(p, 3, n2, true) // sessions on the nodes that will leave
-	rec.attach(p, 4, n3, true)
-	more("load on three nodes", 1500)
-
-	down := time.Now()
-	n2.stop(t)
-	n3.stop(t)
-	waitUntil(t, "every partition back on the one node left", p.balanced)
-	scaledDown := time.Since(down)
-	t.Logf("scaled down to 1 node: %v in %v", p.shares(), scaledDown.Round(time.Millisecond))
-	more("load on one node again", 1500)
+	// step runs one scaling action and reports it once the partitions are
+	// balanced again and a second of load has followed.
+	step := func(what string, act func()) {
+		t.Helper()
+		from, began := int(pub.next.Load()), time.Now()
+		act()
+		waitUntil(t, what+": partitions balanced", p.balanced)
+		took := time.Since(began)
+		more(what+": load after", 1000)
+		p50, p99, worst := rec.latencyOf(from, int(pub.next.Load()))
+		t.Logf("%s: balanced %v in %v; latency of the events published meanwhile p50 %v, p99 %v, max %v",
+			what, p.shares(), took.Round(time.Millisecond), p50.Round(time.Millisecond), p99.Round(time.Millisecond), worst.Round(time.Millisecond))
+	}
+	var added []*nodeProc
+	for i := 2; i <= 4; i++ {
+		step(fmt.Sprintf("scale up to %d nodes", i), func() { added = append(added, p.start()) })
+		rec.attach(p, 2+i, added[len(added)-1], true) // sessions on the nodes that will leave
+	}
+	for i := len(added) - 1; i >= 0; i-- {
+		n := added[i]
+		owned := p.shares()[n.id]
+		step(fmt.Sprintf("scale down to %d nodes", i+1), func() { n.stop(t) })
+		if tail := n.tail(20); !strings.Contains(tail, `"msg":"partition leases released for the next owners"`) || !strings.Contains(tail, `"not_released":0`) {
+			t.Errorf("%s (%d partitions) did not release every lease on SIGTERM:\n%s", n.id, owned, n.tail(20))
+		}
+	}
 	pub.halt()
 
 	events := int(pub.next.Load())
 	want := rec.waitComplete(events)
-	rec.check("scale 1→3→1", events, want, time.Since(start))
+	rec.check("scale 1→4→1", events, want, time.Since(start))
 	if lost := n1.metric(`streamer_lease_changes_total{change="lost"}`) + n1.metric(`streamer_lease_changes_total{change="expired"}`); lost != 0 {
 		t.Errorf("%s lost %v leases during clean scaling", n1.id, lost)
 	}

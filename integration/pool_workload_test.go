@@ -248,8 +248,9 @@ type gateway struct {
 	delivered                                         int64 // distinct expected pairs (events from gw.from on)
 	duplicates, foreign, unexpected, resyncs, dropped int
 	latencies                                         []time.Duration
-	handed                                            int          // deliveries handed out so far: the position of the next
-	resyncLog                                         []resyncMark // every Resync, in order
+	firstAt                                           map[int]time.Time // first reception of each event, by index
+	handed                                            int               // deliveries handed out so far: the position of the next
+	resyncLog                                         []resyncMark      // every Resync, in order
 
 	hold chan struct{} // while not nil, the reader does not read (a slow consumer); closed to resume
 }
@@ -289,7 +290,7 @@ func (r *recorder) attach(p *pool, g int, prefer *nodeProc, read bool, opts ...c
 	if err != nil {
 		r.t.Fatalf("gateway %s: %v", id, err)
 	}
-	gw := &gateway{g: g, id: id, conn: conn, subs: map[string]*subRecord{}}
+	gw := &gateway{g: g, id: id, conn: conn, subs: map[string]*subRecord{}, firstAt: map[int]time.Time{}}
 	specs := r.w.subscriptions(g)
 	for _, s := range specs {
 		gw.subs[s.sub.ID] = &subRecord{spec: s, got: map[int]bool{}, gotAt: map[int]int{}, last: -1}
@@ -368,8 +369,31 @@ func (r *recorder) record(gw *gateway, d client.Delivery, now time.Time) {
 				gw.delivered++
 				gw.latencies = append(gw.latencies, now.Sub(time.Unix(0, r.pub.sentAt[i].Load())))
 			}
+			if _, seen := gw.firstAt[i]; !seen {
+				gw.firstAt[i] = now
+			}
 		}
 	}
+}
+
+// latencyOf returns the p50, p99 and maximum of publish → first reception
+// at each gateway, over the events of index [from, to).
+func (r *recorder) latencyOf(from, to int) (p50, p99, maxLat time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var l []time.Duration
+	for _, gw := range r.gws {
+		for i, at := range gw.firstAt {
+			if i >= from && i < to {
+				l = append(l, at.Sub(time.Unix(0, r.pub.sentAt[i].Load())))
+			}
+		}
+	}
+	if len(l) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(l)
+	return l[len(l)/2], l[len(l)*99/100], l[len(l)-1]
 }
 
 // expected counts the pairs that must arrive at gws (all gateways when

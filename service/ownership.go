@@ -260,13 +260,15 @@ func (o *ownership) stopPartitions(ps []int, graceful bool) {
 	}
 }
 
-// release frees the lease of partition p.
-func (o *ownership) release(ctx context.Context, p int) {
+// release frees the lease of partition p; false when it could not (the
+// lease then expires after LeaseTTL).
+func (o *ownership) release(ctx context.Context, p int) bool {
 	if err := o.n.backend.Leases.Release(ctx, p, o.n.cfg.NodeID); err != nil {
 		o.n.log.Warn("releasing partition lease", "partition", p, "err", err)
-		return
+		return false
 	}
 	o.n.metrics.leaseChanges.WithLabelValues("released").Inc()
+	return true
 }
 
 // shutdown stops every consumer gracefully, then releases the leases and
@@ -277,8 +279,14 @@ func (o *ownership) shutdown(ctx context.Context) {
 	o.stopPartitions(parts, true)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ShutdownTimeout)
 	defer cancel()
+	released := parts[:0:0]
 	for _, p := range parts {
-		o.release(cctx, p)
+		if o.release(cctx, p) {
+			released = append(released, p)
+		}
+	}
+	if len(parts) > 0 {
+		n.log.Info("partition leases released for the next owners", "partitions", released, "not_released", len(parts)-len(released))
 	}
 	if err := n.backend.Nodes.Remove(cctx, n.cfg.NodeID); err != nil {
 		n.log.Warn("unregistering node", "err", err)
