@@ -56,18 +56,22 @@ func TestComposeStack(t *testing.T) {
 	// that names it: the checks above are only worth something if they fail.
 	t.Run("mistakes are caught", func(t *testing.T) {
 		for _, tc := range []struct{ name, file, old, new, want string }{
-			{"misspelled flag", "docker-compose.yml", "--node-id=node-a", "--node-name=node-a",
-				`service node-a: --node-name is not a flag of "streamer serve"`},
-			{"unknown subcommand", "docker-compose.yml", "- serve\n      - --redis=redis://redis:6379\n      - --node-id=node-b", "- server\n      - --redis=redis://redis:6379\n      - --node-id=node-b",
-				`service node-b: "server" is not a streamer subcommand`},
-			{"flag value the binary rejects", "docker-compose.yml", "--node-id=node-b\n      - --partitions=16", "--node-id=node-b\n      - --partitions=sixteen",
+			{"misspelled flag", "docker-compose.yml", "--grpc=:7070\n      - --http=:7071\n    deploy", "--grcp=:7070\n      - --http=:7071\n    deploy",
+				`service node: --grcp is not a flag of "streamer serve"`},
+			{"unknown subcommand", "docker-compose.yml", "- serve\n", "- server\n",
+				`service node: "server" is not a streamer subcommand`},
+			{"flag value the binary rejects", "docker-compose.yml", "--partitions=16\n      - --grpc=:7070", "--partitions=sixteen\n      - --grpc=:7070",
 				`invalid value "sixteen" for flag -partitions`},
 			{"environment variable of no flag", "docker-compose.yml", "STREAMER_LOG_LEVEL", "STREAMER_LOGLEVEL",
 				"STREAMER_LOGLEVEL matches no flag"},
 			{"depends_on a missing service", "docker-compose.yml", "      lb:\n        condition: service_healthy", "      balancer:\n        condition: service_healthy",
 				`service gateway: depends_on "balancer", which is not a service`},
-			{"host port published twice", "docker-compose.yml", `"127.0.0.1:7171:7071"`, `"127.0.0.1:7071:7071"`,
-				"host port 7071/tcp is published by both"},
+			{"host port published twice", "docker-compose.yml", `"127.0.0.1:7072:7072"`, `"127.0.0.1:8081:7072"`,
+				"host port 8081/tcp is published by both"},
+			{"replicas sharing a node id", "docker-compose.yml", "      - --grpc=:7070\n      - --http=:7071\n    deploy", "      - --node-id=n1\n      - --grpc=:7070\n      - --http=:7071\n    deploy",
+				"service node: its 2 replicas would share --node-id n1"},
+			{"replicas publishing a host port", "docker-compose.yml", "    deploy:\n      replicas: 2\n", "    deploy:\n      replicas: 2\n    ports:\n      - \"127.0.0.1:7071:7071\"\n",
+				"service node: its 2 replicas cannot all publish host port 7071"},
 			{"gateway dials a port the LB does not serve gRPC on", "docker-compose.yml", "--addr=lb:7070", "--addr=lb:7079",
 				"lb serves no gRPC on port 7079"},
 			{"partition counts differ", "docker-compose.yml", "--partitions=16\n      - --default-tenant", "--partitions=8\n      - --default-tenant",
@@ -75,7 +79,7 @@ func TestComposeStack(t *testing.T) {
 			{"image nobody builds", "docker-compose.yml", "    pull_policy: build\n", "    pull_policy: build\n    image: streamer:other\n",
 				"service gateway: image streamer:dev is never pulled, but no service builds it"},
 			{"stack without the puller", "docker-compose.yml", "      - puller\n", "      - publish\n",
-				"the stack runs streamer puller in 0 services"},
+				"the stack runs streamer puller in 0 containers"},
 			{"service without image or build", "docker-compose.yml", "    image: mongo:8.0\n", "",
 				"service mongo: neither image nor build"},
 			{"gateway left with the image's healthcheck", "docker-compose.yml", "\"http://127.0.0.1:8081/readyz\"", "\"http://127.0.0.1:7071/readyz\"",
@@ -83,11 +87,11 @@ func TestComposeStack(t *testing.T) {
 			{"healthcheck flag the binary lacks", "docker-compose.yml", "\"--url\", \"http://127.0.0.1:7072/readyz\"", "\"--uri\", \"http://127.0.0.1:7072/readyz\"",
 				`service puller: its healthcheck: --uri is not a flag of "streamer healthcheck"`},
 			{"image healthcheck on a port nodes do not serve", "Dockerfile", "http://127.0.0.1:7071/readyz", "http://127.0.0.1:7072/readyz",
-				"service node-a: the image's HEALTHCHECK asks port 7072"},
-			{"LB routes to an unknown node", "deploy/nginx.conf", "server node-b:7070", "server node-2:7070",
-				`upstream streamer_grpc: server node-2:7070: node-2 is not a compose service`},
-			{"node missing from the LB", "deploy/nginx.conf", "        server node-b:7070 resolve max_fails=1 fail_timeout=5s;\n", "",
-				"node-b runs streamer serve but deploy/nginx.conf passes no gRPC to it"},
+				"service node: the image's HEALTHCHECK asks port 7072"},
+			{"LB routes to an unknown node", "deploy/nginx.conf", "server node:7070", "server nodes:7070",
+				`upstream streamer_grpc: server nodes:7070: nodes is not a compose service`},
+			{"node missing from the LB", "deploy/nginx.conf", "        server node:7070 resolve max_fails=1 fail_timeout=5s;\n", "",
+				"node runs streamer serve but deploy/nginx.conf passes no gRPC to it"},
 			{"LB without HTTP/2", "deploy/nginx.conf", "http2 on;", "",
 				"passes gRPC without http2"},
 			{"replica set name mismatch", "deploy/mongo-replica-set.js", `_id: "rs0"`, `_id: "rs1"`,
@@ -228,12 +232,23 @@ type composeService struct {
 	DependsOn   composeDepends  `yaml:"depends_on"`
 	Volumes     []composeMount  `yaml:"volumes"`
 	Healthcheck *composeHealthc `yaml:"healthcheck"`
+	Deploy      struct {
+		Replicas *int `yaml:"replicas"`
+	} `yaml:"deploy"`
 
 	// Filled by the checks for services that run the streamer image.
 	name    string
 	sub     string            // subcommand
 	values  map[string]string // every flag's effective value: command line, else STREAMER_*, else default
 	listens map[int]string    // port → protocol, from composeListenFlags
+}
+
+// replicas is how many containers the service runs by default.
+func (svc *composeService) replicas() int {
+	if svc.Deploy.Replicas != nil {
+		return *svc.Deploy.Replicas
+	}
+	return 1
 }
 
 type composeHealthc struct {
@@ -422,12 +437,12 @@ func composeCheck(ctx context.Context, root string, overrides map[string][]byte,
 	runs := map[string]int{} // subcommand → services running it
 	for _, name := range s.names {
 		s.checkService(s.file.Services[name])
-		runs[s.file.Services[name].sub]++
+		runs[s.file.Services[name].sub] += s.file.Services[name].replicas()
 	}
 	// Guard against checks that pass because they found nothing to check.
 	for sub, want := range map[string]int{"serve": 2, "puller": 1, "gateway": 1} {
 		if runs[sub] < want {
-			s.problemf("the stack runs streamer %s in %d services built from ./Dockerfile, want at least %d", sub, runs[sub], want)
+			s.problemf("the stack runs streamer %s in %d containers (services × replicas) built from ./Dockerfile, want at least %d", sub, runs[sub], want)
 		}
 	}
 	s.checkDependsOn()
@@ -524,6 +539,18 @@ func (s *composeStack) checkService(svc *composeService) {
 	}
 	s.checkCommand(svc)
 	s.checkHealthcheck(svc)
+	if n := svc.replicas(); n > 1 {
+		// Replicas (deploy.replicas, or --scale) share everything the
+		// service sets.
+		for _, p := range svc.Ports {
+			if p.host != 0 {
+				s.problemf("service %s: its %d replicas cannot all publish host port %d", svc.name, n, p.host)
+			}
+		}
+		if id := svc.values["node-id"]; id != "" {
+			s.problemf("service %s: its %d replicas would share --node-id %s; leave it out (each names itself)", svc.name, n, id)
+		}
+	}
 	for _, p := range svc.Ports {
 		if svc.listens != nil && svc.listens[p.container] == "" {
 			s.problemf("service %s: publishes container port %d, where streamer %s does not listen (it listens on %v)", svc.name, p.container, svc.sub, slices.Sorted(maps.Keys(svc.listens)))
@@ -534,9 +561,6 @@ func (s *composeStack) checkService(svc *composeService) {
 	}
 }
 
-// checkCommand checks a streamer service's command line and STREAMER_*
-// variables against the binary's flags, has the binary parse them, and
-// records the effective flag values.
 // checkHealthcheck checks the healthcheck a streamer service runs: its own,
 // else the image's. It must be "streamer healthcheck" with flags the binary
 // has, asking /readyz or /healthz on a port where the service serves HTTP.
@@ -586,6 +610,9 @@ func (s *composeStack) checkHealthcheck(svc *composeService) {
 	}
 }
 
+// checkCommand checks a streamer service's command line and STREAMER_*
+// variables against the binary's flags, has the binary parse them, and
+// records the effective flag values.
 func (s *composeStack) checkCommand(svc *composeService) {
 	args := svc.Command.words
 	if svc.Command.str {
