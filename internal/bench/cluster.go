@@ -34,16 +34,20 @@ type cluster struct {
 	prefix   string // Redis key prefix of this run; "" when embedded
 	log      *slog.Logger
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	runCtx  context.Context
+	stops   []context.CancelFunc // each node's own: stopping one is a SIGTERM
+	stopped []chan struct{}      // closed when that node's Run returned
+	cfg     Config
 }
 
 // startCluster starts cfg.Nodes nodes and returns once every partition is
 // owned. On error, whatever was started is stopped.
 func startCluster(ctx context.Context, cfg Config) (cl *cluster, err error) {
-	cl = &cluster{log: cfg.Logger}
+	cl = &cluster{log: cfg.Logger, cfg: cfg}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	cl.cancel = cancel
+	cl.cancel, cl.runCtx = cancel, runCtx
 	defer func() {
 		if err != nil {
 			cl.close()
@@ -74,29 +78,85 @@ func startCluster(ctx context.Context, cfg Config) (cl *cluster, err error) {
 		}
 	}
 	for i := range cfg.Nodes {
-		// The workload's gateways hold SubsPerGateway subscriptions and a
-		// marker per partition: the node's per-gateway limit must fit them.
-		node, err := service.New(service.Config{NodeID: ids[i], Partitions: cfg.Partitions, Logger: cfg.Logger,
-			MaxSubscriptionsPerGateway: max(service.DefaultMaxSubscriptionsPerGateway, cfg.SubsPerGateway+cfg.Collections),
-			MaxSubscriptionsPerTenant:  max(service.DefaultMaxSubscriptionsPerTenant, cfg.Gateways*(cfg.SubsPerGateway+cfg.Collections))}, cl.backends[i])
-		if err != nil {
+		if err := cl.startNode(ids[i], cl.backends[i]); err != nil {
 			return cl, err
 		}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return cl, fmt.Errorf("bench: listening: %w", err)
-		}
-		srv := node.NewGRPCServer()
-		cl.nodes = append(cl.nodes, node)
-		cl.servers = append(cl.servers, srv)
-		cl.addrs = append(cl.addrs, lis.Addr().String())
-		cl.wg.Go(func() { _ = srv.Serve(lis) })
-		cl.wg.Go(func() { _ = node.Run(runCtx) })
 	}
 	if err := cl.waitReady(ctx, cfg.Partitions); err != nil {
 		return cl, err
 	}
 	return cl, nil
+}
+
+// startNode starts node id on backend b, with a gRPC server of its own.
+func (cl *cluster) startNode(id string, b *store.Backend) error {
+	cfg := cl.cfg
+	// The workload's gateways hold SubsPerGateway subscriptions and a
+	// marker per partition: the node's per-gateway limit must fit them.
+	node, err := service.New(service.Config{NodeID: id, Partitions: cfg.Partitions, Logger: cfg.Logger,
+		MaxSubscriptionsPerGateway: max(service.DefaultMaxSubscriptionsPerGateway, cfg.SubsPerGateway+cfg.Collections),
+		MaxSubscriptionsPerTenant:  max(service.DefaultMaxSubscriptionsPerTenant, cfg.Gateways*(cfg.SubsPerGateway+cfg.Collections))}, b)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("bench: listening: %w", err)
+	}
+	srv := node.NewGRPCServer()
+	nodeCtx, stop := context.WithCancel(cl.runCtx)
+	done := make(chan struct{})
+	cl.nodes = append(cl.nodes, node)
+	cl.servers = append(cl.servers, srv)
+	cl.addrs = append(cl.addrs, lis.Addr().String())
+	cl.stops = append(cl.stops, stop)
+	cl.stopped = append(cl.stopped, done)
+	cl.wg.Go(func() { _ = srv.Serve(lis) })
+	cl.wg.Go(func() {
+		defer close(done)
+		_ = node.Run(nodeCtx)
+	})
+	return nil
+}
+
+// addNode starts one more node on a backend of its own (Redis only).
+func (cl *cluster) addNode(ctx context.Context) error {
+	b, err := redis.New(ctx, redis.Config{URL: cl.url, Prefix: cl.prefix, Partitions: cl.cfg.Partitions, Logger: cl.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("bench: redis backend: %w", err)
+	}
+	cl.backends = append(cl.backends, b)
+	return cl.startNode(fmt.Sprintf("bench-node-%d", len(cl.nodes)), b)
+}
+
+// stopNode stops node i as SIGTERM would (sessions closed, batches
+// finished, leases released) and waits for it.
+func (cl *cluster) stopNode(i int) {
+	cl.stops[i]()
+	<-cl.stopped[i]
+	cl.servers[i].Stop()
+}
+
+// balanced reports whether every partition is owned by one of the nodes in
+// live, each holding at most its fair share.
+func (cl *cluster) balanced(ctx context.Context, live []int) bool {
+	ids := map[string]int{}
+	for _, i := range live {
+		ids[fmt.Sprintf("bench-node-%d", i)] = 0
+	}
+	share := (cl.cfg.Partitions + len(live) - 1) / len(live)
+	for p := range cl.cfg.Partitions {
+		owner, err := cl.backends[0].Leases.Owner(ctx, p)
+		if err != nil {
+			return false
+		}
+		n, ok := ids[owner]
+		if !ok || n >= share {
+			return false
+		}
+		ids[owner] = n + 1
+	}
+	return true
 }
 
 // waitReady waits until every node reports ready and every partition has

@@ -118,6 +118,9 @@ type Config struct {
 	// tenant of its own next to the workload during the run; the workload's
 	// figures then show what it costs the well-behaved tenants.
 	Abuse string
+	// Scale runs the scale scenario (scale.go): one node, grown to four and
+	// shrunk back to one during the measured phase. Needs RedisURL.
+	Scale bool
 	// Nodes is the number of streamer nodes started in this process, all on
 	// the same backend (default 1; more than one needs RedisURL).
 	Nodes int
@@ -233,6 +236,9 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	if c.Abuse != "" && !slices.Contains(AbuseKinds, c.Abuse) {
 		return fmt.Errorf("bench: unknown abuse %q (want one of %s)", c.Abuse, strings.Join(AbuseKinds, ", "))
+	}
+	if c.Scale && (c.RedisURL == "" || c.Nodes != 1) {
+		return errors.New("bench: the scale scenario needs --redis, and starts from one node (leave --nodes out)")
 	}
 	if c.Nodes > 1 && c.RedisURL == "" {
 		return fmt.Errorf("%w (got %d nodes)", ErrMemoryOneNode, c.Nodes)

@@ -90,6 +90,8 @@ type Result struct {
 
 	// Timeline is the measured phase second by second.
 	Timeline []Second `json:"timeline"`
+	// Scale is the scale scenario's steps, when it ran.
+	Scale []ScaleStep `json:"scale,omitempty"`
 
 	hist *Histogram // the latency samples, for the plot
 }
@@ -150,6 +152,14 @@ func (r *Result) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "  latency ms   p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  (%d samples)\n", l.P50, l.P90, l.P99, l.P999, l.Max, l.Samples)
 	fmt.Fprintf(w, "  completeness expected %d  delivered %d  lost %d  duplicates %d  unexpected %d  wrong-op %d  resyncs %d  (client dropped %d duplicates)\n",
 		r.Expected, r.Delivered, r.Lost, r.Duplicates, r.Unexpected, r.WrongOp, r.Resyncs, r.ClientDuplicatesDropped)
+	for _, st := range r.Scale {
+		balanced := "not before the next step"
+		if st.BalancedSec >= 0 {
+			balanced = fmt.Sprintf("balanced in %.2fs", st.BalancedSec)
+		}
+		fmt.Fprintf(w, "  scale        %d → %d nodes at %4.1fs: %s; latency until the next step p50 %.2f  p99 %.2f  max %.2f ms\n",
+			st.From, st.To, st.AtSec, balanced, st.P50Ms, st.P99Ms, st.MaxMs)
+	}
 	for _, b := range []struct {
 		name string
 		b    *Baseline

@@ -201,6 +201,10 @@ func (r *run) measure(ctx context.Context) (measured, error) {
 	start := time.Now()
 	r.tl.begin(start)
 	stop := startProgress(r.out, phaseMeasure, r.pub, r.rec, r.tl)
+	var scaled <-chan []ScaleStep
+	if cfg.Scale {
+		scaled = r.scale(ctx, start)
+	}
 	err := r.pub.run(ctx, phaseMeasure, cfg.Duration)
 	m.published = time.Since(start)
 	var drained bool
@@ -208,6 +212,10 @@ func (r *run) measure(ctx context.Context) (measured, error) {
 		drained, err = closePhase(ctx, cfg, phaseMeasure, r.pub, r.rec)
 	}
 	m.span = time.Since(start)
+	if scaled != nil {
+		res.Scale = <-scaled
+		r.scaleLatencies(res.Scale)
+	}
 	runtime.ReadMemStats(&memAfter)
 	res.CPUStealPct, res.CPUPressurePct = cpuBetween(cpuBefore, readCPU())
 	stop()

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"runtime/metrics"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/streamerd/streamer/internal/redistest"
 )
 
 // A short embedded run: every expected pair arrives, the counters add up,
@@ -82,5 +85,36 @@ func TestRunWithNoisyNeighbour(t *testing.T) {
 	}
 	if _, err := Run(context.Background(), Config{Abuse: "nope"}); err == nil || !strings.Contains(err.Error(), `unknown abuse "nope"`) {
 		t.Errorf("unknown abuse: %v", err)
+	}
+}
+
+// TestRunScale: the scale scenario on a real Redis grows the pool to four
+// nodes and back to one during the measured phase, and loses nothing.
+func TestRunScale(t *testing.T) {
+	srv := redistest.Start(t)
+	var progress bytes.Buffer
+	res, err := Run(context.Background(), Config{RedisURL: srv.URL(), Scale: true,
+		Gateways: 2, SubsPerGateway: 200, DistinctValues: 20, Collections: 4,
+		Rate: 1000, Duration: 3500 * time.Millisecond, Warmup: 200 * time.Millisecond, Progress: &progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := res.Failures(); len(f) > 0 {
+		t.Fatalf("failures: %v\n%s", f, progress.String())
+	}
+	var sizes []int
+	for _, st := range res.Scale {
+		sizes = append(sizes, st.To)
+	}
+	if !slices.Equal(sizes, scaleNodes) || res.Lost != 0 || res.Delivered != res.Expected {
+		t.Fatalf("steps to %v (want %v), lost %d, delivered %d of %d", sizes, scaleNodes, res.Lost, res.Delivered, res.Expected)
+	}
+	var out bytes.Buffer
+	res.WriteSummary(&out)
+	if !strings.Contains(out.String(), "scale        3 → 4 nodes") {
+		t.Fatalf("summary:\n%s", out.String())
+	}
+	if _, err := Run(context.Background(), Config{Scale: true}); err == nil || !strings.Contains(err.Error(), "needs --redis") {
+		t.Fatalf("scale without Redis: %v", err)
 	}
 }
