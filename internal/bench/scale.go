@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"time"
 )
 
@@ -28,7 +27,8 @@ type ScaleStep struct {
 }
 
 // scale runs the steps from start on; the returned channel yields them once
-// the last one is done (or ctx ended).
+// the last one is done (or ctx ended). The summary prints them: this
+// goroutine does not share the progress writer.
 func (r *run) scale(ctx context.Context, start time.Time) <-chan []ScaleStep {
 	out := make(chan []ScaleStep, 1)
 	go func() {
@@ -46,7 +46,7 @@ func (r *run) scale(ctx context.Context, start time.Time) <-chan []ScaleStep {
 			step := ScaleStep{From: len(live), To: want, AtSec: time.Since(start).Seconds(), BalancedSec: -1}
 			if want > len(live) {
 				if err := r.cl.addNode(ctx); err != nil {
-					fmt.Fprintf(r.out, "scale: adding a node: %v\n", err)
+					r.cl.log.Error("scale: adding a node", "err", err) // the progress writer is not this goroutine's
 					return
 				}
 				live = append(live, len(r.cl.nodes)-1)
@@ -62,7 +62,6 @@ func (r *run) scale(ctx context.Context, start time.Time) <-chan []ScaleStep {
 				}
 				time.Sleep(20 * time.Millisecond) // polling Redis for the leases' owners
 			}
-			fmt.Fprintf(r.out, "scale: %d → %d nodes at %.1fs, balanced after %.2fs\n", step.From, step.To, step.AtSec, step.BalancedSec)
 			steps = append(steps, step)
 		}
 	}()
@@ -72,6 +71,8 @@ func (r *run) scale(ctx context.Context, start time.Time) <-chan []ScaleStep {
 // scaleLatencies fills each step's latency from the timeline: the matches
 // received from the step's second to the next step's.
 func (r *run) scaleLatencies(steps []ScaleStep) {
+	r.tl.mu.Lock() // late matches may still be recorded
+	defer r.tl.mu.Unlock()
 	for i := range steps {
 		from := int(steps[i].AtSec)
 		to := len(r.tl.seconds)
@@ -79,11 +80,9 @@ func (r *run) scaleLatencies(steps []ScaleStep) {
 			to = int(steps[i+1].AtSec)
 		}
 		h := NewHistogram(coarseBits)
-		r.tl.mu.Lock()
 		for s := from; s < to && s < len(r.tl.seconds); s++ {
 			h.Merge(r.tl.seconds[s].lat)
 		}
-		r.tl.mu.Unlock()
 		steps[i].P50Ms, steps[i].P99Ms, steps[i].MaxMs = ms(h.Quantile(0.5)), ms(h.Quantile(0.99)), ms(h.Max())
 	}
 }
