@@ -38,6 +38,7 @@ type serveProcess struct {
 	logs      *strings.Builder // stderr so far
 	logsMu    *sync.Mutex
 	exited    chan error
+	waited    chan struct{} // closed once Wait returned (exited holds its error for one reader)
 	readerEnd sync.WaitGroup
 }
 
@@ -54,7 +55,7 @@ func startServe(t *testing.T, exe string, env []string, args ...string) *servePr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &serveProcess{cmd: cmd, logs: &strings.Builder{}, logsMu: &sync.Mutex{}, exited: make(chan error, 1)}
+	p := &serveProcess{cmd: cmd, logs: &strings.Builder{}, logsMu: &sync.Mutex{}, exited: make(chan error, 1), waited: make(chan struct{})}
 	listening := make(chan map[string]any, 1)
 	p.readerEnd.Go(func() {
 		sc := bufio.NewScanner(stderr)
@@ -70,12 +71,16 @@ func startServe(t *testing.T, exe string, env []string, args ...string) *servePr
 	})
 	go func() {
 		p.readerEnd.Wait()
-		p.exited <- cmd.Wait()
+		err := cmd.Wait()
+		close(p.waited)
+		p.exited <- err
 	}()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-p.waited:
+		default:
 			_ = cmd.Process.Kill()
-			<-p.exited
+			<-p.waited
 		}
 	})
 	select {

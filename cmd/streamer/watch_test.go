@@ -58,6 +58,7 @@ type watchProcess struct {
 	stderr     strings.Builder
 	subscribed chan string // the "subscribed <id>" line
 	done       chan error
+	waited     chan struct{} // closed once Wait returned (done holds its error for one reader)
 }
 
 // startWatch starts `streamer watch` and waits until it printed
@@ -66,7 +67,7 @@ func startWatch(t *testing.T, exe string, env []string, args ...string) *watchPr
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cliWait)
 	t.Cleanup(cancel)
-	w := &watchProcess{subscribed: make(chan string, 1), done: make(chan error, 1)}
+	w := &watchProcess{subscribed: make(chan string, 1), done: make(chan error, 1), waited: make(chan struct{})}
 	w.cmd = exec.CommandContext(ctx, exe, append([]string{"watch"}, args...)...)
 	w.cmd.Env = append(os.Environ(), env...)
 	w.cmd.Stdout = &w.stdout
@@ -91,12 +92,16 @@ func startWatch(t *testing.T, exe string, env []string, args ...string) *watchPr
 	})
 	go func() {
 		readers.Wait()
-		w.done <- w.cmd.Wait()
+		err := w.cmd.Wait()
+		close(w.waited)
+		w.done <- err
 	}()
 	t.Cleanup(func() {
-		if w.cmd.ProcessState == nil {
+		select {
+		case <-w.waited:
+		default:
 			_ = w.cmd.Process.Kill()
-			<-w.done
+			<-w.waited
 		}
 	})
 	select {
