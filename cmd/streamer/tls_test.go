@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -124,6 +127,26 @@ func TestTLSBetweenClientsAndNode(t *testing.T) {
 		}
 		if r := publish(node.grpcAddr, "--tls-ca", pki.ca, "--tls-cert", pki.clientCert, "--tls-key", pki.clientKey); r.code != 0 {
 			t.Fatalf("publish with a client certificate: exit %d\n%s", r.code, r.stderr)
+		}
+
+		// The gateway: it connects (and listens) with its certificate, and
+		// without one gives up with the handshake's reason.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		gwArgs := []string{"--addr", node.grpcAddr, "--insecure-no-auth", "--insecure-tenant", "t", "--tls-ca", pki.ca}
+		rec, _, done := startGatewayInProcess(t, ctx, append(gwArgs, "--tls-cert", pki.clientCert, "--tls-key", pki.clientKey)...)
+		if rec["listen_addr"] == nil {
+			t.Fatalf("gateway listening record %v", rec)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("gateway stop: %v", err)
+		}
+		var stderr bytes.Buffer
+		err := runGateway(context.Background(), append(gwArgs, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dial-timeout", "2s"),
+			stdio{in: strings.NewReader(""), out: io.Discard, err: &stderr})
+		if err == nil {
+			t.Fatal("a gateway without a client certificate connected to the mTLS node")
 		}
 	})
 
