@@ -82,6 +82,9 @@ type Server struct {
 	addr    string // host:port, or the socket path
 	unix    bool
 	cluster bool
+	// joined: a node of a multi-node cluster (StartCluster): ready waits
+	// for the cluster state, and never assigns slots itself.
+	joined bool
 
 	mu   sync.Mutex
 	proc *process // nil while not running
@@ -288,7 +291,7 @@ func (s *Server) ready() error {
 	if reply, err := s.command("PING"); err != nil || reply != "PONG" {
 		return fmt.Errorf("PING answered %q, %v", reply, err)
 	}
-	if !s.cluster {
+	if !s.cluster && !s.joined {
 		return nil
 	}
 	info, err := s.command("CLUSTER", "INFO")
@@ -298,7 +301,7 @@ func (s *Server) ready() error {
 	if strings.Contains(info, "cluster_state:ok") {
 		return nil
 	}
-	if strings.Contains(info, "cluster_slots_assigned:0\r\n") {
+	if s.cluster && strings.Contains(info, "cluster_slots_assigned:0\r\n") {
 		if reply, err := s.command("CLUSTER", "ADDSLOTSRANGE", "0", "16383"); err != nil || reply != "OK" {
 			return fmt.Errorf("CLUSTER ADDSLOTSRANGE answered %q, %v", reply, err)
 		}

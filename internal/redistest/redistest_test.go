@@ -114,3 +114,33 @@ func TestServersAreIndependent(t *testing.T) {
 		t.Errorf("URL = %q", a.URL())
 	}
 }
+
+// TestStartCluster: three masters with a replica each, every slot served,
+// keys of different hash tags on different masters.
+func TestStartCluster(t *testing.T) {
+	c := StartCluster(t, 3, 1)
+	if len(c.Nodes) != 6 || len(c.Masters()) != 3 {
+		t.Fatalf("%d nodes, %d masters; want 6 and 3", len(c.Nodes), len(c.Masters()))
+	}
+	info, err := c.Nodes[0].command("CLUSTER", "INFO")
+	if err != nil || !strings.Contains(info, "cluster_slots_assigned:16384") || !strings.Contains(info, "cluster_known_nodes:6") {
+		t.Fatalf("CLUSTER INFO: %v %q", err, info)
+	}
+	owners := map[string]bool{}
+	for _, key := range []string{"{a}", "{b}", "{c}", "{d}", "{e}", "{f}", "{g}", "{h}"} {
+		slot, err := c.Nodes[0].command("CLUSTER", "KEYSLOT", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range c.Masters() {
+			if n, err := m.command("CLUSTER", "COUNTKEYSINSLOT", slot); err == nil && n == "0" {
+				if _, err := m.command("GET", key); err == nil || !strings.Contains(err.Error(), "MOVED") {
+					owners[m.Addr()] = true
+				}
+			}
+		}
+	}
+	if len(owners) < 2 {
+		t.Fatalf("keys of 8 hash tags are served by %d master(s)", len(owners))
+	}
+}

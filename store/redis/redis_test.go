@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,8 +105,8 @@ func blockedClients(t *testing.T, url string) func(*store.Backend) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.Close() })
-	return func(*store.Backend) int {
-		info, err := client.Info(context.Background(), "clients").Result()
+	count := func(c goredis.Cmdable) int {
+		info, err := c.Info(context.Background(), "clients").Result()
 		if err != nil {
 			t.Errorf("INFO clients: %v", err)
 			return 0
@@ -113,6 +114,25 @@ func blockedClients(t *testing.T, url string) func(*store.Backend) int {
 		_, rest, _ := strings.Cut(info, "blocked_clients:")
 		n, _ := strconv.Atoi(rest[:max(strings.IndexAny(rest, "\r\n"), 0)])
 		return n
+	}
+	return func(*store.Backend) int {
+		cc, ok := client.(*goredis.ClusterClient)
+		if !ok {
+			return count(client)
+		}
+		var mu sync.Mutex
+		total := 0
+		err := cc.ForEachMaster(context.Background(), func(ctx context.Context, c *goredis.Client) error {
+			n := count(c)
+			mu.Lock()
+			total += n
+			mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			t.Errorf("INFO clients on the masters: %v", err)
+		}
+		return total
 	}
 }
 
@@ -132,6 +152,14 @@ func TestConformanceRESP2(t *testing.T) {
 // stays within one hash tag.
 func TestConformanceOnCluster(t *testing.T) {
 	conformance(t, "redis://"+redistest.Start(t, redistest.WithCluster()).Addr()+"?cluster=true", false)
+}
+
+// TestConformanceOnRealCluster runs the suite on a Redis Cluster of three
+// masters with a replica each: partitions, outboxes and subscriptions on
+// different shards, reached through MOVED redirections.
+func TestConformanceOnRealCluster(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1)
+	conformance(t, "redis://"+c.Nodes[0].Addr()+"?cluster=true", false)
 }
 
 // TestConformanceWithSentinel runs the suite through a Sentinel URL.

@@ -1,0 +1,86 @@
+package redistest
+
+import (
+	"context"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Cluster is a Redis Cluster on loopback ports: masters, each with its
+// replicas, joined by redis-cli --cluster create, as operators build one.
+// Keys live on different masters, clients follow MOVED and ASK, and a
+// master that dies is replaced by its replica (cluster-node-timeout 2 s).
+type Cluster struct {
+	// Nodes are the servers, masters first (as redis-cli assigned them at
+	// creation; a failover changes the roles).
+	Nodes []*Server
+}
+
+// clusterNodeTimeout is how long the cluster waits for a silent master
+// before a replica takes over.
+const clusterNodeTimeout = "2000"
+
+// StartCluster starts masters × (1 + replicas) servers in cluster mode,
+// joins them (redis-cli --cluster create --cluster-replicas replicas) and
+// returns once every node reports cluster_state:ok. t.Cleanup kills them.
+func StartCluster(t testing.TB, masters, replicas int) *Cluster {
+	t.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Fatalf("redistest: redis-cli not found on PATH (%v): install redis-tools (apt-get install -y redis-server brings it)", err)
+	}
+	c := &Cluster{}
+	args := []string{"--cluster", "create"}
+	for range masters * (1 + replicas) {
+		s := newServer(t, false)
+		s.args = append(s.args, "--save", "", "--appendonly", "no",
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", clusterNodeTimeout)
+		s.Restart() // answers PING; not in a cluster yet
+		s.joined = true
+		c.Nodes = append(c.Nodes, s)
+		args = append(args, s.Addr())
+	}
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, s := range c.Nodes {
+		for {
+			err := s.ready()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("redistest: cluster node %s: %v%s", s.Addr(), err, s.logTail())
+			}
+			time.Sleep(readyPoll) // polling the node's CLUSTER INFO
+		}
+	}
+	return c
+}
+
+// Addrs returns every node's address, for a cluster client's seeds.
+func (c *Cluster) Addrs() []string {
+	out := make([]string, len(c.Nodes))
+	for i, s := range c.Nodes {
+		out[i] = s.Addr()
+	}
+	return out
+}
+
+// Masters returns the nodes that are masters now.
+func (c *Cluster) Masters() []*Server {
+	var out []*Server
+	for _, s := range c.Nodes {
+		if info, err := s.command("INFO", "replication"); err == nil && strings.Contains(info, "role:master") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
