@@ -49,12 +49,13 @@ const (
 
 // pool is a Redis server and the streamer node processes sharing it.
 type pool struct {
-	t     testing.TB
-	exe   string
-	redis *redistest.Server
-	store *store.Backend // the test's own view of Redis
-	args  []string       // flags every node gets
-	dir   string
+	t       testing.TB
+	exe     string
+	redis   *redistest.Server  // nil on a cluster
+	cluster *redistest.Cluster // set by newClusterPool
+	store   *store.Backend     // the test's own view of Redis
+	args    []string           // flags every node gets
+	dir     string
 
 	mu    sync.Mutex
 	nodes []*nodeProc
@@ -65,16 +66,35 @@ type pool struct {
 // yet. Every node gets args after the pool's defaults.
 func newPool(t testing.TB, opts []redistest.Option, args ...string) *pool {
 	t.Helper()
-	p := &pool{t: t, exe: testbin.Streamer(t), redis: redistest.Start(t, opts...), dir: t.TempDir()}
+	srv := redistest.Start(t, opts...)
+	p := newPoolOn(t, srv.URL(), args...)
+	p.redis = srv
+	return p
+}
+
+// newClusterPool starts a Redis Cluster of three masters with a replica
+// each and returns a pool on it with no node yet.
+func newClusterPool(t testing.TB, args ...string) *pool {
+	t.Helper()
+	c := redistest.StartCluster(t, 3, 1)
+	p := newPoolOn(t, "redis://"+c.Nodes[0].Addr()+"?cluster=true", args...)
+	p.cluster = c
+	return p
+}
+
+// newPoolOn returns a pool of nodes on the Redis at url.
+func newPoolOn(t testing.TB, url string, args ...string) *pool {
+	t.Helper()
+	p := &pool{t: t, exe: testbin.Streamer(t), dir: t.TempDir()}
 	p.args = append([]string{
-		"--redis", p.redis.URL(), "--partitions", strconv.Itoa(poolPartitions),
+		"--redis", url, "--partitions", strconv.Itoa(poolPartitions),
 		"--lease-ttl", poolLeaseTTL.String(), "--gateway-ttl", poolGatewayTTL.String(),
 		"--probe-interval", "200ms", "--log-format", "json",
 	}, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var err error
-	if p.store, err = redis.New(ctx, redis.Config{URL: p.redis.URL(), Partitions: poolPartitions}); err != nil {
+	if p.store, err = redis.New(ctx, redis.Config{URL: url, Partitions: poolPartitions}); err != nil {
 		t.Fatalf("observer backend: %v", err)
 	}
 	t.Cleanup(func() {

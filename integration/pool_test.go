@@ -25,8 +25,18 @@ import (
 // counted.
 
 func TestPoolThreeNodesDeliverEveryPair(t *testing.T) {
+	threeNodesDeliverEveryPair(t, newPool(t, nil))
+}
+
+// TestPoolOnRedisClusterDeliversEveryPair: the same on a Redis Cluster of
+// three masters with a replica each, the partitions, outboxes and
+// subscriptions spread over the shards.
+func TestPoolOnRedisClusterDeliversEveryPair(t *testing.T) {
+	threeNodesDeliverEveryPair(t, newClusterPool(t))
+}
+
+func threeNodesDeliverEveryPair(t *testing.T, p *pool) {
 	const events, gateways = 20_000, 6
-	p := newPool(t, nil)
 	nodes := []*nodeProc{p.start(), p.start(), p.start()}
 	waitUntil(t, "partitions balanced over 3 nodes", p.balanced)
 	t.Logf("shares: %v", p.shares())
