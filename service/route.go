@@ -33,8 +33,6 @@ type router struct {
 	evs  []routedEvent  // the read batch's routed events
 	tail []byte         // the events' overrides, back to back
 	ids  []string       // subscription ids of all matches, in routing order
-
-	endedPartition int32 // the partition of the ended subscriptions' notices
 }
 
 // routedEvent is one routed event: its bytes as read, the fields that the
@@ -56,8 +54,9 @@ type gatewayOut struct {
 	cut     bool       // the next match starts a new batch (see cut)
 	// ended are the gateway's subscriptions the node ended, routed after
 	// its matches in an outbox entry of their own, fenced by endedAt.
-	ended   []*streamerv1.SubscriptionEnded
-	endedAt string
+	ended          []*streamerv1.SubscriptionEnded
+	endedPartition int32
+	endedAt        string
 }
 
 // matchRef is one EventMatch: an event, an effective operation, and the
@@ -156,10 +155,9 @@ func (r *router) gateway(gw string) *gatewayOut {
 func (r *router) end(gw string, partition int32, position string, e *streamerv1.SubscriptionEnded) {
 	g := r.gateway(gw)
 	if len(g.ended) == 0 {
-		g.endedAt = position
+		g.endedPartition, g.endedAt = partition, position
 	}
 	g.ended = append(g.ended, e)
-	r.endedPartition = partition
 }
 
 // items encodes the outbox entries to append, all gateways together. Each
@@ -193,7 +191,7 @@ func (r *router) items() []store.OutboxItem {
 				panic("service: encoding ended subscriptions: " + err.Error()) // strings and enums only: cannot fail
 			}
 			items = append(items, store.OutboxItem{Gateway: g.gateway, Payload: payload,
-				Partition: int(r.endedPartition), Position: g.endedAt})
+				Partition: int(g.endedPartition), Position: g.endedAt})
 		}
 	}
 	return items

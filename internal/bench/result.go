@@ -195,9 +195,13 @@ func loadAvg() [3]float64 {
 	return out
 }
 
-// peakRSS returns VmHWM from /proc/self/status in MiB, or 0.
-func peakRSS() float64 {
-	b, err := os.ReadFile("/proc/self/status")
+// peakRSS returns this process's peak resident memory in MiB, or 0.
+func peakRSS() float64 { return float64(PeakRSS("self")) / (1 << 20) }
+
+// PeakRSS returns the peak resident memory (Linux VmHWM) of process pid
+// ("self", or a number) in bytes, or 0 where it cannot be read.
+func PeakRSS(pid string) int64 {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
 	}
@@ -205,8 +209,8 @@ func peakRSS() float64 {
 		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
 			f := strings.Fields(rest) // "123456 kB"
 			if len(f) == 2 && f[1] == "kB" {
-				kb, _ := strconv.ParseFloat(f[0], 64)
-				return kb / 1024
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10
 			}
 		}
 	}

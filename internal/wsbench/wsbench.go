@@ -25,6 +25,7 @@ import (
 
 	"github.com/streamerd/streamer/client"
 	"github.com/streamerd/streamer/internal/bench"
+	"github.com/streamerd/streamer/internal/clock"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
 
@@ -158,7 +159,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var pubWG sync.WaitGroup
 	pubWG.Go(func() { r.publish(pctx, pub) })
 
-	if !sleep(ctx, cfg.Warmup) {
+	if !clock.Sleep(ctx, clock.Or(nil), cfg.Warmup) {
 		stopPub()
 		return nil, ctx.Err()
 	}
@@ -175,7 +176,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.measuring.Store(true)
 	t0 := time.Now()
 	fmt.Fprintf(out, "measuring for %v at %d events/s\n", cfg.Duration, cfg.Rate)
-	if !sleep(ctx, cfg.Duration) {
+	if !clock.Sleep(ctx, clock.Or(nil), cfg.Duration) {
 		stopPub()
 		return nil, ctx.Err()
 	}
@@ -210,7 +211,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{Workload: cfg.Workload, Mode: mode, Compression: cfg.Compression, Conns: cfg.Conns, Rate: cfg.Rate, DurationSec: elapsed.Seconds(),
 		Deliveries: got, DeliveriesPerSec: float64(got) / elapsed.Seconds(),
 		NodeCPU: cpu1[0] - cpu0[0], GatewayCPU: cpu1[1] - cpu0[1],
-		NodePeakRSS: peakRSS(node.pid()), GatewayRSS: peakRSS(gw.pid()),
+		NodePeakRSS: bench.PeakRSS(strconv.Itoa(node.pid())), GatewayRSS: bench.PeakRSS(strconv.Itoa(gw.pid())),
 		Published: r.published.Load(), Refused: r.refused.Load(), StealPct: steal, PressurePct: pressure}
 	if why := r.firstRefusal.Load(); why != nil {
 		res.FirstRefusal = *why
@@ -659,29 +660,3 @@ func cpuSeconds(pid int) float64 {
 
 // clockTicks is USER_HZ, 100 on Linux.
 const clockTicks = 100
-
-// peakRSS returns a process's VmHWM in bytes.
-func peakRSS(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
