@@ -59,7 +59,7 @@ type Conn struct {
 type request struct {
 	id     string
 	sub    *streamerv1.Subscription
-	wire   []byte     // sub marshalled, kept once the node accepts it
+	wire   []byte     // sub marshalled without its snapshot request, kept once the node accepts it (what re-subscribes send)
 	result chan error // capacity 1: the run goroutine never blocks on it
 	sent   bool       // sent on some session
 	resent bool       // sent on an earlier session, so possibly applied already
@@ -209,7 +209,18 @@ func (c *Conn) Subscribe(ctx context.Context, s Subscription) error {
 	if err != nil {
 		return fmt.Errorf("client: subscription %q: %w", s.ID, err)
 	}
-	return c.do(ctx, &request{id: s.ID, sub: p, wire: wire, result: make(chan error, 1)})
+	live := wire
+	if snap := p.Snapshot; snap != nil {
+		// Re-subscribes after a reconnect ask for no snapshot: the caller
+		// asked for one, once.
+		p.Snapshot = nil
+		live, err = proto.Marshal(p)
+		p.Snapshot = snap
+		if err != nil {
+			return fmt.Errorf("client: subscription %q: %w", s.ID, err)
+		}
+	}
+	return c.do(ctx, &request{id: s.ID, sub: p, wire: live, result: make(chan error, 1)})
 }
 
 // Unsubscribe removes the subscription id and waits until the node has

@@ -5,7 +5,7 @@ import (
 )
 
 // Delivery is one item of Conn.Deliveries. Exactly one of Matches
-// (non-empty), Resync and Dropped is set.
+// (non-empty), Resync, Dropped and Snapshot is set.
 type Delivery struct {
 	// Cursor is the outbox position of this item (opaque). The Conn
 	// acknowledges it to the node and resumes after it on reconnect.
@@ -28,6 +28,10 @@ type Delivery struct {
 	// several events in a row). It is no longer active; no further events
 	// arrive for it.
 	Dropped *SubscribeError
+	// Snapshot, when set, is a page of a subscription's initial result set
+	// (Subscription.Snapshot). Page 0 starts the result set afresh; the
+	// last page has End, with the position after which changes follow.
+	Snapshot *streamerv1.SnapshotPage
 }
 
 // Match is one event with the gateway's subscriptions it matched with the

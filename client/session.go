@@ -340,6 +340,11 @@ func (s *session) process(m *streamerv1.StreamerMessage) error {
 				return err
 			}
 		}
+		if p := d.GetSnapshot(); p != nil {
+			if err := s.emit(Delivery{Cursor: d.GetCursor(), Snapshot: p}); err != nil {
+				return err
+			}
+		}
 		for _, e := range d.GetEnded() {
 			// The node ended the subscription (its CEL cost): it is not
 			// re-subscribed on reconnect.

@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"math"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -29,6 +30,24 @@ type Subscription struct {
 	// CEL selects documents for which this expression, over `doc` and `id`,
 	// is true.
 	CEL string
+	// Snapshot, when set, asks for the subscription's initial result set:
+	// the matching documents as of the subscription's position in the
+	// event log arrive first (Delivery.Snapshot pages, the last with End),
+	// then every change after that position. Re-subscribes after a
+	// reconnect ask for none; after a Resync, subscribe again with a
+	// Snapshot to get the current state.
+	Snapshot *SnapshotRequest
+}
+
+// SnapshotRequest tunes a snapshot.
+type SnapshotRequest struct {
+	// Limit is the most documents sent (0: the node's limit, which also
+	// caps larger values). SnapshotEnd.more tells whether more matched.
+	Limit int
+	// After skips the documents whose id sorts at or before it: the
+	// SnapshotEnd.next_after of an earlier snapshot, to page through a
+	// large result set.
+	After string
 }
 
 // Filter is one Firestore-style field condition. Its JSON form is the one of
@@ -81,6 +100,12 @@ func (s Subscription) proto() (*streamerv1.Subscription, error) {
 			fs[i] = &streamerv1.FieldFilter{Field: f.Field, Op: f.Op, Value: v}
 		}
 		p.Criterion = &streamerv1.Subscription_Filters{Filters: &streamerv1.FieldFilters{Filters: fs}}
+	}
+	if s.Snapshot != nil {
+		if s.Snapshot.Limit < 0 || s.Snapshot.Limit > math.MaxInt32 {
+			return nil, bad(streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "snapshot limit %d out of range", s.Snapshot.Limit)
+		}
+		p.Snapshot = &streamerv1.SnapshotRequest{Limit: int32(s.Snapshot.Limit), After: s.Snapshot.After}
 	}
 	return p, nil
 }

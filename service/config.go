@@ -32,6 +32,8 @@ const (
 	DefaultMaxNameBytes               = 256
 	DefaultMaxDocumentDepth           = 64
 	DefaultMaxFilters                 = 32
+	DefaultSnapshotMaxDocuments       = 10_000
+	DefaultSnapshotPageBytes          = 256 << 10
 )
 
 // Config tunes a Node. New fills zero values with the defaults documented on
@@ -124,6 +126,18 @@ type Config struct {
 	// client's, registered in the node's registry next to its own metrics.
 	// Their names must not clash with the node's (New fails otherwise).
 	Collectors []prometheus.Collector
+	// Documents is the node's snapshot source (Subscription.snapshot); nil:
+	// snapshots are refused with ERROR_CODE_SNAPSHOT_UNAVAILABLE. When it
+	// also implements store.DocumentWriter the partition consumers keep it
+	// up to date with every event they apply (store/memory.Documents, the
+	// embedded mode's).
+	Documents store.Documents
+	// SnapshotMaxDocuments caps one snapshot's documents (default 10,000);
+	// SnapshotRequest.limit may ask for fewer.
+	SnapshotMaxDocuments int
+	// SnapshotPageBytes bounds one snapshot page's documents, in bytes
+	// (default 256 KiB); a single larger document makes a page of its own.
+	SnapshotPageBytes int
 	// Clock drives everything time-driven in the node: lease renewal and
 	// fences, gateway TTLs, session checks and the janitor, backend probes
 	// and retry delays. Nil is the system clock; tests pass a clock.Fake
@@ -170,6 +184,12 @@ func (c Config) withDefaults(backendPartitions int) Config {
 	}
 	if c.MaxFilters <= 0 {
 		c.MaxFilters = DefaultMaxFilters
+	}
+	if c.SnapshotMaxDocuments <= 0 {
+		c.SnapshotMaxDocuments = DefaultSnapshotMaxDocuments
+	}
+	if c.SnapshotPageBytes <= 0 {
+		c.SnapshotPageBytes = DefaultSnapshotPageBytes
 	}
 	if c.ReadBatch <= 0 {
 		c.ReadBatch = DefaultReadBatch

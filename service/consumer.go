@@ -87,6 +87,9 @@ type consumer struct {
 	peek       wire.Event
 	lastTenant string
 	lastEvent  bool
+
+	// snapDoc is the map snapshot documents are parsed into, reused.
+	snapDoc map[string]any
 }
 
 // endedSub is a subscription the consumer ends: suspended by the index at
@@ -581,6 +584,9 @@ func (c *consumer) apply(e store.Entry) (deadReason string) {
 		if err := c.addCompiled(a.GetGatewayId(), a.GetSubscription(), compiled); err != nil {
 			return "subscription_added does not compile on this node: " + err.Error()
 		}
+		if a.GetSubscription().GetSnapshot() != nil {
+			c.snapshot(a.GetGatewayId(), a.GetSubscription(), compiled, e.ID)
+		}
 		kind = "subscription_added"
 	case *streamerv1.LogEntry_SubscriptionRemoved:
 		r := x.SubscriptionRemoved
@@ -690,7 +696,9 @@ func (c *consumer) event(id string) error {
 		return nil
 	}
 	c.n.metrics.eventsProcessed.Inc()
-	if !match.SoftDelete(ev, c.n.cfg.SoftDeleteField) {
+	keep := match.SoftDelete(ev, c.n.cfg.SoftDeleteField)
+	c.recordDocument(ev, keep)
+	if !keep {
 		return nil
 	}
 	c.results = c.ix.Match(ev, c.results[:0])

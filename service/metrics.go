@@ -15,23 +15,25 @@ import (
 type metrics struct {
 	registry *prometheus.Registry
 
-	published       *prometheus.CounterVec // events received by Publish, by result
-	eventsProcessed prometheus.Counter     // events consumed from the log
-	eventsMatched   prometheus.Counter     // events with at least one match
-	matches         prometheus.Counter     // event × subscription pairs
-	controlEntries  *prometheus.CounterVec // control entries applied, by kind
-	deadLetters     prometheus.Counter
-	celOverLimit    *prometheus.CounterVec // CEL evaluations stopped at the cost limit, by tenant
-	celEnded        *prometheus.CounterVec // subscriptions ended for their CEL cost, by tenant
-	tenantTime      *prometheus.CounterVec // partition processing time, by tenant
-	tenantDeferred  *prometheus.CounterVec // entries processed after the other tenants', by tenant
-	outboxBatches   prometheus.Counter     // outbox entries appended
-	deliveries      prometheus.Counter     // Delivery messages sent
-	deliveredEvents prometheus.Counter     // EventMatch entries sent
-	resyncs         prometheus.Counter
-	latency         prometheus.Histogram // event timestamp → send
-	outboxLag       prometheus.Histogram // outbox append → send
-	partitions      prometheus.Gauge
+	published         *prometheus.CounterVec // events received by Publish, by result
+	eventsProcessed   prometheus.Counter     // events consumed from the log
+	eventsMatched     prometheus.Counter     // events with at least one match
+	matches           prometheus.Counter     // event × subscription pairs
+	controlEntries    *prometheus.CounterVec // control entries applied, by kind
+	deadLetters       prometheus.Counter
+	celOverLimit      *prometheus.CounterVec // CEL evaluations stopped at the cost limit, by tenant
+	celEnded          *prometheus.CounterVec // subscriptions ended for their CEL cost, by tenant
+	snapshots         prometheus.Counter     // snapshots routed (failed ones included)
+	snapshotDocuments prometheus.Counter     // documents in them
+	tenantTime        *prometheus.CounterVec // partition processing time, by tenant
+	tenantDeferred    *prometheus.CounterVec // entries processed after the other tenants', by tenant
+	outboxBatches     prometheus.Counter     // outbox entries appended
+	deliveries        prometheus.Counter     // Delivery messages sent
+	deliveredEvents   prometheus.Counter     // EventMatch entries sent
+	resyncs           prometheus.Counter
+	latency           prometheus.Histogram // event timestamp → send
+	outboxLag         prometheus.Histogram // outbox append → send
+	partitions        prometheus.Gauge
 
 	leaseChanges       *prometheus.CounterVec // by change: acquired, released, lost, expired
 	eventsDeduplicated prometheus.Counter
@@ -58,6 +60,8 @@ func newMetrics(n *Node) *metrics {
 			"CEL evaluations stopped at the cost limit (--cel-cost-limit), by tenant.", "tenant"),
 		celEnded: r.counterVec("streamer_cel_ended_subscriptions_total",
 			"Subscriptions the node ended because their CEL criterion ran over the cost limit several times in a row, by tenant.", "tenant"),
+		snapshots:         r.counter("streamer_snapshots_total", "Snapshots (initial result sets) routed to gateways by this node's partition consumers, failed ones included."),
+		snapshotDocuments: r.counter("streamer_snapshot_documents_total", "Documents in the snapshots routed to gateways."),
 		tenantTime: r.counterVec("streamer_tenant_processing_seconds_total",
 			"Time this node's partition consumers spent on each tenant's events (decoding, parsing, matching, routing), by tenant.", "tenant"),
 		tenantDeferred: r.counterVec("streamer_tenant_deferred_entries_total",
@@ -101,6 +105,10 @@ func newMetrics(n *Node) *metrics {
 		stats(func(s match.Stats) uint64 { return s.CELCacheMisses }))
 	r.counterFunc("streamer_cel_cache_evictions_total", "CEL programs evicted from the size-bounded cache.",
 		stats(func(s match.Stats) uint64 { return s.CELCacheEvictions }))
+	if b, ok := n.cfg.Documents.(interface{ Bytes() int64 }); ok {
+		r.gaugeFunc("streamer_snapshot_document_bytes", "Bytes of documents (and ids) the node keeps in memory for snapshots (--snapshot-memory-bytes bounds them).",
+			func() float64 { return float64(b.Bytes()) })
+	}
 	r.gaugeFunc("streamer_cel_cache_size", "CEL programs in the cache.",
 		stats(func(s match.Stats) uint64 { return uint64(s.CELCacheLen) }))
 	r.counterFunc("streamer_cel_evaluations_total", "CEL evaluations.",

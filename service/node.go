@@ -26,6 +26,8 @@ type Node struct {
 	engine  *match.Engine
 	metrics *metrics
 	bans    *costBans // CEL criteria ended for their cost, refused for a while
+	// docWriter is Config.Documents when the consumers maintain it.
+	docWriter store.DocumentWriter
 
 	sessions *registry
 	mux      *readMux // nil without a store.MultiRouter
@@ -69,6 +71,7 @@ func New(cfg Config, backend *store.Backend) (*Node, error) {
 		consumers: map[int]*consumer{},
 		bans:      newCostBans(cfg.Clock),
 	}
+	n.docWriter, _ = cfg.Documents.(store.DocumentWriter)
 	n.sessions = newRegistry()
 	if backend.Multi != nil {
 		n.mux = newReadMux(n, backend.Multi)

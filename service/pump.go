@@ -71,8 +71,8 @@ func (s *session) pump(ctx context.Context, cursor string) {
 			cursor = e.ID
 			// The entry's bytes are the Delivery's matches (log.proto); they are
 			// checked, not decoded, and forwarded as they are.
-			if n, ended, err := wire.ScanBatch(e.Payload, func(int64) {}); err != nil || n+ended == 0 {
-				s.log.Error("skipping undecodable outbox entry", "id", e.ID, "matches", n, "ended", ended, "err", err)
+			if n, notices, err := wire.ScanBatch(e.Payload, func(int64) {}); err != nil || n+notices == 0 {
+				s.log.Error("skipping undecodable outbox entry", "id", e.ID, "matches", n, "notices", notices, "err", err)
 				continue
 			}
 			if !s.emit(ctx, outgoing{cursor: e.ID, batch: e.Payload}) {

@@ -57,6 +57,18 @@ type gatewayOut struct {
 	ended          []*streamerv1.SubscriptionEnded
 	endedPartition int32
 	endedAt        string
+	// notices are outbox entries of their own (snapshot pages), placed
+	// between the gateway's matches where they were routed.
+	notices []notice
+}
+
+// notice is an encoded outbox entry routed before the gateway's batch
+// number before (len(starts) when routed after every match so far).
+type notice struct {
+	before    int
+	payload   []byte
+	partition int32
+	position  string
 }
 
 // matchRef is one EventMatch: an event, an effective operation, and the
@@ -146,8 +158,18 @@ func (r *router) gateway(gw string) *gatewayOut {
 		r.out = r.out[:len(r.out)+1]
 	}
 	g := &r.out[len(r.out)-1]
-	*g = gatewayOut{gateway: gw, matches: reuse(g.matches), starts: g.starts[:0]}
+	*g = gatewayOut{gateway: gw, matches: reuse(g.matches), starts: g.starts[:0], notices: reuse(g.notices)}
 	return g
+}
+
+// notice routes gw an outbox entry of its own, payload (an encoded
+// OutboxBatch), after its matches routed so far and before the next ones;
+// position, in partition, fences it like a batch whose first event was read
+// there.
+func (r *router) notice(gw string, partition int32, position string, payload []byte) {
+	g := r.gateway(gw)
+	g.notices = append(g.notices, notice{before: len(g.starts), payload: payload, partition: partition, position: position})
+	g.cut = true
 }
 
 // end routes gw the notice that one of its subscriptions was ended by the
@@ -165,7 +187,7 @@ func (r *router) end(gw string, partition int32, position string, e *streamerv1.
 func (r *router) items() []store.OutboxItem {
 	n := 0
 	for i := range r.out {
-		n += len(r.out[i].starts)
+		n += len(r.out[i].starts) + len(r.out[i].notices)
 		if len(r.out[i].ended) > 0 {
 			n++
 		}
@@ -176,7 +198,15 @@ func (r *router) items() []store.OutboxItem {
 	items := make([]store.OutboxItem, 0, n)
 	for i := range r.out {
 		g := &r.out[i]
+		k := 0 // next notice
+		emitNotices := func(before int) {
+			for ; k < len(g.notices) && g.notices[k].before == before; k++ {
+				nt := &g.notices[k]
+				items = append(items, store.OutboxItem{Gateway: g.gateway, Payload: nt.payload, Partition: int(nt.partition), Position: nt.position})
+			}
+		}
 		for j, start := range g.starts {
+			emitNotices(j)
 			end := len(g.matches)
 			if j+1 < len(g.starts) {
 				end = g.starts[j+1]
@@ -185,6 +215,7 @@ func (r *router) items() []store.OutboxItem {
 			items = append(items, store.OutboxItem{Gateway: g.gateway, Payload: r.encode(g.matches[start:end]),
 				Partition: int(first.partition), Position: first.position})
 		}
+		emitNotices(len(g.starts))
 		if len(g.ended) > 0 {
 			payload, err := proto.Marshal(&streamerv1.OutboxBatch{Ended: g.ended})
 			if err != nil {

@@ -26,7 +26,13 @@ func (s *session) subscribe(ctx context.Context, m *streamerv1.Subscribe) (res *
 		res.Error = e
 		return res, nil
 	}
+	// The snapshot is a request, answered once at the control entry's
+	// position: the stored subscription, which a new partition owner
+	// loads, has none.
+	snap := sub.Snapshot
+	sub.Snapshot = nil
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(sub)
+	sub.Snapshot = snap
 	if err != nil {
 		res.Error = errorf(streamerv1.ErrorCode_ERROR_CODE_INTERNAL, "streamer: encoding subscription: %v", err)
 		return res, nil
@@ -205,6 +211,17 @@ func (n *Node) validateSubscription(sub *streamerv1.Subscription) *streamerv1.Er
 	}{{"subscription_id", sub.GetSubscriptionId()}, {"tenant", sub.GetTenant()}, {"collection", sub.GetCollection()}, {"document_id", sub.GetDocumentId()}} {
 		if len(f.value) > n.cfg.MaxNameBytes {
 			return n.nameTooLong(f.name, len(f.value))
+		}
+	}
+	if snap := sub.GetSnapshot(); snap != nil {
+		switch {
+		case n.cfg.Documents == nil:
+			return errorf(streamerv1.ErrorCode_ERROR_CODE_SNAPSHOT_UNAVAILABLE,
+				"streamer: subscription %q asks for a snapshot, but this node has no document source: snapshots are served in the embedded mode (no --redis, no --mongo)", sub.GetSubscriptionId())
+		case snap.GetLimit() < 0:
+			return invalid("subscription %q: snapshot.limit %d is negative", sub.GetSubscriptionId(), snap.GetLimit())
+		case len(snap.GetAfter()) > n.cfg.MaxNameBytes:
+			return n.nameTooLong("snapshot.after", len(snap.GetAfter()))
 		}
 	}
 	if nf := len(sub.GetFilters().GetFilters()); nf > n.cfg.MaxFilters {

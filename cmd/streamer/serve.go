@@ -72,6 +72,13 @@ message: a node never keeps running without its feed. In a Redis pool the
 next node with --mongo to take the lead may meet the same error and stop in
 turn; run 'streamer puller' as its own process to keep the nodes serving then.
 
+Snapshots (a subscription's initial result set, then the changes after it,
+with no gap and no duplicate) are served in the embedded mode without
+--mongo: the node keeps the latest version of every document it has seen, all
+of them since the log started with the process, in at most
+--snapshot-memory-bytes. A pool on Redis, or a node tailing MongoDB, refuses
+them (ERROR_CODE_SNAPSHOT_UNAVAILABLE): their documents predate the node.
+
 Every flag can also be set through an environment variable: --auth-token is
 STREAMER_AUTH_TOKEN, --gateway-ttl is STREAMER_GATEWAY_TTL, and so on; flags
 win over the environment. SIGINT or SIGTERM shuts the node down gracefully:
@@ -126,6 +133,8 @@ type serveOptions struct {
 	leaseTTL, probeInterval, gatewayTTL                         time.Duration
 	logLevel, logFormat                                         string
 	gcHeadroom                                                  *int
+	snapshotMax                                                 int
+	snapshotMemory                                              int64
 
 	// The embedded puller.
 	mongoURI, mongoDB, mongoColls, pullerName            string
@@ -164,6 +173,8 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 	fs.Uint64Var(&o.celCost, "cel-cost-limit", match.DefaultCELCostLimit, "runtime cost limit of one CEL evaluation (over it = no match; three in a row end the criterion's subscriptions)")
 	fs.Uint64Var(&o.celWorst, "cel-worst-case-limit", match.DefaultCELWorstCaseLimit, "refuse at subscribe a CEL expression whose estimated cost on a document of --max-document-bytes exceeds this")
 	fs.IntVar(&o.celCache, "cel-cache-size", 10_000, "compiled CEL programs kept in the cache")
+	fs.IntVar(&o.snapshotMax, "snapshot-max-documents", service.DefaultSnapshotMaxDocuments, "most documents in one snapshot (a subscription's initial result set); a larger result is paged (SnapshotEnd.more)")
+	fs.Int64Var(&o.snapshotMemory, "snapshot-memory-bytes", memory.DefaultDocumentBytes, "embedded mode: `bytes` of documents kept in memory for snapshots; a collection that would exceed them is dropped and its snapshots refused until restart")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	o.gcHeadroom = gcHeadroomFlag(fs)
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
@@ -192,6 +203,9 @@ func (o *serveOptions) validate(fs *flag.FlagSet) error {
 	}
 	if o.outboxMaxBytes == 0 || o.outboxMaxBytes < -1 {
 		return errors.New("--outbox-max-bytes must be positive, or -1 for no byte cap")
+	}
+	if o.snapshotMax <= 0 || o.snapshotMemory <= 0 {
+		return errors.New("--snapshot-max-documents and --snapshot-memory-bytes must be positive")
 	}
 	if o.maxDepth <= 0 || o.maxName <= 0 || o.maxFilters <= 0 || o.maxSubsPerGateway <= 0 || o.maxSubsPerTenant <= 0 {
 		return errors.New("--max-document-depth, --max-name-bytes, --max-filters, --max-subscriptions-per-gateway and --max-subscriptions-per-tenant must be positive")
@@ -348,7 +362,22 @@ func (o *serveOptions) nodeConfig(logger *slog.Logger, collectors []prometheus.C
 		DedupSize:     dedup,
 		ProbeInterval: o.probeInterval,
 		Collectors:    collectors,
+
+		Documents:            o.documents(),
+		SnapshotMaxDocuments: o.snapshotMax,
 	}
+}
+
+// documents is the node's snapshot source: in the embedded mode without a
+// puller the documents the node applies, all of them since the event log
+// started with the process; none otherwise (a pool's nodes, or a puller
+// tailing a database that held documents before the node started: they
+// would be missing).
+func (o *serveOptions) documents() store.Documents {
+	if o.redisURL != "" || o.mongoURI != "" {
+		return nil
+	}
+	return memory.NewDocuments(o.snapshotMemory)
 }
 
 // pullerConfig is the embedded puller's configuration from the flags.

@@ -63,6 +63,13 @@ func TestBatchEncodingIsProtoEncoding(t *testing.T) {
 			t.Fatalf("ScanBatch with ended subscriptions = %d, %d, %v", n, ended, err)
 		}
 	}
+	page, err := proto.Marshal(&streamerv1.OutboxBatch{Snapshot: &streamerv1.SnapshotPage{SubscriptionId: "a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, notices, err := ScanBatch(page, func(int64) {}); err != nil || n != 0 || notices != 1 {
+		t.Fatalf("ScanBatch of a snapshot page = %d, %d, %v", n, notices, err)
+	}
 	for _, bad := range [][]byte{{0x12}, {0x12, 0x05, 0x0a}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}} {
 		if _, _, err := ScanBatch(bad, func(int64) {}); err == nil {
 			t.Errorf("ScanBatch(%x) accepted a malformed batch", bad)

@@ -23,6 +23,7 @@ type Event struct {
 	Changed                                 [][]byte
 	Partition                               int32
 	Position                                []byte
+	TimestampMs                             int64
 
 	buf  []byte   // scratch of MatchEvent
 	strs []string // backing of the match.Event's Changed
@@ -47,19 +48,23 @@ func (e *Event) Decode(raw []byte) bool {
 				return false
 			}
 			b = b[n:]
-		case typ == protowire.VarintType && (num == FieldEventOperation || num == FieldEventPartition):
+		case typ == protowire.VarintType && (num == FieldEventOperation || num == FieldEventPartition || num == FieldEventTimestamp):
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return false
 			}
 			b = b[n:]
-			// Both are int32s (an enum is one): proto.Unmarshal truncates alike.
-			if num == FieldEventOperation {
+			// Operation and partition are int32s (an enum is one):
+			// proto.Unmarshal truncates alike.
+			switch num {
+			case FieldEventOperation:
 				e.Op = int32(v)
-			} else {
+			case FieldEventPartition:
 				e.Partition = int32(v)
+			default:
+				e.TimestampMs = int64(v)
 			}
-		default: // timestamp_ms, unknown fields, and mistyped ones, which proto.Unmarshal keeps as unknown
+		default: // unknown fields, and mistyped ones, which proto.Unmarshal keeps as unknown
 			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
 				return false
 			}

@@ -31,10 +31,11 @@ const (
 
 	// Delivery, and OutboxBatch (log.proto), whose matches field has the
 	// same number so that an outbox entry is a Delivery's matches as it is.
-	FieldDeliveryCursor     protowire.Number = 1
-	FieldDeliveryMatches    protowire.Number = 2
-	FieldOutboxBatchMatches protowire.Number = 2
-	FieldOutboxBatchEnded   protowire.Number = 3
+	FieldDeliveryCursor      protowire.Number = 1
+	FieldDeliveryMatches     protowire.Number = 2
+	FieldOutboxBatchMatches  protowire.Number = 2
+	FieldOutboxBatchEnded    protowire.Number = 3
+	FieldOutboxBatchSnapshot protowire.Number = 4
 
 	// StreamerMessage.delivery, and PublishRequest.events.
 	FieldStreamerMessageDelivery protowire.Number = 3

@@ -40,6 +40,8 @@ func TestFieldNumbersAreTheDescriptors(t *testing.T) {
 		{&streamerv1.OutboxBatch{}, "matches", FieldOutboxBatchMatches, protoreflect.MessageKind},
 		{&streamerv1.OutboxBatch{}, "ended", FieldOutboxBatchEnded, protoreflect.MessageKind},
 		{&streamerv1.Delivery{}, "ended", FieldOutboxBatchEnded, protoreflect.MessageKind},
+		{&streamerv1.OutboxBatch{}, "snapshot", FieldOutboxBatchSnapshot, protoreflect.MessageKind},
+		{&streamerv1.Delivery{}, "snapshot", FieldOutboxBatchSnapshot, protoreflect.MessageKind},
 		{&streamerv1.StreamerMessage{}, "delivery", FieldStreamerMessageDelivery, protoreflect.MessageKind},
 		{&streamerv1.PublishRequest{}, "events", FieldPublishRequestEvents, protoreflect.MessageKind},
 	} {

@@ -93,9 +93,10 @@ func LogEntryEventSize(eventLen int) int {
 var ErrMalformedBatch = errors.New("malformed outbox batch")
 
 // ScanBatch walks an encoded OutboxBatch without decoding it: it returns the
-// number of matches and of ended subscriptions, and calls stamp with each
-// match's event timestamp_ms (0 when unset). It allocates nothing.
-func ScanBatch(batch []byte, stamp func(ms int64)) (matches, ended int, err error) {
+// number of matches and of notices (ended subscriptions and snapshot
+// pages), and calls stamp with each match's event timestamp_ms (0 when
+// unset). It allocates nothing.
+func ScanBatch(batch []byte, stamp func(ms int64)) (matches, notices int, err error) {
 	wellFormed := EachBytes(batch, FieldOutboxBatchMatches, func(em []byte) bool {
 		matches++
 		var ts int64
@@ -109,9 +110,10 @@ func ScanBatch(batch []byte, stamp func(ms int64)) (matches, ended int, err erro
 		err = ErrMalformedBatch
 	}
 	if err == nil {
-		EachBytes(batch, FieldOutboxBatchEnded, func([]byte) bool { ended++; return true })
+		EachBytes(batch, FieldOutboxBatchEnded, func([]byte) bool { notices++; return true })
+		EachBytes(batch, FieldOutboxBatchSnapshot, func([]byte) bool { notices++; return true })
 	}
-	return matches, ended, err
+	return matches, notices, err
 }
 
 // eventTimestamp finds EventMatch.event.timestamp_ms in an encoded

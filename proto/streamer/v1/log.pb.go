@@ -342,10 +342,13 @@ func (x *GatewayExpired) GetGatewayId() string {
 // gateway as they are, without decoding and re-encoding every event.
 type OutboxBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The matches, in event-log order. Never empty unless ended is not.
+	// The matches, in event-log order. Never empty unless ended or snapshot
+	// is set.
 	Matches []*EventMatch `protobuf:"bytes,2,rep,name=matches,proto3" json:"matches,omitempty"`
 	// Subscriptions the node ended after these matches (Delivery.ended).
-	Ended         []*SubscriptionEnded `protobuf:"bytes,3,rep,name=ended,proto3" json:"ended,omitempty"`
+	Ended []*SubscriptionEnded `protobuf:"bytes,3,rep,name=ended,proto3" json:"ended,omitempty"`
+	// A snapshot page (Delivery.snapshot), alone in its entry.
+	Snapshot      *SnapshotPage `protobuf:"bytes,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -394,6 +397,13 @@ func (x *OutboxBatch) GetEnded() []*SubscriptionEnded {
 	return nil
 }
 
+func (x *OutboxBatch) GetSnapshot() *SnapshotPage {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
 var File_streamer_v1_log_proto protoreflect.FileDescriptor
 
 const file_streamer_v1_log_proto_rawDesc = "" +
@@ -419,10 +429,11 @@ const file_streamer_v1_log_proto_rawDesc = "" +
 	"collection\"/\n" +
 	"\x0eGatewayExpired\x12\x1d\n" +
 	"\n" +
-	"gateway_id\x18\x01 \x01(\tR\tgatewayId\"v\n" +
+	"gateway_id\x18\x01 \x01(\tR\tgatewayId\"\xad\x01\n" +
 	"\vOutboxBatch\x121\n" +
 	"\amatches\x18\x02 \x03(\v2\x17.streamer.v1.EventMatchR\amatches\x124\n" +
-	"\x05ended\x18\x03 \x03(\v2\x1e.streamer.v1.SubscriptionEndedR\x05endedB<Z:github.com/streamerd/streamer/proto/streamer/v1;streamerv1b\x06proto3"
+	"\x05ended\x18\x03 \x03(\v2\x1e.streamer.v1.SubscriptionEndedR\x05ended\x125\n" +
+	"\bsnapshot\x18\x04 \x01(\v2\x19.streamer.v1.SnapshotPageR\bsnapshotB<Z:github.com/streamerd/streamer/proto/streamer/v1;streamerv1b\x06proto3"
 
 var (
 	file_streamer_v1_log_proto_rawDescOnce sync.Once
@@ -447,6 +458,7 @@ var file_streamer_v1_log_proto_goTypes = []any{
 	(*Subscription)(nil),        // 6: streamer.v1.Subscription
 	(*EventMatch)(nil),          // 7: streamer.v1.EventMatch
 	(*SubscriptionEnded)(nil),   // 8: streamer.v1.SubscriptionEnded
+	(*SnapshotPage)(nil),        // 9: streamer.v1.SnapshotPage
 }
 var file_streamer_v1_log_proto_depIdxs = []int32{
 	5, // 0: streamer.v1.LogEntry.event:type_name -> streamer.v1.ChangeEvent
@@ -456,11 +468,12 @@ var file_streamer_v1_log_proto_depIdxs = []int32{
 	6, // 4: streamer.v1.SubscriptionAdded.subscription:type_name -> streamer.v1.Subscription
 	7, // 5: streamer.v1.OutboxBatch.matches:type_name -> streamer.v1.EventMatch
 	8, // 6: streamer.v1.OutboxBatch.ended:type_name -> streamer.v1.SubscriptionEnded
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	9, // 7: streamer.v1.OutboxBatch.snapshot:type_name -> streamer.v1.SnapshotPage
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_streamer_v1_log_proto_init() }

@@ -135,6 +135,10 @@ const (
 	// refuses to subscribe that criterion in that collection again during a
 	// cooldown; the message says the limit, the node flag and the time left.
 	ErrorCode_ERROR_CODE_COST_LIMIT ErrorCode = 12
+	// A snapshot (Subscription.snapshot) cannot be served: the node has no
+	// document source (a pool on Redis without MongoDB), or the source cannot
+	// answer for this collection; the message says why.
+	ErrorCode_ERROR_CODE_SNAPSHOT_UNAVAILABLE ErrorCode = 13
 )
 
 // Enum value maps for ErrorCode.
@@ -153,6 +157,7 @@ var (
 		10: "ERROR_CODE_SUPERSEDED",
 		11: "ERROR_CODE_TOO_MANY_SUBSCRIPTIONS",
 		12: "ERROR_CODE_COST_LIMIT",
+		13: "ERROR_CODE_SNAPSHOT_UNAVAILABLE",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":            0,
@@ -168,6 +173,7 @@ var (
 		"ERROR_CODE_SUPERSEDED":             10,
 		"ERROR_CODE_TOO_MANY_SUBSCRIPTIONS": 11,
 		"ERROR_CODE_COST_LIMIT":             12,
+		"ERROR_CODE_SNAPSHOT_UNAVAILABLE":   13,
 	}
 )
 
@@ -491,7 +497,16 @@ type Subscription struct {
 	//	*Subscription_DocumentId
 	//	*Subscription_Filters
 	//	*Subscription_Cel
-	Criterion     isSubscription_Criterion `protobuf_oneof:"criterion"`
+	Criterion isSubscription_Criterion `protobuf_oneof:"criterion"`
+	// Set to ask for the subscription's initial result set: the node sends
+	// the matching documents as they are at the subscription's position in
+	// the event log (Delivery.snapshot pages, the last one with
+	// SnapshotPage.end), then every change after that position, with
+	// enter/leave operations relative to it. Nodes without a document source
+	// refuse it with ERROR_CODE_SNAPSHOT_UNAVAILABLE. It is a request, not part
+	// of the subscription: the node does not store it, and a replacement
+	// without it sends no snapshot.
+	Snapshot      *SnapshotRequest `protobuf:"bytes,7,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -581,6 +596,13 @@ func (x *Subscription) GetCel() string {
 	return ""
 }
 
+func (x *Subscription) GetSnapshot() *SnapshotRequest {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
 type isSubscription_Criterion interface {
 	isSubscription_Criterion()
 }
@@ -611,6 +633,64 @@ func (*Subscription_Filters) isSubscription_Criterion() {}
 
 func (*Subscription_Cel) isSubscription_Criterion() {}
 
+// SnapshotRequest asks for a subscription's initial result set.
+type SnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many documents; 0 = the node's limit
+	// (--snapshot-max-documents), which also caps larger values.
+	Limit int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only documents whose id sorts after this one (bytewise): the
+	// SnapshotEnd.next_after of an earlier snapshot, to page through a result
+	// set larger than the limit. Empty = from the first document.
+	After         string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_streamer_v1_streamer_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamer_v1_streamer_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SnapshotRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *SnapshotRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
 // Register opens a gateway session. It must be the first message of a
 // Stream.
 type Register struct {
@@ -634,7 +714,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[4]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +726,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[4]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +739,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{4}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Register) GetGatewayId() string {
@@ -688,7 +768,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[5]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +780,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[5]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +793,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{5}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Subscribe) GetSubscription() *Subscription {
@@ -736,7 +816,7 @@ type Unsubscribe struct {
 
 func (x *Unsubscribe) Reset() {
 	*x = Unsubscribe{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[6]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +828,7 @@ func (x *Unsubscribe) String() string {
 func (*Unsubscribe) ProtoMessage() {}
 
 func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[6]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +841,7 @@ func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
 func (*Unsubscribe) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{6}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Unsubscribe) GetSubscriptionId() string {
@@ -785,7 +865,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[7]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +877,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[7]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +890,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{7}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Heartbeat) GetAckCursor() string {
@@ -839,7 +919,7 @@ type GatewayMessage struct {
 
 func (x *GatewayMessage) Reset() {
 	*x = GatewayMessage{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[8]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +931,7 @@ func (x *GatewayMessage) String() string {
 func (*GatewayMessage) ProtoMessage() {}
 
 func (x *GatewayMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[8]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +944,7 @@ func (x *GatewayMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayMessage.ProtoReflect.Descriptor instead.
 func (*GatewayMessage) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{8}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GatewayMessage) GetMsg() isGatewayMessage_Msg {
@@ -955,7 +1035,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[9]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1047,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[9]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1060,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{9}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -1020,7 +1100,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[10]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1112,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[10]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1125,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{10}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Registered) GetNodeId() string {
@@ -1095,7 +1175,7 @@ type SubscribeResult struct {
 
 func (x *SubscribeResult) Reset() {
 	*x = SubscribeResult{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[11]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1187,7 @@ func (x *SubscribeResult) String() string {
 func (*SubscribeResult) ProtoMessage() {}
 
 func (x *SubscribeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[11]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1200,7 @@ func (x *SubscribeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResult.ProtoReflect.Descriptor instead.
 func (*SubscribeResult) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{11}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SubscribeResult) GetSubscriptionId() string {
@@ -1162,7 +1242,7 @@ type EventMatch struct {
 
 func (x *EventMatch) Reset() {
 	*x = EventMatch{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[12]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1254,7 @@ func (x *EventMatch) String() string {
 func (*EventMatch) ProtoMessage() {}
 
 func (x *EventMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[12]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1267,7 @@ func (x *EventMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventMatch.ProtoReflect.Descriptor instead.
 func (*EventMatch) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{12}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EventMatch) GetEvent() *ChangeEvent {
@@ -1223,14 +1303,17 @@ type Delivery struct {
 	// Subscriptions the node ended on its own, after the matches of this
 	// Delivery: they are removed, and no later event is matched against
 	// them. The gateway tells their subscribers (e.g. ERROR_CODE_COST_LIMIT).
-	Ended         []*SubscriptionEnded `protobuf:"bytes,3,rep,name=ended,proto3" json:"ended,omitempty"`
+	Ended []*SubscriptionEnded `protobuf:"bytes,3,rep,name=ended,proto3" json:"ended,omitempty"`
+	// A page of a subscription's initial result set (Subscription.snapshot).
+	// A Delivery carries either matches and ended, or one page.
+	Snapshot      *SnapshotPage `protobuf:"bytes,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[13]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1325,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[13]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1338,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{13}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Delivery) GetCursor() string {
@@ -1279,6 +1362,258 @@ func (x *Delivery) GetEnded() []*SubscriptionEnded {
 	return nil
 }
 
+func (x *Delivery) GetSnapshot() *SnapshotPage {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+// SnapshotPage is part of a subscription's initial result set. Pages are
+// bounded in bytes; one snapshot's pages arrive in order, before every
+// change after the snapshot's position and after every change before it.
+type SnapshotPage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the subscription, as the gateway subscribed it.
+	SubscriptionId string `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// 0 for the first page of a snapshot, which starts the result set afresh
+	// (a page 0 that repeats one already received is a redelivery: at least
+	// once, like every Delivery).
+	Page int32 `protobuf:"varint,2,opt,name=page,proto3" json:"page,omitempty"`
+	// The documents of this page, by ascending document id.
+	Documents []*SnapshotDocument `protobuf:"bytes,3,rep,name=documents,proto3" json:"documents,omitempty"`
+	// Set on the last page only.
+	End           *SnapshotEnd `protobuf:"bytes,4,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotPage) Reset() {
+	*x = SnapshotPage{}
+	mi := &file_streamer_v1_streamer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotPage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotPage) ProtoMessage() {}
+
+func (x *SnapshotPage) ProtoReflect() protoreflect.Message {
+	mi := &file_streamer_v1_streamer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotPage.ProtoReflect.Descriptor instead.
+func (*SnapshotPage) Descriptor() ([]byte, []int) {
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SnapshotPage) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *SnapshotPage) GetPage() int32 {
+	if x != nil {
+		return x.Page
+	}
+	return 0
+}
+
+func (x *SnapshotPage) GetDocuments() []*SnapshotDocument {
+	if x != nil {
+		return x.Documents
+	}
+	return nil
+}
+
+func (x *SnapshotPage) GetEnd() *SnapshotEnd {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+// SnapshotDocument is one document of a snapshot: its latest version at
+// the snapshot's position.
+type SnapshotDocument struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DocumentId string                 `protobuf:"bytes,1,opt,name=document_id,json=documentId,proto3" json:"document_id,omitempty"`
+	// The document, a JSON object, as of its last change.
+	Document []byte `protobuf:"bytes,2,opt,name=document,proto3" json:"document,omitempty"`
+	// Commit time of its last change, Unix milliseconds (0 when unknown).
+	TimestampMs int64 `protobuf:"varint,3,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
+	// event_id of its last change ("" when unknown).
+	EventId       string `protobuf:"bytes,4,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotDocument) Reset() {
+	*x = SnapshotDocument{}
+	mi := &file_streamer_v1_streamer_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotDocument) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotDocument) ProtoMessage() {}
+
+func (x *SnapshotDocument) ProtoReflect() protoreflect.Message {
+	mi := &file_streamer_v1_streamer_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotDocument.ProtoReflect.Descriptor instead.
+func (*SnapshotDocument) Descriptor() ([]byte, []int) {
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SnapshotDocument) GetDocumentId() string {
+	if x != nil {
+		return x.DocumentId
+	}
+	return ""
+}
+
+func (x *SnapshotDocument) GetDocument() []byte {
+	if x != nil {
+		return x.Document
+	}
+	return nil
+}
+
+func (x *SnapshotDocument) GetTimestampMs() int64 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
+func (x *SnapshotDocument) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+// SnapshotEnd completes a snapshot.
+type SnapshotEnd struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The snapshot reflects every event of the subscription's partition up
+	// to this position (a log entry id of that partition); the changes after
+	// it follow, and none before it.
+	Partition int32  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Position  string `protobuf:"bytes,2,opt,name=position,proto3" json:"position,omitempty"`
+	// Number of documents in the snapshot (every page).
+	Documents int32 `protobuf:"varint,3,opt,name=documents,proto3" json:"documents,omitempty"`
+	// More documents matched than the limit: subscribe again with
+	// SnapshotRequest.after = next_after for the next ones.
+	More      bool   `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
+	NextAfter string `protobuf:"bytes,5,opt,name=next_after,json=nextAfter,proto3" json:"next_after,omitempty"`
+	// Set when the snapshot could not be produced (the documents of the
+	// pages before it, if any, are incomplete): the subscription is active
+	// all the same and changes after position follow. Subscribing again with
+	// a snapshot retries.
+	Error         *Error `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotEnd) Reset() {
+	*x = SnapshotEnd{}
+	mi := &file_streamer_v1_streamer_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotEnd) ProtoMessage() {}
+
+func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_streamer_v1_streamer_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
+func (*SnapshotEnd) Descriptor() ([]byte, []int) {
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SnapshotEnd) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *SnapshotEnd) GetPosition() string {
+	if x != nil {
+		return x.Position
+	}
+	return ""
+}
+
+func (x *SnapshotEnd) GetDocuments() int32 {
+	if x != nil {
+		return x.Documents
+	}
+	return 0
+}
+
+func (x *SnapshotEnd) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *SnapshotEnd) GetNextAfter() string {
+	if x != nil {
+		return x.NextAfter
+	}
+	return ""
+}
+
+func (x *SnapshotEnd) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // SubscriptionEnded is a subscription the node ended, and why.
 type SubscriptionEnded struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1292,7 +1627,7 @@ type SubscriptionEnded struct {
 
 func (x *SubscriptionEnded) Reset() {
 	*x = SubscriptionEnded{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[14]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1639,7 @@ func (x *SubscriptionEnded) String() string {
 func (*SubscriptionEnded) ProtoMessage() {}
 
 func (x *SubscriptionEnded) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[14]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1652,7 @@ func (x *SubscriptionEnded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscriptionEnded.ProtoReflect.Descriptor instead.
 func (*SubscriptionEnded) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{14}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubscriptionEnded) GetSubscriptionId() string {
@@ -1346,7 +1681,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[15]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1693,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[15]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1706,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{15}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HeartbeatAck) GetCursor() string {
@@ -1398,7 +1733,7 @@ type Resync struct {
 
 func (x *Resync) Reset() {
 	*x = Resync{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[16]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1745,7 @@ func (x *Resync) String() string {
 func (*Resync) ProtoMessage() {}
 
 func (x *Resync) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[16]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1758,7 @@ func (x *Resync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resync.ProtoReflect.Descriptor instead.
 func (*Resync) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{16}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Resync) GetReason() string {
@@ -1460,7 +1795,7 @@ type StreamerMessage struct {
 
 func (x *StreamerMessage) Reset() {
 	*x = StreamerMessage{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[17]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1807,7 @@ func (x *StreamerMessage) String() string {
 func (*StreamerMessage) ProtoMessage() {}
 
 func (x *StreamerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[17]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1820,7 @@ func (x *StreamerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamerMessage.ProtoReflect.Descriptor instead.
 func (*StreamerMessage) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{17}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StreamerMessage) GetMsg() isStreamerMessage_Msg {
@@ -1608,7 +1943,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[18]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1955,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[18]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1968,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{18}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PublishRequest) GetEvents() []*ChangeEvent {
@@ -1661,7 +1996,7 @@ type PublishResult struct {
 
 func (x *PublishResult) Reset() {
 	*x = PublishResult{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[19]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +2008,7 @@ func (x *PublishResult) String() string {
 func (*PublishResult) ProtoMessage() {}
 
 func (x *PublishResult) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[19]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +2021,7 @@ func (x *PublishResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResult.ProtoReflect.Descriptor instead.
 func (*PublishResult) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{19}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PublishResult) GetEventId() string {
@@ -1729,7 +2064,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_streamer_v1_streamer_proto_msgTypes[20]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +2076,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamer_v1_streamer_proto_msgTypes[20]
+	mi := &file_streamer_v1_streamer_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +2089,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{20}
+	return file_streamer_v1_streamer_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PublishResponse) GetResults() []*PublishResult {
@@ -1790,7 +2125,7 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\x02op\x18\x02 \x01(\tR\x02op\x12,\n" +
 	"\x05value\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x05value\"B\n" +
 	"\fFieldFilters\x122\n" +
-	"\afilters\x18\x01 \x03(\v2\x18.streamer.v1.FieldFilterR\afilters\"\xea\x01\n" +
+	"\afilters\x18\x01 \x03(\v2\x18.streamer.v1.FieldFilterR\afilters\"\xa4\x02\n" +
 	"\fSubscription\x12'\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1e\n" +
@@ -1800,8 +2135,12 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\vdocument_id\x18\x04 \x01(\tH\x00R\n" +
 	"documentId\x125\n" +
 	"\afilters\x18\x05 \x01(\v2\x19.streamer.v1.FieldFiltersH\x00R\afilters\x12\x12\n" +
-	"\x03cel\x18\x06 \x01(\tH\x00R\x03celB\v\n" +
-	"\tcriterion\"N\n" +
+	"\x03cel\x18\x06 \x01(\tH\x00R\x03cel\x128\n" +
+	"\bsnapshot\x18\a \x01(\v2\x1c.streamer.v1.SnapshotRequestR\bsnapshotB\v\n" +
+	"\tcriterion\"=\n" +
+	"\x0fSnapshotRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\"N\n" +
 	"\bRegister\x12\x1d\n" +
 	"\n" +
 	"gateway_id\x18\x01 \x01(\tR\tgatewayId\x12#\n" +
@@ -1836,11 +2175,31 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"EventMatch\x12.\n" +
 	"\x05event\x18\x01 \x01(\v2\x18.streamer.v1.ChangeEventR\x05event\x124\n" +
 	"\toperation\x18\x02 \x01(\x0e2\x16.streamer.v1.OperationR\toperation\x12)\n" +
-	"\x10subscription_ids\x18\x03 \x03(\tR\x0fsubscriptionIds\"\x8b\x01\n" +
+	"\x10subscription_ids\x18\x03 \x03(\tR\x0fsubscriptionIds\"\xc2\x01\n" +
 	"\bDelivery\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x121\n" +
 	"\amatches\x18\x02 \x03(\v2\x17.streamer.v1.EventMatchR\amatches\x124\n" +
-	"\x05ended\x18\x03 \x03(\v2\x1e.streamer.v1.SubscriptionEndedR\x05ended\"f\n" +
+	"\x05ended\x18\x03 \x03(\v2\x1e.streamer.v1.SubscriptionEndedR\x05ended\x125\n" +
+	"\bsnapshot\x18\x04 \x01(\v2\x19.streamer.v1.SnapshotPageR\bsnapshot\"\xb4\x01\n" +
+	"\fSnapshotPage\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x12\n" +
+	"\x04page\x18\x02 \x01(\x05R\x04page\x12;\n" +
+	"\tdocuments\x18\x03 \x03(\v2\x1d.streamer.v1.SnapshotDocumentR\tdocuments\x12*\n" +
+	"\x03end\x18\x04 \x01(\v2\x18.streamer.v1.SnapshotEndR\x03end\"\x8d\x01\n" +
+	"\x10SnapshotDocument\x12\x1f\n" +
+	"\vdocument_id\x18\x01 \x01(\tR\n" +
+	"documentId\x12\x1a\n" +
+	"\bdocument\x18\x02 \x01(\fR\bdocument\x12!\n" +
+	"\ftimestamp_ms\x18\x03 \x01(\x03R\vtimestampMs\x12\x19\n" +
+	"\bevent_id\x18\x04 \x01(\tR\aeventId\"\xc2\x01\n" +
+	"\vSnapshotEnd\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x1a\n" +
+	"\bposition\x18\x02 \x01(\tR\bposition\x12\x1c\n" +
+	"\tdocuments\x18\x03 \x01(\x05R\tdocuments\x12\x12\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\x12\x1d\n" +
+	"\n" +
+	"next_after\x18\x05 \x01(\tR\tnextAfter\x12(\n" +
+	"\x05error\x18\x06 \x01(\v2\x12.streamer.v1.ErrorR\x05error\"f\n" +
 	"\x11SubscriptionEnded\x12'\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x12.streamer.v1.ErrorR\x05error\"&\n" +
@@ -1872,7 +2231,7 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OPERATION_CREATE\x10\x01\x12\x14\n" +
 	"\x10OPERATION_UPDATE\x10\x02\x12\x14\n" +
-	"\x10OPERATION_DELETE\x10\x03*\x93\x03\n" +
+	"\x10OPERATION_DELETE\x10\x03*\xb8\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_INVALID_ARGUMENT\x10\x01\x12\x1d\n" +
@@ -1887,7 +2246,8 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\x15ERROR_CODE_SUPERSEDED\x10\n" +
 	"\x12%\n" +
 	"!ERROR_CODE_TOO_MANY_SUBSCRIPTIONS\x10\v\x12\x19\n" +
-	"\x15ERROR_CODE_COST_LIMIT\x10\f2S\n" +
+	"\x15ERROR_CODE_COST_LIMIT\x10\f\x12#\n" +
+	"\x1fERROR_CODE_SNAPSHOT_UNAVAILABLE\x10\r2S\n" +
 	"\bStreamer\x12G\n" +
 	"\x06Stream\x12\x1b.streamer.v1.GatewayMessage\x1a\x1c.streamer.v1.StreamerMessage(\x010\x012N\n" +
 	"\x06Ingest\x12D\n" +
@@ -1906,7 +2266,7 @@ func file_streamer_v1_streamer_proto_rawDescGZIP() []byte {
 }
 
 var file_streamer_v1_streamer_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_streamer_v1_streamer_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_streamer_v1_streamer_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_streamer_v1_streamer_proto_goTypes = []any{
 	(Operation)(0),              // 0: streamer.v1.Operation
 	(ErrorCode)(0),              // 1: streamer.v1.ErrorCode
@@ -1914,62 +2274,71 @@ var file_streamer_v1_streamer_proto_goTypes = []any{
 	(*FieldFilter)(nil),         // 3: streamer.v1.FieldFilter
 	(*FieldFilters)(nil),        // 4: streamer.v1.FieldFilters
 	(*Subscription)(nil),        // 5: streamer.v1.Subscription
-	(*Register)(nil),            // 6: streamer.v1.Register
-	(*Subscribe)(nil),           // 7: streamer.v1.Subscribe
-	(*Unsubscribe)(nil),         // 8: streamer.v1.Unsubscribe
-	(*Heartbeat)(nil),           // 9: streamer.v1.Heartbeat
-	(*GatewayMessage)(nil),      // 10: streamer.v1.GatewayMessage
-	(*Error)(nil),               // 11: streamer.v1.Error
-	(*Registered)(nil),          // 12: streamer.v1.Registered
-	(*SubscribeResult)(nil),     // 13: streamer.v1.SubscribeResult
-	(*EventMatch)(nil),          // 14: streamer.v1.EventMatch
-	(*Delivery)(nil),            // 15: streamer.v1.Delivery
-	(*SubscriptionEnded)(nil),   // 16: streamer.v1.SubscriptionEnded
-	(*HeartbeatAck)(nil),        // 17: streamer.v1.HeartbeatAck
-	(*Resync)(nil),              // 18: streamer.v1.Resync
-	(*StreamerMessage)(nil),     // 19: streamer.v1.StreamerMessage
-	(*PublishRequest)(nil),      // 20: streamer.v1.PublishRequest
-	(*PublishResult)(nil),       // 21: streamer.v1.PublishResult
-	(*PublishResponse)(nil),     // 22: streamer.v1.PublishResponse
-	(*structpb.Value)(nil),      // 23: google.protobuf.Value
-	(*durationpb.Duration)(nil), // 24: google.protobuf.Duration
+	(*SnapshotRequest)(nil),     // 6: streamer.v1.SnapshotRequest
+	(*Register)(nil),            // 7: streamer.v1.Register
+	(*Subscribe)(nil),           // 8: streamer.v1.Subscribe
+	(*Unsubscribe)(nil),         // 9: streamer.v1.Unsubscribe
+	(*Heartbeat)(nil),           // 10: streamer.v1.Heartbeat
+	(*GatewayMessage)(nil),      // 11: streamer.v1.GatewayMessage
+	(*Error)(nil),               // 12: streamer.v1.Error
+	(*Registered)(nil),          // 13: streamer.v1.Registered
+	(*SubscribeResult)(nil),     // 14: streamer.v1.SubscribeResult
+	(*EventMatch)(nil),          // 15: streamer.v1.EventMatch
+	(*Delivery)(nil),            // 16: streamer.v1.Delivery
+	(*SnapshotPage)(nil),        // 17: streamer.v1.SnapshotPage
+	(*SnapshotDocument)(nil),    // 18: streamer.v1.SnapshotDocument
+	(*SnapshotEnd)(nil),         // 19: streamer.v1.SnapshotEnd
+	(*SubscriptionEnded)(nil),   // 20: streamer.v1.SubscriptionEnded
+	(*HeartbeatAck)(nil),        // 21: streamer.v1.HeartbeatAck
+	(*Resync)(nil),              // 22: streamer.v1.Resync
+	(*StreamerMessage)(nil),     // 23: streamer.v1.StreamerMessage
+	(*PublishRequest)(nil),      // 24: streamer.v1.PublishRequest
+	(*PublishResult)(nil),       // 25: streamer.v1.PublishResult
+	(*PublishResponse)(nil),     // 26: streamer.v1.PublishResponse
+	(*structpb.Value)(nil),      // 27: google.protobuf.Value
+	(*durationpb.Duration)(nil), // 28: google.protobuf.Duration
 }
 var file_streamer_v1_streamer_proto_depIdxs = []int32{
 	0,  // 0: streamer.v1.ChangeEvent.operation:type_name -> streamer.v1.Operation
-	23, // 1: streamer.v1.FieldFilter.value:type_name -> google.protobuf.Value
+	27, // 1: streamer.v1.FieldFilter.value:type_name -> google.protobuf.Value
 	3,  // 2: streamer.v1.FieldFilters.filters:type_name -> streamer.v1.FieldFilter
 	4,  // 3: streamer.v1.Subscription.filters:type_name -> streamer.v1.FieldFilters
-	5,  // 4: streamer.v1.Subscribe.subscription:type_name -> streamer.v1.Subscription
-	6,  // 5: streamer.v1.GatewayMessage.register:type_name -> streamer.v1.Register
-	7,  // 6: streamer.v1.GatewayMessage.subscribe:type_name -> streamer.v1.Subscribe
-	8,  // 7: streamer.v1.GatewayMessage.unsubscribe:type_name -> streamer.v1.Unsubscribe
-	9,  // 8: streamer.v1.GatewayMessage.heartbeat:type_name -> streamer.v1.Heartbeat
-	1,  // 9: streamer.v1.Error.code:type_name -> streamer.v1.ErrorCode
-	24, // 10: streamer.v1.Registered.ttl:type_name -> google.protobuf.Duration
-	11, // 11: streamer.v1.SubscribeResult.error:type_name -> streamer.v1.Error
-	2,  // 12: streamer.v1.EventMatch.event:type_name -> streamer.v1.ChangeEvent
-	0,  // 13: streamer.v1.EventMatch.operation:type_name -> streamer.v1.Operation
-	14, // 14: streamer.v1.Delivery.matches:type_name -> streamer.v1.EventMatch
-	16, // 15: streamer.v1.Delivery.ended:type_name -> streamer.v1.SubscriptionEnded
-	11, // 16: streamer.v1.SubscriptionEnded.error:type_name -> streamer.v1.Error
-	12, // 17: streamer.v1.StreamerMessage.registered:type_name -> streamer.v1.Registered
-	13, // 18: streamer.v1.StreamerMessage.subscribe_result:type_name -> streamer.v1.SubscribeResult
-	15, // 19: streamer.v1.StreamerMessage.delivery:type_name -> streamer.v1.Delivery
-	17, // 20: streamer.v1.StreamerMessage.heartbeat_ack:type_name -> streamer.v1.HeartbeatAck
-	18, // 21: streamer.v1.StreamerMessage.resync:type_name -> streamer.v1.Resync
-	11, // 22: streamer.v1.StreamerMessage.error:type_name -> streamer.v1.Error
-	2,  // 23: streamer.v1.PublishRequest.events:type_name -> streamer.v1.ChangeEvent
-	11, // 24: streamer.v1.PublishResult.error:type_name -> streamer.v1.Error
-	21, // 25: streamer.v1.PublishResponse.results:type_name -> streamer.v1.PublishResult
-	10, // 26: streamer.v1.Streamer.Stream:input_type -> streamer.v1.GatewayMessage
-	20, // 27: streamer.v1.Ingest.Publish:input_type -> streamer.v1.PublishRequest
-	19, // 28: streamer.v1.Streamer.Stream:output_type -> streamer.v1.StreamerMessage
-	22, // 29: streamer.v1.Ingest.Publish:output_type -> streamer.v1.PublishResponse
-	28, // [28:30] is the sub-list for method output_type
-	26, // [26:28] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	6,  // 4: streamer.v1.Subscription.snapshot:type_name -> streamer.v1.SnapshotRequest
+	5,  // 5: streamer.v1.Subscribe.subscription:type_name -> streamer.v1.Subscription
+	7,  // 6: streamer.v1.GatewayMessage.register:type_name -> streamer.v1.Register
+	8,  // 7: streamer.v1.GatewayMessage.subscribe:type_name -> streamer.v1.Subscribe
+	9,  // 8: streamer.v1.GatewayMessage.unsubscribe:type_name -> streamer.v1.Unsubscribe
+	10, // 9: streamer.v1.GatewayMessage.heartbeat:type_name -> streamer.v1.Heartbeat
+	1,  // 10: streamer.v1.Error.code:type_name -> streamer.v1.ErrorCode
+	28, // 11: streamer.v1.Registered.ttl:type_name -> google.protobuf.Duration
+	12, // 12: streamer.v1.SubscribeResult.error:type_name -> streamer.v1.Error
+	2,  // 13: streamer.v1.EventMatch.event:type_name -> streamer.v1.ChangeEvent
+	0,  // 14: streamer.v1.EventMatch.operation:type_name -> streamer.v1.Operation
+	15, // 15: streamer.v1.Delivery.matches:type_name -> streamer.v1.EventMatch
+	20, // 16: streamer.v1.Delivery.ended:type_name -> streamer.v1.SubscriptionEnded
+	17, // 17: streamer.v1.Delivery.snapshot:type_name -> streamer.v1.SnapshotPage
+	18, // 18: streamer.v1.SnapshotPage.documents:type_name -> streamer.v1.SnapshotDocument
+	19, // 19: streamer.v1.SnapshotPage.end:type_name -> streamer.v1.SnapshotEnd
+	12, // 20: streamer.v1.SnapshotEnd.error:type_name -> streamer.v1.Error
+	12, // 21: streamer.v1.SubscriptionEnded.error:type_name -> streamer.v1.Error
+	13, // 22: streamer.v1.StreamerMessage.registered:type_name -> streamer.v1.Registered
+	14, // 23: streamer.v1.StreamerMessage.subscribe_result:type_name -> streamer.v1.SubscribeResult
+	16, // 24: streamer.v1.StreamerMessage.delivery:type_name -> streamer.v1.Delivery
+	21, // 25: streamer.v1.StreamerMessage.heartbeat_ack:type_name -> streamer.v1.HeartbeatAck
+	22, // 26: streamer.v1.StreamerMessage.resync:type_name -> streamer.v1.Resync
+	12, // 27: streamer.v1.StreamerMessage.error:type_name -> streamer.v1.Error
+	2,  // 28: streamer.v1.PublishRequest.events:type_name -> streamer.v1.ChangeEvent
+	12, // 29: streamer.v1.PublishResult.error:type_name -> streamer.v1.Error
+	25, // 30: streamer.v1.PublishResponse.results:type_name -> streamer.v1.PublishResult
+	11, // 31: streamer.v1.Streamer.Stream:input_type -> streamer.v1.GatewayMessage
+	24, // 32: streamer.v1.Ingest.Publish:input_type -> streamer.v1.PublishRequest
+	23, // 33: streamer.v1.Streamer.Stream:output_type -> streamer.v1.StreamerMessage
+	26, // 34: streamer.v1.Ingest.Publish:output_type -> streamer.v1.PublishResponse
+	33, // [33:35] is the sub-list for method output_type
+	31, // [31:33] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_streamer_v1_streamer_proto_init() }
@@ -1982,13 +2351,13 @@ func file_streamer_v1_streamer_proto_init() {
 		(*Subscription_Filters)(nil),
 		(*Subscription_Cel)(nil),
 	}
-	file_streamer_v1_streamer_proto_msgTypes[8].OneofWrappers = []any{
+	file_streamer_v1_streamer_proto_msgTypes[9].OneofWrappers = []any{
 		(*GatewayMessage_Register)(nil),
 		(*GatewayMessage_Subscribe)(nil),
 		(*GatewayMessage_Unsubscribe)(nil),
 		(*GatewayMessage_Heartbeat)(nil),
 	}
-	file_streamer_v1_streamer_proto_msgTypes[17].OneofWrappers = []any{
+	file_streamer_v1_streamer_proto_msgTypes[21].OneofWrappers = []any{
 		(*StreamerMessage_Registered)(nil),
 		(*StreamerMessage_SubscribeResult)(nil),
 		(*StreamerMessage_Delivery)(nil),
@@ -2002,7 +2371,7 @@ func file_streamer_v1_streamer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamer_v1_streamer_proto_rawDesc), len(file_streamer_v1_streamer_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
