@@ -14,6 +14,7 @@ import (
 
 	"github.com/streamerd/streamer/client"
 	"github.com/streamerd/streamer/match"
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
 
 const watchSynopsis = `watch --addr HOST:PORT --tenant T --collection C [--doc ID | --filters JSON | --cel EXPR] [flags]
@@ -25,6 +26,15 @@ document with --doc, the documents matching --filters, a JSON list of
 prints each delivered event as one JSON line on stdout: the event's JSON form
 (see "streamer publish --help") with "op" the effective operation for the
 subscription, plus "subs" and the delivery "cursor".
+
+With --snapshot the subscription first delivers its initial result set: one
+line per matching document as it is now, {"op":"snapshot","id","doc","ts",
+"event_id","tenant","collection","subs","cursor"}, then one line
+{"snapshot_end":true,"documents":N,"position":"P","partition":N} (with
+"more":true and "next_after":"ID" when --snapshot-limit cut it short; pass
+that id as --snapshot-after for the next documents), then the events after
+that position: none missed, none twice. Snapshot lines do not count towards
+--count.
 
 Exits 0 after --count lines (0: until interrupted), non-zero when the
 subscription is refused (with the node's reason), on --timeout, or when the
@@ -47,6 +57,9 @@ func runWatch(ctx context.Context, args []string, sio stdio) error {
 	tokenFlag := secretFlag(fs, "auth-token", "bearer `token` the node requires")
 	gatewayID := fs.String("gateway-id", "", "gateway `id` to register as (default: a random one)")
 	subID := fs.String("sub-id", "watch", "subscription `id` (printed in \"subscribed <id>\" and in each line's subs)")
+	snapshot := fs.Bool("snapshot", false, "print the matching documents first, then the changes after them (see above)")
+	snapshotLimit := fs.Int("snapshot-limit", 0, "most documents in the snapshot (0: the node's --snapshot-max-documents)")
+	snapshotAfter := fs.String("snapshot-after", "", "snapshot only the documents whose `id` sorts after this one (a previous snapshot's next_after)")
 	tlsFlags := clientTLSFlags(fs)
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
@@ -64,11 +77,20 @@ func runWatch(ctx context.Context, args []string, sio stdio) error {
 	if *subID == "" {
 		return usage("--sub-id must not be empty")
 	}
+	if !*snapshot && (*snapshotLimit != 0 || *snapshotAfter != "") {
+		return usage("--snapshot-limit and --snapshot-after need --snapshot")
+	}
+	if *snapshotLimit < 0 {
+		return usage("--snapshot-limit must not be negative")
+	}
 	token, err := tokenFlag()
 	if err != nil {
 		return usage(err.Error())
 	}
 	sub := client.Subscription{ID: *subID, Tenant: *tenant, Collection: *collection, DocumentID: *doc, CEL: *cel}
+	if *snapshot {
+		sub.Snapshot = &client.SnapshotRequest{Limit: *snapshotLimit, After: *snapshotAfter}
+	}
 	criteria := 0
 	for _, set := range []bool{*doc != "", *filters != "", *cel != ""} {
 		if set {
@@ -108,7 +130,7 @@ func runWatch(ctx context.Context, args []string, sio stdio) error {
 	if *gatewayID != "" {
 		opts = append(opts, client.WithGatewayID(*gatewayID))
 	}
-	w := &watcher{sio: sio, want: *count, timeout: *timeout}
+	w := &watcher{sio: sio, want: *count, timeout: *timeout, tenant: *tenant, collection: *collection}
 	dctx, cancel := context.WithTimeout(ctx, *dialTimeout)
 	conn, err := client.Dial(dctx, *addr, opts...)
 	cancel()
@@ -134,6 +156,53 @@ type watcher struct {
 	timeout    time.Duration
 	got        int
 	subscribed bool
+
+	tenant, collection string // of the snapshot lines
+}
+
+// snapshotLine is the JSON line of one snapshot document.
+type snapshotLine struct {
+	EventID    string          `json:"event_id,omitempty"`
+	Tenant     string          `json:"tenant"`
+	Collection string          `json:"collection"`
+	ID         string          `json:"id"`
+	Op         string          `json:"op"`
+	Doc        json.RawMessage `json:"doc"`
+	TS         int64           `json:"ts,omitempty"`
+	Subs       []string        `json:"subs"`
+	Cursor     string          `json:"cursor"`
+}
+
+// snapshotEndLine is the JSON line that ends a snapshot.
+type snapshotEndLine struct {
+	SnapshotEnd bool   `json:"snapshot_end"`
+	Documents   int32  `json:"documents"`
+	Partition   int32  `json:"partition"`
+	Position    string `json:"position"`
+	More        bool   `json:"more,omitempty"`
+	NextAfter   string `json:"next_after,omitempty"`
+	Error       string `json:"error,omitempty"`
+}
+
+// snapshotPage prints one page of the snapshot.
+func (w *watcher) snapshotPage(enc *json.Encoder, cursor string, p *streamerv1.SnapshotPage) error {
+	for _, d := range p.GetDocuments() {
+		if err := enc.Encode(snapshotLine{EventID: d.GetEventId(), Tenant: w.tenant, Collection: w.collection, ID: d.GetDocumentId(), Op: "snapshot",
+			Doc: d.GetDocument(), TS: d.GetTimestampMs(), Subs: []string{p.GetSubscriptionId()}, Cursor: cursor}); err != nil {
+			return fmt.Errorf("writing stdout: %w", err)
+		}
+	}
+	if e := p.GetEnd(); e != nil {
+		line := snapshotEndLine{SnapshotEnd: true, Documents: e.GetDocuments(), Partition: e.GetPartition(), Position: e.GetPosition(), More: e.GetMore(), NextAfter: e.GetNextAfter()}
+		if e.GetError() != nil {
+			line.Error = e.GetError().GetMessage()
+			fmt.Fprintf(w.sio.err, "snapshot failed: %s (the changes after it follow)\n", line.Error)
+		}
+		if err := enc.Encode(line); err != nil {
+			return fmt.Errorf("writing stdout: %w", err)
+		}
+	}
+	return nil
 }
 
 func (w *watcher) print(ctx context.Context, conn *client.Conn) error {
@@ -151,6 +220,10 @@ func (w *watcher) print(ctx context.Context, conn *client.Conn) error {
 				fmt.Fprintf(w.sio.err, "resync %s (events may have been lost)\n", d.Resync.Reason)
 			case d.Dropped != nil:
 				return fmt.Errorf("subscription dropped by the node: %w", d.Dropped)
+			case d.Snapshot != nil:
+				if err := w.snapshotPage(enc, d.Cursor, d.Snapshot); err != nil {
+					return err
+				}
 			}
 			for _, m := range d.Matches {
 				if err := enc.Encode(m.JSON(d.Cursor)); err != nil {

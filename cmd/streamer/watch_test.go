@@ -186,6 +186,59 @@ func TestPublishWatchBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("watch --snapshot prints the documents, the end line, then the changes after it", func(t *testing.T) {
+		before := strings.Join([]string{
+			`{"event_id":"s1","tenant":"t1","collection":"snap","id":"b","op":"create","doc":{"v":1},"ts":1714564800000}`,
+			`{"event_id":"s2","tenant":"t1","collection":"snap","id":"a","op":"create","doc":{"v":2}}`,
+			`{"event_id":"s3","tenant":"t1","collection":"snap","id":"c","op":"create","doc":{"v":3}}`,
+			`{"event_id":"s4","tenant":"t1","collection":"snap","id":"c","op":"delete"}`,
+			`{"event_id":"s5","tenant":"t1","collection":"snap","id":"b","op":"update","doc":{"v":10},"ts":1714564800999}`,
+		}, "\n")
+		if pub := runCLI(t, exe, before, auth, "publish", "--addr", addr); pub.code != 0 {
+			t.Fatalf("publish: exit %d, stderr %q", pub.code, pub.stderr)
+		}
+		w := startWatch(t, exe, auth, "--addr", addr, "--tenant", "t1", "--collection", "snap", "--snapshot", "--count", "1", "--timeout", "20s")
+		after := `{"event_id":"s6","tenant":"t1","collection":"snap","id":"a","op":"update","doc":{"v":20}}`
+		if pub := runCLI(t, exe, after, auth, "publish", "--addr", addr); pub.code != 0 {
+			t.Fatalf("publish: exit %d, stderr %q", pub.code, pub.stderr)
+		}
+		if code := w.wait(t); code != 0 {
+			t.Fatalf("watch exit %d\n%s", code, w.errText())
+		}
+		lines := strings.Split(strings.TrimSpace(w.stdout.String()), "\n")
+		if len(lines) != 4 {
+			t.Fatalf("watch printed %d lines, want 4:\n%s", len(lines), w.stdout.String())
+		}
+		var docs [2]struct {
+			Op, ID, Tenant, Collection string
+			EventID                    string `json:"event_id"`
+			Doc                        json.RawMessage
+			TS                         int64
+			Subs                       []string
+		}
+		for i := range docs {
+			if err := json.Unmarshal([]byte(lines[i]), &docs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if docs[0].Op != "snapshot" || docs[0].ID != "a" || string(docs[0].Doc) != `{"v":2}` || docs[0].Tenant != "t1" || docs[0].Collection != "snap" ||
+			docs[1].ID != "b" || string(docs[1].Doc) != `{"v":10}` || docs[1].EventID != "s5" || docs[1].TS != 1714564800999 || docs[1].Subs[0] != "watch" {
+			t.Fatalf("snapshot lines:\n%s\n%s", lines[0], lines[1])
+		}
+		var end struct {
+			SnapshotEnd bool   `json:"snapshot_end"`
+			Documents   int    `json:"documents"`
+			Position    string `json:"position"`
+		}
+		if err := json.Unmarshal([]byte(lines[2]), &end); err != nil || !end.SnapshotEnd || end.Documents != 2 || end.Position == "" {
+			t.Fatalf("end line %s: %v", lines[2], err)
+		}
+		var change client.MatchJSON
+		if err := json.Unmarshal([]byte(lines[3]), &change); err != nil || change.EventID != "s6" || change.Op != "update" {
+			t.Fatalf("change line %s: %v", lines[3], err)
+		}
+	})
+
 	t.Run("publish reports rejected and invalid lines and exits non-zero", func(t *testing.T) {
 		events := strings.Join([]string{
 			`{"event_id":"ok1","collection":"c","id":"d","op":"create","doc":{}}`,
