@@ -11,7 +11,8 @@
 //   - GET /v1/sse — Server-Sent Events, one subscription taken from the
 //     query string: collection=C and at most one of doc=ID, filters=JSON or
 //     cel=EXPR; optionally id=NAME (the subscription id reported in "subs",
-//     default "sse") and last_event_id=ID (same as the Last-Event-ID header).
+//     default "sse"), last_event_id=ID (same as the Last-Event-ID header)
+//     and snapshot=1 (see Snapshots; ignored when resuming).
 //     Every message is a "data:" line holding one JSON message of the
 //     WebSocket protocol; event messages carry "id:" = their event_id.
 //   - GET / — a small demo page (embedded) that subscribes over /v1/ws.
@@ -32,6 +33,7 @@
 //	{"type":"subscribe","id":"s1","collection":"orders","filters":[{"field":"status","op":"==","value":"paid"}]}
 //	{"type":"subscribe","id":"s1","collection":"orders","cel":"doc.total > 100.0"}
 //	{"type":"subscribe","id":"s1","collection":"orders","after":"<event_id>"}      resume after that event (see Resume)
+//	{"type":"subscribe","id":"s1","collection":"orders","snapshot":true}           the current documents first (see Snapshots)
 //	{"type":"unsubscribe","id":"s1"}
 //
 // Subscribing again with an active id replaces that subscription. Unknown
@@ -44,6 +46,8 @@
 //	{"type":"error","id":"s1","code":"invalid_filter","message":"…"}      id is "" for errors not tied to a subscription
 //	{"type":"event","subs":["s1"],"op":"create","collection":"orders","id":"o-17","doc":{…},"event_id":"…","ts":1700000000000,"tenant":"acme"}
 //	{"type":"resync","reason":"…"}
+//	{"type":"snapshot","id":"s1","collection":"orders","page":0,"docs":[{"id":"o-17","doc":{…},"event_id":"…","ts":1700000000000}]}
+//	{"type":"snapshot_end","id":"s1","documents":1}                       "more":true,"next_after":"…" when cut at the node's limit; "code","message" when it failed
 //
 // "subscribed" is sent once the streamer node has acknowledged the
 // subscription: every event appended after it is delivered. "subs" lists the
@@ -55,9 +59,28 @@
 // resume buffer): refetch the state of everything subscribed; subscriptions
 // stay active.
 //
+// # Snapshots
+//
+// With "snapshot": true (SSE: snapshot=1), "subscribed" is followed by the
+// documents that match as they are now, in "snapshot" messages (pages, in
+// document id order), then "snapshot_end", then every change after them:
+// the snapshot is read by the node at the subscription's position in the
+// event log, so no change is missed and none is applied twice. Apply
+// "create" and "update" as upserts and "delete" as removals. "more" says the
+// result was cut at the node's limit (--snapshot-max-documents). A
+// "snapshot_end" with "code" (snapshot_unavailable: the nodes keep no
+// documents, as in a pool on Redis) means there is no snapshot; the changes
+// follow all the same. A client subscribing with a snapshot to what other
+// clients already share gets its own snapshot (the gateway asks the node
+// for a new one); the others notice nothing. After a "resync", subscribe
+// again with "snapshot": true (the same id replaces the subscription) to
+// get the current documents; snapshots under way are asked for again by
+// the gateway itself.
+//
 // Error codes: bad_message (not JSON, unknown type or field, binary frame),
 // invalid_argument, invalid_filter, invalid_cel, too_large,
 // tenant_not_allowed, too_many_subscriptions, unknown_subscription,
+// snapshot_unavailable,
 // cost_limit (the node ended a subscription whose CEL expression ran over
 // its cost limit on several events in a row), unavailable (the node did not
 // answer or is unreachable), internal; a subscription the node ended (its

@@ -229,6 +229,7 @@ loop:
 	g.hub.endAll(reason, detail)
 	g.cancel() // interrupts upstream calls in flight and SSE holds
 	g.conns.Wait()
+	g.hub.async.Wait() // resnapshots end with the gateway's context
 	return err
 }
 

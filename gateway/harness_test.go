@@ -69,12 +69,19 @@ type envOptions struct {
 	cfg gateway.Config // Upstream is set by newEnv; Auth defaults to HS256 with testSecret
 	// listener wraps the public listener (e.g. to shrink socket buffers).
 	listener func(net.Listener) net.Listener
+	// noDocuments runs the node without a document source (snapshots
+	// refused).
+	noDocuments bool
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
 	backend := memory.New(memory.Config{Partitions: 4})
-	node, err := service.New(service.Config{NodeID: "gw-test-node", Logger: testLogger()}, backend)
+	ncfg := service.Config{NodeID: "gw-test-node", Logger: testLogger()}
+	if !opts.noDocuments {
+		ncfg.Documents = memory.NewDocuments(0)
+	}
+	node, err := service.New(ncfg, backend)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,6 +268,19 @@ type msg struct {
 	EventID    string          `json:"event_id"`
 	TS         int64           `json:"ts"`
 	Tenant     string          `json:"tenant"`
+	// snapshot and snapshot_end
+	Page      int32     `json:"page"`
+	Docs      []snapDoc `json:"docs"`
+	Documents int32     `json:"documents"`
+	More      bool      `json:"more"`
+	NextAfter string    `json:"next_after"`
+}
+
+type snapDoc struct {
+	ID      string          `json:"id"`
+	Doc     json.RawMessage `json:"doc"`
+	EventID string          `json:"event_id"`
+	TS      int64           `json:"ts"`
 }
 
 // wsClient is a WebSocket end user.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/streamerd/streamer/client"
+	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 )
 
 // hub multiplexes the clients' subscriptions onto upstream (streamer)
@@ -42,7 +44,9 @@ type hub struct {
 	closing    bool // shutting down: leave upstream subscriptions to expire
 
 	events, resyncs, dropped atomic.Uint64
-	resumes, resumeResyncs   atomic.Uint64 // resume outcomes (SSE Last-Event-ID, WebSocket "after")
+	snapshotPages            atomic.Uint64
+	async                    sync.WaitGroup // resnapshots after a resync
+	resumes, resumeResyncs   atomic.Uint64  // resume outcomes (SSE Last-Event-ID, WebSocket "after")
 }
 
 // upstream is one streamer subscription shared by identical client
@@ -62,6 +66,28 @@ type upstream struct {
 	heads     map[*session][]byte   // eventHead of each session's ids, made on first use
 	recording int                   // members + holds: events are recorded in the ring while > 0
 	removed   bool                  // no longer in byKey/byID
+
+	// snaps are the client subscriptions waiting for a snapshot: they get
+	// no event until its end, then join members. snapPending: a snapshot
+	// was asked for upstream and its first page has not arrived yet (a
+	// client subscription that starts waiting meanwhile shares it).
+	snaps       []*snapWaiter
+	snapPending bool
+}
+
+// snapWaiter is a client subscription waiting for, or receiving, its
+// snapshot. The pages of one upstream snapshot arrive in order, after the
+// events before its position and before those after it: a waiter that
+// joins the members at the snapshot's end has every change after the
+// documents it was sent, and none before.
+type snapWaiter struct {
+	s          *session
+	id         string
+	attached   bool  // hub.subscribe attached it (s.subs)
+	subscribed bool  // "subscribed" queued: the first page may arrive before the node's answer
+	receiving  bool  // the snapshot's page 0 arrived
+	next       int32 // the page expected next
+	done       bool  // its snapshot ended before it was attached: attaching makes it a member
 }
 
 func newHub(ctx context.Context, up Upstream, timeout time.Duration, ringBytes int, log *slog.Logger) *hub {
@@ -110,6 +136,14 @@ func (h *hub) subscribe(ctx context.Context, s *session, req subscribeRequest, k
 		h.byID[id] = u
 	}
 	u.refs++
+	var w *snapWaiter
+	resnap := false
+	if req.snapshot {
+		w = &snapWaiter{s: s, id: req.id}
+		u.snaps = append(u.snaps, w)
+		resnap = !create && !u.snapPending
+		u.snapPending = true
+	}
 	h.mu.Unlock()
 
 	if create {
@@ -118,13 +152,20 @@ func (h *hub) subscribe(ctx context.Context, s *session, req subscribeRequest, k
 		select {
 		case <-u.ready:
 		case <-ctx.Done():
+			h.mu.Lock()
+			h.abandonWaiterLocked(u, w)
+			h.mu.Unlock()
 			h.unref(u)
 			return errorf(req.id, CodeUnavailable, "subscribe interrupted: %v", ctx.Err())
+		}
+		if resnap {
+			h.resnapshot(u)
 		}
 	}
 
 	h.mu.Lock()
 	if u.err != nil {
+		h.abandonWaiterLocked(u, w)
 		e := *u.err
 		e.id = req.id
 		h.mu.Unlock()
@@ -137,8 +178,10 @@ func (h *hub) subscribe(ctx context.Context, s *session, req subscribeRequest, k
 	} else {
 		h.clientSubs++
 	}
-	u.members[s] = append(u.members[s], req.id)
-	delete(u.heads, s)
+	if w == nil {
+		u.members[s] = append(u.members[s], req.id)
+		delete(u.heads, s)
+	}
 	s.subs[req.id] = u
 	u.recording++
 	var stale *upstream
@@ -147,6 +190,15 @@ func (h *hub) subscribe(ctx context.Context, s *session, req subscribeRequest, k
 		stale = old
 	}
 	switch {
+	case w != nil:
+		w.attached = true
+		if !w.subscribed {
+			w.subscribed = true
+			s.enqueue(subscribedFrame(req.id))
+		}
+		if w.done { // the snapshot was sent already: a member since
+			h.dropWaiterLocked(u, w)
+		}
 	case resume != nil && s.transport == transportSSE:
 		// Live events are queued from now on; s.replay goes before them.
 		s.replay = append(s.replay, subscribedFrame(req.id))
@@ -302,6 +354,7 @@ func (h *hub) detachLocked(u *upstream, s *session, id string) {
 }
 
 func (h *hub) removeMemberLocked(u *upstream, s *session, id string) {
+	u.snaps = slices.DeleteFunc(u.snaps, func(w *snapWaiter) bool { return w.attached && w.s == s && w.id == id })
 	ids := u.members[s]
 	for i, x := range ids {
 		if x == id {
@@ -370,6 +423,8 @@ func (h *hub) deliver(d client.Delivery) {
 		h.resync(d.Resync.Reason)
 	case d.Dropped != nil:
 		h.drop(d.Dropped)
+	case d.Snapshot != nil:
+		h.snapshotPage(d.Snapshot)
 	}
 	for _, m := range d.Matches {
 		h.dispatch(m)
@@ -434,12 +489,132 @@ func (h *hub) resync(reason string) {
 	}
 	f := resyncFrame(reason)
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.ring.reset()
 	for s := range h.sessions {
 		if len(s.subs) > 0 {
 			s.enqueue(f)
 		}
+	}
+	// Snapshots under way may have lost pages: they are asked for again.
+	var again []*upstream
+	for _, u := range h.byID {
+		waiting := false
+		for _, w := range u.snaps {
+			if !w.done {
+				w.receiving, w.next = false, 0
+				waiting = true
+			}
+		}
+		if waiting {
+			u.snapPending = true
+			again = append(again, u)
+		}
+	}
+	h.mu.Unlock()
+	for _, u := range again {
+		h.async.Go(func() { h.resnapshot(u) })
+	}
+}
+
+// resnapshot asks the node for a new snapshot of the active upstream
+// subscription u (Subscribe again with the same id and a snapshot: the
+// node replaces it at a new position of its partition, with no gap for
+// the members). When that fails, the waiters get a failed "snapshot_end"
+// and become members without a snapshot.
+func (h *hub) resnapshot(u *upstream) {
+	spec := u.spec
+	spec.Snapshot = &client.SnapshotRequest{}
+	ctx, cancel := context.WithTimeout(h.ctx, h.timeout)
+	err := h.up.Subscribe(ctx, spec)
+	cancel()
+	if err == nil {
+		return
+	}
+	pe := upstreamError(err)
+	h.log.Warn("asking for a snapshot failed; its clients get the changes without it", "upstream_id", u.id, "err", err)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u.snapPending = false
+	for _, w := range slices.Clone(u.snaps) {
+		if w.receiving || w.done {
+			continue
+		}
+		h.endSnapshotLocked(u, w, control(snapshotEndMessage{Type: "snapshot_end", ID: w.id, Code: pe.code, Message: "snapshot failed: " + pe.message}))
+	}
+}
+
+// snapshotPage hands one page of an upstream snapshot to the client
+// subscriptions receiving it: page 0 starts it for every waiter; a page
+// out of sequence for a waiter (a redelivered one) is skipped; the last
+// one makes them members.
+func (h *hub) snapshotPage(p *streamerv1.SnapshotPage) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u := h.byID[p.GetSubscriptionId()]
+	if u == nil || len(u.snaps) == 0 {
+		return
+	}
+	if p.GetPage() == 0 {
+		u.snapPending = false
+		for _, w := range u.snaps {
+			if !w.receiving && !w.done {
+				w.receiving, w.next = true, 0
+			}
+		}
+	}
+	h.snapshotPages.Add(1)
+	body := renderSnapshot(u.spec.Collection, p)
+	for _, w := range slices.Clone(u.snaps) {
+		if !w.receiving || w.next != p.GetPage() {
+			continue
+		}
+		if !w.subscribed {
+			w.subscribed = true
+			w.s.enqueue(subscribedFrame(w.id))
+		}
+		w.s.enqueueSnapshot(frame{head: snapshotHead(w.id), body: body})
+		w.next++
+		if end := p.GetEnd(); end != nil {
+			h.endSnapshotLocked(u, w, snapshotEndFrame(w.id, end))
+		}
+	}
+}
+
+// endSnapshotLocked queues end, the last frame of w's snapshot, and makes
+// w a member of u: the events after the snapshot are its own from now on,
+// even when hub.subscribe has not attached it yet (it then only attaches).
+func (h *hub) endSnapshotLocked(u *upstream, w *snapWaiter, end frame) {
+	if !w.subscribed {
+		w.subscribed = true
+		w.s.enqueue(subscribedFrame(w.id))
+	}
+	w.s.enqueue(end)
+	w.receiving = false
+	u.members[w.s] = append(u.members[w.s], w.id)
+	delete(u.heads, w.s)
+	if !w.attached {
+		w.done = true
+		return
+	}
+	h.dropWaiterLocked(u, w)
+}
+
+// dropWaiterLocked forgets w (nil: nothing).
+func (h *hub) dropWaiterLocked(u *upstream, w *snapWaiter) {
+	if w != nil {
+		u.snaps = slices.DeleteFunc(u.snaps, func(x *snapWaiter) bool { return x == w })
+	}
+}
+
+// abandonWaiterLocked forgets w, whose subscribe call failed, with the
+// membership its snapshot's end gave it.
+func (h *hub) abandonWaiterLocked(u *upstream, w *snapWaiter) {
+	if w == nil {
+		return
+	}
+	h.dropWaiterLocked(u, w)
+	if w.done {
+		h.removeMemberLocked(u, w.s, w.id)
 	}
 }
 
@@ -469,6 +644,21 @@ func (h *hub) drop(e *client.SubscribeError) {
 			s.enqueue(f)
 		}
 	}
+	for _, w := range u.snaps {
+		if !w.attached {
+			continue // its subscribe call sees u.err
+		}
+		delete(w.s.subs, w.id)
+		h.clientSubs--
+		u.refs--
+		u.recording--
+		pe := *u.err
+		pe.id = w.id
+		f := errorFrame(&pe)
+		f.final = w.s.transport == transportSSE
+		w.s.enqueue(f)
+	}
+	u.snaps = nil
 	clear(u.members)
 	clear(u.heads)
 }

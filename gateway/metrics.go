@@ -55,6 +55,7 @@ func newMetrics(g *Gateway) *metrics {
 	}
 	counter("streamer_gateway_upstream_events_total", "Event matches received from the streamer nodes.", g.hub.events.Load)
 	counter("streamer_gateway_upstream_resyncs_total", "Resync notices received from the streamer nodes (passed on to every client).", g.hub.resyncs.Load)
+	counter("streamer_gateway_snapshot_pages_total", "Snapshot pages received from the streamer nodes (each passed on to the client subscriptions waiting for it).", g.hub.snapshotPages.Load)
 	counter("streamer_gateway_upstream_dropped_total", "Upstream subscriptions the nodes dropped after a reconnect.", g.hub.dropped.Load)
 	counter("streamer_gateway_auth_failures_total", "Requests refused with 401.", g.authFailures.Load)
 	counter("streamer_gateway_sse_resumes_total", "Subscriptions resumed (SSE Last-Event-ID, WebSocket \"after\") with every missed event replayed.", g.hub.resumes.Load)

@@ -24,6 +24,7 @@ const (
 	CodeTooManySubscriptions = "too_many_subscriptions"
 	CodeUnknownSubscription  = "unknown_subscription"
 	CodeCostLimit            = "cost_limit"
+	CodeSnapshotUnavailable  = "snapshot_unavailable"
 	CodeUnavailable          = "unavailable"
 	CodeInternal             = "internal"
 	CodeUnauthenticated      = "unauthenticated"
@@ -61,6 +62,9 @@ type subscribeRequest struct {
 	// after is the WebSocket resume point: the event id of the last event
 	// the client received for this subscription (nil: start from now).
 	after *string
+	// snapshot asks for the matching documents first ("snapshot" messages,
+	// then "snapshot_end"), then the changes after them.
+	snapshot bool
 }
 
 // wireMessage is the JSON form of a client message. Pointers and raw values
@@ -73,6 +77,7 @@ type wireMessage struct {
 	Filters    json.RawMessage `json:"filters"`
 	CEL        *string         `json:"cel"`
 	After      *string         `json:"after"`
+	Snapshot   *bool           `json:"snapshot"`
 	Tenant     json.RawMessage `json:"tenant"`
 }
 
@@ -93,9 +98,12 @@ func parseRequest(data []byte) (request, *protoError) {
 	}
 	switch m.Type {
 	case "subscribe":
-		sub := subscribeRequest{id: m.ID, collection: m.Collection, after: m.After}
+		sub := subscribeRequest{id: m.ID, collection: m.Collection, after: m.After, snapshot: m.Snapshot != nil && *m.Snapshot}
 		if m.After != nil && *m.After == "" {
 			return request{}, errorf(m.ID, CodeInvalidArgument, "after is empty: give the event_id of the last event received, or leave it out")
+		}
+		if m.After != nil && sub.snapshot {
+			return request{}, errorf(m.ID, CodeInvalidArgument, "give after (resume from an event) or snapshot (start from the current documents), not both")
 		}
 		var filters *[]match.Filter
 		if len(m.Filters) > 0 && string(m.Filters) != "null" {
@@ -113,7 +121,7 @@ func parseRequest(data []byte) (request, *protoError) {
 		}
 		return request{typ: m.Type, sub: sub}, nil
 	case "unsubscribe":
-		if m.Collection != "" || m.Doc != nil || m.Filters != nil || m.CEL != nil || m.After != nil {
+		if m.Collection != "" || m.Doc != nil || m.Filters != nil || m.CEL != nil || m.After != nil || m.Snapshot != nil {
 			return request{}, errorf(m.ID, CodeBadMessage, "unsubscribe takes only an id")
 		}
 		if m.ID == "" {
@@ -179,6 +187,9 @@ func (s *subscribeRequest) upstream(id, tenant string) client.Subscription {
 		ID: id, Tenant: tenant, Collection: s.collection,
 		DocumentID: s.criterion.DocumentID, CEL: s.criterion.CEL,
 	}
+	if s.snapshot {
+		sub.Snapshot = &client.SnapshotRequest{}
+	}
 	if s.filtersSet {
 		sub.Filters = make([]client.Filter, len(s.criterion.Filters))
 		for i, f := range s.criterion.Filters {
@@ -219,6 +230,8 @@ func nodeCode(c streamerv1.ErrorCode) string {
 		return CodeTooManySubscriptions
 	case streamerv1.ErrorCode_ERROR_CODE_COST_LIMIT:
 		return CodeCostLimit
+	case streamerv1.ErrorCode_ERROR_CODE_SNAPSHOT_UNAVAILABLE:
+		return CodeSnapshotUnavailable
 	case streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, streamerv1.ErrorCode_ERROR_CODE_NOT_REGISTERED:
 		return CodeUnavailable
 	case streamerv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED:
@@ -277,6 +290,67 @@ func unsubscribedFrame(id string) frame { return control(idMessage{"unsubscribed
 func resyncFrame(reason string) frame   { return control(resyncMessage{"resync", reason}) }
 func errorFrame(e *protoError) frame {
 	return control(errorMessage{"error", e.id, e.code, e.message})
+}
+
+// snapshotDoc is one document of a "snapshot" message.
+type snapshotDoc struct {
+	ID      string          `json:"id"`
+	Doc     json.RawMessage `json:"doc"`
+	EventID string          `json:"event_id,omitempty"`
+	TS      int64           `json:"ts,omitempty"`
+}
+
+// snapshotBody is the shared part of a "snapshot" message.
+type snapshotBody struct {
+	Collection string        `json:"collection"`
+	Page       int32         `json:"page"`
+	Docs       []snapshotDoc `json:"docs"`
+}
+
+// renderSnapshot returns the body of the "snapshot" message of page p of a
+// snapshot of collection: `,"collection":…}`, shared by the clients it goes
+// to, whose heads are snapshotHead.
+func renderSnapshot(collection string, p *streamerv1.SnapshotPage) []byte {
+	body := snapshotBody{Collection: collection, Page: p.GetPage(), Docs: make([]snapshotDoc, len(p.GetDocuments()))}
+	for i, d := range p.GetDocuments() {
+		doc := json.RawMessage(d.GetDocument())
+		if !json.Valid(doc) { // nodes refuse such documents at ingest
+			doc = json.RawMessage("null")
+		}
+		body.Docs[i] = snapshotDoc{ID: d.GetDocumentId(), Doc: doc, EventID: d.GetEventId(), TS: d.GetTimestampMs()}
+	}
+	b, err := json.Marshal(body)
+	if err != nil { // unreachable: documents are valid JSON
+		panic("gateway: encoding a snapshot page: " + err.Error())
+	}
+	b[0] = ','
+	return b
+}
+
+// snapshotHead returns `{"type":"snapshot","id":…` for the client id.
+func snapshotHead(id string) []byte {
+	s, _ := json.Marshal(id) // strings always marshal
+	return append([]byte(`{"type":"snapshot","id":`), s...)
+}
+
+type snapshotEndMessage struct {
+	Type      string `json:"type"`
+	ID        string `json:"id"`
+	Documents int32  `json:"documents"`
+	More      bool   `json:"more,omitempty"`
+	NextAfter string `json:"next_after,omitempty"`
+	Code      string `json:"code,omitempty"`
+	Message   string `json:"message,omitempty"`
+}
+
+// snapshotEndFrame ends the snapshot of the client subscription id; a
+// failed snapshot carries its error's code and message.
+func snapshotEndFrame(id string, e *streamerv1.SnapshotEnd) frame {
+	m := snapshotEndMessage{Type: "snapshot_end", ID: id, Documents: e.GetDocuments(), More: e.GetMore(), NextAfter: e.GetNextAfter()}
+	if err := e.GetError(); err != nil {
+		m.Code, m.Message = nodeCode(err.GetCode()), err.GetMessage()
+	}
+	return control(m)
 }
 
 // eventBody is the shared part of an event message.

@@ -81,7 +81,22 @@ func newSession(transport string, id Identity, queue, queueBytes int, slow *atom
 // enqueue queues f without blocking. A full queue ends the session as a
 // slow consumer; frames for an ended session are dropped. It reports
 // whether f was queued.
-func (s *session) enqueue(f frame) bool {
+func (s *session) enqueue(f frame) bool { return s.enqueueWithin(f, s.maxBytes) }
+
+// snapshotQueueFactor is how much larger than its byte bound a send queue
+// may grow with snapshot pages: a snapshot arrives as a burst of pages of
+// up to 256 KiB, which a client that reads at all drains, while a client
+// that does not read is still cut.
+const snapshotQueueFactor = 8
+
+// enqueueSnapshot queues a snapshot frame, within snapshotQueueFactor
+// times the queue's byte bound.
+func (s *session) enqueueSnapshot(f frame) bool {
+	return s.enqueueWithin(f, snapshotQueueFactor*s.maxBytes)
+}
+
+// enqueueWithin is enqueue with maxBytes as the byte bound.
+func (s *session) enqueueWithin(f frame, maxBytes int) bool {
 	select {
 	case <-s.done:
 		return false
@@ -90,7 +105,7 @@ func (s *session) enqueue(f frame) bool {
 	size := f.size()
 	s.qmu.Lock()
 	n, bytes := len(s.queue), s.qbytes
-	full := n > 0 && (n >= s.max || bytes+size > s.maxBytes) // one message always fits
+	full := n > 0 && (n >= s.max || bytes+size > maxBytes) // one message always fits
 	if !full {
 		s.queue = append(s.queue, f)
 		s.qbytes += size
@@ -98,7 +113,7 @@ func (s *session) enqueue(f frame) bool {
 	s.qmu.Unlock()
 	if full {
 		if s.end(endSlow, fmt.Sprintf("slow consumer: %d messages (%d bytes) queued unread, the limits are %d messages and %d bytes",
-			n, bytes, s.max, s.maxBytes)) {
+			n, bytes, s.max, maxBytes)) {
 			s.overflow.Add(1)
 		}
 		return false

@@ -12,7 +12,7 @@ import (
 )
 
 // sseParams are the query parameters /v1/sse accepts.
-var sseParams = []string{"collection", "doc", "filters", "cel", "id", "access_token", "last_event_id"}
+var sseParams = []string{"collection", "doc", "filters", "cel", "id", "access_token", "last_event_id", "snapshot"}
 
 // defaultSSEID is the subscription id of an SSE stream without id=.
 const defaultSSEID = "sse"
@@ -170,7 +170,7 @@ func parseSSEQuery(r *http.Request) (subscribeRequest, *string, *protoError) {
 	q := r.URL.Query()
 	for k, v := range q {
 		if !slices.Contains(sseParams, k) {
-			return subscribeRequest{}, nil, errorf("", CodeBadMessage, "unknown query parameter %q (want collection and at most one of doc, filters, cel; optional id, last_event_id)", k)
+			return subscribeRequest{}, nil, errorf("", CodeBadMessage, "unknown query parameter %q (want collection and at most one of doc, filters, cel; optional id, last_event_id, snapshot)", k)
 		}
 		if len(v) != 1 {
 			return subscribeRequest{}, nil, errorf("", CodeBadMessage, "query parameter %q given %d times", k, len(v))
@@ -201,6 +201,15 @@ func parseSSEQuery(r *http.Request) (subscribeRequest, *string, *protoError) {
 	}
 	if resume != nil && *resume == "" {
 		resume = nil
+	}
+	switch v := q.Get("snapshot"); {
+	case !q.Has("snapshot"), v == "0", v == "false":
+	case v == "1", v == "true":
+		// A reconnecting EventSource (Last-Event-ID) resumes from the
+		// resume buffer instead: it has had the snapshot.
+		req.snapshot = resume == nil
+	default:
+		return subscribeRequest{}, nil, errorf(req.id, CodeBadMessage, "snapshot=%q: want 1 or 0", v)
 	}
 	return req, resume, nil
 }
