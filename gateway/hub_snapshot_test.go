@@ -74,7 +74,7 @@ func TestHubSnapshotBeforeTheAnswer(t *testing.T) {
 	done := make(chan *protoError, 1)
 	go func() { done <- h.subscribe(context.Background(), s, snapReq("x"), "k", nil, 10) }()
 	waitUntil(t, func() bool { subs, _ := up.calls(); return len(subs) == 2 }) // the resnapshot, unanswered
-	h.deliver(hubEvent("u1", "before"))                                     // before the snapshot's position
+	h.deliver(hubEvent("u1", "before"))                                        // before the snapshot's position
 	h.deliver(page("u1", 0, false, "a"))
 	h.deliver(page("u1", 0, false, "a")) // redelivered
 	h.deliver(page("u1", 1, true, "b"))
@@ -107,7 +107,7 @@ func TestHubSnapshotAfterResync(t *testing.T) {
 	h.deliver(page("u1", 0, false, "a"))
 	h.deliver(client.Delivery{Resync: &client.Resync{Reason: "outbox overflow"}})
 	waitUntil(t, func() bool { subs, _ := up.calls(); return len(subs) == 2 }) // asked again
-	h.deliver(page("u1", 1, true, "b")) // the rest of the old one: ignored
+	h.deliver(page("u1", 1, true, "b"))                                        // the rest of the old one: ignored
 	h.deliver(page("u1", 0, true, "a", "b"))
 	h.deliver(hubEvent("u1", "c"))
 	if got, want := kinds(drain(t, s)), "subscribed:x snapshot:x:p0 resync:<nil> snapshot:x:p0 snapshot_end:x event:c"; got != want {
