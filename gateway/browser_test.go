@@ -25,7 +25,8 @@ const chromiumPath = "/usr/bin/chromium"
 // TestBrowserDemo is the whole path from a real browser: it builds the
 // streamer binary, runs `streamer serve` and `streamer gateway
 // --insecure-no-auth` as processes, opens the demo page in headless
-// Chromium, subscribes with a CEL expression, publishes with `streamer
+// Chromium, subscribes with a CEL expression and a snapshot (the document
+// published before shows as an initial row), publishes with `streamer
 // publish`, and waits for the page to show the events with their op.
 func TestBrowserDemo(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
@@ -66,6 +67,8 @@ func TestBrowserDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(browser, 60*time.Second)
 	defer cancel()
 
+	// o0 exists before the page subscribes: the snapshot shows it.
+	publish(t, exe, grpcAddr, `{"event_id":"b0","tenant":"demo","collection":"orders","id":"o0","op":"create","doc":{"total":500,"who":"before"}}`)
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(page),
 		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)),
@@ -88,6 +91,13 @@ func TestBrowserDemo(t *testing.T) {
 	// WaitVisible polls the DOM until the row appears or ctx's deadline.
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#events tr[data-event-id="b3"][data-op="delete"]`))); err != nil {
 		t.Fatalf("waiting for the events on the page: %v\ngateway logs:\n%s", err, gw.stderr())
+	}
+	initial, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#events tr[data-doc-id="o0"][data-op="snapshot"] td.doc`)))
+	if err != nil || !strings.Contains(initial, `"who":"before"`) {
+		t.Fatalf("the snapshot row shows %q (%v)", initial, err)
+	}
+	if end, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#events tr.snapshot-end`))); err != nil || !strings.Contains(end, "1 current document;") {
+		t.Fatalf("the snapshot's end row shows %q (%v)", end, err)
 	}
 	created, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#events tr[data-event-id="b2"][data-op="create"] td.doc`)))
 	if err != nil || !strings.Contains(created, `"who":"browser"`) {
