@@ -90,6 +90,9 @@ type consumer struct {
 
 	// snapDoc is the map snapshot documents are parsed into, reused.
 	snapDoc map[string]any
+	// skips holds, per subscription whose snapshot was read from a
+	// database, the cluster time it was read at (skipSnapshotted).
+	skips map[match.Member]uint64
 }
 
 // endedSub is a subscription the consumer ends: suspended by the index at
@@ -577,6 +580,7 @@ func (c *consumer) apply(e store.Entry) (deadReason string) {
 		if err != nil {
 			return "subscription_added does not compile on this node: " + err.Error()
 		}
+		c.forgetSkip(a.GetGatewayId(), a.GetSubscription().GetSubscriptionId())
 		if c.cooling(a.GetGatewayId(), a.GetSubscription(), compiled, e.ID) {
 			kind = "subscription_added"
 			break
@@ -594,6 +598,7 @@ func (c *consumer) apply(e store.Entry) (deadReason string) {
 			return "subscription_removed without gateway or subscription id"
 		}
 		c.ix.Remove(r.GetGatewayId(), r.GetSubscriptionId())
+		c.forgetSkip(r.GetGatewayId(), r.GetSubscriptionId())
 		kind = "subscription_removed"
 	case *streamerv1.LogEntry_GatewayExpired:
 		if x.GatewayExpired.GetGatewayId() == "" {
@@ -702,6 +707,7 @@ func (c *consumer) event(id string) error {
 		return nil
 	}
 	c.results = c.ix.Match(ev, c.results[:0])
+	c.skipSnapshotted(w.ClusterTime)
 	c.costExceeded(id)
 	if len(c.results) == 0 {
 		return nil

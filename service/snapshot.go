@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -56,7 +58,7 @@ func (c *consumer) snapshot(gw string, sub *streamerv1.Subscription, compiled *m
 		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
 		page, err := c.n.cfg.Documents.Query(ctx, store.DocumentQuery{
 			Tenant: sub.GetTenant(), Collection: sub.GetCollection(), DocumentID: sub.GetDocumentId(),
-			After: req.GetAfter(), Limit: limit,
+			After: req.GetAfter(), Limit: limit, Conditions: storeConditions(compiled.Conditions()),
 			Keep: func(id string, data []byte) bool {
 				doc, err := match.ParseDocumentInto(c.snapDoc, data)
 				if err != nil {
@@ -79,8 +81,14 @@ func (c *consumer) snapshot(gw string, sub *streamerv1.Subscription, compiled *m
 		default:
 			docs = page.Documents
 			end.Documents = int32(len(docs))
-			if page.More && len(docs) > 0 {
-				end.More, end.NextAfter = true, docs[len(docs)-1].ID
+			end.More, end.NextAfter = page.More, page.Next
+			if page.ClusterTime != 0 {
+				// Read from a database at that cluster time: the events
+				// after this entry up to it are in the documents already.
+				if c.skips == nil {
+					c.skips = map[match.Member]uint64{}
+				}
+				c.skips[match.Member{Gateway: gw, ID: sub.GetSubscriptionId()}] = page.ClusterTime
 			}
 		}
 	}
@@ -110,5 +118,38 @@ func (c *consumer) snapshot(gw string, sub *streamerv1.Subscription, compiled *m
 			return
 		}
 		pageNo++
+	}
+}
+
+// storeConditions converts a criterion's conditions for a store query.
+func storeConditions(cs []match.Condition) []store.Condition {
+	out := make([]store.Condition, len(cs))
+	for i, c := range cs {
+		out[i] = store.Condition{Path: c.Path, Op: string(c.Op), Value: c.Value}
+	}
+	return out
+}
+
+// skipSnapshotted drops from c.results the matches of subscriptions whose
+// snapshot was read from a database at or after the event's cluster time
+// (it is in their documents already), and forgets the snapshots the
+// event's cluster time has passed: the source appends in commit order, so
+// no later event is at or before them.
+func (c *consumer) skipSnapshotted(clusterTime uint64) {
+	if len(c.skips) == 0 || clusterTime == 0 {
+		return
+	}
+	c.results = slices.DeleteFunc(c.results, func(r match.Result) bool {
+		t, ok := c.skips[match.Member{Gateway: r.Gateway, ID: r.ID}]
+		return ok && clusterTime <= t
+	})
+	maps.DeleteFunc(c.skips, func(_ match.Member, t uint64) bool { return t < clusterTime })
+}
+
+// forgetSkip forgets the snapshot read time of a subscription replaced or
+// removed.
+func (c *consumer) forgetSkip(gw, id string) {
+	if len(c.skips) > 0 {
+		delete(c.skips, match.Member{Gateway: gw, ID: id})
 	}
 }

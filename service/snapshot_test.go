@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/memory"
 )
 
@@ -156,5 +158,50 @@ func TestSnapshotRefused(t *testing.T) {
 	g2, _ := h2.connect("gw", "")
 	if res := g2.subscribe(withSnapshot(filterSub("s", "t", "c", "a", "==", 1), -1, "")); res.GetError().GetCode() != streamerv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
 		t.Fatalf("negative limit: %v", res)
+	}
+}
+
+// readAt is a document source read from a database at a cluster time: its
+// documents are the fixed ones.
+type readAt struct {
+	at   uint64
+	docs []store.Document
+}
+
+func (r readAt) Query(_ context.Context, q store.DocumentQuery) (store.DocumentPage, error) {
+	var out []store.Document
+	for _, d := range r.docs {
+		if q.Keep == nil || q.Keep(d.ID, d.Data) {
+			out = append(out, d)
+		}
+	}
+	return store.DocumentPage{Documents: out, ClusterTime: r.at}, nil
+}
+
+// TestSnapshotAtClusterTime: a snapshot read from a database at cluster
+// time T is followed by the subscription's events after T only: those at
+// or before T (appended after the subscription by a lagging puller) are in
+// the documents already. Other subscriptions, and events without a cluster
+// time, are not affected.
+func TestSnapshotAtClusterTime(t *testing.T) {
+	h := startNode(t, Config{Documents: readAt{at: 100, docs: []store.Document{{ID: "o1", Data: []byte(`{"v":1}`)}}}}, memory.Config{Partitions: 2})
+	g, _ := h.connect("gw", "")
+	g.mustSubscribe(withSnapshot(&streamerv1.Subscription{SubscriptionId: "snap", Tenant: "t", Collection: "c"}, 0, ""))
+	g.mustSubscribe(&streamerv1.Subscription{SubscriptionId: "plain", Tenant: "t", Collection: "c"})
+	if ids, _, end := g.snapshotOf("snap"); len(ids) != 1 || end.GetDocuments() != 1 {
+		t.Fatalf("snapshot %v, end %v", ids, end)
+	}
+	at := func(e *streamerv1.ChangeEvent, ct uint64) *streamerv1.ChangeEvent { e.ClusterTime = ct; return e }
+	h.publish(
+		at(event("e99", "t", "c", "o1", opUpdate, `{"v":1}`, ""), 99),
+		at(event("e100", "t", "c", "o1", opUpdate, `{"v":1}`, ""), 100),
+		at(event("e101", "t", "c", "o1", opUpdate, `{"v":2}`, ""), 101),
+		at(event("e100b", "t", "c", "o2", opCreate, `{"v":1}`, ""), 100), // out of order: the snapshot's skip is gone
+		event("e0", "t", "c", "o3", opCreate, `{"v":1}`, ""),
+	)
+	got := summary(g.matchesUntil("e99", "e100", "e101", "e100b", "e0"))
+	want := []string{"e99:UPDATE:plain", "e100:UPDATE:plain", "e101:UPDATE:plain,snap", "e100b:CREATE:plain,snap", "e0:CREATE:plain,snap"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
 	}
 }

@@ -32,20 +32,42 @@ type DocumentQuery struct {
 	// subscription's criterion). Nil keeps every document. It is called
 	// with the source's lock held: it must not call the source.
 	Keep func(id string, data []byte) bool
-	// After: only documents whose id sorts after it (bytewise). Empty:
-	// from the first.
+	// Conditions are necessary conditions of Keep (match.Compiled's
+	// Conditions): a source that can narrow its scan with them may; Keep
+	// still decides.
+	Conditions []Condition
+	// After: only documents after this cursor (a DocumentPage.Next of the
+	// same source). Empty: from the first.
 	After string
 	// Limit is the most documents returned, at least 1.
 	Limit int
 }
 
+// Condition is a necessary condition on one field (see match.Condition):
+// Path, by segments; Op one of ==, <, <=, >, >=, in, array-contains,
+// array-contains-any; Value a JSON-like value (nil, bool, float64,
+// string, []any, map[string]any), a []any for in and array-contains-any.
+type Condition struct {
+	Path  []string
+	Op    string
+	Value any
+}
+
 // DocumentPage is the answer to a DocumentQuery.
 type DocumentPage struct {
-	// Documents kept, by ascending id, at most Limit.
+	// Documents kept, in the source's id order (memory: bytewise), at most
+	// Limit.
 	Documents []Document
 	// More reports that Keep kept more documents after the last one
-	// returned: the result continues after it.
+	// returned; Next is then the cursor to pass as After for them.
 	More bool
+	Next string
+	// ClusterTime is the source's commit position the documents reflect
+	// when the source is a database read at one (ChangeEvent.cluster_time:
+	// events at or before it are in the documents); 0 for a source
+	// maintained from the event log, which reflects exactly the events
+	// before the query.
+	ClusterTime uint64
 }
 
 // Documents is a source of snapshots: the latest version of every document

@@ -24,6 +24,7 @@ type Event struct {
 	Partition                               int32
 	Position                                []byte
 	TimestampMs                             int64
+	ClusterTime                             uint64
 
 	buf  []byte   // scratch of MatchEvent
 	strs []string // backing of the match.Event's Changed
@@ -48,7 +49,7 @@ func (e *Event) Decode(raw []byte) bool {
 				return false
 			}
 			b = b[n:]
-		case typ == protowire.VarintType && (num == FieldEventOperation || num == FieldEventPartition || num == FieldEventTimestamp):
+		case typ == protowire.VarintType && (num == FieldEventOperation || num == FieldEventPartition || num == FieldEventTimestamp || num == FieldEventClusterTime):
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return false
@@ -61,6 +62,8 @@ func (e *Event) Decode(raw []byte) bool {
 				e.Op = int32(v)
 			case FieldEventPartition:
 				e.Partition = int32(v)
+			case FieldEventClusterTime:
+				e.ClusterTime = v
 			default:
 				e.TimestampMs = int64(v)
 			}

@@ -57,7 +57,7 @@ func TestOverridesReplaceThePublishersFields(t *testing.T) {
 func TestEventDecodingAllocatesNothing(t *testing.T) {
 	raw, _ := proto.Marshal(&streamerv1.LogEntry{Entry: &streamerv1.LogEntry_Event{Event: &streamerv1.ChangeEvent{
 		EventId: "e", Tenant: "t", Collection: "c", DocumentId: "d", Operation: streamerv1.Operation_OPERATION_UPDATE, Document: []byte(`{"a":1}`),
-		ChangedFields: []string{"a", "b"}, TimestampMs: 1700000000123}}})
+		ChangedFields: []string{"a", "b"}, TimestampMs: 1700000000123, ClusterTime: 7<<32 | 3}}})
 	var w Event
 	var tail []byte
 	if allocs := testing.AllocsPerRun(100, func() {
@@ -69,7 +69,7 @@ func TestEventDecodingAllocatesNothing(t *testing.T) {
 	}); allocs != 0 {
 		t.Errorf("decoding allocates %v times", allocs)
 	}
-	if w.TimestampMs != 1700000000123 || w.Op != 2 || string(w.EventID) != "e" {
+	if w.TimestampMs != 1700000000123 || w.ClusterTime != 7<<32|3 || w.Op != 2 || string(w.EventID) != "e" {
 		t.Errorf("decoded timestamp %d, op %d, event id %q", w.TimestampMs, w.Op, w.EventID)
 	}
 	if allocs := testing.AllocsPerRun(100, func() { _ = w.MatchEvent() }); allocs != 1 {

@@ -23,6 +23,7 @@ const (
 	FieldEventTimestamp     protowire.Number = 9
 	FieldEventPartition     protowire.Number = 10
 	FieldEventPosition      protowire.Number = 11
+	FieldEventClusterTime   protowire.Number = 12
 
 	// EventMatch.
 	FieldEventMatchEvent           protowire.Number = 1

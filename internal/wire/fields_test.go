@@ -32,6 +32,7 @@ func TestFieldNumbersAreTheDescriptors(t *testing.T) {
 		{&streamerv1.ChangeEvent{}, "timestamp_ms", FieldEventTimestamp, protoreflect.Int64Kind},
 		{&streamerv1.ChangeEvent{}, "partition", FieldEventPartition, protoreflect.Int32Kind},
 		{&streamerv1.ChangeEvent{}, "position", FieldEventPosition, protoreflect.StringKind},
+		{&streamerv1.ChangeEvent{}, "cluster_time", FieldEventClusterTime, protoreflect.Uint64Kind},
 		{&streamerv1.EventMatch{}, "event", FieldEventMatchEvent, protoreflect.MessageKind},
 		{&streamerv1.EventMatch{}, "operation", FieldEventMatchOperation, protoreflect.EnumKind},
 		{&streamerv1.EventMatch{}, "subscription_ids", FieldEventMatchSubscriptionIDs, protoreflect.StringKind},

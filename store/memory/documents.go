@@ -133,7 +133,8 @@ func (d *Documents) Delete(tenant, collection, id string) {
 	c.ids = nil
 }
 
-// Query implements store.Documents.
+// Query implements store.Documents. Documents come by ascending id
+// (bytewise); Next is the last one's id, and After any id.
 func (d *Documents) Query(ctx context.Context, q store.DocumentQuery) (store.DocumentPage, error) {
 	if err := ctx.Err(); err != nil {
 		return store.DocumentPage{}, err
@@ -183,7 +184,7 @@ func (d *Documents) Query(ctx context.Context, q store.DocumentQuery) (store.Doc
 			continue
 		}
 		if len(page.Documents) == q.Limit {
-			page.More = true
+			page.More, page.Next = true, page.Documents[len(page.Documents)-1].ID
 			break
 		}
 		page.Documents = append(page.Documents, doc)

@@ -31,6 +31,9 @@ func RunDocuments(t *testing.T, newSource func(t *testing.T) (store.Documents, s
 		for i, d := range p.Documents {
 			s[i] = d.ID
 		}
+		if p.More != (p.Next != "") {
+			return fmt.Sprintf("more=%v but next=%q", p.More, p.Next)
+		}
 		return strings.Join(s, ",") + fmt.Sprintf(" more=%v", p.More)
 	}
 	fill := func(w store.DocumentWriter, tenant, coll string, n int) {

@@ -243,7 +243,13 @@ type ChangeEvent struct {
 	// Position of the event within its partition of the event log (an opaque,
 	// ordered id such as a Redis stream id). Set by the event log; ignored on
 	// publish. Empty = not (yet) appended.
-	Position      string `protobuf:"bytes,11,opt,name=position,proto3" json:"position,omitempty"`
+	Position string `protobuf:"bytes,11,opt,name=position,proto3" json:"position,omitempty"`
+	// The source's commit position of the change, ordered like the source's
+	// commits; 0 = unknown. The MongoDB puller sets the change's clusterTime
+	// (seconds << 32 | increment). A snapshot read from the source at a
+	// cluster time is followed by exactly the events after it: events of the
+	// snapshot's subscription at or before it are not delivered to it.
+	ClusterTime   uint64 `protobuf:"varint,12,opt,name=cluster_time,json=clusterTime,proto3" json:"cluster_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,6 +359,13 @@ func (x *ChangeEvent) GetPosition() string {
 		return x.Position
 	}
 	return ""
+}
+
+func (x *ChangeEvent) GetClusterTime() uint64 {
+	if x != nil {
+		return x.ClusterTime
+	}
+	return 0
 }
 
 // FieldFilter is one Firestore-style `where()` condition on a document field.
@@ -2103,7 +2116,7 @@ var File_streamer_v1_streamer_proto protoreflect.FileDescriptor
 
 const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\n" +
-	"\x1astreamer/v1/streamer.proto\x12\vstreamer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xef\x02\n" +
+	"\x1astreamer/v1/streamer.proto\x12\vstreamer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x92\x03\n" +
 	"\vChangeEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1e\n" +
@@ -2119,7 +2132,8 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\ftimestamp_ms\x18\t \x01(\x03R\vtimestampMs\x12\x1c\n" +
 	"\tpartition\x18\n" +
 	" \x01(\x05R\tpartition\x12\x1a\n" +
-	"\bposition\x18\v \x01(\tR\bposition\"a\n" +
+	"\bposition\x18\v \x01(\tR\bposition\x12!\n" +
+	"\fcluster_time\x18\f \x01(\x04R\vclusterTime\"a\n" +
 	"\vFieldFilter\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x0e\n" +
 	"\x02op\x18\x02 \x01(\tR\x02op\x12,\n" +
