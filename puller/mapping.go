@@ -85,7 +85,8 @@ func (mp *Mapper) Mapping() Mapping { return mp.m }
 //   - changed_fields (updates only): the keys of
 //     updateDescription.updatedFields, then removedFields, then the fields of
 //     truncatedArrays;
-//   - timestamp_ms: wallTime when present, else clusterTime seconds × 1000.
+//   - timestamp_ms: wallTime when present, else clusterTime seconds × 1000;
+//   - cluster_time: clusterTime as seconds << 32 | increment.
 //
 // Partition and position are left unset. invalidate, drop, dropDatabase and
 // rename return an *EndError; other operation types, events without a
@@ -101,6 +102,7 @@ type change struct {
 	eventID     string
 	op          string
 	clusterTime time.Time // zero if absent
+	clusterTS   uint64    // clusterTime as seconds<<32 | increment; 0 if absent
 	wallTime    time.Time // zero if absent
 	nsDB        string
 	nsColl      string
@@ -135,8 +137,9 @@ func parse(raw []byte) (change, error) {
 		case "operationType":
 			c.op = str(v)
 		case "clusterTime":
-			if t, _, ok := v.TimestampOK(); ok {
+			if t, i, ok := v.TimestampOK(); ok {
 				c.clusterTime = time.Unix(int64(t), 0)
+				c.clusterTS = uint64(t)<<32 | uint64(i)
 			}
 		case "wallTime":
 			if ms, ok := v.DateTimeOK(); ok {
@@ -226,7 +229,7 @@ func (mp *Mapper) convert(raw []byte) (change, error) {
 		return c, &SkipError{Operation: c.op, EventID: c.eventID, Reason: reason, Err: err}
 	}
 
-	ev := &streamerv1.ChangeEvent{EventId: c.eventID, Operation: op, Collection: c.nsColl}
+	ev := &streamerv1.ChangeEvent{EventId: c.eventID, Operation: op, Collection: c.nsColl, ClusterTime: c.clusterTS}
 	if t := c.time(); !t.IsZero() {
 		ev.TimestampMs = t.UnixMilli()
 	}

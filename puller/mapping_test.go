@@ -142,28 +142,28 @@ func TestConvertOperations(t *testing.T) {
 			"eventId": "8263501A9C000000012B022C0100296E5A1004AB1154ACACD849A48C61756D70D3B21F463C6F7065726174696F6E54797065003C696E736572740046646F63756D656E744B657900463C5F6964003C6F626A656374496400645019A078BE67426D7CF4D2000004",
 			"tenant": "acme", "collection": "users", "documentId": "599af247bb69cd89961c986d", "operation": "OPERATION_CREATE",
 			"document": "` + b64(`{"_id":"599af247bb69cd89961c986d","tenant":"acme","userName":"alice123","name":"Alice","age":34}`) + `",
-			"timestampMs": "1666193824604"}`},
+			"timestampMs": "1666193824604", "clusterTime": "7156247982877179905"}`},
 		{"update", Mapping{}, `{
 			"eventId": "8263501B01000000012B022C0100296E5A1004AB1154ACACD849A48C61756D70D3B21F463C6F7065726174696F6E54797065003C7570646174650046646F63756D656E744B657900463C5F6964003C6F626A656374496400645019A078BE67426D7CF4D2000004",
 			"tenant": "acme", "collection": "users", "documentId": "599af247bb69cd89961c986d", "operation": "OPERATION_UPDATE",
 			"document": "` + b64(`{"_id":"599af247bb69cd89961c986d","tenant":"acme","userName":"alice123","email":"alice@10gen.com","address":{"city":"Oslo"},"vacation_time":[]}`) + `",
 			"before": "` + b64(`{"_id":"599af247bb69cd89961c986d","tenant":"acme","userName":"alice123","phoneNumber":"555"}`) + `",
 			"changedFields": ["email", "address.city", "phoneNumber", "vacation_time"],
-			"timestampMs": "1666193925604"}`},
+			"timestampMs": "1666193925604", "clusterTime": "7156248416668876801"}`},
 		{"replace", Mapping{}, `{
 			"eventId": "8263501B5E", "tenant": "acme", "collection": "users", "documentId": "599af247bb69cd89961c986d", "operation": "OPERATION_UPDATE",
 			"document": "` + b64(`{"_id":"599af247bb69cd89961c986d","tenant":"acme","userName":"alice123","name":"Alice"}`) + `",
-			"timestampMs": "1666194014100"}`},
+			"timestampMs": "1666194014100", "clusterTime": "7156248798920966146"}`},
 		{"delete", Mapping{DefaultTenant: "acme"}, `{
 			"eventId": "8263501B9E", "tenant": "acme", "collection": "users", "documentId": "599af247bb69cd89961c986d", "operation": "OPERATION_DELETE",
-			"timestampMs": "1666194078000"}`},
+			"timestampMs": "1666194078000", "clusterTime": "7156249073798873089"}`},
 		{"delete with pre-image", Mapping{}, `{
 			"eventId": "8263501B9F", "tenant": "globex", "collection": "users", "documentId": "42", "operation": "OPERATION_DELETE",
 			"before": "` + b64(`{"_id":42,"tenant":"globex","name":"Bob"}`) + `",
-			"timestampMs": "1666194079000"}`},
+			"timestampMs": "1666194079000", "clusterTime": "7156249078093840385"}`},
 		{"delete with tenant in shard key", Mapping{DefaultTenant: "nobody"}, `{
 			"eventId": "8263501BA0", "tenant": "initech", "collection": "users", "documentId": "7", "operation": "OPERATION_DELETE",
-			"timestampMs": "1666194080000"}`},
+			"timestampMs": "1666194080000", "clusterTime": "7156249082388807681"}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
