@@ -13,7 +13,7 @@ import (
 )
 
 func TestDocumentsConformance(t *testing.T) {
-	storetest.RunDocuments(t, func(t *testing.T) (store.Documents, store.DocumentWriter) {
+	storetest.RunDocuments(t, storetest.DocumentsOptions{Versions: true}, func(t *testing.T) (store.Documents, store.DocumentWriter) {
 		d := memory.NewDocuments(0)
 		return d, d
 	})

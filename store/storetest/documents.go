@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,11 +10,21 @@ import (
 	"github.com/streamerd/streamer/store"
 )
 
+// DocumentsOptions tells RunDocuments what the source under test knows.
+type DocumentsOptions struct {
+	// Versions: the source knows each document's last event id and
+	// timestamp (a source maintained from the event log does; a database
+	// does not).
+	Versions bool
+}
+
 // RunDocuments is the conformance suite of store.Documents. newSource
 // returns an empty source and the writer that fills it (for a source
 // maintained from the event log, its DocumentWriter; for a database, one
-// that writes the database).
-func RunDocuments(t *testing.T, newSource func(t *testing.T) (store.Documents, store.DocumentWriter)) {
+// that writes the database). A source may return documents with more
+// fields than were written (a database's id and tenant fields), never
+// fewer.
+func RunDocuments(t *testing.T, opts DocumentsOptions, newSource func(t *testing.T) (store.Documents, store.DocumentWriter)) {
 	ctx := context.Background()
 	doc := func(id, body string) store.Document {
 		return store.Document{ID: id, Data: []byte(body), TimestampMs: 1700000000000, EventID: "e-" + id}
@@ -36,11 +47,12 @@ func RunDocuments(t *testing.T, newSource func(t *testing.T) (store.Documents, s
 		}
 		return strings.Join(s, ",") + fmt.Sprintf(" more=%v", p.More)
 	}
-	fill := func(w store.DocumentWriter, tenant, coll string, n int) {
+	fillAs := func(w store.DocumentWriter, tenant, coll, prefix string, n int) {
 		for i := n - 1; i >= 0; i-- { // written out of id order
-			w.Put(tenant, coll, doc(fmt.Sprintf("d%02d", i), fmt.Sprintf(`{"n":%d}`, i)))
+			w.Put(tenant, coll, doc(fmt.Sprintf("%s%02d", prefix, i), fmt.Sprintf(`{"n":%d}`, i)))
 		}
 	}
+	fill := func(w store.DocumentWriter, tenant, coll string, n int) { fillAs(w, tenant, coll, "d", n) }
 
 	t.Run("empty collection", func(t *testing.T) {
 		src, _ := newSource(t)
@@ -80,8 +92,13 @@ func RunDocuments(t *testing.T, newSource func(t *testing.T) (store.Documents, s
 		if got := ids(page); got != "d01,d02 more=false" {
 			t.Fatalf("got %s", got)
 		}
-		if d := page.Documents[0]; string(d.Data) != `{"n":100}` || d.EventID != "e-d01" || d.TimestampMs != 1700000000000 {
-			t.Fatalf("d01 = %+v", d)
+		d := page.Documents[0]
+		var got map[string]any
+		if err := json.Unmarshal(d.Data, &got); err != nil || got["n"] != 100.0 {
+			t.Fatalf("d01 = %s (%v)", d.Data, err)
+		}
+		if opts.Versions && (d.EventID != "e-d01" || d.TimestampMs != 1700000000000) {
+			t.Fatalf("d01 = %+v, want its event id and timestamp", d)
 		}
 		w.Put("t", "c", doc("d00", `{"n":0}`)) // recreated
 		if got := ids(query(t, src, store.DocumentQuery{Tenant: "t", Collection: "c", Limit: 10})); got != "d00,d01,d02 more=false" {
@@ -92,15 +109,36 @@ func RunDocuments(t *testing.T, newSource func(t *testing.T) (store.Documents, s
 		src, w := newSource(t)
 		fill(w, "t", "c", 10)
 		even := func(_ string, data []byte) bool {
-			var n int
-			_, _ = fmt.Sscanf(string(data), `{"n":%d}`, &n)
-			return n%2 == 0
+			var d struct{ N int }
+			if err := json.Unmarshal(data, &d); err != nil {
+				t.Errorf("document %s: %v", data, err)
+			}
+			return d.N%2 == 0
 		}
 		if got := ids(query(t, src, store.DocumentQuery{Tenant: "t", Collection: "c", Limit: 3, Keep: even})); got != "d00,d02,d04 more=true" {
 			t.Fatalf("got %s", got)
 		}
 		if got := ids(query(t, src, store.DocumentQuery{Tenant: "t", Collection: "c", Limit: 3, Keep: even, After: "d04"})); got != "d06,d08 more=false" {
 			t.Fatalf("next page: %s", got)
+		}
+	})
+	t.Run("paging with Next returns every document once", func(t *testing.T) {
+		src, w := newSource(t)
+		fill(w, "t", "c", 23)
+		var all []string
+		after := ""
+		for range 10 {
+			page := query(t, src, store.DocumentQuery{Tenant: "t", Collection: "c", Limit: 5, After: after})
+			for _, d := range page.Documents {
+				all = append(all, d.ID)
+			}
+			if !page.More {
+				break
+			}
+			after = page.Next
+		}
+		if len(all) != 23 || all[0] != "d00" || all[22] != "d22" {
+			t.Fatalf("paged through %v", all)
 		}
 	})
 	t.Run("document id", func(t *testing.T) {
@@ -118,13 +156,16 @@ func RunDocuments(t *testing.T, newSource func(t *testing.T) (store.Documents, s
 		}
 	})
 	t.Run("tenants and collections are apart", func(t *testing.T) {
+		// Ids differ between tenants of a collection: a database keeps
+		// one document per id and collection, whatever its tenant field.
 		src, w := newSource(t)
-		fill(w, "t1", "c", 2)
-		fill(w, "t2", "c", 3)
+		fillAs(w, "t1", "c", "a", 2)
+		fillAs(w, "t2", "c", "b", 3)
 		fill(w, "t1", "other", 4)
-		w.Delete("t2", "c", "d00")
+		w.Delete("t2", "c", "b00")
+		w.Delete("t1", "c", "b01") // another tenant's document: not deleted
 		for _, c := range []struct{ tenant, coll, want string }{
-			{"t1", "c", "d00,d01 more=false"}, {"t2", "c", "d01,d02 more=false"}, {"t1", "other", "d00,d01,d02,d03 more=false"}, {"t3", "c", " more=false"},
+			{"t1", "c", "a00,a01 more=false"}, {"t2", "c", "b01,b02 more=false"}, {"t1", "other", "d00,d01,d02,d03 more=false"}, {"t3", "c", " more=false"},
 		} {
 			if got := ids(query(t, src, store.DocumentQuery{Tenant: c.tenant, Collection: c.coll, Limit: 10})); got != c.want {
 				t.Errorf("%s/%s: %s, want %s", c.tenant, c.coll, got, c.want)
