@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/x/mongo/driver/connstring"
 	"google.golang.org/grpc"
 
@@ -73,11 +74,14 @@ next node with --mongo to take the lead may meet the same error and stop in
 turn; run 'streamer puller' as its own process to keep the nodes serving then.
 
 Snapshots (a subscription's initial result set, then the changes after it,
-with no gap and no duplicate) are served in the embedded mode without
---mongo: the node keeps the latest version of every document it has seen, all
-of them since the log started with the process, in at most
---snapshot-memory-bytes. A pool on Redis, or a node tailing MongoDB, refuses
-them (ERROR_CODE_SNAPSHOT_UNAVAILABLE): their documents predate the node.
+with no gap and no duplicate) come from MongoDB with --mongo: the partition's
+owner reads the matching documents at a cluster time (read concern snapshot,
+MongoDB 5.0 or later) and delivers the events after it. Every node of a pool
+that may own partitions needs --mongo for that. In the embedded mode without
+--mongo the node keeps the latest version of every document it has seen (all
+of them: the log starts with the process), in at most --snapshot-memory-bytes.
+A pool on Redis without --mongo refuses snapshots
+(ERROR_CODE_SNAPSHOT_UNAVAILABLE): its log predates the node.
 
 Every flag can also be set through an environment variable: --auth-token is
 STREAMER_AUTH_TOKEN, --gateway-ttl is STREAMER_GATEWAY_TTL, and so on; flags
@@ -94,21 +98,23 @@ const grpcStopTimeout = 5 * time.Second
 // that releases the source once the puller's Run has returned. An
 // unreachable server is not an error here: it shows up as change stream
 // errors, which the puller retries.
-type mongoOpener func(ctx context.Context, uri, db string, collections []string) (w puller.Watcher, database string, release func(context.Context) error, err error)
+//
+// docs is the database the node reads snapshots from (nil: no snapshots).
+type mongoOpener func(ctx context.Context, uri, db string, collections []string) (w puller.Watcher, database string, docs *mongo.Database, release func(context.Context) error, err error)
 
 // openMongo is the mongoOpener of the real driver.
-func openMongo(ctx context.Context, uri, db string, collections []string) (puller.Watcher, string, func(context.Context) error, error) {
+func openMongo(ctx context.Context, uri, db string, collections []string) (puller.Watcher, string, *mongo.Database, func(context.Context) error, error) {
 	w, client, err := puller.ConnectMongo(ctx, uri, db, collections)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", nil, nil, err
 	}
-	return w, w.Database(), client.Disconnect, nil
+	return w, w.Database(), client.Database(w.Database()), client.Disconnect, nil
 }
 
 // servePullerFlags names serve's flags that configure the embedded puller
 // and mean nothing without --mongo.
 var servePullerFlags = []string{"mongo-db", "mongo-collections", "puller-name", "tenant-field", "default-tenant",
-	"collection-field", "id-field", "pre-images", "start-from-now"}
+	"collection-field", "id-field", "pre-images", "start-from-now", "mongo-snapshot-reads"}
 
 func runServe(ctx context.Context, args []string, sio stdio) error {
 	return serve(ctx, args, sio, openMongo)
@@ -135,6 +141,8 @@ type serveOptions struct {
 	gcHeadroom                                                  *int
 	snapshotMax                                                 int
 	snapshotMemory                                              int64
+	mongoDocs                                                   store.Documents // the snapshot source of --mongo
+	mongoSnapshotReads                                          bool
 
 	// The embedded puller.
 	mongoURI, mongoDB, mongoColls, pullerName            string
@@ -187,6 +195,7 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 	fs.StringVar(&o.collectionField, "collection-field", "", "dotted document `field` naming the collection to publish under (embedded puller; default: the MongoDB collection)")
 	fs.StringVar(&o.idField, "id-field", "_id", "dotted document `field` holding the document id (embedded puller)")
 	fs.BoolVar(&o.preImages, "pre-images", false, "embedded puller: publish pre-images (fullDocumentBeforeChange: whenAvailable; enable changeStreamPreAndPostImages on the collections)")
+	fs.BoolVar(&o.mongoSnapshotReads, "mongo-snapshot-reads", true, "read snapshots from --mongo at a cluster time (read concern snapshot, MongoDB 5.0+); false for servers without (MongoDB 4.x, FerretDB): a change committed while a snapshot is read may then also arrive after it")
 	fs.BoolVar(&o.startFromNow, "start-from-now", false, "embedded puller: when the saved resume token is no longer usable, start from the current time instead of stopping the node (changes in between are lost)")
 	return o
 }
@@ -269,9 +278,15 @@ func serve(ctx context.Context, args []string, sio stdio, openWatcher mongoOpene
 	if o.mongoURI != "" {
 		src.collections = splitList(o.mongoColls)
 		var release func(context.Context) error
-		src.watcher, src.database, release, err = openWatcher(ctx, o.mongoURI, o.mongoDB, src.collections)
+		var docs *mongo.Database
+		src.watcher, src.database, docs, release, err = openWatcher(ctx, o.mongoURI, o.mongoDB, src.collections)
 		if err != nil {
 			return usageError(sio, fmt.Errorf("--mongo: %v", err))
+		}
+		if docs != nil {
+			d := puller.NewDocuments(docs, o.pullerConfig("", nil, nil).Mapping)
+			d.SnapshotReads = o.mongoSnapshotReads
+			o.mongoDocs = d
 		}
 		defer func() {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -368,13 +383,16 @@ func (o *serveOptions) nodeConfig(logger *slog.Logger, collectors []prometheus.C
 	}
 }
 
-// documents is the node's snapshot source: in the embedded mode without a
-// puller the documents the node applies, all of them since the event log
-// started with the process; none otherwise (a pool's nodes, or a puller
-// tailing a database that held documents before the node started: they
-// would be missing).
+// documents is the node's snapshot source: with --mongo the database the
+// puller tails (read at a cluster time); in the embedded mode without it
+// the documents the node applies, all of them since the event log started
+// with the process; none in a pool on Redis without --mongo (the event log
+// predates the node).
 func (o *serveOptions) documents() store.Documents {
-	if o.redisURL != "" || o.mongoURI != "" {
+	switch {
+	case o.mongoDocs != nil:
+		return o.mongoDocs
+	case o.redisURL != "" || o.mongoURI != "":
 		return nil
 	}
 	return memory.NewDocuments(o.snapshotMemory)

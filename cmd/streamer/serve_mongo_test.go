@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +21,10 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
 
+	"github.com/streamerd/streamer/client"
+	"github.com/streamerd/streamer/internal/testbin"
 	"github.com/streamerd/streamer/internal/testwait"
 	"github.com/streamerd/streamer/puller"
 )
@@ -87,6 +91,7 @@ func TestServeMongoFlagErrors(t *testing.T) {
 // inProcessServe is a serve running in this process.
 type inProcessServe struct {
 	base string // http://host:port of the admin listener
+	grpc string // host:port of the gRPC listener
 	logs *pullerStderr
 	done chan error
 	read sync.WaitGroup // the reader of serve's stderr: done once serve closed it
@@ -115,6 +120,7 @@ func startServeInProcess(t *testing.T, ctx context.Context, open mongoOpener, ar
 			s.logs.Write(append(sc.Bytes(), '\n'))
 			var rec map[string]any
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "listening" {
+				s.grpc, _ = rec["grpc_addr"].(string)
 				addr <- rec["http_addr"].(string)
 			}
 		}
@@ -221,11 +227,11 @@ func changeEvent(t *testing.T, token, op string, fields ...bson.E) bson.Raw {
 // fixedOpener returns w as the change-stream source, checking what serve
 // asks for.
 func fixedOpener(t *testing.T, w puller.Watcher, wantDB string, wantColls []string) mongoOpener {
-	return func(_ context.Context, uri, db string, colls []string) (puller.Watcher, string, func(context.Context) error, error) {
+	return func(_ context.Context, uri, db string, colls []string) (puller.Watcher, string, *mongo.Database, func(context.Context) error, error) {
 		if db != wantDB || strings.Join(colls, ",") != strings.Join(wantColls, ",") || !strings.HasPrefix(uri, "mongodb://") {
 			t.Errorf("opener got uri %q db %q collections %q, want db %q collections %q", uri, db, colls, wantDB, wantColls)
 		}
-		return w, db, func(context.Context) error { return nil }, nil
+		return w, db, nil, func(context.Context) error { return nil }, nil
 	}
 }
 
@@ -283,9 +289,9 @@ func TestServeEmbeddedPuller(t *testing.T) {
 // TestServeEmbeddedPullerPermanentError: a source error retrying cannot fix
 // (here: not authorized) ends serve with it, through the real classifier.
 func TestServeEmbeddedPullerPermanentError(t *testing.T) {
-	open := func(context.Context, string, string, []string) (puller.Watcher, string, func(context.Context) error, error) {
+	open := func(context.Context, string, string, []string) (puller.Watcher, string, *mongo.Database, func(context.Context) error, error) {
 		return failingWatcher{mongo.CommandError{Code: 13, Name: "Unauthorized", Message: "not authorized on app to execute command { aggregate: 1 }"}},
-			"app", func(context.Context) error { return nil }, nil
+			"app", nil, func(context.Context) error { return nil }, nil
 	}
 	s := startServeInProcess(t, context.Background(), open, "--mongo", "mongodb://h/app")
 	err := s.wait(t)
@@ -474,5 +480,84 @@ func (m *fakeMongod) serveConn(t *testing.T, c net.Conn) {
 		if _, err := c.Write(out); err != nil {
 			return
 		}
+	}
+}
+
+// TestServeMongoSnapshot: with --mongo, a subscription's snapshot comes
+// from the database (FerretDB here, a MongoDB wire server; without
+// snapshot reads, which it lacks), mapped like the puller maps events (the
+// tenant from --tenant-field), and the changes the puller appends follow.
+func TestServeMongoSnapshot(t *testing.T) {
+	uri := testbin.FerretDB(t)
+	ctx := context.Background()
+	mc, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Disconnect(ctx)
+	db := mc.Database("app")
+	if _, err := db.Collection("orders").InsertMany(ctx, []any{
+		bson.D{{Key: "_id", Value: "o1"}, {Key: "org", Value: "acme"}, {Key: "total", Value: 12}},
+		bson.D{{Key: "_id", Value: "o2"}, {Key: "org", Value: "acme"}, {Key: "total", Value: 3}},
+		bson.D{{Key: "_id", Value: "o3"}, {Key: "org", Value: "globex"}, {Key: "total", Value: 50}},
+		bson.D{{Key: "_id", Value: "o4"}, {Key: "org", Value: "acme"}, {Key: "total", Value: 40}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w := &chanWatcher{events: make(chan bson.Raw)}
+	open := func(context.Context, string, string, []string) (puller.Watcher, string, *mongo.Database, func(context.Context) error, error) {
+		return w, "app", db, func(context.Context) error { return nil }, nil
+	}
+	sctx, stop := context.WithCancel(ctx)
+	s := startServeInProcess(t, sctx, open, "--mongo", uri+"app", "--tenant-field", "org", "--mongo-snapshot-reads=false")
+	defer func() {
+		stop()
+		if err := s.wait(t); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := client.Dial(dctx, s.grpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Subscribe(dctx, client.Subscription{ID: "big", Tenant: "acme", Collection: "orders",
+		Filters: []client.Filter{{Field: "total", Op: ">", Value: 10}}, Snapshot: &client.SnapshotRequest{}}); err != nil {
+		t.Fatal(err)
+	}
+	var docs []string
+	for end := false; !end; {
+		select {
+		case d := <-conn.Deliveries():
+			if d.Snapshot == nil {
+				t.Fatalf("before the snapshot's end: %+v", d)
+			}
+			for _, doc := range d.Snapshot.GetDocuments() {
+				docs = append(docs, doc.GetDocumentId()+" "+string(doc.GetDocument()))
+			}
+			end = d.Snapshot.GetEnd() != nil
+			if e := d.Snapshot.GetEnd().GetError(); e != nil {
+				t.Fatalf("snapshot failed: %v", e)
+			}
+		case <-dctx.Done():
+			t.Fatalf("no snapshot end; logs:\n%s", s.logs.String())
+		}
+	}
+	if want := []string{`o1 {"_id":"o1","org":"acme","total":12}`, `o4 {"_id":"o4","org":"acme","total":40}`}; !slices.Equal(docs, want) {
+		t.Fatalf("snapshot %v, want %v", docs, want)
+	}
+	w.events <- changeEvent(t, "82B1", "update",
+		bson.E{Key: "ns", Value: bson.D{{Key: "db", Value: "app"}, {Key: "coll", Value: "orders"}}},
+		bson.E{Key: "documentKey", Value: bson.D{{Key: "_id", Value: "o2"}}},
+		bson.E{Key: "fullDocument", Value: bson.D{{Key: "_id", Value: "o2"}, {Key: "org", Value: "acme"}, {Key: "total", Value: 30}}})
+	select {
+	case d := <-conn.Deliveries():
+		if len(d.Matches) != 1 || d.Matches[0].Event.GetDocumentId() != "o2" || d.Matches[0].Event.GetClusterTime() == 0 {
+			t.Fatalf("change after the snapshot: %+v", d)
+		}
+	case <-dctx.Done():
+		t.Fatal("no change after the snapshot")
 	}
 }
