@@ -122,7 +122,9 @@ func TestDocumentsMatchTheEngineOnFerretDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := func(field, op string, v any) match.Filter { return match.Filter{Field: field, Op: match.Operator(op), Value: v} }
+	f := func(field, op string, v any) match.Filter {
+		return match.Filter{Field: field, Op: match.Operator(op), Value: v}
+	}
 	criteria := []match.Criterion{
 		{Filters: []match.Filter{f("status", "==", "hot")}},
 		{Filters: []match.Filter{f("status", "==", true)}},
