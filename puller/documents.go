@@ -149,7 +149,8 @@ func noDecimal(err error) bool {
 // a cluster time (seconds << 32 | increment), 0 when unknown. The driver
 // keeps it in its unstable session API only.
 func snapshotTime(sess mongo.Session) uint64 {
-	xs, ok := sess.(mongo.XSession) //nolint:staticcheck // the only place the driver exposes atClusterTime
+	//lint:ignore SA1019 the only place the driver exposes a snapshot read's atClusterTime
+	xs, ok := sess.(mongo.XSession)
 	if !ok || xs.ClientSession() == nil || xs.ClientSession().SnapshotTime == nil {
 		return 0
 	}
