@@ -100,7 +100,7 @@ type inProcessServe struct {
 // startServeInProcess runs serve with JSON logs on free loopback ports,
 // opening MongoDB with open (the real driver when nil), and waits for its
 // "listening" log line.
-func startServeInProcess(t *testing.T, ctx context.Context, open mongoOpener, args ...string) *inProcessServe {
+func startServeInProcess(t testing.TB, ctx context.Context, open mongoOpener, args ...string) *inProcessServe {
 	t.Helper()
 	if open == nil {
 		open = openMongo
@@ -149,7 +149,7 @@ func (s *inProcessServe) get(t *testing.T, path string) (int, string) {
 }
 
 // wait returns serve's error, failing the test if it takes over 10s.
-func (s *inProcessServe) wait(t *testing.T) error {
+func (s *inProcessServe) wait(t testing.TB) error {
 	t.Helper()
 	select {
 	case err := <-s.done:
@@ -210,7 +210,7 @@ func (s *chanStream) Err() error                  { return s.err }
 func (s *chanStream) Close(context.Context) error { return nil }
 
 // changeEvent is a change event document shaped as MongoDB sends it.
-func changeEvent(t *testing.T, token, op string, fields ...bson.E) bson.Raw {
+func changeEvent(t testing.TB, token, op string, fields ...bson.E) bson.Raw {
 	t.Helper()
 	d := bson.D{
 		{Key: "_id", Value: bson.D{{Key: "_data", Value: token}}},
