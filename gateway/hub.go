@@ -551,14 +551,30 @@ func (h *hub) snapshotPage(p *streamerv1.SnapshotPage) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	u := h.byID[p.GetSubscriptionId()]
-	if u == nil || len(u.snaps) == 0 {
+	if u == nil || (len(u.snaps) == 0 && p.GetPage() != 0) {
 		return
 	}
 	if p.GetPage() == 0 {
 		u.snapPending = false
+		expected := false // started for a waiter, or a page the receivers had (redelivered)
 		for _, w := range u.snaps {
-			if !w.receiving && !w.done {
+			if w.receiving {
+				expected = true
+			} else if !w.done {
 				w.receiving, w.next = true, 0
+				expected = true
+			}
+		}
+		if !expected && len(u.members) > 0 {
+			// Nobody asked: the node served the subscription's snapshot
+			// again (the partition's new owner applied the subscription
+			// anew), at a new position. Events between the two may be
+			// skipped as part of the new one, which these clients do not
+			// take: they are told to refetch.
+			h.resyncs.Add(1)
+			f := resyncFrame("the streamer node served the subscription's snapshot again (its partition moved): refetch, or subscribe again with a snapshot")
+			for s := range u.members {
+				s.enqueue(f)
 			}
 		}
 	}

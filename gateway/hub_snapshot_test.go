@@ -132,3 +132,23 @@ func TestHubSnapshotAfterResync(t *testing.T) {
 	}
 	h.async.Wait()
 }
+
+// TestHubUnaskedSnapshotResyncs: a snapshot nobody waits for (the node
+// applied the subscription again after its partition moved) tells the
+// clients of the upstream subscription to refetch: the new snapshot's
+// position may skip events they never got.
+func TestHubUnaskedSnapshotResyncs(t *testing.T) {
+	h := newTestHub(t, &fakeUpstream{})
+	s := testSession(h, transportWS)
+	if e := h.subscribe(context.Background(), s, snapReq("x"), "k", nil, 10); e != nil {
+		t.Fatal(e)
+	}
+	h.deliver(page("u1", 0, true, "a"))
+	h.deliver(hubEvent("u1", "b"))
+	h.deliver(page("u1", 0, false, "a", "b")) // again, unasked
+	h.deliver(page("u1", 1, true, "c"))
+	h.deliver(hubEvent("u1", "d"))
+	if got, want := kinds(drain(t, s)), "subscribed:x snapshot:x:p0 snapshot_end:x event:b resync:<nil> event:d"; got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+}

@@ -1732,7 +1732,9 @@ func (x *HeartbeatAck) GetCursor() string {
 // Resync tells the gateway that outbox entries after its cursor were dropped
 // (trimmed before being acknowledged, or the outbox overflowed). The gateway
 // must refetch the current state of everything it serves; the subscriptions
-// themselves are still active.
+// themselves are still active. To refetch through the node, subscribe again
+// with a snapshot (the same id replaces the subscription): its documents
+// then the changes after them follow, with no gap.
 type Resync struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Why entries were dropped, for humans (e.g. "outbox overflow").
