@@ -31,6 +31,14 @@ type Authenticator interface {
 	Authenticate(r *http.Request) (Identity, error)
 }
 
+// TokenAuthenticator is an Authenticator that can also verify a token sent
+// inside a message (the auth message of Syntrix's protocol, /realtime/ws).
+// The package's Authenticators implement it.
+type TokenAuthenticator interface {
+	Authenticator
+	AuthenticateToken(token string) (Identity, error)
+}
+
 // ErrUnauthenticated is wrapped by the errors of the package's
 // Authenticators.
 var ErrUnauthenticated = errors.New("gateway: unauthenticated")
@@ -43,6 +51,11 @@ func NoAuth(tenant string) Authenticator { return noAuth(tenant) }
 type noAuth string
 
 func (a noAuth) Authenticate(*http.Request) (Identity, error) {
+	return Identity{Tenant: string(a)}, nil
+}
+
+// AuthenticateToken accepts every token as the tenant.
+func (a noAuth) AuthenticateToken(string) (Identity, error) {
 	return Identity{Tenant: string(a)}, nil
 }
 
@@ -76,10 +89,14 @@ type JWTConfig struct {
 	// claim or with an empty one. Unset, such tokens are refused: a missing
 	// claim must not silently mean the empty tenant.
 	DefaultTenant *string
+	// TenantClaim is the claim that names the tenant (default
+	// DefaultTenantClaim; Syntrix's tokens carry it in "tid").
+	TenantClaim string
 }
 
-// TenantClaim is the JWT claim that names the connection's tenant.
-const TenantClaim = "tenant"
+// DefaultTenantClaim is the JWT claim that names the connection's tenant
+// unless JWTConfig.TenantClaim says otherwise.
+const DefaultTenantClaim = "tenant"
 
 // NewJWTAuth returns an Authenticator for JWTs sent as
 // "Authorization: Bearer <token>" or, for browsers' WebSocket and
@@ -136,6 +153,10 @@ func NewJWTAuth(cfg JWTConfig) (Authenticator, error) {
 	}
 	a.parser = jwt.NewParser(opts...)
 	a.defaultTenant = cfg.DefaultTenant
+	a.tenantClaim = cfg.TenantClaim
+	if a.tenantClaim == "" {
+		a.tenantClaim = DefaultTenantClaim
+	}
 	return a, nil
 }
 
@@ -143,13 +164,8 @@ type jwtAuth struct {
 	parser        *jwt.Parser
 	keyFunc       jwt.Keyfunc
 	defaultTenant *string
+	tenantClaim   string
 	jwks          *jwksSource // with JWTConfig.JWKSURL
-}
-
-// tokenClaims are the claims the gateway reads.
-type tokenClaims struct {
-	Tenant *string `json:"tenant"`
-	jwt.RegisteredClaims
 }
 
 func (a *jwtAuth) Authenticate(r *http.Request) (Identity, error) {
@@ -157,19 +173,30 @@ func (a *jwtAuth) Authenticate(r *http.Request) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
-	var c tokenClaims
-	if _, err := a.parser.ParseWithClaims(raw, &c, a.keyFunc); err != nil {
+	return a.AuthenticateToken(raw)
+}
+
+// AuthenticateToken verifies a token as Authenticate verifies the one of a
+// request.
+func (a *jwtAuth) AuthenticateToken(raw string) (Identity, error) {
+	c := jwt.MapClaims{}
+	if _, err := a.parser.ParseWithClaims(raw, c, a.keyFunc); err != nil {
 		return Identity{}, fmt.Errorf("%w: invalid token: %w", ErrUnauthenticated, err)
 	}
-	if c.Tenant == nil || *c.Tenant == "" {
-		if a.defaultTenant == nil {
-			return Identity{}, fmt.Errorf("%w: the token has no %q claim, or an empty one, and the gateway has no default tenant (--default-tenant)", ErrUnauthenticated, TenantClaim)
-		}
-		c.Tenant = a.defaultTenant
+	tenant, isString := c[a.tenantClaim].(string)
+	if c[a.tenantClaim] != nil && !isString {
+		return Identity{}, fmt.Errorf("%w: invalid token: its %q claim is not a string", ErrUnauthenticated, a.tenantClaim)
 	}
-	id := Identity{Tenant: *c.Tenant, Subject: c.Subject}
-	if c.ExpiresAt != nil {
-		id.Expires = c.ExpiresAt.Time
+	if tenant == "" {
+		if a.defaultTenant == nil {
+			return Identity{}, fmt.Errorf("%w: the token has no %q claim, or an empty one, and the gateway has no default tenant (--default-tenant)", ErrUnauthenticated, a.tenantClaim)
+		}
+		tenant = *a.defaultTenant
+	}
+	sub, _ := c.GetSubject()
+	id := Identity{Tenant: tenant, Subject: sub}
+	if exp, _ := c.GetExpirationTime(); exp != nil {
+		id.Expires = exp.Time
 	}
 	return id, nil
 }

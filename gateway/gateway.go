@@ -96,6 +96,10 @@ type Config struct {
 	// MaxMessageBytes bounds a WebSocket message from a client (default
 	// DefaultMaxMessageBytes).
 	MaxMessageBytes int64
+	// SyntrixHeartbeat is how often connections of Syntrix's protocol get
+	// a heartbeat message (WebSocket) or comment (SSE) (default
+	// DefaultSyntrixHeartbeat).
+	SyntrixHeartbeat time.Duration
 	// OriginPatterns lists the origins (host patterns, see
 	// websocket.AcceptOptions) allowed to open WebSockets besides the
 	// gateway's own host.
@@ -139,6 +143,9 @@ func (c Config) withDefaults() Config {
 	c.Clock = clock.Or(c.Clock)
 	if c.SubscribeTimeout <= 0 {
 		c.SubscribeTimeout = DefaultSubscribeTimeout
+	}
+	if c.SyntrixHeartbeat <= 0 {
+		c.SyntrixHeartbeat = DefaultSyntrixHeartbeat
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
@@ -257,12 +264,16 @@ func transportIndex(t string) int {
 	return 0
 }
 
-// Handler returns the public HTTP handler: /v1/ws, /v1/sse and the demo
-// page at /.
+// Handler returns the public HTTP handler: /v1/ws, /v1/sse, Syntrix's
+// /realtime/ws, /realtime/sse and /realtime/v1/databases/{db}/sse
+// (syntrix.go), and the demo page at /.
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/ws", g.serveWS)
 	mux.HandleFunc("GET /v1/sse", g.serveSSE)
+	mux.HandleFunc("GET /realtime/ws", g.serveSyntrixWS)
+	mux.HandleFunc("GET /realtime/sse", g.serveSyntrixSSE)
+	mux.HandleFunc("GET /realtime/v1/databases/{db}/sse", g.serveSyntrixSSE)
 	mux.HandleFunc("GET /{$}", serveDemo)
 	return mux
 }

@@ -194,7 +194,7 @@ func (h *hub) subscribe(ctx context.Context, s *session, req subscribeRequest, k
 		w.attached = true
 		if !w.subscribed {
 			w.subscribed = true
-			s.enqueue(subscribedFrame(req.id))
+			s.enqueueFrame(s.subscribedFrame(req.id))
 		}
 		if w.done { // the snapshot was sent already: a member since
 			h.dropWaiterLocked(u, w)
@@ -209,7 +209,7 @@ func (h *hub) subscribe(ctx context.Context, s *session, req subscribeRequest, k
 		// live events: the resume buffer bounds the replay.
 		s.enqueueAll(append([]frame{subscribedFrame(req.id)}, h.replayLocked(u, req.id, *resume)...))
 	default:
-		s.enqueue(subscribedFrame(req.id))
+		s.enqueueFrame(s.subscribedFrame(req.id))
 	}
 	h.mu.Unlock()
 	if stale != nil {
@@ -269,13 +269,16 @@ func (h *hub) unsubscribe(s *session, id string) *protoError {
 		return errorf(id, CodeUnknownSubscription, "no active subscription %q on this connection", id)
 	}
 	delete(s.subs, id)
+	delete(s.noData, id)
 	h.detachLocked(u, s, id)
 	h.clientSubs--
 	remove := u.refs == 0 && !u.removed
 	if remove {
 		h.removeLocked(u)
 	}
-	s.enqueue(unsubscribedFrame(id))
+	if !s.syntrix { // Syntrix acknowledges with the message's own id (syntrix.go)
+		s.enqueue(unsubscribedFrame(id))
+	}
 	h.mu.Unlock()
 	if remove {
 		h.close(u)
@@ -445,7 +448,12 @@ func (h *hub) dispatch(m client.Match) {
 		if u.recording > 0 {
 			h.ring.add(u.id, eventID, body)
 		}
+		var deltas syntrixDeltas
 		for s, ids := range u.members {
+			if s.syntrix {
+				s.enqueueSyntrixEvent(ids, m, &deltas)
+				continue
+			}
 			head := u.heads[s]
 			if head == nil {
 				head = eventHead(ids)
@@ -474,7 +482,12 @@ func (h *hub) dispatch(m client.Match) {
 			per[s] = append(per[s], ids...)
 		}
 	}
+	var deltas syntrixDeltas
 	for _, s := range order {
+		if s.syntrix {
+			s.enqueueSyntrixEvent(slices.Compact(slices.Sorted(slices.Values(per[s]))), m, &deltas)
+			continue
+		}
 		s.enqueue(frame{head: eventHead(per[s]), body: body, eventID: eventID})
 	}
 }
@@ -492,7 +505,7 @@ func (h *hub) resync(reason string) {
 	h.ring.reset()
 	for s := range h.sessions {
 		if len(s.subs) > 0 {
-			s.enqueue(f)
+			s.resync(f)
 		}
 	}
 	// Snapshots under way may have lost pages: they are asked for again.
@@ -539,7 +552,7 @@ func (h *hub) resnapshot(u *upstream) {
 		if w.receiving || w.done {
 			continue
 		}
-		h.endSnapshotLocked(u, w, control(snapshotEndMessage{Type: "snapshot_end", ID: w.id, Code: pe.code, Message: "snapshot failed: " + pe.message}))
+		h.endSnapshotLocked(u, w, nil, pe)
 	}
 }
 
@@ -574,37 +587,55 @@ func (h *hub) snapshotPage(p *streamerv1.SnapshotPage) {
 			h.resyncs.Add(1)
 			f := resyncFrame("the streamer node served the subscription's snapshot again (its partition moved): refetch, or subscribe again with a snapshot")
 			for s := range u.members {
-				s.enqueue(f)
+				s.resync(f)
 			}
 		}
 	}
 	h.snapshotPages.Add(1)
-	body := renderSnapshot(u.spec.Collection, p)
+	var body []byte // the /v1 rendering, made on first use
 	for _, w := range slices.Clone(u.snaps) {
 		if !w.receiving || w.next != p.GetPage() {
 			continue
 		}
 		if !w.subscribed {
 			w.subscribed = true
-			w.s.enqueue(subscribedFrame(w.id))
+			w.s.enqueueFrame(w.s.subscribedFrame(w.id))
 		}
-		w.s.enqueueSnapshot(frame{head: snapshotHead(w.id), body: body})
+		if w.s.syntrix {
+			w.s.syntrixSnapshotPageLocked(w.id, u.spec.Collection, p)
+		} else {
+			if body == nil {
+				body = renderSnapshot(u.spec.Collection, p)
+			}
+			w.s.enqueueSnapshot(frame{head: snapshotHead(w.id), body: body})
+		}
 		w.next++
 		if end := p.GetEnd(); end != nil {
-			h.endSnapshotLocked(u, w, snapshotEndFrame(w.id, end))
+			h.endSnapshotLocked(u, w, end, nil)
 		}
 	}
 }
 
-// endSnapshotLocked queues end, the last frame of w's snapshot, and makes
-// w a member of u: the events after the snapshot are its own from now on,
-// even when hub.subscribe has not attached it yet (it then only attaches).
-func (h *hub) endSnapshotLocked(u *upstream, w *snapWaiter, end frame) {
+// endSnapshotLocked ends w's snapshot, as end says, or as failed with fail
+// when the snapshot could not be asked for, and makes w a member of u: the
+// events after the snapshot are its own from now on, even when
+// hub.subscribe has not attached it yet (it then only attaches).
+func (h *hub) endSnapshotLocked(u *upstream, w *snapWaiter, end *streamerv1.SnapshotEnd, fail *protoError) {
 	if !w.subscribed {
 		w.subscribed = true
-		w.s.enqueue(subscribedFrame(w.id))
+		w.s.enqueueFrame(w.s.subscribedFrame(w.id))
 	}
-	w.s.enqueue(end)
+	switch {
+	case w.s.syntrix:
+		if fail == nil && end.GetError() != nil {
+			fail = &protoError{code: nodeCode(end.GetError().GetCode()), message: end.GetError().GetMessage()}
+		}
+		w.s.syntrixSnapshotEndLocked(w.id, fail)
+	case fail != nil:
+		w.s.enqueue(control(snapshotEndMessage{Type: "snapshot_end", ID: w.id, Code: fail.code, Message: "snapshot failed: " + fail.message}))
+	default:
+		w.s.enqueue(snapshotEndFrame(w.id, end))
+	}
 	w.receiving = false
 	u.members[w.s] = append(u.members[w.s], w.id)
 	delete(u.heads, w.s)
@@ -655,7 +686,7 @@ func (h *hub) drop(e *client.SubscribeError) {
 			u.recording--
 			pe := *u.err
 			pe.id = id
-			f := errorFrame(&pe)
+			f := s.errorFrame(&pe)
 			f.final = s.transport == transportSSE // the stream's one subscription is gone
 			s.enqueue(f)
 		}
@@ -670,7 +701,7 @@ func (h *hub) drop(e *client.SubscribeError) {
 		u.recording--
 		pe := *u.err
 		pe.id = w.id
-		f := errorFrame(&pe)
+		f := w.s.errorFrame(&pe)
 		f.final = w.s.transport == transportSSE
 		w.s.enqueue(f)
 	}
@@ -717,4 +748,19 @@ func upstreamError(err error) *protoError {
 		return &protoError{code: CodeUnavailable, message: "the gateway is shutting down"}
 	}
 	return &protoError{code: CodeUnavailable, message: "the streamer node is unavailable: " + err.Error()}
+}
+
+// setNoData records whether the Syntrix subscription id of s leaves
+// documents out of its events (includeData false).
+func (h *hub) setNoData(s *session, id string, noData bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !noData {
+		delete(s.noData, id)
+		return
+	}
+	if s.noData == nil {
+		s.noData = map[string]bool{}
+	}
+	s.noData[id] = true
 }

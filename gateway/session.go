@@ -26,6 +26,7 @@ const (
 	endExpired                     // the access token expired
 	endUpstream                    // the upstream session failed for good
 	endDropped                     // SSE: the stream's subscription was dropped by the node
+	endResync                      // Syntrix protocol: events may have been lost, which it cannot say otherwise
 )
 
 // session is one end-user connection (WebSocket or SSE) as the hub sees it:
@@ -61,6 +62,18 @@ type session struct {
 	// queue. Set by hub.subscribe and read by the writer, which is the
 	// same goroutine for SSE.
 	replay []frame
+
+	// syntrix: the connection speaks Syntrix's protocol (/realtime/*,
+	// syntrix.go), whose frames are envelopes. Set before the session is
+	// used. noData holds its subscriptions without includeData, snaps the
+	// snapshots being gathered into one message; both guarded by the hub's
+	// mutex.
+	syntrix bool
+	noData  map[string]bool
+	snaps   map[string]*syntrixGather
+	// rearm tells the writer that expires changed (a Syntrix auth message
+	// authenticated the connection).
+	rearm chan struct{}
 }
 
 func newSession(transport string, id Identity, queue, queueBytes int, slow *atomic.Uint64) *session {
@@ -75,6 +88,7 @@ func newSession(transport string, id Identity, queue, queueBytes int, slow *atom
 		done:      make(chan struct{}),
 		overflow:  slow,
 		subs:      map[string]*upstream{},
+		rearm:     make(chan struct{}, 1),
 	}
 }
 
@@ -82,6 +96,14 @@ func newSession(transport string, id Identity, queue, queueBytes int, slow *atom
 // slow consumer; frames for an ended session are dropped. It reports
 // whether f was queued.
 func (s *session) enqueue(f frame) bool { return s.enqueueWithin(f, s.maxBytes) }
+
+// enqueueFrame queues f unless it is empty (a notice the session's
+// protocol does not have).
+func (s *session) enqueueFrame(f frame) {
+	if f.head != nil {
+		s.enqueue(f)
+	}
+}
 
 // snapshotQueueFactor is how much larger than its byte bound a send queue
 // may grow with snapshot pages: a snapshot arrives as a burst of pages of
@@ -190,9 +212,24 @@ func (s *session) ended() (endReason, string) {
 // expiry returns a channel that fires when the identity expires (nil: never)
 // and a function to stop its timer.
 func (s *session) expiry(c clock.Clock) (<-chan time.Time, func()) {
-	if s.expires.IsZero() {
+	s.qmu.Lock()
+	expires := s.expires
+	s.qmu.Unlock()
+	if expires.IsZero() {
 		return nil, func() {}
 	}
-	t := c.NewTimer(clock.Until(c, s.expires))
+	t := c.NewTimer(clock.Until(c, expires))
 	return t.C(), func() { t.Stop() }
+}
+
+// setExpires changes when the session's identity expires, and tells the
+// writer (which re-arms its timer).
+func (s *session) setExpires(t time.Time) {
+	s.qmu.Lock()
+	s.expires = t
+	s.qmu.Unlock()
+	select {
+	case s.rearm <- struct{}{}:
+	default:
+	}
 }

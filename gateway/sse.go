@@ -105,7 +105,11 @@ func (g *Gateway) writeSSE(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	expired, stop := s.expiry(g.cfg.Clock)
 	defer stop()
-	keepAlive := g.cfg.Clock.NewTicker(g.cfg.KeepAlive)
+	interval, comment, opening := g.cfg.KeepAlive, ": keep-alive\n\n", "retry: "+strconv.Itoa(sseRetry)+"\n\n"
+	if s.syntrix { // Syntrix's stream: no retry or id fields
+		interval, comment, opening = g.cfg.SyntrixHeartbeat, ": heartbeat\n\n", ": connected\n\n"
+	}
+	keepAlive := g.cfg.Clock.NewTicker(interval)
 	defer keepAlive.Stop()
 
 	var (
@@ -133,7 +137,10 @@ func (g *Gateway) writeSSE(w http.ResponseWriter, r *http.Request, s *session) {
 		}
 		return flush()
 	}
-	err := write([]byte("retry: " + strconv.Itoa(sseRetry) + "\n\n"))
+	err := write([]byte(opening))
+	if err == nil {
+		err = flush()
+	}
 	if err == nil {
 		err = writeBatch(s.replay) // a resume's frames go before live ones
 		s.replay = nil
@@ -148,7 +155,7 @@ func (g *Gateway) writeSSE(w http.ResponseWriter, r *http.Request, s *session) {
 			batch = s.take(batch)
 			err = writeBatch(batch)
 		case <-keepAlive.C():
-			if err = write([]byte(": keep-alive\n\n")); err == nil {
+			if err = write([]byte(comment)); err == nil {
 				err = flush()
 			}
 		case <-r.Context().Done():

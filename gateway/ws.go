@@ -110,11 +110,17 @@ func (g *Gateway) readWS(base, ops context.Context, conn *websocket.Conn, s *ses
 // messages themselves are written with no context of their own.
 func (g *Gateway) writeWS(conn *websocket.Conn, cc *corkConn, s *session) {
 	expired, stop := s.expiry(g.cfg.Clock)
-	defer stop()
+	defer func() { stop() }()
 	// Keep-alive pings are started here, rather than by a goroutine per
 	// connection waiting for the next tick.
 	keepAlive := g.cfg.Clock.NewTicker(g.cfg.KeepAlive)
 	defer keepAlive.Stop()
+	var heartbeat <-chan time.Time // Syntrix's protocol: an application heartbeat
+	if s.syntrix {
+		t := g.cfg.Clock.NewTicker(g.cfg.SyntrixHeartbeat)
+		defer t.Stop()
+		heartbeat = t.C()
+	}
 	var (
 		batch   []frame
 		buf     []byte
@@ -154,6 +160,11 @@ func (g *Gateway) writeWS(conn *websocket.Conn, cc *corkConn, s *session) {
 			}
 		case <-keepAlive.C():
 			g.ping(conn, s, &pinging, &pings)
+		case <-heartbeat:
+			s.enqueue(syntrixFrame("", syntrixHeartbeat, nil))
+		case <-s.rearm:
+			stop()
+			expired, stop = s.expiry(g.cfg.Clock)
 		case <-expired:
 			s.end(endExpired, "access token expired")
 		case <-s.done:
@@ -168,6 +179,8 @@ func (g *Gateway) writeWS(conn *websocket.Conn, cc *corkConn, s *session) {
 		err = conn.Close(websocket.StatusGoingAway, detail)
 	case endUpstream:
 		err = conn.Close(websocket.StatusInternalError, detail)
+	case endResync:
+		err = conn.Close(websocket.StatusTryAgainLater, detail)
 	default:
 		err = conn.CloseNow()
 	}

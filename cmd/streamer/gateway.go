@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,10 +28,16 @@ one streamer subscription. Admin HTTP on --http: /metrics, /healthz, /readyz.
 
 Users authenticate with a JWT ("Authorization: Bearer <JWT>", or the
 access_token query parameter for browsers) signed with HS256 and
---jwt-secret, or with a key of --jwt-jwks-file; the token must carry "exp"
-and a "tenant" claim, which decides whose events the user sees.
---insecure-no-auth accepts everyone as tenant --insecure-tenant: development
-only.
+--jwt-secret, or with a key of --jwt-jwks-file or --jwt-jwks-url; the token
+must carry "exp" and a tenant claim ("tenant", or --jwt-tenant-claim), which
+decides whose events the user sees. --insecure-no-auth accepts everyone as
+tenant --insecure-tenant: development only.
+
+Syntrix apps and their SDK connect unchanged to /realtime/ws (the token in
+the first message, {"type":"auth"}), /realtime/sse?collection=C and
+/realtime/v1/databases/{db}/sse: Syntrix's messages over the same
+subscriptions and limits (docs/SYNTRIX.md). Syntrix's tokens name the tenant
+in "tid": --jwt-tenant-claim tid.
 
 Every flag can also be set through an environment variable: --jwt-secret is
 STREAMER_JWT_SECRET (prefer it to the command line for secrets),
@@ -49,6 +56,8 @@ type gatewayOptions struct {
 	jwksURL                                     string
 	jwksRefresh                                 time.Duration
 	jwtLeeway                                   time.Duration
+	tenantClaim                                 string
+	syntrixHeartbeat                            time.Duration
 	noAuth                                      bool
 	noAuthTenant, authToken, gatewayID          string
 	tls                                         *clientTLS
@@ -66,7 +75,7 @@ func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
 	o := &gatewayOptions{}
 	fs.StringVar(&o.addr, "addr", "localhost:7070", "`HOST:PORT` of a streamer node's gRPC listener (or a load balancer)")
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", 30*time.Second, "how long to try reaching a node at start before exiting with the reason (later outages are retried forever, with /readyz 503)")
-	fs.StringVar(&o.listen, "listen", ":8080", "`address` of the public HTTP listener (/v1/ws, /v1/sse, demo page at /)")
+	fs.StringVar(&o.listen, "listen", ":8080", "`address` of the public HTTP listener (/v1/ws, /v1/sse, /realtime/…, demo page at /)")
 	fs.StringVar(&o.httpAddr, "http", ":8081", "`address` of the admin HTTP listener (/metrics, /healthz, /readyz)")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HS256 `key` of users' JWTs")
 	fs.StringVar(&o.jwksFile, "jwt-jwks-file", "", "JWKS `file` with the keys of users' JWTs (RSA, EC, Ed25519 or oct)")
@@ -79,6 +88,8 @@ func gatewayFlags(fs *flag.FlagSet) *gatewayOptions {
 		return nil
 	})
 	fs.DurationVar(&o.jwtLeeway, "jwt-leeway", 30*time.Second, "clock skew tolerated in exp/nbf/iat checks")
+	fs.StringVar(&o.tenantClaim, "jwt-tenant-claim", gateway.DefaultTenantClaim, "JWT `claim` naming the user's tenant (Syntrix's tokens: tid)")
+	fs.DurationVar(&o.syntrixHeartbeat, "syntrix-heartbeat", gateway.DefaultSyntrixHeartbeat, "interval of heartbeat messages (WebSocket) and comments (SSE) on Syntrix's /realtime endpoints")
 	fs.BoolVar(&o.noAuth, "insecure-no-auth", false, "accept every user without a token, as --insecure-tenant (development only)")
 	fs.StringVar(&o.noAuthTenant, "insecure-tenant", "", "`tenant` of every user with --insecure-no-auth")
 	o.authTokenFlag = secretFlag(fs, "auth-token", "bearer `token` the streamer node requires")
@@ -121,8 +132,11 @@ func (o *gatewayOptions) validate() error {
 	if modes != 1 {
 		return errors.New("give exactly one of --jwt-secret, --jwt-jwks-file, --jwt-jwks-url and --insecure-no-auth")
 	}
-	if o.sendQueue <= 0 || o.sendQueueBytes <= 0 || o.maxSubs <= 0 || o.resumeBytes <= 0 || o.writeTimeout <= 0 || o.keepAlive <= 0 || o.dialTimeout <= 0 {
-		return errors.New("--send-queue, --send-queue-bytes, --max-subscriptions, --resume-buffer-bytes, --write-timeout, --keepalive and --dial-timeout must be positive")
+	if o.sendQueue <= 0 || o.sendQueueBytes <= 0 || o.maxSubs <= 0 || o.resumeBytes <= 0 || o.writeTimeout <= 0 || o.keepAlive <= 0 || o.dialTimeout <= 0 || o.syntrixHeartbeat <= 0 {
+		return errors.New("--send-queue, --send-queue-bytes, --max-subscriptions, --resume-buffer-bytes, --write-timeout, --keepalive, --dial-timeout and --syntrix-heartbeat must be positive")
+	}
+	if strings.TrimSpace(o.tenantClaim) == "" {
+		return errors.New("--jwt-tenant-claim must name a claim")
 	}
 	return nil
 }
@@ -209,6 +223,7 @@ func (o *gatewayOptions) gatewayConfig(up gateway.Upstream, auth gateway.Authent
 		Compression:       o.compression,
 		WriteTimeout:      o.writeTimeout,
 		KeepAlive:         o.keepAlive,
+		SyntrixHeartbeat:  o.syntrixHeartbeat,
 		OriginPatterns:    splitList(o.origins),
 		Match:             match.Config{MaxCELBytes: o.celMax, CELWorstCaseLimit: o.celWorst},
 	}
@@ -270,7 +285,7 @@ func (o *gatewayOptions) auth(logger *slog.Logger) (gateway.Authenticator, strin
 	if o.noAuth {
 		return gateway.NoAuth(o.noAuthTenant), "none (insecure)", nil
 	}
-	cfg := gateway.JWTConfig{Issuer: o.jwtIssuer, Audience: o.jwtAudience, Leeway: o.jwtLeeway, DefaultTenant: o.defaultTenant}
+	cfg := gateway.JWTConfig{Issuer: o.jwtIssuer, Audience: o.jwtAudience, Leeway: o.jwtLeeway, DefaultTenant: o.defaultTenant, TenantClaim: o.tenantClaim}
 	mode := "jwt-hs256"
 	switch {
 	case o.jwtSecret != "":
