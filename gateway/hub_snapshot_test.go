@@ -152,3 +152,35 @@ func TestHubUnaskedSnapshotResyncs(t *testing.T) {
 		t.Fatalf("got %s, want %s", got, want)
 	}
 }
+
+// TestHubSyntrixSessions: a Syntrix session gets its snapshot pages
+// gathered into one message after subscribe_ack, events one per
+// subscription, and a resync ends it (its protocol cannot say so).
+func TestHubSyntrixSessions(t *testing.T) {
+	h := newTestHub(t, &fakeUpstream{})
+	s := testSession(h, transportWS)
+	s.syntrix = true
+	if e := h.subscribe(context.Background(), s, snapReq("x"), "k", nil, 10); e != nil {
+		t.Fatal(e)
+	}
+	h.deliver(page("u1", 0, false, "a"))
+	h.deliver(page("u1", 1, true, "b"))
+	h.deliver(hubEvent("u1", "c"))
+	ms := drain(t, s)
+	if len(ms) != 3 || ms[0]["type"] != "subscribe_ack" || ms[1]["type"] != "snapshot" || ms[2]["type"] != "event" {
+		t.Fatalf("got %v", ms)
+	}
+	if docs := ms[1]["payload"].(map[string]any)["documents"].([]any); len(docs) != 2 || docs[1].(map[string]any)["id"] != "b" {
+		t.Fatalf("snapshot %v", ms[1])
+	}
+	if p := ms[2]["payload"].(map[string]any); p["subId"] != "x" || p["delta"].(map[string]any)["id"] != "c/c" {
+		t.Fatalf("event %v", ms[2])
+	}
+	h.deliver(client.Delivery{Resync: &client.Resync{Reason: "outbox overflow"}})
+	if !s.isDone() {
+		t.Fatal("a resync did not end the Syntrix session")
+	}
+	if reason, _ := s.ended(); reason != endResync {
+		t.Fatalf("ended with %v", reason)
+	}
+}
