@@ -127,7 +127,7 @@ func (c *syntrixClient) subscribe(id, collection string, filters []map[string]an
 		filters = []map[string]any{}
 	}
 	c.send(map[string]any{"id": id, "type": "subscribe", "payload": map[string]any{
-		"query": map[string]any{"collection": collection, "filters": filters, "orderBy": []any{}, "limit": 10},
+		"query":       map[string]any{"collection": collection, "filters": filters, "orderBy": []any{}, "limit": 10},
 		"includeData": includeData, "sendSnapshot": snapshot}})
 	c.expect("subscribe_ack", id)
 }
@@ -218,7 +218,9 @@ func TestSyntrixWebSocket(t *testing.T) {
 		if m := c.expect("error", "nocoll"); !strings.Contains(m.Payload.Message, "collection is required") {
 			t.Fatalf("no collection: %s", m.raw)
 		}
-		f := func(field, op string, v any) []map[string]any { return []map[string]any{{"field": field, "op": op, "value": v}} }
+		f := func(field, op string, v any) []map[string]any {
+			return []map[string]any{{"field": field, "op": op, "value": v}}
+		}
 		c.subscribe("eq", "items", f("n", "==", 5), true, false)
 		c.subscribe("ne", "items", f("n", "!=", 5), true, false)
 		c.subscribe("gt", "items", f("n", ">", 5), true, false)
