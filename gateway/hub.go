@@ -238,13 +238,32 @@ func (h *hub) replayLocked(u *upstream, clientID, lastEventID string) []frame {
 	return out
 }
 
-// open subscribes u upstream and publishes the outcome to its waiters.
+// open subscribes u upstream and publishes the outcome to its waiters. A
+// snapshot the node cannot serve (no document source) does not fail the
+// subscription: it is subscribed without, and its snapshot waiters get a
+// failed end.
 func (h *hub) open(u *upstream) {
 	ctx, cancel := context.WithTimeout(h.ctx, h.timeout)
 	err := h.up.Subscribe(ctx, u.spec)
-	cancel()
 	var refused *client.SubscribeError
+	var snapErr *protoError
+	if u.spec.Snapshot != nil && errors.As(err, &refused) && refused.Code == streamerv1.ErrorCode_ERROR_CODE_SNAPSHOT_UNAVAILABLE {
+		snapErr = upstreamError(err)
+		spec := u.spec
+		spec.Snapshot = nil
+		err = h.up.Subscribe(ctx, spec)
+	}
+	cancel()
 	h.mu.Lock()
+	u.spec.Snapshot = nil // asked for once; resnapshot asks again
+	if err == nil && snapErr != nil {
+		u.snapPending = false
+		for _, w := range slices.Clone(u.snaps) {
+			if !w.receiving && !w.done {
+				h.endSnapshotLocked(u, w, nil, snapErr)
+			}
+		}
+	}
 	if err != nil && u.err == nil {
 		u.err = upstreamError(err)
 	}

@@ -80,7 +80,8 @@ func TestWebSocketSnapshot(t *testing.T) {
 }
 
 // TestSnapshotRefusals: after and snapshot together are refused; a node
-// without a document source refuses the snapshot with snapshot_unavailable.
+// without a document source serves the subscription without its snapshot,
+// whose end (Syntrix: an error snapshot_failed) says why.
 func TestSnapshotRefusals(t *testing.T) {
 	e := newEnv(t, envOptions{noDocuments: true})
 	w := e.dialWS(t, token(t, "acme"))
@@ -88,13 +89,30 @@ func TestSnapshotRefusals(t *testing.T) {
 	if m := w.expect("error", "x"); m.Code != "invalid_argument" {
 		t.Fatalf("after with snapshot: %+v", m)
 	}
+	// Without a document source the subscription works without its
+	// snapshot, which ends with the node's reason.
 	w.send(map[string]any{"type": "subscribe", "id": "y", "collection": "orders", "snapshot": true})
-	if m := w.expect("error", "y"); m.Code != "snapshot_unavailable" || !strings.Contains(m.Message, "document source") {
+	w.expect("subscribed", "y")
+	if m := w.expect("snapshot_end", "y"); m.Code != "snapshot_unavailable" || !strings.Contains(m.Message, "document source") {
 		t.Fatalf("without a document source: %+v", m)
 	}
+	ev := e.publish(event{Tenant: "acme", Collection: "orders", ID: "o1", Op: "create", Doc: json.RawMessage(`{}`)})[0]
+	w.collectEvent(ev.EventID, "y")
 	w.send(map[string]any{"type": "unsubscribe", "id": "y", "snapshot": true})
 	if m := w.expect("error", "y"); m.Code != "bad_message" {
 		t.Fatalf("unsubscribe with snapshot: %+v", m)
+	}
+
+	// Syntrix's protocol: subscribe_ack, snapshot_failed, then the events.
+	c := e.syntrix(t)
+	c.auth(token(t, "acme"))
+	c.subscribe("s", "orders", nil, true, true)
+	if m := c.expect("error", "s"); m.Payload.Code != "snapshot_failed" || !strings.Contains(m.Payload.Message, "document source") {
+		t.Fatalf("Syntrix snapshot without a document source: %s", m.raw)
+	}
+	e.publish(event{Tenant: "acme", Collection: "orders", ID: "o2", Op: "create", Doc: json.RawMessage(`{}`)})
+	if got := c.events(1); got[0] != "s create orders/o2" {
+		t.Fatalf("after the failed snapshot: %v", got)
 	}
 }
 
