@@ -15,6 +15,10 @@
 //     and snapshot=1 (see Snapshots; ignored when resuming).
 //     Every message is a "data:" line holding one JSON message of the
 //     WebSocket protocol; event messages carry "id:" = their event_id.
+//   - GET /realtime/ws, /realtime/sse?collection=C and
+//     /realtime/v1/databases/{db}/sse — Syntrix's realtime protocol, for
+//     Syntrix apps and their SDK (syntrix.go, docs/SYNTRIX.md): the same
+//     subscriptions, limits and snapshots, Syntrix's messages.
 //   - GET / — a small demo page (embedded) that subscribes over /v1/ws.
 //
 // The token is sent as "Authorization: Bearer <JWT>" or, for browsers'
