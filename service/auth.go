@@ -24,16 +24,11 @@ import (
 // or a network partition) within two thirds of GatewayTTL (at least 2s), so
 // that its session, blocked sending to it, ends and releases its record.
 func (n *Node) grpcServerOptions() []grpc.ServerOption {
-	ping := max(n.cfg.GatewayTTL/3, time.Second)
-	opts := []grpc.ServerOption{
-		// Deliveries are forwarded as the outbox's bytes (rawcodec.go).
-		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(grpcproto.Name)}),
-		// A published event carries a document and a pre-image, each up to
-		// MaxDocumentBytes; larger messages are refused by gRPC itself.
-		grpc.MaxRecvMsgSize(max(4<<20, 2*n.cfg.MaxDocumentBytes+1<<20)),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: ping, Timeout: ping}),
-	}
+	opts := n.baseServerOptions()
 	if n.cfg.AuthToken != "" {
+		// Syntrix's gateways send no token: its service, when on this
+		// server, is protected by the listener (mTLS, the network).
+		syntrix := func(method string) bool { return strings.HasPrefix(method, "/syntrix.streamer.v1.") }
 		opts = append(opts,
 			grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 				if err := n.authenticate(ctx); err != nil {
@@ -41,15 +36,30 @@ func (n *Node) grpcServerOptions() []grpc.ServerOption {
 				}
 				return h(ctx, req)
 			}),
-			grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-				if err := n.authenticate(ss.Context()); err != nil {
-					return err
+			grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+				if !syntrix(info.FullMethod) {
+					if err := n.authenticate(ss.Context()); err != nil {
+						return err
+					}
 				}
 				return h(srv, ss)
 			}),
 		)
 	}
 	return opts
+}
+
+// baseServerOptions are the node's gRPC server options but authentication.
+func (n *Node) baseServerOptions() []grpc.ServerOption {
+	ping := max(n.cfg.GatewayTTL/3, time.Second)
+	return []grpc.ServerOption{
+		// Deliveries are forwarded as the outbox's bytes (rawcodec.go).
+		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(grpcproto.Name)}),
+		// A published event carries a document and a pre-image, each up to
+		// MaxDocumentBytes; larger messages are refused by gRPC itself.
+		grpc.MaxRecvMsgSize(max(4<<20, 2*n.cfg.MaxDocumentBytes+1<<20)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: ping, Timeout: ping}),
+	}
 }
 
 // authenticate checks the call's "authorization: Bearer <token>" metadata

@@ -138,6 +138,10 @@ type Config struct {
 	// SnapshotPageBytes bounds one snapshot page's documents, in bytes
 	// (default 256 KiB); a single larger document makes a page of its own.
 	SnapshotPageBytes int
+	// Syntrix, when set, serves Syntrix's streamer gRPC service
+	// (syntrix.streamer.v1.StreamerService, syntrix.go) so that Syntrix's
+	// gateways use the node unchanged. Nil: not served.
+	Syntrix *SyntrixConfig
 	// Clock drives everything time-driven in the node: lease renewal and
 	// fences, gateway TTLs, session checks and the janitor, backend probes
 	// and retry delays. Nil is the system clock; tests pass a clock.Fake
@@ -145,6 +149,23 @@ type Config struct {
 	// takeover grace stay on real time: they bound what Redis does.
 	Clock clock.Clock
 }
+
+// SyntrixConfig configures the Syntrix streamer service.
+type SyntrixConfig struct {
+	// Tenants are the databases (tenants) its gateways may subscribe to;
+	// "*" allows every one. Empty allows none.
+	Tenants []string
+	// StreamTTL is how long a stream may stay silent (Syntrix's gateways
+	// heartbeat every 30 s) before the node ends it (default
+	// DefaultSyntrixStreamTTL: three heartbeats).
+	StreamTTL time.Duration
+	// OwnListener: the service is served by NewSyntrixGRPCServer on a
+	// listener of its own, not by NewGRPCServer.
+	OwnListener bool
+}
+
+// DefaultSyntrixStreamTTL is SyntrixConfig.StreamTTL's default.
+const DefaultSyntrixStreamTTL = 90 * time.Second
 
 // withDefaults returns c with zero fields set; backendPartitions is the
 // backend's partition count.
@@ -184,6 +205,11 @@ func (c Config) withDefaults(backendPartitions int) Config {
 	}
 	if c.MaxFilters <= 0 {
 		c.MaxFilters = DefaultMaxFilters
+	}
+	if c.Syntrix != nil && c.Syntrix.StreamTTL <= 0 {
+		sc := *c.Syntrix
+		sc.StreamTTL = DefaultSyntrixStreamTTL
+		c.Syntrix = &sc
 	}
 	if c.SnapshotMaxDocuments <= 0 {
 		c.SnapshotMaxDocuments = DefaultSnapshotMaxDocuments

@@ -127,6 +127,13 @@ func (n *Node) lockGateway(ctx context.Context, gw string) (unlock func(), err e
 // them; and every cursor the gateway was given before is recognised as
 // expired when it comes back (register.go).
 func (n *Node) expireGateway(ctx context.Context, gw string, except *session) error {
+	return n.retireGateway(ctx, gw, except, "gateway expired: no heartbeat within ttl; subscriptions dropped, outbox retired",
+		"streamer: gateway "+gw+" expired (no heartbeat within "+n.cfg.GatewayTTL.String()+") and its subscriptions were dropped: register again and subscribe again")
+}
+
+// retireGateway is expireGateway, logging logMsg and closing gw's other
+// sessions with closeMsg.
+func (n *Node) retireGateway(ctx context.Context, gw string, except *session, logMsg, closeMsg string) error {
 	entry := &streamerv1.LogEntry{Entry: &streamerv1.LogEntry_GatewayExpired{GatewayExpired: &streamerv1.GatewayExpired{GatewayId: gw}}}
 	fences := make(map[int]string, n.cfg.Partitions)
 	for p := range n.cfg.Partitions {
@@ -143,8 +150,7 @@ func (n *Node) expireGateway(ctx context.Context, gw string, except *session) er
 	if err != nil {
 		return err
 	}
-	n.log.Info("gateway expired: no heartbeat within ttl; subscriptions dropped, outbox retired", "gateway", gw, "ttl", n.cfg.GatewayTTL, "retired_at", retired)
-	n.sessions.closeGatewayExcept(gw, except, streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE,
-		"streamer: gateway "+gw+" expired (no heartbeat within "+n.cfg.GatewayTTL.String()+") and its subscriptions were dropped: register again and subscribe again")
+	n.log.Info(logMsg, "gateway", gw, "ttl", n.cfg.GatewayTTL, "retired_at", retired)
+	n.sessions.closeGatewayExcept(gw, except, streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE, closeMsg)
 	return nil
 }

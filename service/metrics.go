@@ -23,6 +23,8 @@ type metrics struct {
 	deadLetters       prometheus.Counter
 	celOverLimit      *prometheus.CounterVec // CEL evaluations stopped at the cost limit, by tenant
 	celEnded          *prometheus.CounterVec // subscriptions ended for their CEL cost, by tenant
+	syntrixStreams    prometheus.Counter     // Syntrix gateway streams opened
+	syntrixDataLoss   prometheus.Counter     // Syntrix streams ended because events may have been lost
 	snapshots         prometheus.Counter     // snapshots routed (failed ones included)
 	snapshotDocuments prometheus.Counter     // documents in them
 	tenantTime        *prometheus.CounterVec // partition processing time, by tenant
@@ -60,6 +62,8 @@ func newMetrics(n *Node) *metrics {
 			"CEL evaluations stopped at the cost limit (--cel-cost-limit), by tenant.", "tenant"),
 		celEnded: r.counterVec("streamer_cel_ended_subscriptions_total",
 			"Subscriptions the node ended because their CEL criterion ran over the cost limit several times in a row, by tenant.", "tenant"),
+		syntrixStreams:    r.counter("streamer_syntrix_streams_total", "Streams of Syntrix gateways (syntrix.streamer.v1.StreamerService) opened on this node."),
+		syntrixDataLoss:   r.counter("streamer_syntrix_data_loss_total", "Syntrix gateway streams ended with DATA_LOSS: events may have been lost (Syntrix's contract has no resync); the gateway reconnects and subscribes again."),
 		snapshots:         r.counter("streamer_snapshots_total", "Snapshots (initial result sets) routed to gateways by this node's partition consumers, failed ones included."),
 		snapshotDocuments: r.counter("streamer_snapshot_documents_total", "Documents in the snapshots routed to gateways."),
 		tenantTime: r.counterVec("streamer_tenant_processing_seconds_total",

@@ -13,6 +13,7 @@ import (
 
 	"github.com/streamerd/streamer/match"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
+	syntrixv1 "github.com/streamerd/streamer/proto/syntrix/streamer/v1"
 	"github.com/streamerd/streamer/store"
 )
 
@@ -102,6 +103,23 @@ func (n *Node) NewGRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 	s := grpc.NewServer(append(n.grpcServerOptions(), extra...)...)
 	streamerv1.RegisterStreamerServer(s, &streamerService{n: n})
 	s.RegisterService(&ingestServiceDesc, &ingestService{n: n}) // Publish without decoding events (publish.go)
+	if n.cfg.Syntrix != nil && !n.cfg.Syntrix.OwnListener {
+		syntrixv1.RegisterStreamerServiceServer(s, &syntrixService{n: n})
+	}
+	return s
+}
+
+// NewSyntrixGRPCServer returns a gRPC server serving only Syntrix's
+// streamer service (Config.Syntrix, with OwnListener), built with the
+// node's options but its bearer token (Syntrix's gateways send none),
+// followed by extra (such as TLS credentials, client certificates
+// required). Nil when Config.Syntrix is not set.
+func (n *Node) NewSyntrixGRPCServer(extra ...grpc.ServerOption) *grpc.Server {
+	if n.cfg.Syntrix == nil {
+		return nil
+	}
+	s := grpc.NewServer(append(n.baseServerOptions(), extra...)...)
+	syntrixv1.RegisterStreamerServiceServer(s, &syntrixService{n: n})
 	return s
 }
 
