@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -83,6 +84,15 @@ of them: the log starts with the process), in at most --snapshot-memory-bytes.
 A pool on Redis without --mongo refuses snapshots
 (ERROR_CODE_SNAPSHOT_UNAVAILABLE): its log predates the node.
 
+Syntrix's gateways use the node unchanged with --syntrix-tenants: it serves
+syntrix.streamer.v1.StreamerService, Syntrix's own streamer contract, over the
+node's sessions (docs/SYNTRIX.md), to the listed tenants (Syntrix databases)
+only. Syntrix's gateways send no token: with --auth-token, give the service a
+listener of its own (--syntrix-grpc ADDR, behind your firewall) or require
+client certificates (--tls-client-ca). Where the node would tell a gateway
+that events were lost (a Resync), a Syntrix stream ends with DATA_LOSS: its
+gateway reconnects and subscribes again.
+
 Every flag can also be set through an environment variable: --auth-token is
 STREAMER_AUTH_TOKEN, --gateway-ttl is STREAMER_GATEWAY_TTL, and so on; flags
 win over the environment. SIGINT or SIGTERM shuts the node down gracefully:
@@ -143,6 +153,8 @@ type serveOptions struct {
 	snapshotMemory                                              int64
 	mongoDocs                                                   store.Documents // the snapshot source of --mongo
 	mongoSnapshotReads                                          bool
+	syntrixTenants, syntrixAddr                                 string
+	syntrixTTL                                                  time.Duration
 
 	// The embedded puller.
 	mongoURI, mongoDB, mongoColls, pullerName            string
@@ -186,6 +198,9 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	o.gcHeadroom = gcHeadroomFlag(fs)
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&o.syntrixTenants, "syntrix-tenants", "", "serve Syntrix's streamer gRPC service to Syntrix gateways, for these comma-separated `tenants` (Syntrix databases; \"*\": every tenant); empty: not served (see above)")
+	fs.StringVar(&o.syntrixAddr, "syntrix-grpc", "", "`address` of a listener of its own for Syntrix's service (with --tls-* like --grpc); empty: on --grpc")
+	fs.DurationVar(&o.syntrixTTL, "syntrix-stream-ttl", service.DefaultSyntrixStreamTTL, "how long a Syntrix gateway's stream may stay silent before the node ends it (its gateways heartbeat every 30s)")
 	fs.StringVar(&o.mongoURI, "mongo", "", "MongoDB connection `URI` (a replica set or sharded cluster) to tail with an embedded puller (see above); empty = no puller")
 	fs.StringVar(&o.mongoDB, "mongo-db", "", "`database` the embedded puller watches (default: the database named in the --mongo URI)")
 	fs.StringVar(&o.mongoColls, "mongo-collections", "", "comma-separated `list` of collections the embedded puller watches (default: every collection of --mongo-db)")
@@ -212,6 +227,17 @@ func (o *serveOptions) validate(fs *flag.FlagSet) error {
 	}
 	if o.outboxMaxBytes == 0 || o.outboxMaxBytes < -1 {
 		return errors.New("--outbox-max-bytes must be positive, or -1 for no byte cap")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.syntrixTenants == "" && (set["syntrix-grpc"] || set["syntrix-stream-ttl"]) {
+		return errors.New("--syntrix-grpc and --syntrix-stream-ttl configure Syntrix's service, which --syntrix-tenants enables")
+	}
+	if o.syntrixTenants != "" && o.syntrixTTL <= 0 {
+		return errors.New("--syntrix-stream-ttl must be positive")
+	}
+	if o.syntrixTenants != "" && o.syntrixAddr == "" && o.authToken != "" && o.tls.clientCA == "" {
+		return errors.New("--syntrix-tenants with --auth-token: Syntrix's gateways send no token, so give its service a listener of its own (--syntrix-grpc, which you firewall) or require client certificates (--tls-client-ca)")
 	}
 	if o.snapshotMax <= 0 || o.snapshotMemory <= 0 {
 		return errors.New("--snapshot-max-documents and --snapshot-memory-bytes must be positive")
@@ -380,7 +406,16 @@ func (o *serveOptions) nodeConfig(logger *slog.Logger, collectors []prometheus.C
 
 		Documents:            o.documents(),
 		SnapshotMaxDocuments: o.snapshotMax,
+		Syntrix:              o.syntrixConfig(),
 	}
+}
+
+// syntrixConfig is Syntrix's service configuration (nil: not served).
+func (o *serveOptions) syntrixConfig() *service.SyntrixConfig {
+	if o.syntrixTenants == "" {
+		return nil
+	}
+	return &service.SyntrixConfig{Tenants: splitList(o.syntrixTenants), StreamTTL: o.syntrixTTL, OwnListener: o.syntrixAddr != ""}
 }
 
 // documents is the node's snapshot source: with --mongo the database the
@@ -434,6 +469,16 @@ func (o *serveOptions) run(ctx context.Context, node *service.Node, src pullerSo
 	}
 	gs := node.NewGRPCServer(extra...)
 	hs := &http.Server{Handler: node.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	var sl net.Listener
+	var ss *grpc.Server
+	if o.syntrixAddr != "" && o.syntrixTenants != "" {
+		if sl, err = net.Listen("tcp", o.syntrixAddr); err != nil {
+			gl.Close()
+			hl.Close()
+			return fmt.Errorf("syntrix listener: %w", err)
+		}
+		ss = node.NewSyntrixGRPCServer(extra...)
+	}
 
 	// A server failing ends the node as a signal would, with its error.
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -449,13 +494,28 @@ func (o *serveOptions) run(ctx context.Context, node *service.Node, src pullerSo
 			cancel(fmt.Errorf("http server: %w", err))
 		}
 	})
-	logger.Info("listening", "grpc_addr", gl.Addr().String(), "http_addr", hl.Addr().String(), "node_id", node.ID(), "mode", o.mode(), "transport", o.tlsMode)
+	attrs := []any{"grpc_addr", gl.Addr().String(), "http_addr", hl.Addr().String(), "node_id", node.ID(), "mode", o.mode(), "transport", o.tlsMode}
+	if ss != nil {
+		attrs = append(attrs, "syntrix_addr", sl.Addr().String())
+		wg.Go(func() {
+			if err := ss.Serve(sl); err != nil {
+				cancel(fmt.Errorf("syntrix grpc server: %w", err))
+			}
+		})
+	}
+	logger.Info("listening", attrs...)
+	if o.syntrixTenants != "" {
+		logger.Info("serving Syntrix's streamer service (syntrix.streamer.v1.StreamerService) to Syntrix gateways, without a token", "tenants", o.syntrixTenants, "on", cmp.Or(o.syntrixAddr, o.grpcAddr), "client_certificates", o.tls.clientCA != "")
+	}
 	if src.puller != nil {
 		logger.Info("embedded puller starting", "puller", o.pullerName, "database", src.database, "collections", src.collections)
 		wg.Go(func() { o.runPuller(ctx, cancel, src.puller, logger) })
 	}
 
 	runErr := node.Run(ctx) // returns once sessions are closed and batches finished
+	if ss != nil {
+		ss.Stop() // its sessions were closed by Run
+	}
 	stopServers(ctx, gs, hs, logger)
 	wg.Wait()
 	logger.Info("stopped")
