@@ -47,7 +47,7 @@ type benchOptions struct {
 	publishers, batch, maxInFlight                                      int
 	duration, warmup, baseline, drain                                   time.Duration
 	seed                                                                uint64
-	asJSON, scale                                                       bool
+	asJSON, scale, syntrix                                              bool
 	plotFile, cpuProfile, traceFile, memProfile, logLevel, abuse        string
 	gcHeadroom                                                          *int
 }
@@ -78,6 +78,7 @@ func benchFlags(fs *flag.FlagSet) *benchOptions {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the measured phase to `file` (with --abuse, of the run with the neighbour)")
 	fs.StringVar(&o.traceFile, "trace", "", "write a runtime execution trace of the measured phase to `file` (go tool trace; a few MB per second)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the pprof allocation profile, taken after the measured phase, to `file`")
+	fs.BoolVar(&o.syntrix, "syntrix", false, "compat-subscriber scenario: the gateways are clients of Syntrix's streamer service (syntrix.streamer.v1), as Syntrix's gateways are, instead of the client library; the mix defaults to eq=90,doc=10 (no CEL in Syntrix's filters)")
 	fs.BoolVar(&o.scale, "scale", false, "scale scenario (needs --redis): start with one node, grow to four and shrink back to one, a node at a time, during the measured phase; reports each step's rebalancing time and latency (give a --duration of a minute or so)")
 	fs.StringVar(&o.abuse, "abuse", "", "noisy neighbour `kind` (cel, docs or subs): run twice, without and with an abusive tenant next to the workload, and compare the workload's latency")
 	fs.StringVar(&o.logLevel, "log-level", "error", "`level` of the nodes' and gateways' logs on stderr: debug, info, warn or error")
@@ -96,6 +97,9 @@ func (o *benchOptions) config() (bench.Config, error) {
 	if err != nil {
 		return bench.Config{}, fmt.Errorf("--mix: %v", err)
 	}
+	if o.syntrix && o.mix == bench.DefaultMix.String() {
+		m = bench.SyntrixMix // Syntrix's filters have no CEL
+	}
 	for _, f := range []struct {
 		name string
 		v    int
@@ -112,7 +116,7 @@ func (o *benchOptions) config() (bench.Config, error) {
 		return bench.Config{}, fmt.Errorf("--nodes %d: the embedded in-memory backend serves exactly one node; add --redis URL to run several nodes on one Redis", o.nodes)
 	}
 	return bench.Config{
-		RedisURL: o.redisURL, Nodes: o.nodes, Gateways: o.gateways, SubsPerGateway: o.subs, Rate: r, Scale: o.scale,
+		RedisURL: o.redisURL, Nodes: o.nodes, Gateways: o.gateways, SubsPerGateway: o.subs, Rate: r, Scale: o.scale, Syntrix: o.syntrix,
 		Duration: o.duration, Warmup: negativeIfZero(o.warmup), Partitions: o.partitions, Collections: o.collections,
 		DistinctValues: o.distinct, Documents: o.documents, Mix: m, Publishers: o.publishers, Batch: o.batch,
 		MaxInFlight: o.maxInFlight, BaselineDuration: negativeIfZero(o.baseline), DrainTimeout: o.drain, Seed: o.seed,

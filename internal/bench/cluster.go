@@ -95,7 +95,8 @@ func (cl *cluster) startNode(id string, b *store.Backend) error {
 	// marker per partition: the node's per-gateway limit must fit them.
 	node, err := service.New(service.Config{NodeID: id, Partitions: cfg.Partitions, Logger: cfg.Logger,
 		MaxSubscriptionsPerGateway: max(service.DefaultMaxSubscriptionsPerGateway, cfg.SubsPerGateway+cfg.Collections),
-		MaxSubscriptionsPerTenant:  max(service.DefaultMaxSubscriptionsPerTenant, cfg.Gateways*(cfg.SubsPerGateway+cfg.Collections))}, b)
+		MaxSubscriptionsPerTenant:  max(service.DefaultMaxSubscriptionsPerTenant, cfg.Gateways*(cfg.SubsPerGateway+cfg.Collections)),
+		Syntrix:                    &service.SyntrixConfig{Tenants: []string{"*"}}}, b)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,10 @@ const (
 // document ids, 1 % CEL expressions.
 var DefaultMix = Mix{Equality: 90, DocumentID: 9, CEL: 1}
 
+// SyntrixMix is the default mix of the Syntrix scenario (Config.Syntrix),
+// whose filters have no CEL: 90 % equality filters, 10 % document ids.
+var SyntrixMix = Mix{Equality: 90, DocumentID: 10}
+
 // Mix is the share of each kind of subscription, in percent; the three sum
 // to 100.
 type Mix struct {
@@ -118,6 +122,11 @@ type Config struct {
 	// tenant of its own next to the workload during the run; the workload's
 	// figures then show what it costs the well-behaved tenants.
 	Abuse string
+	// Syntrix runs the gateways as Syntrix's gateways: clients of the
+	// nodes' syntrix.streamer.v1 service instead of the client library
+	// (the compat-subscriber scenario). Its filters have no CEL: the mix
+	// must have none.
+	Syntrix bool
 	// Scale runs the scale scenario (scale.go): one node, grown to four and
 	// shrunk back to one during the measured phase. Needs RedisURL.
 	Scale bool
@@ -218,7 +227,9 @@ func (c Config) withDefaults() Config {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
-	if c.Mix == (Mix{}) {
+	if c.Mix == (Mix{}) && c.Syntrix {
+		c.Mix = SyntrixMix
+	} else if c.Mix == (Mix{}) {
 		c.Mix = DefaultMix
 	}
 	if c.Seed == 0 {
@@ -236,6 +247,9 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	if c.Abuse != "" && !slices.Contains(AbuseKinds, c.Abuse) {
 		return fmt.Errorf("bench: unknown abuse %q (want one of %s)", c.Abuse, strings.Join(AbuseKinds, ", "))
+	}
+	if c.Syntrix && c.Mix.CEL > 0 {
+		return errors.New("bench: --syntrix: Syntrix's filters have no CEL; give a mix without it (e.g. --mix eq=90,doc=10)")
 	}
 	if c.Scale && (c.RedisURL == "" || c.Nodes != 1) {
 		return errors.New("bench: the scale scenario needs --redis, and starts from one node (leave --nodes out)")

@@ -58,7 +58,7 @@ func newRecorder(wl *workload, gateways int, tl *timeline) *recorder {
 }
 
 // start runs the receiver of gateway g until conn's Deliveries is closed.
-func (r *recorder) start(g int, conn *client.Conn) {
+func (r *recorder) start(g int, conn benchGateway) {
 	rec := &gatewayRecord{}
 	r.per[g] = rec
 	r.wg.Go(func() {

@@ -79,7 +79,7 @@ type run struct {
 	abuse *abuser // the noisy neighbour, when Config.Abuse is set
 	tl    *timeline
 	rec   *recorder
-	conns []*client.Conn
+	conns []benchGateway
 	pub   *publisher
 
 	teardownOnce sync.Once
@@ -354,17 +354,23 @@ func (r *run) baselines(ctx context.Context) error {
 // connect dials the gateways (round-robin over the nodes), starts their
 // receivers and subscribes every subscription of the workload plus the
 // markers.
-func connect(ctx context.Context, cfg Config, addrs []string, wl *workload, rec *recorder) ([]*client.Conn, error) {
-	conns := make([]*client.Conn, 0, cfg.Gateways)
-	fail := func(err error) ([]*client.Conn, error) {
+func connect(ctx context.Context, cfg Config, addrs []string, wl *workload, rec *recorder) ([]benchGateway, error) {
+	conns := make([]benchGateway, 0, cfg.Gateways)
+	fail := func(err error) ([]benchGateway, error) {
 		for _, c := range conns {
 			_ = c.Close()
 		}
 		return nil, err
 	}
 	for g := range cfg.Gateways {
-		c, err := client.Dial(ctx, addrs[g%len(addrs)],
-			client.WithLogger(cfg.Logger), client.WithGatewayID(fmt.Sprintf("bench-gw-%d", g)))
+		var c benchGateway
+		var err error
+		if cfg.Syntrix {
+			c, err = dialSyntrix(ctx, addrs[g%len(addrs)])
+		} else {
+			c, err = client.Dial(ctx, addrs[g%len(addrs)],
+				client.WithLogger(cfg.Logger), client.WithGatewayID(fmt.Sprintf("bench-gw-%d", g)))
+		}
 		if err != nil {
 			return fail(err)
 		}

@@ -118,3 +118,25 @@ func TestRunScale(t *testing.T) {
 		t.Fatalf("scale without Redis: %v", err)
 	}
 }
+
+// TestRunSyntrix: the compat-subscriber scenario, gateways speaking
+// Syntrix's streamer service, delivers every pair exactly once, with the
+// effective operations; a mix with CEL is refused.
+func TestRunSyntrix(t *testing.T) {
+	res, err := Run(context.Background(), Config{
+		Syntrix: true, Gateways: 2, SubsPerGateway: 300, DistinctValues: 30, Collections: 4,
+		Rate: 3000, Duration: 800 * time.Millisecond, Warmup: 200 * time.Millisecond, BaselineDuration: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := res.Failures(); len(f) > 0 {
+		t.Fatalf("failures: %v\nexamples: %v", f, res.Examples)
+	}
+	if res.Expected == 0 || res.Delivered != res.Expected || res.Lost != 0 || res.Duplicates != 0 || res.WrongOp != 0 {
+		t.Errorf("expected %d, delivered %d, lost %d, duplicates %d, wrong op %d", res.Expected, res.Delivered, res.Lost, res.Duplicates, res.WrongOp)
+	}
+	if _, err := Run(context.Background(), Config{Syntrix: true, Mix: DefaultMix}); err == nil || !strings.Contains(err.Error(), "no CEL") {
+		t.Errorf("a mix with CEL: %v", err)
+	}
+}
