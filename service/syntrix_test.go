@@ -102,8 +102,12 @@ func (g *syntrixGateway) deliveries(n int) []string {
 func sf(field, op string, v *syntrixv1.Value) *syntrixv1.Filter {
 	return &syntrixv1.Filter{Field: field, Op: op, Value: v}
 }
-func sstr(s string) *syntrixv1.Value { return &syntrixv1.Value{Kind: &syntrixv1.Value_StringValue{StringValue: s}} }
-func sint(i int64) *syntrixv1.Value  { return &syntrixv1.Value{Kind: &syntrixv1.Value_IntValue{IntValue: i}} }
+func sstr(s string) *syntrixv1.Value {
+	return &syntrixv1.Value{Kind: &syntrixv1.Value_StringValue{StringValue: s}}
+}
+func sint(i int64) *syntrixv1.Value {
+	return &syntrixv1.Value{Kind: &syntrixv1.Value_IntValue{IntValue: i}}
+}
 
 const (
 	uuidA = "6f1d2c1e-8b1a-4a53-9f5c-0d7a3e2b9c41"
