@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -426,5 +428,77 @@ func TestPoolSlowGatewayGetsResyncOthersUnaffected(t *testing.T) {
 		lat[len(lat)-1].Round(time.Microsecond), slowLen, outboxCap, rss/(1<<20))
 	if fastResyncs != 0 || foreign != 0 || disorder != 0 {
 		t.Errorf("fast gateway: %d resyncs, %d out of order; %d foreign deliveries; want 0", fastResyncs, disorder, foreign)
+	}
+}
+
+// TestPoolPublisherRetriesThroughRedisOutage: while Redis is down a node
+// refuses to append (ERROR_CODE_UNAVAILABLE); the client library's
+// Publisher retries the refused events with backoff, with the same ids,
+// until Redis is back, so that a publisher loses nothing across the
+// outage and the subscriber gets every event once.
+func TestPoolPublisherRetriesThroughRedisOutage(t *testing.T) {
+	p := newPool(t, []redistest.Option{redistest.WithAOF()})
+	n := p.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	conn, err := client.Dial(ctx, n.grpcAddr, client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Subscribe(ctx, client.Subscription{ID: "all", Tenant: "t", Collection: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := client.NewPublisher(n.grpcAddr, client.WithBackoff(20*time.Millisecond, 200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+
+	p.redis.Kill()
+	evs := make([]*streamerv1.ChangeEvent, 50)
+	for i := range evs {
+		evs[i] = &streamerv1.ChangeEvent{Tenant: "t", Collection: "c", DocumentId: fmt.Sprintf("d%d", i), // no id: Publish gives one
+			Operation: streamerv1.Operation_OPERATION_CREATE, Document: []byte(`{}`)}
+	}
+	type outcome struct {
+		res []*streamerv1.PublishResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := pub.Publish(ctx, evs)
+		done <- outcome{res, err}
+	}()
+	waitUntil(t, "publishes refused while Redis is down", func() bool {
+		return n.metric(`streamer_publish_events_total{result="rejected"}`) > 0
+	})
+	p.redis.Restart()
+	o := <-done
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	want := map[string]bool{}
+	for i, r := range o.res {
+		if r.GetError() != nil || r.GetEventId() != evs[i].GetEventId() || !strings.HasPrefix(r.GetEventId(), "pub-") {
+			t.Fatalf("event %d: %v", i, r)
+		}
+		want[r.GetEventId()] = true
+	}
+	got := map[string]int{}
+	for len(got) < len(want) {
+		select {
+		case d := <-conn.Deliveries():
+			for _, m := range d.Matches {
+				got[m.Event.GetEventId()]++
+			}
+		case <-ctx.Done():
+			t.Fatalf("%d of %d events delivered", len(got), len(want))
+		}
+	}
+	for id, k := range got {
+		if !want[id] || k != 1 {
+			t.Fatalf("event %s delivered %d times (published: %v)", id, k, want[id])
+		}
 	}
 }

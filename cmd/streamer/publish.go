@@ -24,6 +24,11 @@ Ingest service in batches. Each line is one event in the JSON form
 RFC 3339 time). A missing event_id is generated; a missing ts is now. Blank
 lines are skipped.
 
+Events a node cannot append for a transient reason (its Redis is down or
+failing over: ERROR_CODE_UNAVAILABLE), and batches no node answers, are sent
+again with backoff, with the same event ids (a retry of an event appended
+after all is a duplicate the nodes drop), until --timeout for the batch.
+
 Every rejected event and every line that is not a valid event is reported on
 stderr with its line number; after all lines are processed the command exits
 non-zero if there was any. Every flag also reads STREAMER_<FLAG>, e.g.
@@ -39,7 +44,7 @@ func runPublish(ctx context.Context, args []string, sio stdio) error {
 	tokenFlag := secretFlag(fs, "auth-token", "bearer `token` the node requires")
 	batch := fs.Int("batch", 500, "most events per Publish call (calls are also cut at 4 MiB)")
 	tlsFlags := clientTLSFlags(fs)
-	timeout := fs.Duration("timeout", 30*time.Second, "`limit` of each Publish call")
+	timeout := fs.Duration("timeout", 30*time.Second, "`limit` of each batch, retries of refused events included")
 	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
 	}
