@@ -1,6 +1,7 @@
 package client
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 
@@ -92,6 +93,10 @@ func (s Subscription) proto() (*streamerv1.Subscription, error) {
 	case s.Filters != nil:
 		fs := make([]*streamerv1.FieldFilter, len(s.Filters))
 		for i, f := range s.Filters {
+			if n, ok := bigInteger(f.Value); ok { // a double would round it: sent exactly
+				fs[i] = &streamerv1.FieldFilter{Field: f.Field, Op: f.Op, Integer: &n}
+				continue
+			}
 			v, err := structpb.NewValue(f.Value)
 			if err != nil {
 				return nil, bad(streamerv1.ErrorCode_ERROR_CODE_INVALID_FILTER,
@@ -108,4 +113,31 @@ func (s Subscription) proto() (*streamerv1.Subscription, error) {
 		p.Snapshot = &streamerv1.SnapshotRequest{Limit: int32(s.Snapshot.Limit), After: s.Snapshot.After}
 	}
 	return p, nil
+}
+
+// bigInteger returns v as an int64 when it is an integer that a float64
+// cannot hold exactly (beyond 2^53), which FieldFilter.integer carries.
+func bigInteger(v any) (int64, bool) {
+	var n int64
+	switch x := v.(type) {
+	case int:
+		n = int64(x)
+	case int64:
+		n = x
+	case uint64:
+		if x > math.MaxInt64 {
+			return 0, false
+		}
+		n = int64(x)
+	case json.Number:
+		i, err := x.Int64()
+		if err != nil {
+			return 0, false
+		}
+		n = i
+	default:
+		return 0, false
+	}
+	f := float64(n)
+	return n, f >= 9223372036854775808.0 || int64(f) != n
 }

@@ -3,6 +3,7 @@ package match
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync/atomic"
 
@@ -346,6 +347,12 @@ func celEqualities(e ast.Expr, out []eqCand) []eqCand {
 				continue
 			}
 			if v, ok := celConstant(pair[1]); ok {
+				if _, big := v.(int64); big {
+					// CEL compares an int with a double as doubles: a
+					// document's 2^53 equals 2^53+1 there, which an exact
+					// key would not find. Left to the evaluation.
+					return out
+				}
 				return append(out, eqCand{path: path, keys: []vkey{keyOf(v)}})
 			}
 		}
@@ -392,9 +399,12 @@ func celConstant(e ast.Expr) (any, bool) {
 	case types.Double:
 		return float64(v), true
 	case types.Int:
-		return float64(v), true
+		return exactInt(int64(v)), true
 	case types.Uint:
-		return float64(v), true
+		if uint64(v) > math.MaxInt64 {
+			return float64(v), true
+		}
+		return exactInt(int64(v)), true
 	case types.Bool:
 		return bool(v), true
 	case types.Null:

@@ -176,6 +176,9 @@ func nativePred(call ast.CallExpr) (celPred, bool) {
 		if f, isNum := lit.(float64); isNum && math.Abs(f) >= 1<<53 {
 			return celPred{}, false // int literals beyond float64's exact range: leave to CEL
 		}
+		if _, isInt := lit.(int64); isInt {
+			return celPred{}, false // likewise
+		}
 		if path, ok := celOperand(operand); ok {
 			return celPred{path: path, op: cmpOps[op], lit: lit}, true
 		}
@@ -381,12 +384,11 @@ func celCompare(op cmpOp, v, lit any) celVal {
 	}
 	var c int
 	switch x := v.(type) {
-	case float64:
-		y, ok := lit.(float64)
-		if !ok {
+	case float64, int64:
+		var ok bool
+		if c, ok = cmpNumbers(x, lit); !ok {
 			return celError
 		}
-		c = cmpFloat(x, y)
 	case string:
 		y, ok := lit.(string)
 		if !ok {

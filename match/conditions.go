@@ -1,6 +1,9 @@
 package match
 
-import "slices"
+import (
+	"slices"
+	"strconv"
+)
 
 // Condition is a necessary condition of a criterion on one field: every
 // document the criterion selects satisfies it. A source that can narrow a
@@ -78,6 +81,10 @@ func (k vkey) value() (any, bool) {
 	case classBool:
 		return k.n == 1, true
 	case classNumber:
+		if k.s != "" { // an int64 beyond float64's exact integers
+			i, err := strconv.ParseInt(k.s, 10, 64)
+			return i, err == nil
+		}
 		return k.n, true
 	case classString:
 		return k.s, true

@@ -77,3 +77,67 @@ func TestConditionsAreNecessary(t *testing.T) {
 		t.Errorf("DocumentID() = %q", c.DocumentID())
 	}
 }
+
+// TestIntegersBeyond2To53: documents' integers beyond 2^53 keep their
+// exact value, and every path (equality index, scan, flat rows, CEL) tells
+// 2^53+1 from 2^53, which a float64 cannot.
+func TestIntegersBeyond2To53(t *testing.T) {
+	eng, err := NewEngine(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := map[string]string{
+		"lo":  `{"n":9007199254740992}`, // 2^53: exact as a double
+		"hi":  `{"n":9007199254740993}`, // 2^53+1: a double rounds it down
+		"max": `{"n":9223372036854775807}`,
+		"neg": `{"n":-9007199254740993}`,
+		"f":   `{"n":9007199254740993.5}`, // not an integer literal: a double
+	}
+	cases := []struct {
+		c    Criterion
+		want string
+	}{
+		{Criterion{Filters: []Filter{{Field: "n", Op: "==", Value: int64(9007199254740993)}}}, "hi"},
+		{Criterion{Filters: []Filter{{Field: "n", Op: "==", Value: float64(9007199254740992)}}}, "lo"}, // f is 9007199254740993.5, 2^53+2 as a double
+		{Criterion{Filters: []Filter{{Field: "n", Op: ">", Value: int64(9007199254740992)}}}, "f,hi,max"},
+		{Criterion{Filters: []Filter{{Field: "n", Op: "<", Value: 0}}}, "neg"},
+		{Criterion{Filters: []Filter{{Field: "n", Op: "in", Value: []any{int64(9223372036854775807), 5}}}}, "max"},
+		// CEL compares an int with a double as doubles: 2^53 equals 2^53+1.
+		{Criterion{CEL: `doc.n == 9007199254740993`}, "hi,lo"},
+		{Criterion{CEL: `doc.n > 9007199254740992`}, "f,hi,max"},
+	}
+	for _, tc := range cases {
+		c, err := eng.Compile(tc.c)
+		if err != nil {
+			t.Fatalf("%+v: %v", tc.c, err)
+		}
+		var got []string
+		for _, id := range []string{"f", "hi", "lo", "max", "neg"} {
+			doc, err := ParseDocument([]byte(docs[id]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Match(doc, id) {
+				got = append(got, id)
+			}
+		}
+		if strings.Join(got, ",") != tc.want {
+			t.Errorf("%+v: Match selects %v, want %s", tc.c, got, tc.want)
+		}
+		// The index (equality postings, flat rows) agrees.
+		ix := NewIndex(eng)
+		if err := ix.Add(Subscription{Gateway: "g", ID: "s", Tenant: "t", Collection: "c", Criterion: c}); err != nil {
+			t.Fatal(err)
+		}
+		got = got[:0]
+		for _, id := range []string{"f", "hi", "lo", "max", "neg"} {
+			doc, _ := ParseDocument([]byte(docs[id]))
+			if len(ix.Match(&Event{Tenant: "t", Collection: "c", ID: id, Op: Create, Doc: doc}, nil)) > 0 {
+				got = append(got, id)
+			}
+		}
+		if strings.Join(got, ",") != tc.want {
+			t.Errorf("%+v: the index selects %v, want %s", tc.c, got, tc.want)
+		}
+	}
+}

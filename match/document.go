@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -416,6 +417,13 @@ func (p *jsonParser) number() (any, bool) {
 		return f, true
 	}
 	lit := s[start:i]
+	if nd > 15 && exp == 0 && !strings.ContainsAny(lit, ".eE") {
+		// An integer: beyond 2^53 a float64 may round it, so one that fits
+		// an int64 keeps its exact value (exactInt).
+		if n, err := strconv.ParseInt(lit, 10, 64); err == nil {
+			return exactInt(n), true
+		}
+	}
 	f, err := strconv.ParseFloat(lit, 64)
 	if err != nil {
 		p.err = fmt.Errorf("match: document is not valid JSON: number %s at byte %d is out of range", lit, start)

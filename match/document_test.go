@@ -172,7 +172,7 @@ func sameJSON(a, b any) error {
 			return fmt.Errorf("%v (%T) != %v", a, a, b)
 		}
 		return nil
-	case string, bool, nil:
+	case string, bool, nil, int64:
 		if a != b {
 			return fmt.Errorf("%#v != %#v", a, b)
 		}

@@ -1,6 +1,7 @@
 package match
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,11 +117,13 @@ func (f *Filter) UnmarshalJSON(data []byte) error {
 }
 
 func decodeValue(raw json.RawMessage) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // integers beyond 2^53 stay exact (normalize)
 	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
+	if err := dec.Decode(&v); err != nil {
 		return nil, err
 	}
-	return v, nil
+	return normalize(v)
 }
 
 // compiledFilter is a validated filter ready to evaluate.

@@ -131,6 +131,11 @@ func (p *flatPred) order(v any) (c int, ok bool) {
 			return 0, false
 		}
 		return cmpFloat(x, p.num), true
+	case int64: // beyond float64's exact integers
+		if p.class != classNumber {
+			return 0, false
+		}
+		return cmpIntFloat(x, p.num), true
 	case string:
 		if p.class != classString {
 			return 0, false

@@ -1,6 +1,7 @@
 package match
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -12,11 +13,48 @@ func parseDocumentStdlib(data []byte) (map[string]any, error) {
 	if err := json.Unmarshal(data, &v); err != nil {
 		return nil, fmt.Errorf("match: document is not valid JSON: %w", err)
 	}
+	// Integers beyond 2^53 that a float64 rounds stay exact (exactInt).
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var exact any
+	if dec.Decode(&exact) == nil {
+		if n, err := normalize(exact); err == nil {
+			v = keepExact(v, n)
+		}
+	}
 	m, ok := v.(map[string]any)
 	if !ok {
 		return nil, fmt.Errorf("%w (got %s)", ErrNotObject, classOf(v))
 	}
 	return m, nil
+}
+
+// keepExact returns v (encoding/json's decoding) with the int64 values of
+// n (the same document, normalized from json.Numbers) where n has them.
+func keepExact(v, n any) any {
+	switch x := n.(type) {
+	case int64:
+		return x
+	case []any:
+		a, ok := v.([]any)
+		if !ok || len(a) != len(x) {
+			return v
+		}
+		for i := range a {
+			a[i] = keepExact(a[i], x[i])
+		}
+		return a
+	case map[string]any:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return v
+		}
+		for k := range m {
+			m[k] = keepExact(m[k], x[k])
+		}
+		return m
+	}
+	return v
 }
 
 // BenchmarkParseDocument decodes a typical small event document, with ParseDocument

@@ -34,7 +34,7 @@ func classOf(v any) class {
 		return classNull
 	case bool:
 		return classBool
-	case float64:
+	case float64, int64:
 		return classNumber
 	case string:
 		return classString
@@ -60,18 +60,24 @@ func normalize(v any) (any, error) {
 	case float32:
 		return normalize(float64(x))
 	case int:
-		return float64(x), nil
+		return exactInt(int64(x)), nil
 	case int32:
 		return float64(x), nil
 	case int64:
-		return float64(x), nil
+		return exactInt(x), nil
 	case uint:
 		return float64(x), nil
 	case uint32:
 		return float64(x), nil
 	case uint64:
-		return float64(x), nil
+		if x > math.MaxInt64 {
+			return float64(x), nil
+		}
+		return exactInt(int64(x)), nil
 	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return exactInt(i), nil
+		}
 		f, err := x.Float64()
 		if err != nil {
 			return nil, fmt.Errorf("number %q: %w", string(x), err)
@@ -110,9 +116,9 @@ func equal(a, b any) bool {
 	case bool:
 		y, ok := b.(bool)
 		return ok && x == y
-	case float64:
-		y, ok := b.(float64)
-		return ok && x == y
+	case float64, int64:
+		c, ok := cmpNumbers(x, b)
+		return ok && c == 0
 	case string:
 		y, ok := b.(string)
 		return ok && x == y
@@ -164,8 +170,9 @@ func compare(a, b any) int {
 			return -1
 		}
 		return 1
-	case float64:
-		return cmpFloat(x, b.(float64))
+	case float64, int64:
+		c, _ := cmpNumbers(x, b)
+		return c
 	case string:
 		return strings.Compare(x, b.(string))
 	case []any:
@@ -188,6 +195,64 @@ func compare(a, b any) int {
 			}
 		}
 		return cmpInt(len(kx), len(ky))
+	}
+	return 0
+}
+
+// exactInt is the number i as the package holds it: a float64 when that
+// is exact (every integer up to 2^53, and many beyond), else the int64
+// itself, so that integers beyond 2^53 compare exactly. A number thus has
+// one representation, and a float64 never equals an int64.
+func exactInt(i int64) any {
+	if f := float64(i); f < 9223372036854775808.0 && int64(f) == i {
+		return f
+	}
+	return i
+}
+
+// cmpNumbers compares two numbers (float64 or int64) exactly; ok is false
+// when one is not a number.
+func cmpNumbers(a, b any) (int, bool) {
+	switch x := a.(type) {
+	case float64:
+		switch y := b.(type) {
+		case float64:
+			return cmpFloat(x, y), true
+		case int64:
+			return -cmpIntFloat(y, x), true
+		}
+	case int64:
+		switch y := b.(type) {
+		case float64:
+			return cmpIntFloat(x, y), true
+		case int64:
+			return cmpInt64(x, y), true
+		}
+	}
+	return 0, false
+}
+
+// cmpIntFloat compares i and f exactly.
+func cmpIntFloat(i int64, f float64) int {
+	switch {
+	case f >= 9223372036854775808.0: // 2^63: beyond every int64
+		return -1
+	case f < -9223372036854775808.0:
+		return 1
+	}
+	t := math.Trunc(f)
+	if c := cmpInt64(i, int64(t)); c != 0 {
+		return c
+	}
+	return cmpFloat(t, f) // the fraction decides
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
 	}
 	return 0
 }
@@ -244,6 +309,8 @@ func keyOf(v any) vkey {
 			x = 0 // -0 and +0 are equal
 		}
 		return vkey{c: classNumber, n: x}
+	case int64: // beyond float64's exact integers (exactInt): no float64 equals it
+		return vkey{c: classNumber, n: float64(x), s: strconv.FormatInt(x, 10)}
 	case string:
 		return vkey{c: classString, s: x}
 	case []any:
@@ -273,6 +340,8 @@ func writeCanonical(b *strings.Builder, v any) {
 			x = 0
 		}
 		b.WriteString(strconv.FormatFloat(x, 'g', -1, 64))
+	case int64:
+		b.WriteString(strconv.FormatInt(x, 10))
 	case string:
 		b.WriteString(strconv.Quote(x))
 	case []any:

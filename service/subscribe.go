@@ -266,10 +266,18 @@ func (n *Node) compile(sub *streamerv1.Subscription) (*match.Compiled, error) {
 		cr.DocumentID = c.DocumentId
 	case *streamerv1.Subscription_Filters:
 		for i, f := range c.Filters.GetFilters() {
-			if f.GetValue() == nil {
+			var v any
+			switch {
+			case f.Integer != nil && f.GetValue() != nil:
+				return nil, fmt.Errorf("%w: filter %d (field %q, op %q): set value or integer, not both", match.ErrInvalidFilter, i, f.GetField(), f.GetOp())
+			case f.Integer != nil:
+				v = f.GetInteger()
+			case f.GetValue() == nil:
 				return nil, fmt.Errorf("%w: filter %d (field %q, op %q): value is required", match.ErrInvalidFilter, i, f.GetField(), f.GetOp())
+			default:
+				v = f.GetValue().AsInterface()
 			}
-			cr.Filters = append(cr.Filters, match.Filter{Field: f.GetField(), Op: match.Operator(f.GetOp()), Value: f.GetValue().AsInterface()})
+			cr.Filters = append(cr.Filters, match.Filter{Field: f.GetField(), Op: match.Operator(f.GetOp()), Value: v})
 		}
 	case *streamerv1.Subscription_Cel:
 		if c.Cel == "" {

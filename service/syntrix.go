@@ -385,22 +385,28 @@ func (a *syntrixStream) subscription(r *syntrixv1.SubscribeRequest) (*streamerv1
 	}
 	out := make([]*streamerv1.FieldFilter, len(fs))
 	for i, f := range fs {
-		v, err := syntrixValue(f.GetValue())
-		if err != nil {
-			return nil, fmt.Sprintf("streamer: filter %d (field %q): %v", i, f.GetField(), err)
-		}
 		op := f.GetOp()
 		if op == "contains" {
 			op = "array-contains"
 		}
-		out[i] = &streamerv1.FieldFilter{Field: f.GetField(), Op: op, Value: v}
+		out[i] = &streamerv1.FieldFilter{Field: f.GetField(), Op: op}
+		if n, isInt := f.GetValue().GetKind().(*syntrixv1.Value_IntValue); isInt {
+			out[i].Integer = &n.IntValue // exact, beyond 2^53 too
+			continue
+		}
+		v, err := syntrixValue(f.GetValue())
+		if err != nil {
+			return nil, fmt.Sprintf("streamer: filter %d (field %q): %v", i, f.GetField(), err)
+		}
+		out[i].Value = v
 	}
 	sub.Criterion = &streamerv1.Subscription_Filters{Filters: &streamerv1.FieldFilters{Filters: out}}
 	return sub, ""
 }
 
-// maxExactInt is the largest magnitude an int_value may have: the node
-// compares numbers as float64, exact up to 2^53.
+// maxExactInt is the largest magnitude an int_value inside a list may
+// have (a list travels as doubles, exact up to 2^53); a scalar int_value is
+// exact whatever its size (FieldFilter.integer).
 const maxExactInt = 1 << 53
 
 // syntrixValue converts a filter value.
@@ -410,7 +416,7 @@ func syntrixValue(v *syntrixv1.Value) (*structpb.Value, error) {
 		return structpb.NewStringValue(k.StringValue), nil
 	case *syntrixv1.Value_IntValue:
 		if k.IntValue > maxExactInt || k.IntValue < -maxExactInt {
-			return nil, fmt.Errorf("int_value %d is beyond 2^53, which numbers are compared exactly up to", k.IntValue)
+			return nil, fmt.Errorf("int_value %d in a list is beyond 2^53, up to which lists are compared exactly", k.IntValue)
 		}
 		return structpb.NewNumberValue(float64(k.IntValue)), nil
 	case *syntrixv1.Value_DoubleValue:

@@ -127,8 +127,9 @@ func TestSyntrixService(t *testing.T) {
 	if r := g.subscribe(uuidB, "acme", "rooms", sf("_id", "==", sstr("r1"))); !r.GetSuccess() {
 		t.Fatalf("document subscription: %v", r)
 	}
-	if r := g.subscribe(uuidC, "acme", "rooms", sf("tags", "contains", sstr("x")), sf("n", "==", sint(9007199254740993))); r.GetSuccess() || !strings.Contains(r.GetError(), "2^53") {
-		t.Fatalf("int_value beyond 2^53: %v", r)
+	big := &syntrixv1.Value{Kind: &syntrixv1.Value_ListValue{ListValue: &syntrixv1.ListValue{Values: []*syntrixv1.Value{sint(9007199254740993)}}}}
+	if r := g.subscribe(uuidC, "acme", "rooms", sf("n", "in", big)); r.GetSuccess() || !strings.Contains(r.GetError(), "2^53") {
+		t.Fatalf("int_value beyond 2^53 in a list: %v", r)
 	}
 	if r := g.subscribe(uuidC, "globex", "rooms"); r.GetSuccess() || !strings.Contains(r.GetError(), "--syntrix-tenants") {
 		t.Fatalf("a tenant not allowed: %v", r)
@@ -136,21 +137,23 @@ func TestSyntrixService(t *testing.T) {
 	if r := g.subscribe(uuidC, "acme", "rooms", sf("n", "~", sint(1))); r.GetSuccess() || !strings.Contains(r.GetError(), "operator") {
 		t.Fatalf("an invalid operator: %v", r)
 	}
-	if r := g.subscribe(uuidC, "acme", "rooms", sf("tags", "contains", sstr("x")), sf("n", "==", sint(9007199254740992))); !r.GetSuccess() {
-		t.Fatalf("contains and an exact int: %v", r)
+	if r := g.subscribe(uuidC, "acme", "rooms", sf("tags", "contains", sstr("x")), sf("n", "==", sint(9007199254740993))); !r.GetSuccess() {
+		t.Fatalf("contains and an exact int beyond 2^53: %v", r)
 	}
 
 	h.publish(
 		event("e1", "acme", "rooms", "r1", opCreate, `{"n":5,"_id":"r1","id":"r1","collection":"rooms"}`, ""),
-		event("e2", "acme", "rooms", "r2", opCreate, `{"n":9007199254740992,"tags":["x"]}`, ""),
-		event("e3", "acme", "rooms", "r1", opUpdate, `{"n":1}`, `{"n":5}`), // leaves n >= 2
+		event("e2", "acme", "rooms", "r2", opCreate, `{"n":9007199254740993,"tags":["x"]}`, ""),
+		event("e2b", "acme", "rooms", "r5", opCreate, `{"n":9007199254740992,"tags":["x"]}`, ""), // the same double: not the same integer
+		event("e3", "acme", "rooms", "r1", opUpdate, `{"n":1}`, `{"n":5}`),                       // leaves n >= 2
 		event("e4", "globex", "rooms", "r1", opCreate, `{"n":5}`, ""),
 	)
-	got := g.deliveries(4)
+	got := g.deliveries(5)
 	joined := strings.Join(got, "\n")
 	for _, w := range []string{
 		` OPERATION_TYPE_INSERT r1 {"n":5}`,
-		` OPERATION_TYPE_INSERT r2 {"n":9007199254740992,"tags":["x"]}`,
+		uuidA + "," + uuidC + ` OPERATION_TYPE_INSERT r2 {"n":9007199254740993,"tags":["x"]}`,
+		uuidA + ` OPERATION_TYPE_INSERT r5 {"n":9007199254740992,"tags":["x"]}`,
 		uuidA + ` OPERATION_TYPE_DELETE r1 {"n":1}`,
 		uuidB + ` OPERATION_TYPE_UPDATE r1 {"n":1}`,
 	} {

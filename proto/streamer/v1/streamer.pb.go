@@ -387,7 +387,11 @@ type FieldFilter struct {
 	// and "array-contains-any" it must be a list_value; for the other
 	// operators any kind is accepted (null_value compares with null). Unset is
 	// rejected with ERROR_CODE_INVALID_FILTER.
-	Value         *structpb.Value `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Value *structpb.Value `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// An integer given exactly, instead of value: numbers beyond 2^53, which
+	// value (a double) cannot carry, compare exactly with the documents'
+	// integers then. Set either value or integer.
+	Integer       *int64 `protobuf:"varint,4,opt,name=integer,proto3,oneof" json:"integer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -441,6 +445,13 @@ func (x *FieldFilter) GetValue() *structpb.Value {
 		return x.Value
 	}
 	return nil
+}
+
+func (x *FieldFilter) GetInteger() int64 {
+	if x != nil && x.Integer != nil {
+		return *x.Integer
+	}
+	return 0
 }
 
 // FieldFilters is a list of field filters that must all match (logical AND).
@@ -2135,11 +2146,14 @@ const file_streamer_v1_streamer_proto_rawDesc = "" +
 	"\tpartition\x18\n" +
 	" \x01(\x05R\tpartition\x12\x1a\n" +
 	"\bposition\x18\v \x01(\tR\bposition\x12!\n" +
-	"\fcluster_time\x18\f \x01(\x04R\vclusterTime\"a\n" +
+	"\fcluster_time\x18\f \x01(\x04R\vclusterTime\"\x8c\x01\n" +
 	"\vFieldFilter\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x0e\n" +
 	"\x02op\x18\x02 \x01(\tR\x02op\x12,\n" +
-	"\x05value\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x05value\"B\n" +
+	"\x05value\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x05value\x12\x1d\n" +
+	"\ainteger\x18\x04 \x01(\x03H\x00R\ainteger\x88\x01\x01B\n" +
+	"\n" +
+	"\b_integer\"B\n" +
 	"\fFieldFilters\x122\n" +
 	"\afilters\x18\x01 \x03(\v2\x18.streamer.v1.FieldFilterR\afilters\"\xa4\x02\n" +
 	"\fSubscription\x12'\n" +
@@ -2362,6 +2376,7 @@ func file_streamer_v1_streamer_proto_init() {
 	if File_streamer_v1_streamer_proto != nil {
 		return
 	}
+	file_streamer_v1_streamer_proto_msgTypes[1].OneofWrappers = []any{}
 	file_streamer_v1_streamer_proto_msgTypes[3].OneofWrappers = []any{
 		(*Subscription_DocumentId)(nil),
 		(*Subscription_Filters)(nil),
