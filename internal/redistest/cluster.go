@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -62,7 +63,41 @@ func StartCluster(t testing.TB, masters, replicas int) *Cluster {
 			time.Sleep(readyPoll) // polling the node's CLUSTER INFO
 		}
 	}
+	// cluster_state:ok comes before the replicas have synced with their
+	// masters; a replica that never synced refuses to fail over (its data
+	// would be too old), so a master killed now would never be replaced.
+	for {
+		synced, err := c.replicasSynced(masters)
+		if synced {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: cluster replicas not synced with their masters: %v", err)
+		}
+		time.Sleep(readyPoll)
+	}
 	return c
+}
+
+// replicasSynced reports whether the cluster has masters masters and every
+// other node is a replica whose link to its master is up.
+func (c *Cluster) replicasSynced(masters int) (bool, error) {
+	n := 0
+	for _, s := range c.Nodes {
+		info, err := s.command("INFO", "replication")
+		switch {
+		case err != nil:
+			return false, err
+		case strings.Contains(info, "role:master"):
+			n++
+		case !strings.Contains(info, "master_link_status:up"):
+			return false, fmt.Errorf("replica %s: link to its master not up yet", s.Addr())
+		}
+	}
+	if n != masters {
+		return false, fmt.Errorf("%d masters, want %d", n, masters)
+	}
+	return true, nil
 }
 
 // Addrs returns every node's address, for a cluster client's seeds.

@@ -157,8 +157,11 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 	outboxes := &Outboxes{c}
 	var multi store.MultiRouter
 	var multiFetch store.MultiFetcher
-	_, cluster := client.(*goredis.ClusterClient)
+	cc, cluster := client.(*goredis.ClusterClient)
 	c.oneNode = !cluster
+	if cluster {
+		cc.AddHook(topologyHook{cc})
+	}
 	if c.oneNode {
 		multi, multiFetch = log, outboxes
 	}
