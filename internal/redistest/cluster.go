@@ -119,3 +119,19 @@ func (c *Cluster) Masters() []*Server {
 	}
 	return out
 }
+
+// ReplicaOf returns a replica of master m, or nil.
+func (c *Cluster) ReplicaOf(m *Server) *Server {
+	_, port, _ := strings.Cut(m.Addr(), ":")
+	for _, s := range c.Nodes {
+		info, err := s.command("INFO", "replication")
+		if err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+port+"\r\n") {
+			return s
+		}
+	}
+	return nil
+}
+
+// Do sends one command to the server (see command for the replies it
+// takes).
+func (s *Server) Do(args ...string) (string, error) { return s.command(args...) }
