@@ -289,6 +289,7 @@ func (h *hub) unsubscribe(s *session, id string) *protoError {
 	}
 	delete(s.subs, id)
 	delete(s.noData, id)
+	delete(s.heads, id)
 	h.detachLocked(u, s, id)
 	h.clientSubs--
 	remove := u.refs == 0 && !u.removed

@@ -66,11 +66,12 @@ type session struct {
 	// syntrix: the connection speaks Syntrix's protocol (/realtime/*,
 	// syntrix.go), whose frames are envelopes. Set before the session is
 	// used. noData holds its subscriptions without includeData, snaps the
-	// snapshots being gathered into one message; both guarded by the hub's
-	// mutex.
+	// snapshots being gathered into one message, heads the event heads of
+	// its subscriptions; all guarded by the hub's mutex.
 	syntrix bool
 	noData  map[string]bool
 	snaps   map[string]*syntrixGather
+	heads   map[string][]byte // each subscription's event head (syntrixEventHead)
 	// rearm tells the writer that expires changed (a Syntrix auth message
 	// authenticated the connection).
 	rearm chan struct{}

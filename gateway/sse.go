@@ -43,22 +43,29 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.finish()
 	g.opened(s, r)
+	if g.streamSSE(w, r, s, req, resume) {
+		g.endResumable(s)
+	}
+}
+
+// streamSSE subscribes req for the registered session s and writes the
+// stream until it ends; false: the subscription was refused, the request
+// answered with the reason and the session ended.
+func (g *Gateway) streamSSE(w http.ResponseWriter, r *http.Request, s *session, req subscribeRequest, resume *string) bool {
 	if perr := g.subscribe(r.Context(), s, req, resume); perr != nil {
 		s.end(endClientGone, perr.message)
 		g.hub.endSession(s, false)
 		g.closed(s)
 		writeHTTPError(w, httpStatus(perr), perr)
-		return
+		return false
 	}
-
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	w.WriteHeader(http.StatusOK)
 	g.writeSSE(w, r, s)
-
-	g.endResumable(s)
+	return true
 }
 
 // endResumable ends the connection s. When the client may come back to

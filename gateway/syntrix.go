@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -140,7 +139,7 @@ type syntrixGather struct {
 	over  bool
 }
 
-// snapshotPageLocked adds a page of a snapshot to the Syntrix session s
+// syntrixSnapshotPageLocked adds a page of a snapshot to the Syntrix session s
 // (the hub's mutex held).
 func (s *session) syntrixSnapshotPageLocked(id, collection string, p *streamerv1.SnapshotPage) {
 	if s.snaps == nil {
@@ -252,10 +251,18 @@ func flattenDocument(doc []byte, id, collection string) json.RawMessage {
 }
 
 // enqueueSyntrixEvent queues one event frame per subscription id of the
-// Syntrix session s (the hub's mutex held).
+// Syntrix session s (the hub's mutex held). Each id's head is made once.
 func (s *session) enqueueSyntrixEvent(ids []string, m client.Match, d *syntrixDeltas) {
 	for _, id := range ids {
-		s.enqueue(frame{head: syntrixEventHead(id), body: d.body(m, !s.noData[id])})
+		head := s.heads[id]
+		if head == nil {
+			if s.heads == nil {
+				s.heads = map[string][]byte{}
+			}
+			head = syntrixEventHead(id)
+			s.heads[id] = head
+		}
+		s.enqueue(frame{head: head, body: d.body(m, !s.noData[id])})
 	}
 }
 
@@ -301,7 +308,6 @@ func (g *Gateway) serveSyntrixWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.finish()
 	g.opened(s, r)
-	cw := &corkWriter{ResponseWriter: w}
 	// Syntrix allows no Origin (non-browser clients), the gateway's own
 	// host, and its host name on another port.
 	patterns := append([]string{}, g.cfg.OriginPatterns...)
@@ -310,38 +316,11 @@ func (g *Gateway) serveSyntrixWS(w http.ResponseWriter, r *http.Request) {
 	} else if r.Host != "" {
 		patterns = append(patterns, r.Host+":*")
 	}
-	opts := &websocket.AcceptOptions{OriginPatterns: patterns}
-	if g.cfg.Compression {
-		opts.CompressionMode = websocket.CompressionNoContextTakeover
-	}
-	conn, err := websocket.Accept(cw, r, opts)
-	if err == nil && cw.conn == nil {
-		err = errors.New("the handshake did not hijack the connection")
-		conn.CloseNow()
-	}
-	if err != nil {
-		s.end(endClientGone, "handshake failed")
-		g.hub.endSession(s, false)
-		g.closed(s)
-		return
-	}
-	conn.SetReadLimit(g.cfg.MaxMessageBytes)
-	base := context.WithoutCancel(r.Context())
-	ops, cancelOps := context.WithCancel(base)
-	defer cancelOps()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		g.writeWS(conn, cw.conn, s)
-		cancelOps()
-	})
 	c := &syntrixConn{g: g, s: s, authed: authed}
-	if c.read(base, ops, conn) {
-		s.end(endClosed, "client closed the connection")
+	if g.runWS(w, r, s, patterns, c.read) {
+		g.hub.endSession(s, false) // no resume in Syntrix's protocol
+		g.closed(s)
 	}
-	s.end(endClientGone, "connection lost")
-	wg.Wait()
-	g.hub.endSession(s, false) // no resume in Syntrix's protocol
-	g.closed(s)
 }
 
 // syntrixConn is the read side of one /realtime/ws connection.
@@ -495,20 +474,8 @@ func (g *Gateway) serveSyntrixSSE(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.finish()
 	g.opened(s, r)
-	if perr := g.subscribe(r.Context(), s, req, nil); perr != nil {
-		s.end(endClientGone, perr.message)
-		g.hub.endSession(s, false)
+	if g.streamSSE(w, r, s, req, nil) {
+		g.hub.endSession(s, false) // no resume in Syntrix's protocol
 		g.closed(s)
-		writeHTTPError(w, httpStatus(perr), perr)
-		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Connection", "keep-alive")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	g.writeSSE(w, r, s)
-	g.hub.endSession(s, false)
-	g.closed(s)
 }

@@ -35,8 +35,23 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.finish()
 	g.opened(s, r)
+	if g.runWS(w, r, s, g.cfg.OriginPatterns, func(base, ops context.Context, conn *websocket.Conn) bool {
+		return g.readWS(base, ops, conn, s)
+	}) {
+		g.endResumable(s)
+	}
+}
+
+// runWS upgrades the request of the registered session s (origins allowed
+// by originPatterns besides the gateway's host) and serves it until the
+// connection ends: this goroutine runs read, which handles the client's
+// messages and reports whether the client closed with a close frame;
+// writeWS drains the send queue. false: the handshake failed, the request
+// is answered and the session ended.
+func (g *Gateway) runWS(w http.ResponseWriter, r *http.Request, s *session, originPatterns []string,
+	read func(base, ops context.Context, conn *websocket.Conn) (closed bool)) bool {
 	cw := &corkWriter{ResponseWriter: w}
-	opts := &websocket.AcceptOptions{OriginPatterns: g.cfg.OriginPatterns}
+	opts := &websocket.AcceptOptions{OriginPatterns: originPatterns}
 	if g.cfg.Compression {
 		opts.CompressionMode = websocket.CompressionNoContextTakeover
 	}
@@ -49,7 +64,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.end(endClientGone, "handshake failed")
 		g.hub.endSession(s, false)
 		g.closed(s)
-		return
+		return false
 	}
 	conn.SetReadLimit(g.cfg.MaxMessageBytes)
 
@@ -66,12 +81,12 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		g.writeWS(conn, cw.conn, s)
 		cancelOps()
 	})
-	if g.readWS(base, ops, conn, s) {
+	if read(base, ops, conn) {
 		s.end(endClosed, "client closed the connection")
 	}
 	s.end(endClientGone, "connection lost")
 	wg.Wait()
-	g.endResumable(s)
+	return true
 }
 
 // readWS handles client messages until the connection ends; closed

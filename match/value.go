@@ -1,6 +1,7 @@
 package match
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -226,7 +227,7 @@ func cmpNumbers(a, b any) (int, bool) {
 		case float64:
 			return cmpIntFloat(x, y), true
 		case int64:
-			return cmpInt64(x, y), true
+			return cmp.Compare(x, y), true
 		}
 	}
 	return 0, false
@@ -241,20 +242,10 @@ func cmpIntFloat(i int64, f float64) int {
 		return 1
 	}
 	t := math.Trunc(f)
-	if c := cmpInt64(i, int64(t)); c != 0 {
+	if c := cmp.Compare(i, int64(t)); c != 0 {
 		return c
 	}
 	return cmpFloat(t, f) // the fraction decides
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func cmpFloat(a, b float64) int {
