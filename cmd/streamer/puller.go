@@ -46,7 +46,8 @@ also be set through an environment variable: --mongo is STREAMER_MONGO,
 // pullerOptions are puller's flags.
 type pullerOptions struct {
 	mongoURI, db, collections, name, redisURL     string
-	partitions, batch                             int
+	partitions, batch, waitReplicas               int
+	waitTimeout                                   time.Duration
 	tenantField, defaultTenant, collectionField   string
 	idField, owner, httpAddr, logLevel, logFormat string
 	preImages, startFromNow                       bool
@@ -62,6 +63,7 @@ func pullerFlags(fs *flag.FlagSet) *pullerOptions {
 	fs.StringVar(&o.name, "name", puller.DefaultName, "`name` of this puller's stream: pullers of one name share a checkpoint and a leader lease")
 	fs.StringVar(&o.redisURL, "redis", "", "Redis `URL` of the event log (redis://host:port, rediss://, unix://, cluster=true …); required")
 	fs.IntVar(&o.partitions, "partitions", store.DefaultPartitions, "number of event-log partitions; must match the streamer nodes")
+	waitFlags(fs, &o.waitReplicas, &o.waitTimeout)
 	fs.StringVar(&o.tenantField, "tenant-field", puller.DefaultTenantField, "dotted document `field` holding the tenant; \"-\" to always use --default-tenant")
 	fs.StringVar(&o.defaultTenant, "default-tenant", "", "`tenant` of documents without the tenant field")
 	fs.StringVar(&o.collectionField, "collection-field", "", "dotted document `field` naming the collection to publish under (default: the MongoDB collection)")
@@ -88,6 +90,8 @@ func (o *pullerOptions) validate() error {
 			"Without Redis, run the puller inside the node instead: streamer serve --mongo URI")
 	case o.partitions <= 0 || o.batch <= 0 || o.maxDelay <= 0 || o.leaseTTL < 3*time.Millisecond:
 		return errors.New("--partitions, --batch, --max-delay and --lease-ttl must be positive")
+	case o.waitReplicas < 0 || o.waitTimeout <= 0:
+		return errors.New("--redis-wait-replicas must not be negative and --redis-wait-timeout must be positive")
 	}
 	return nil
 }
@@ -138,7 +142,8 @@ func runPuller(ctx context.Context, args []string, sio stdio) error {
 	}()
 
 	redis.SetLogger(logger)
-	backend, err := redis.New(ctx, redis.Config{URL: o.redisURL, Partitions: o.partitions, Logger: logger})
+	backend, err := redis.New(ctx, redis.Config{URL: o.redisURL, Partitions: o.partitions, Logger: logger,
+		WaitReplicas: o.waitReplicas, WaitTimeout: o.waitTimeout})
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}

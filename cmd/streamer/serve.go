@@ -155,6 +155,8 @@ type serveOptions struct {
 	mongoSnapshotReads                                          bool
 	syntrixTenants, syntrixAddr                                 string
 	syntrixTTL                                                  time.Duration
+	waitReplicas                                                int
+	waitTimeout                                                 time.Duration
 
 	// The embedded puller.
 	mongoURI, mongoDB, mongoColls, pullerName            string
@@ -170,6 +172,7 @@ func serveFlags(fs *flag.FlagSet) *serveOptions {
 	fs.IntVar(&o.partitions, "partitions", store.DefaultPartitions, "number of event-log partitions (fixed per deployment)")
 	fs.StringVar(&o.redisURL, "redis", "", "Redis `URL` of the pool's shared backend (see above); empty = embedded in-memory mode")
 	fs.IntVar(&o.poolSize, "redis-pool-size", 0, "Redis connections of this node; 0 = the URL's pool_size, else 2×partitions + 256")
+	waitFlags(fs, &o.waitReplicas, &o.waitTimeout)
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", service.DefaultLeaseTTL, "lifetime of partition leases, renewed every third of it; a dead node's partitions move after at most 4/3 of it")
 	fs.Int64Var(&o.logMaxLen, "log-max-len", store.DefaultMaxLen, "approximate retention of each event-log partition, in entries (Redis mode)")
 	fs.IntVar(&o.dedupSize, "dedup-size", service.DefaultDedupSize, "recent event ids remembered per partition to drop producer replays; 0 = off")
@@ -247,6 +250,12 @@ func (o *serveOptions) validate(fs *flag.FlagSet) error {
 	}
 	if o.partitions <= 0 || o.outboxMax <= 0 || o.logMaxLen <= 0 || o.poolSize < 0 || o.dedupSize < 0 || o.leaseTTL < 10*time.Millisecond {
 		return errors.New("--partitions, --outbox-max-len, --log-max-len must be positive, --redis-pool-size and --dedup-size not negative, --lease-ttl at least 10ms")
+	}
+	if o.waitReplicas < 0 || o.waitTimeout <= 0 {
+		return errors.New("--redis-wait-replicas must not be negative and --redis-wait-timeout must be positive")
+	}
+	if o.waitReplicas > 0 && o.redisURL == "" {
+		return errors.New("--redis-wait-replicas needs --redis: the embedded mode has no replicas to wait for")
 	}
 	if o.mongoURI == "" {
 		// Only command-line flags are refused: an environment shared with
@@ -363,6 +372,7 @@ func (o *serveOptions) openBackend(ctx context.Context, logger *slog.Logger) (*s
 	return openRedis(ctx, redisOptions{
 		url: o.redisURL, poolSize: o.poolSize, partitions: o.partitions,
 		maxLen: o.logMaxLen, outboxMaxLen: int64(o.outboxMax), outboxMaxBytes: o.outboxMaxBytes, logger: logger,
+		waitReplicas: o.waitReplicas, waitTimeout: o.waitTimeout,
 	})
 }
 
@@ -583,7 +593,15 @@ type redisOptions struct {
 	maxLen         int64
 	outboxMaxLen   int64
 	outboxMaxBytes int64
+	waitReplicas   int
+	waitTimeout    time.Duration
 	logger         *slog.Logger
+}
+
+// waitFlags defines --redis-wait-replicas and --redis-wait-timeout.
+func waitFlags(fs *flag.FlagSet, replicas *int, timeout *time.Duration) {
+	fs.IntVar(replicas, "redis-wait-replicas", 0, "after each write that acknowledges data (event appends, outbox writes, checkpoints, subscriptions), WAIT until `N` replicas of its Redis master have it, so that a failover cannot lose it; a write not replicated in time fails and is retried. 0 = do not wait (fastest; a failover can lose the last writes)")
+	fs.DurationVar(timeout, "redis-wait-timeout", redis.DefaultWaitTimeout, "longest each WAIT of --redis-wait-replicas waits (below the Redis read_timeout, 3s by default)")
 }
 
 // redisConnectTimeout bounds the connection, partition check and setup at
@@ -617,6 +635,7 @@ func openRedis(ctx context.Context, o redisOptions) (*store.Backend, []prometheu
 	defer cancel()
 	backend, err := redis.New(cctx, redis.Config{
 		Client: client, Partitions: o.partitions, MaxLen: o.maxLen, OutboxMaxLen: o.outboxMaxLen, OutboxMaxBytes: o.outboxMaxBytes, Logger: o.logger,
+		WaitReplicas: o.waitReplicas, WaitTimeout: o.waitTimeout,
 	})
 	if err != nil {
 		_ = client.Close()
@@ -627,7 +646,7 @@ func openRedis(ctx context.Context, o redisOptions) (*store.Backend, []prometheu
 	}
 	closeBackend := backend.Close
 	backend.Close = func() error { return errors.Join(closeBackend(), client.Close()) }
-	o.logger.Info("connected to redis", "url", u.Redacted(), "partitions", o.partitions, "pool_size", q.Get("pool_size"))
+	o.logger.Info("connected to redis", "url", u.Redacted(), "partitions", o.partitions, "pool_size", q.Get("pool_size"), "wait_replicas", o.waitReplicas)
 	return backend, []prometheus.Collector{errs}, nil
 }
 

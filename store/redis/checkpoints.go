@@ -15,12 +15,13 @@ type Checkpoints struct{ c *core }
 
 var _ store.Checkpoints = (*Checkpoints)(nil)
 
-// Save is SET.
+// Save is SET (and WAIT with Config.WaitReplicas).
 func (cp *Checkpoints) Save(ctx context.Context, name string, value []byte) error {
 	if err := cp.begin(ctx, name); err != nil {
 		return err
 	}
-	if err := cp.c.client.Set(ctx, cp.c.keys.Checkpoint(name), value, 0).Err(); err != nil {
+	key := cp.c.keys.Checkpoint(name)
+	if err := cp.c.waitWrite(ctx, key, func(pipe goredis.Pipeliner) { pipe.Set(ctx, key, value, 0) }); err != nil {
 		return cp.c.fail(ctx, "checkpoint save", err)
 	}
 	return nil

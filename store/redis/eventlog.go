@@ -43,7 +43,9 @@ func (l *EventLog) Append(ctx context.Context, p int, payloads ...[]byte) ([]str
 	for _, pl := range payloads {
 		args = append(args, pl)
 	}
-	ids, err := scriptLogAppend.Run(ctx, l.c.client, []string{l.c.events[p]}, args...).StringSlice()
+	call := &scriptCall{script: scriptLogAppend, keys: []string{l.c.events[p]}, args: args}
+	l.c.runScripts(ctx, []*scriptCall{call})
+	ids, err := call.cmd.StringSlice()
 	if err != nil {
 		return nil, l.c.fail(ctx, "append", err)
 	}
@@ -64,36 +66,28 @@ func (l *EventLog) AppendMany(ctx context.Context, appends []store.PartitionAppe
 		l.appendOneScript(ctx, appends)
 		return
 	}
-	cmds := make([]*goredis.Cmd, len(appends))
-	args := func(a *store.PartitionAppend) []any {
-		args := make([]any, 0, 1+len(a.Payloads))
-		args = append(args, l.c.maxLen)
-		for _, pl := range a.Payloads {
-			args = append(args, pl)
-		}
-		return args
-	}
-	pipe := l.c.client.Pipeline()
+	calls := make([]*scriptCall, len(appends))
+	var run []*scriptCall
 	for i := range appends {
 		a := &appends[i]
 		a.IDs, a.Err = nil, l.c.beginPartition(ctx, a.P)
 		if a.Err == nil && len(a.Payloads) > 0 {
-			cmds[i] = scriptLogAppend.EvalSha(ctx, pipe, []string{l.c.events[a.P]}, args(a)...)
+			args := make([]any, 0, 1+len(a.Payloads))
+			args = append(args, l.c.maxLen)
+			for _, pl := range a.Payloads {
+				args = append(args, pl)
+			}
+			calls[i] = &scriptCall{script: scriptLogAppend, keys: []string{l.c.events[a.P]}, args: args}
+			run = append(run, calls[i])
 		}
 	}
-	if pipe.Len() == 0 {
-		return
-	}
-	_, _ = pipe.Exec(ctx) // errors are per command, below
-	for i, cmd := range cmds {
-		if cmd == nil {
+	l.c.runScripts(ctx, run)
+	for i, call := range calls {
+		if call == nil {
 			continue
 		}
 		a := &appends[i]
-		if isNoScript(cmd.Err()) { // script cache flushed since New
-			cmd = scriptLogAppend.Run(ctx, l.c.client, []string{l.c.events[a.P]}, args(a)...)
-		}
-		ids, err := cmd.StringSlice()
+		ids, err := call.cmd.StringSlice()
 		if err == nil && len(ids) != len(a.Payloads) {
 			err = fmt.Errorf("script returned %d ids for %d payloads", len(ids), len(a.Payloads))
 		}
@@ -130,7 +124,9 @@ func (l *EventLog) appendOneScript(ctx context.Context, appends []store.Partitio
 			}
 		}
 	}
-	reply, err := scriptLogAppendMany.Run(ctx, l.c.client, keys, args...).Slice()
+	call := &scriptCall{script: scriptLogAppendMany, keys: keys, args: args}
+	l.c.runScripts(ctx, []*scriptCall{call})
+	reply, err := call.cmd.Slice()
 	if err == nil && len(reply) != len(keys) {
 		err = fmt.Errorf("script returned %d results for %d partitions", len(reply), len(keys))
 	}

@@ -59,20 +59,13 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 		b.args[2] = len(b.index)
 	}
 
-	if len(batches) == 1 {
-		b := batches[0]
-		b.cmd = scriptOutboxAppend.Run(ctx, o.c.client, b.keys, b.args...)
-	} else {
-		pipe := o.c.client.Pipeline()
-		for _, b := range batches {
-			b.cmd = scriptOutboxAppend.EvalSha(ctx, pipe, b.keys, b.args...)
-		}
-		_, _ = pipe.Exec(ctx) // errors are per command, below
-		for _, b := range batches {
-			if isNoScript(b.cmd.Err()) { // script cache flushed since New
-				b.cmd = scriptOutboxAppend.Run(ctx, o.c.client, b.keys, b.args...)
-			}
-		}
+	calls := make([]*scriptCall, len(batches))
+	for i, b := range batches {
+		calls[i] = &scriptCall{script: scriptOutboxAppend, keys: b.keys, args: b.args}
+	}
+	o.c.runScripts(ctx, calls)
+	for i, b := range batches {
+		b.cmd = calls[i].cmd
 	}
 
 	ids := make([]string, len(items))

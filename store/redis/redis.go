@@ -89,6 +89,17 @@ type Config struct {
 	// clock (SET PX). Tests that pass a clock.Fake start it at the real time,
 	// so that a hash's PEXPIREAT lands in the future.
 	Clock clock.Clock
+	// WaitReplicas, when positive, makes every write that acknowledges data
+	// (event appends, outbox appends, checkpoints, subscriptions) wait with
+	// WAIT until that many replicas of its master have it, so that a single
+	// failover cannot lose it: a write that WaitTimeout does not see
+	// replicated fails with ErrNotReplicated (and is retried by the node).
+	// 0: no wait, the fastest; a failover can then lose the writes its
+	// master had not yet replicated (see docs/ARCHITECTURE.md).
+	WaitReplicas int
+	// WaitTimeout bounds each WAIT (DefaultWaitTimeout). It must stay below
+	// the client's read_timeout (3 s by default).
+	WaitTimeout time.Duration
 }
 
 // New connects to Redis, checks or records the partition count, creates the
@@ -120,6 +131,15 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.WaitReplicas < 0 {
+		return nil, fmt.Errorf("redis: WaitReplicas %d is negative: %w", cfg.WaitReplicas, store.ErrInvalid)
+	}
+	if cfg.WaitTimeout < 0 {
+		return nil, fmt.Errorf("redis: WaitTimeout %v is negative: %w", cfg.WaitTimeout, store.ErrInvalid)
+	}
+	if cfg.WaitTimeout == 0 {
+		cfg.WaitTimeout = DefaultWaitTimeout
+	}
 	client, owned := cfg.Client, false
 	switch {
 	case client != nil && cfg.URL != "":
@@ -141,6 +161,8 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 		outboxMaxBytes: cfg.OutboxMaxBytes,
 		log:            cfg.Logger,
 		clock:          clock.Or(cfg.Clock),
+		waitReplicas:   cfg.WaitReplicas,
+		waitTimeout:    cfg.WaitTimeout,
 	}
 	for p := range cfg.Partitions {
 		c.events = append(c.events, c.keys.Events(p))
@@ -267,6 +289,10 @@ type core struct {
 	// oneNode: every key lives on one server (not Cluster), so one script
 	// may touch many partitions.
 	oneNode bool
+
+	// waitReplicas and waitTimeout: Config.WaitReplicas and WaitTimeout.
+	waitReplicas int
+	waitTimeout  time.Duration
 
 	outboxKeysMu sync.Mutex
 	outboxKeys   map[string]outboxKeys // gateway → outbox, outdel; see outbox

@@ -82,9 +82,15 @@ func rawClient(t testing.TB, srv *redistest.Server) *goredis.Client {
 // conformance runs the store conformance suite on backends created from
 // url, each with a fresh prefix.
 func conformance(t *testing.T, url string, multi bool) {
+	conformanceWaiting(t, url, multi, 0)
+}
+
+// conformanceWaiting is conformance with Config.WaitReplicas wait.
+func conformanceWaiting(t *testing.T, url string, multi bool, wait int) {
 	storetest.Run(t, func(t *testing.T) *store.Backend {
 		b, err := redis.New(t.Context(), redis.Config{
 			URL: url, Prefix: newPrefix(), MaxLen: logMaxLen, OutboxMaxLen: outboxMaxLen, OutboxMaxBytes: storetest.OutboxBytesCap, Logger: testLogger(t),
+			WaitReplicas: wait,
 		})
 		if err != nil {
 			t.Fatalf("redis.New: %v", err)
@@ -160,6 +166,86 @@ func TestConformanceOnCluster(t *testing.T) {
 func TestConformanceOnRealCluster(t *testing.T) {
 	c := redistest.StartCluster(t, 3, 1)
 	conformance(t, "redis://"+c.Nodes[0].Addr()+"?cluster=true", false)
+}
+
+// TestConformanceOnRealClusterWaitingForReplicas runs the suite on the
+// same cluster with WaitReplicas 1: the writes that acknowledge data and
+// their WAIT go to the master of their slot, on one connection.
+func TestConformanceOnRealClusterWaitingForReplicas(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1)
+	conformanceWaiting(t, "redis://"+c.Nodes[0].Addr()+"?cluster=true", false, 1)
+}
+
+// TestConformanceWaitingForReplicas runs the suite on a master with one
+// replica and WaitReplicas 1.
+func TestConformanceWaitingForReplicas(t *testing.T) {
+	master, _ := startReplicated(t)
+	conformanceWaiting(t, master.URL(), true, 1)
+}
+
+// startReplicated starts a master and a replica of it, and waits until the
+// replica is in sync.
+func startReplicated(t *testing.T) (master, replica *redistest.Server) {
+	t.Helper()
+	master = redistest.Start(t)
+	host, port, _ := strings.Cut(master.Addr(), ":")
+	replica = redistest.Start(t, redistest.WithArgs("--replicaof", host, port))
+	if f := testwait.Until(30*time.Second, func() (bool, any) {
+		info, err := replica.Do("INFO", "replication")
+		return err == nil && strings.Contains(info, "master_link_status:up"), info
+	}); f != nil {
+		t.Fatalf("replica of %s not in sync: %v", master.Addr(), f)
+	}
+	return master, replica
+}
+
+// TestWaitReplicasRefusesUnreplicatedWrites: with WaitReplicas 1, every
+// write that acknowledges data succeeds while the replica follows, and
+// fails with ErrNotReplicated once it is gone (the master has the write, a
+// failover could lose it): appends, outbox appends, checkpoints,
+// subscriptions. Without WaitReplicas the same writes succeed.
+func TestWaitReplicasRefusesUnreplicatedWrites(t *testing.T) {
+	master, replica := startReplicated(t)
+	ctx := t.Context()
+	open := func(wait int) *store.Backend {
+		b, err := redis.New(ctx, redis.Config{URL: master.URL(), Prefix: newPrefix(), Partitions: 2, WaitReplicas: wait,
+			WaitTimeout: 200 * time.Millisecond, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		return b
+	}
+	waiting, plain := open(1), open(0)
+	writes := func(b *store.Backend) map[string]error {
+		_, appendErr := b.Log.Append(ctx, 0, []byte("e"))
+		many := []store.PartitionAppend{{P: 0, Payloads: [][]byte{[]byte("a")}}, {P: 1, Payloads: [][]byte{[]byte("b")}}}
+		b.Log.AppendMany(ctx, many)
+		_, outboxErr := b.Outboxes.Append(ctx, []store.OutboxItem{{Gateway: "g", Payload: []byte("x")}, {Gateway: "h", Payload: []byte("y")}})
+		return map[string]error{
+			"append":      appendErr,
+			"append many": errors.Join(many[0].Err, many[1].Err),
+			"outbox":      outboxErr,
+			"checkpoint":  b.Checkpoints.Save(ctx, "puller", []byte("token")),
+			"subscribe":   b.Subscriptions.Put(ctx, "g", store.StoredSubscription{ID: "s", Data: []byte("d"), Tenant: "t"}, time.Minute),
+		}
+	}
+	for op, err := range writes(waiting) {
+		if err != nil {
+			t.Errorf("%s with the replica in sync: %v", op, err)
+		}
+	}
+	replica.Kill()
+	for op, err := range writes(waiting) {
+		if !errors.Is(err, redis.ErrNotReplicated) {
+			t.Errorf("%s without a replica: %v, want ErrNotReplicated", op, err)
+		}
+	}
+	for op, err := range writes(plain) {
+		if err != nil {
+			t.Errorf("%s without a replica, not waiting: %v", op, err)
+		}
+	}
 }
 
 // TestConformanceWithSentinel runs the suite through a Sentinel URL.

@@ -32,7 +32,8 @@ var _ store.Subscriptions = (*Subscriptions)(nil)
 // Put runs scriptSubsPut (HSET, the partition sets, the index marker, the
 // subscription's tenant) with PEXPIREAT on the hash and ZADD on the
 // registry, then moves the tenant counts if the subscription is new or
-// changed tenant.
+// changed tenant. With Config.WaitReplicas it returns once the put is on
+// that many replicas.
 func (s *Subscriptions) Put(ctx context.Context, gateway string, sub store.StoredSubscription, ttl time.Duration) error {
 	if p := sub.Partition; p < 0 || p >= s.c.partitions {
 		return fmt.Errorf("%w: subscriptions put: partition %d of %d", store.ErrInvalid, p, s.c.partitions)
@@ -49,6 +50,17 @@ func (s *Subscriptions) Put(ctx context.Context, gateway string, sub store.Store
 	})
 	if err != nil {
 		return err
+	}
+	if s.c.waitReplicas > 0 {
+		// WAIT for a write after the put on the hash's master: its
+		// replicas have the put once they have that write.
+		hash := s.c.keys.Subs(gateway)
+		err := s.c.waitWrite(ctx, hash, func(pipe goredis.Pipeliner) {
+			pipe.PExpireAt(ctx, hash, time.UnixMilli(s.c.deadlineMs(ttl)-1))
+		})
+		if err != nil {
+			return s.c.fail(ctx, "put", err)
+		}
 	}
 	prev, had, err := previousTenant(put)
 	if err != nil {
