@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,22 +47,66 @@ import (
 var ledgerFaults = []string{"kill", "stop", "freeze", "redis", "cut", "slow"}
 
 func TestFaultLedger(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
+	seed, faults := ledgerSchedule(t, 14, 100) // about 50 s
+	const outboxCap = 50                       // small: a slow gateway overflows within seconds
+	p := newPool(t, []redistest.Option{redistest.WithAOF()}, "--outbox-max-len", strconv.Itoa(outboxCap))
+	runLedger(t, p, seed, faults, ledgerFaults)
+}
+
+// clusterLedgerFaults are the faults of the ledger on Redis Cluster: the
+// nodes' faults, and the cluster's own:
+//   - master: a master is killed with SIGKILL; once the cluster has
+//     promoted its replica, it is started again (empty: it rejoins as a
+//     replica of the new master and syncs from it);
+//   - failover: a replica takes over from its master (CLUSTER FAILOVER);
+//   - reshard: 500 slots move from one master to another (redis-cli
+//     --cluster reshard) while the load runs.
+var clusterLedgerFaults = []string{"kill", "stop", "cut", "slow", "master", "failover", "reshard"}
+
+// TestFaultLedgerOnRedisCluster runs the fault ledger on three masters with
+// a replica each, the nodes waiting for one replica (--redis-wait-replicas
+// 1): a master killed loses none of the writes it acknowledged, so every
+// pair must be delivered or covered by a Resync.
+func TestFaultLedgerOnRedisCluster(t *testing.T) {
+	seed, faults := ledgerSchedule(t, 8, 60)
+	p := newClusterPool(t, "--outbox-max-len", "50", "--redis-wait-replicas", "1", "--gateway-ttl", "10s")
+	runLedger(t, p, seed, faults, clusterLedgerFaults)
+}
+
+// TestFaultLedgerOnRedisClusterNotWaiting: without --redis-wait-replicas,
+// the cluster's planned changes (CLUSTER FAILOVER, which waits until the
+// replica has every write, and resharding) and the nodes' faults lose
+// nothing either. (An unplanned failover can: see
+// TestFaultLedgerOnRedisCluster.)
+func TestFaultLedgerOnRedisClusterNotWaiting(t *testing.T) {
+	seed, faults := ledgerSchedule(t, 6, 40)
+	p := newClusterPool(t, "--outbox-max-len", "50", "--gateway-ttl", "10s")
+	runLedger(t, p, seed, faults, []string{"kill", "cut", "failover", "reshard"})
+}
+
+// ledgerSchedule returns the seed of a ledger's fault schedule
+// (STREAMER_LEDGER_SEED, else the time) and its number of faults (long
+// with STREAMER_TEST_LONG), and logs how to replay it.
+func ledgerSchedule(t *testing.T, short, long int) (seed uint64, faults int) {
+	seed = uint64(time.Now().UnixNano())
 	if s := os.Getenv("STREAMER_LEDGER_SEED"); s != "" {
 		var err error
 		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
 			t.Fatalf("STREAMER_LEDGER_SEED=%q: %v", s, err)
 		}
 	}
-	faults := 14 // about 50 s
+	faults = short
 	if os.Getenv("STREAMER_TEST_LONG") != "" {
-		faults = 100
+		faults = long
 	}
 	t.Logf("fault ledger seed %d (replay the same schedule with STREAMER_LEDGER_SEED=%d), %d faults", seed, seed, faults)
-	rng := rand.New(rand.NewPCG(seed, 0x1ed6e7))
+	return seed, faults
+}
 
-	const outboxCap = 50 // small: a slow gateway overflows within seconds
-	p := newPool(t, []redistest.Option{redistest.WithAOF()}, "--outbox-max-len", strconv.Itoa(outboxCap))
+// runLedger runs faults faults of the kinds given on pool p under a steady
+// load, and checks the ledger.
+func runLedger(t *testing.T, p *pool, seed uint64, faults int, kinds []string) {
+	rng := rand.New(rand.NewPCG(seed, 0x1ed6e7))
 	for range 3 {
 		p.start()
 	}
@@ -79,7 +124,7 @@ func TestFaultLedger(t *testing.T) {
 	pub.startContinuous(400, 10)
 	l := &ledgerRun{t: t, p: p, rec: rec, freezers: freezers, rng: rng}
 	for range faults {
-		l.inject(ledgerFaults[rng.IntN(len(ledgerFaults))])
+		l.inject(kinds[rng.IntN(len(kinds))])
 		l.pause(500*time.Millisecond, 2*time.Second)
 	}
 	pub.halt()
@@ -153,7 +198,7 @@ func (l *ledgerRun) count() int {
 
 func (l *ledgerRun) summary() string {
 	var parts []string
-	for _, f := range ledgerFaults {
+	for _, f := range append(ledgerFaults, clusterLedgerFaults[4:]...) {
 		if c := l.faults[f]; c > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", f, c))
 		}
@@ -169,6 +214,27 @@ func (l *ledgerRun) inject(kind string) {
 	l.faults[kind]++
 	live := l.p.live()
 	switch kind {
+	case "master":
+		l.killMaster()
+	case "failover":
+		m := l.pick(l.p.cluster.Masters())
+		r := l.p.cluster.ReplicaOf(m)
+		if r == nil {
+			l.t.Fatalf("no replica of master %s", m.Addr())
+		}
+		if reply, err := r.Do("CLUSTER", "FAILOVER"); err != nil || reply != "OK" {
+			l.t.Fatalf("CLUSTER FAILOVER on %s: %q %v", r.Addr(), reply, err)
+		}
+		waitUntil(l.t, "the replica promoted", func() bool { return isMaster(r) })
+	case "reshard":
+		ms := l.p.cluster.Masters()
+		i := l.rng.IntN(len(ms))
+		from, to := ms[i], ms[(i+1+l.rng.IntN(len(ms)-1))%len(ms)]
+		out, err := exec.Command("redis-cli", "--cluster", "reshard", from.Addr(), "--cluster-from", clusterNodeID(l.t, from),
+			"--cluster-to", clusterNodeID(l.t, to), "--cluster-slots", "500", "--cluster-yes").CombinedOutput()
+		if err != nil {
+			l.t.Fatalf("redis-cli --cluster reshard: %v\n%s", err, out)
+		}
 	case "kill":
 		victim := l.rng.IntN(len(live))
 		if len(live) < 2 {
@@ -206,6 +272,40 @@ func (l *ledgerRun) inject(kind string) {
 		l.rec.mu.Unlock()
 		close(hold)
 	}
+}
+
+// killMaster kills a master of the cluster with SIGKILL, waits until its
+// replica is promoted, and starts it again: it rejoins as a replica of the
+// new master and syncs from it.
+func (l *ledgerRun) killMaster() {
+	c := l.p.cluster
+	m := l.pick(c.Masters())
+	r := c.ReplicaOf(m)
+	if r == nil {
+		l.t.Fatalf("no replica of master %s", m.Addr())
+	}
+	m.Kill()
+	waitUntil(l.t, "the replica of the killed master promoted", func() bool { return isMaster(r) })
+	l.pause(200*time.Millisecond, time.Second)
+	m.Restart() // before the promotion it would come back as an empty master
+	waitUntil(l.t, "the old master synced as a replica", func() bool {
+		info, err := m.Do("INFO", "replication")
+		return err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up")
+	})
+}
+
+// pick returns a random element of servers.
+func (l *ledgerRun) pick(servers []*redistest.Server) *redistest.Server {
+	if len(servers) == 0 {
+		l.t.Fatal("no server to pick from")
+	}
+	return servers[l.rng.IntN(len(servers))]
+}
+
+// isMaster reports whether s says it is a master.
+func isMaster(s *redistest.Server) bool {
+	info, err := s.Do("INFO", "replication")
+	return err == nil && strings.Contains(info, "role:master")
 }
 
 // ledger is the account of every expected pair.

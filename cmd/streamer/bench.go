@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,7 +44,8 @@ STREAMER_<FLAG>, e.g. STREAMER_REDIS.`
 
 // benchOptions are bench's flags.
 type benchOptions struct {
-	redisURL, rate, mix                                                 string
+	redisURL, rate, mix, redisCluster, waitReplicas                     string
+	clusterReplicas                                                     int
 	nodes, gateways, subs, partitions, collections, distinct, documents int
 	publishers, batch, maxInFlight                                      int
 	duration, warmup, baseline, drain                                   time.Duration
@@ -56,6 +59,9 @@ type benchOptions struct {
 func benchFlags(fs *flag.FlagSet) *benchOptions {
 	o := &benchOptions{}
 	fs.StringVar(&o.redisURL, "redis", "", "Redis `URL` of the backend; empty = embedded in-memory backend (one node)")
+	fs.StringVar(&o.redisCluster, "redis-cluster", "", "run on Redis Clusters the bench starts (redis-server and redis-cli from PATH), one run per `list` entry: the number of masters (shards), e.g. 1,3; prints a comparison, with each Redis master's CPU")
+	fs.IntVar(&o.clusterReplicas, "redis-cluster-replicas", 0, "replicas of each master with --redis-cluster")
+	fs.StringVar(&o.waitReplicas, "redis-wait-replicas", "0", "the nodes' --redis-wait-replicas; a `list` (e.g. 0,1) runs each value (with --redis-cluster)")
 	fs.IntVar(&o.nodes, "nodes", bench.DefaultNodes, "streamer nodes started in this process (more than one needs --redis)")
 	fs.IntVar(&o.gateways, "gateways", bench.DefaultGateways, "gateways (client library over loopback gRPC), spread over the nodes")
 	fs.IntVar(&o.subs, "subs", bench.DefaultSubsPerGateway, "subscriptions per gateway")
@@ -112,7 +118,13 @@ func (o *benchOptions) config() (bench.Config, error) {
 	if o.duration <= 0 || o.warmup < 0 || o.baseline < 0 || o.drain <= 0 || o.seed == 0 {
 		return bench.Config{}, errors.New("--duration and --drain-timeout must be positive, --warmup and --baseline-duration not negative, --seed not 0")
 	}
-	if o.nodes > 1 && o.redisURL == "" {
+	if o.redisCluster != "" && o.redisURL != "" {
+		return bench.Config{}, errors.New("--redis-cluster starts its own Redis: leave --redis out")
+	}
+	if o.clusterReplicas < 0 || (o.clusterReplicas > 0 && o.redisCluster == "") {
+		return bench.Config{}, errors.New("--redis-cluster-replicas must not be negative and needs --redis-cluster")
+	}
+	if o.nodes > 1 && o.redisURL == "" && o.redisCluster == "" {
 		return bench.Config{}, fmt.Errorf("--nodes %d: the embedded in-memory backend serves exactly one node; add --redis URL to run several nodes on one Redis", o.nodes)
 	}
 	return bench.Config{
@@ -164,6 +176,14 @@ func runBench(ctx context.Context, args []string, sio stdio) error {
 		}
 	}
 
+	if o.redisCluster != "" {
+		return o.runOnClusters(ctx, sio, cfg, gcPacing)
+	}
+	w, err := parseCounts(o.waitReplicas, 0)
+	if err != nil || len(w) != 1 {
+		return usageError(sio, fmt.Errorf("--redis-wait-replicas %q: one number without --redis-cluster (%v)", o.waitReplicas, err))
+	}
+	cfg.WaitReplicas = w[0]
 	var quiet *bench.Result
 	if o.abuse != "" { // the same run without the neighbour first
 		fmt.Fprintf(sio.err, "--- without the noisy neighbour\n")
@@ -205,6 +225,96 @@ func runBench(ctx context.Context, args []string, sio stdio) error {
 		return errors.New(strings.Join(failures, "; "))
 	}
 	return nil
+}
+
+// runOnClusters runs cfg on a Redis Cluster of each --redis-cluster size
+// and with each --redis-wait-replicas value, the bench starting each
+// cluster, and prints a comparison of the runs.
+func (o *benchOptions) runOnClusters(ctx context.Context, sio stdio, cfg bench.Config, gcPacing string) error {
+	shards, err := parseCounts(o.redisCluster, 1)
+	if err != nil {
+		return usageError(sio, fmt.Errorf("--redis-cluster %q: %v", o.redisCluster, err))
+	}
+	waits, err := parseCounts(o.waitReplicas, 0)
+	if err != nil {
+		return usageError(sio, fmt.Errorf("--redis-wait-replicas %q: %v", o.waitReplicas, err))
+	}
+	if w := slices.Max(waits); w > o.clusterReplicas {
+		return usageError(sio, fmt.Errorf("--redis-wait-replicas %d needs at least %d --redis-cluster-replicas (every write would fail)", w, w))
+	}
+	var results []*bench.Result
+	var failed []string
+	for _, n := range shards {
+		for _, w := range waits {
+			fmt.Fprintf(sio.err, "--- Redis Cluster of %d master(s), %d replica(s) each, --redis-wait-replicas %d\n", n, o.clusterReplicas, w)
+			rc, err := bench.StartRedisCluster(ctx, n, o.clusterReplicas)
+			if err != nil {
+				return err
+			}
+			run := cfg
+			run.RedisURL, run.RedisMasters, run.RedisReplicas, run.WaitReplicas = rc.URL, rc.Masters, rc.Replicas, w
+			res, err := bench.Run(ctx, run)
+			rc.Close()
+			if err != nil {
+				return err
+			}
+			res.GCPacing = gcPacing
+			res.WriteSummary(sio.err)
+			results = append(results, res)
+			for _, f := range res.Failures() {
+				failed = append(failed, fmt.Sprintf("%d shard(s), wait %d: %s", n, w, f))
+			}
+		}
+	}
+	fmt.Fprintf(sio.out, "%-7s %-5s %12s %10s %10s %12s %14s  %s\n", "shards", "wait", "events/s", "p50 ms", "p99 ms", "CPU µs/ev", "Redis µs/ev", "Redis masters' CPU (% of a core)")
+	for _, r := range results {
+		fmt.Fprintf(sio.out, "%-7d %-5d %12.0f %10.2f %10.2f %12.1f %14.1f  %s\n", len(r.RedisMasterCPUPct), r.WaitReplicas, r.EventsPerSec,
+			r.Latency.P50, r.Latency.P99, r.CPUUsPerEvent, r.RedisCPUUsPerEvent, fmtPcts(r.RedisMasterCPUPct))
+	}
+	if len(results) > 0 {
+		fmt.Fprintf(sio.out, "hypervisor steal while measuring: %s\n", strings.Join(mapSlice(results, func(r *bench.Result) string { return fmt.Sprintf("%.1f %%", r.CPUStealPct) }), ", "))
+	}
+	if o.asJSON {
+		b, err := json.Marshal(results)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(sio.out, "%s\n", b)
+	}
+	if len(failed) > 0 {
+		for _, f := range failed {
+			fmt.Fprintf(sio.err, "!!! BENCH FAILED: %s\n", f)
+		}
+		return errors.New(strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// parseCounts parses a comma-separated list of integers of at least min.
+func parseCounts(list string, min int) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < min {
+			return nil, fmt.Errorf("%q is not a number of at least %d", f, min)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// fmtPcts formats percentages as a list.
+func fmtPcts(v []float64) string {
+	return strings.Join(mapSlice(v, func(x float64) string { return fmt.Sprintf("%.0f", x) }), " ")
+}
+
+// mapSlice returns f of each element.
+func mapSlice[T, U any](in []T, f func(T) U) []U {
+	out := make([]U, len(in))
+	for i, x := range in {
+		out[i] = f(x)
+	}
+	return out
 }
 
 // report writes the run's summary (on stdout, or on stderr with --json), its

@@ -58,7 +58,7 @@ func startCluster(ctx context.Context, cfg Config) (cl *cluster, err error) {
 		cl.prefix = "stmbench-" + randomHex(6)
 		cl.url = redisURLWithPool(cfg.RedisURL, cfg.Partitions, cfg.Gateways)
 		for range cfg.Nodes {
-			b, err := redis.New(ctx, redis.Config{URL: cl.url, Prefix: cl.prefix, Partitions: cfg.Partitions, Logger: cfg.Logger})
+			b, err := redis.New(ctx, redis.Config{URL: cl.url, Prefix: cl.prefix, Partitions: cfg.Partitions, Logger: cfg.Logger, WaitReplicas: cfg.WaitReplicas})
 			if err != nil {
 				return cl, fmt.Errorf("bench: redis backend: %w", err)
 			}
@@ -122,7 +122,7 @@ func (cl *cluster) startNode(id string, b *store.Backend) error {
 
 // addNode starts one more node on a backend of its own (Redis only).
 func (cl *cluster) addNode(ctx context.Context) error {
-	b, err := redis.New(ctx, redis.Config{URL: cl.url, Prefix: cl.prefix, Partitions: cl.cfg.Partitions, Logger: cl.cfg.Logger})
+	b, err := redis.New(ctx, redis.Config{URL: cl.url, Prefix: cl.prefix, Partitions: cl.cfg.Partitions, Logger: cl.cfg.Logger, WaitReplicas: cl.cfg.WaitReplicas})
 	if err != nil {
 		return fmt.Errorf("bench: redis backend: %w", err)
 	}

@@ -118,6 +118,13 @@ type Config struct {
 	// URL sets no pool_size, one large enough for the nodes' blocking reads
 	// is added.
 	RedisURL string
+	// WaitReplicas is the nodes' redis.Config.WaitReplicas: writes that
+	// acknowledge data wait for that many replicas (WAIT).
+	WaitReplicas int
+	// RedisMasters and RedisReplicas are the process ids of the Redis
+	// servers (masters, replicas) when the bench started them
+	// (StartRedisCluster): the result reports their CPU.
+	RedisMasters, RedisReplicas []int
 	// Abuse, when set, runs a noisy neighbour of that kind (AbuseKinds) in a
 	// tenant of its own next to the workload during the run; the workload's
 	// figures then show what it costs the well-behaved tenants.

@@ -71,6 +71,18 @@ type Result struct {
 	// neighbour (steal) from a saturated machine (pressure).
 	CPUStealPct    float64 `json:"cpu_steal_pct"`
 	CPUPressurePct float64 `json:"cpu_pressure_pct"`
+	// CPUUsPerEvent is this process's CPU time (user + system: nodes,
+	// gateways and harness) during the measured phase per event published.
+	CPUUsPerEvent float64 `json:"cpu_us_per_event"`
+	// RedisMasterCPUPct is the CPU of each Redis master the bench started,
+	// in percent of one core over the measured phase, and
+	// RedisCPUUsPerEvent the CPU time of all of them (masters and
+	// replicas) per event published. Empty and 0 otherwise.
+	RedisMasterCPUPct  []float64 `json:"redis_master_cpu_pct,omitempty"`
+	RedisReplicaCPUPct []float64 `json:"redis_replica_cpu_pct,omitempty"`
+	RedisCPUUsPerEvent float64   `json:"redis_cpu_us_per_event,omitempty"`
+	// WaitReplicas is the nodes' --redis-wait-replicas.
+	WaitReplicas int `json:"wait_replicas,omitempty"`
 	// PeakRSSMB is the process's peak resident memory (Linux VmHWM) after
 	// the measured phase: nodes, gateways and harness together, so an upper
 	// bound of a node's. 0 where not available.
@@ -175,8 +187,25 @@ func (r *Result) WriteSummary(w io.Writer) {
 		r.CPUs, r.GoMaxProcs, r.LoadAvgStart[0], r.LoadAvgEnd[0], r.PeakRSSMB)
 	fmt.Fprintf(w, "  CPU          while measuring: %.1f %% stolen by the hypervisor, some task waiting for a CPU %.0f %% of the time (-1 = unknown)\n",
 		r.CPUStealPct, r.CPUPressurePct)
+	fmt.Fprintf(w, "  CPU / event  %.1f µs in this process (nodes, gateways, harness)\n", r.CPUUsPerEvent)
+	if len(r.RedisMasterCPUPct) > 0 {
+		fmt.Fprintf(w, "  Redis CPU    %.1f µs per event; masters %s, replicas %s (%% of one core; --redis-wait-replicas %d)\n",
+			r.RedisCPUUsPerEvent, pcts(r.RedisMasterCPUPct), pcts(r.RedisReplicaCPUPct), r.WaitReplicas)
+	}
 	fmt.Fprintf(w, "  memory       %.1f KiB allocated per event, %d GC cycles while measuring (whole process)\n", r.AllocKBPerEvent, r.GCCycles)
 	fmt.Fprintf(w, "  GC pacing    GC percent %d at the end; %s\n", r.GCPercent, r.GCPacing)
+}
+
+// pcts formats percentages as a list.
+func pcts(v []float64) string {
+	if len(v) == 0 {
+		return "none"
+	}
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf("%.0f%%", x)
+	}
+	return strings.Join(parts, " ")
 }
 
 // loadAvg reads /proc/loadavg; zeros where it is not available.

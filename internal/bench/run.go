@@ -198,6 +198,8 @@ func (r *run) measure(ctx context.Context) (measured, error) {
 	var memBefore, memAfter runtime.MemStats
 	runtime.ReadMemStats(&memBefore)
 	cpuBefore := readCPU()
+	selfBefore := selfCPU()
+	redisBefore := redisCPU(cfg.RedisMasters, cfg.RedisReplicas)
 	start := time.Now()
 	r.tl.begin(start)
 	stop := startProgress(r.out, phaseMeasure, r.pub, r.rec, r.tl)
@@ -218,6 +220,8 @@ func (r *run) measure(ctx context.Context) (measured, error) {
 	}
 	runtime.ReadMemStats(&memAfter)
 	res.CPUStealPct, res.CPUPressurePct = cpuBetween(cpuBefore, readCPU())
+	selfUsed := selfCPU() - selfBefore
+	redisUsed := redisCPU(cfg.RedisMasters, cfg.RedisReplicas)
 	stop()
 	if cfg.CPUProfile != nil {
 		pprof.StopCPUProfile()
@@ -243,6 +247,22 @@ func (r *run) measure(ctx context.Context) (measured, error) {
 	m.events = r.pub.published() - m.first
 	if m.events > 0 {
 		res.AllocKBPerEvent = float64(memAfter.TotalAlloc-memBefore.TotalAlloc) / 1024 / float64(m.events)
+		res.CPUUsPerEvent = float64(selfUsed.Microseconds()) / float64(m.events)
+	}
+	res.WaitReplicas = cfg.WaitReplicas
+	var redisTotal time.Duration
+	for i, used := range redisUsed {
+		used -= redisBefore[i]
+		redisTotal += used
+		pct := 100 * used.Seconds() / m.span.Seconds()
+		if i < len(cfg.RedisMasters) {
+			res.RedisMasterCPUPct = append(res.RedisMasterCPUPct, pct)
+		} else {
+			res.RedisReplicaCPUPct = append(res.RedisReplicaCPUPct, pct)
+		}
+	}
+	if m.events > 0 && len(redisUsed) > 0 {
+		res.RedisCPUUsPerEvent = float64(redisTotal.Microseconds()) / float64(m.events)
 	}
 	res.GCCycles = memAfter.NumGC - memBefore.NumGC
 	gogc := []metrics.Sample{{Name: "/gc/gogc:percent"}}
