@@ -307,15 +307,25 @@ func (c *consumer) awaitTakeover(stop context.Context) bool {
 	return sleepCtx(stop, time.Until(c.acquired.Add(c.n.claimGrace())))
 }
 
-// load indexes the subscriptions of the live gateways that belong to this
+// load indexes the subscriptions of the registered gateways that belong to this
 // partition: only those (ListPartition), so that taking a partition over
 // costs what moves, not every subscription of every gateway.
 func (c *consumer) load(ctx context.Context) error {
 	subs := c.n.backend.Subscriptions
+	// Every registered gateway, also those past their deadline that no
+	// janitor has expired yet: their heartbeats may not have reached Redis
+	// (an outage, a Redis Cluster failover of the registry's master), and
+	// their subscriptions stand until a GatewayExpired entry removes them
+	// in log order. Skipping them would drop their events silently.
 	gateways, err := subs.Live(ctx)
 	if err != nil {
 		return err
 	}
+	late, err := subs.Expired(ctx, c.n.cfg.Clock.Now())
+	if err != nil {
+		return err
+	}
+	gateways = append(gateways, late...)
 	loaded := 0
 	for _, gw := range gateways {
 		all, err := subs.ListPartition(ctx, gw, c.p)

@@ -78,3 +78,42 @@ func TestRedisOutageLongerThanTheTTLExpiresNoLiveGateway(t *testing.T) {
 	h.publish(event("e3", "t", "c", "d", opUpdate, `{}`, ""))
 	alive.matchesUntil("e3")
 }
+
+// TestGatewayWhoseSubscriptionsExpiredIsNotRevived: after an outage longer
+// than the TTL a gateway that comes back is revived only if Redis still has
+// its subscriptions; where Redis expired them (its own clock ran past the
+// deadline: a long outage, a failover), reviving it would deliver it
+// nothing, silently. It is expired instead: it resumes with a Resync, which
+// makes it subscribe again.
+func TestGatewayWhoseSubscriptionsExpiredIsNotRevived(t *testing.T) {
+	const ttl = 30 * time.Second
+	ft := newFakeTime(t)
+	srv := redistest.Start(t, redistest.WithAOF())
+	h := startNodeOn(t, Config{GatewayTTL: ttl, LeaseTTL: time.Hour, Clock: ft}, redisBackendFor(t, srv, 2, ft))
+	g := h.watching("alive")
+	h.publish(event("e1", "t", "c", "d", opCreate, `{}`, ""))
+	cursor := g.delivery().GetCursor()
+	g.close()
+
+	srv.Stop()
+	for range 6 { // two TTLs without Redis
+		ft.step(ttl / 3)
+	}
+	srv.Restart()
+	// The fake clock does not move Redis's: expire the hash as Redis would
+	// have at the deadline.
+	keys, err := srv.Do("EVAL", "local ks = redis.call('KEYS', '*{gw:alive}:subs'); for _, k in ipairs(ks) do redis.call('DEL', k) end; return #ks", "0")
+	if err != nil || keys != "1" {
+		t.Fatalf("deleting the subscription hash: %q %v", keys, err)
+	}
+	ft.stepUntil("the node's probe sees Redis again", time.Second, func() (bool, any) {
+		err := h.node.probe.get()
+		return err == nil, err
+	})
+
+	g, reg := h.connect("alive", cursor)
+	if reg.GetResumed() {
+		t.Fatalf("Registered = %v: resumed without its subscriptions, want a Resync", reg)
+	}
+	g.take("Resync", func(m *streamerv1.StreamerMessage) bool { return m.GetResync() != nil })
+}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/streamerd/streamer/internal/clock"
+	"github.com/streamerd/streamer/internal/redistest"
 	streamerv1 "github.com/streamerd/streamer/proto/streamer/v1"
 	"github.com/streamerd/streamer/store"
 	"github.com/streamerd/streamer/store/memory"
@@ -346,4 +347,35 @@ func TestLeaseFence(t *testing.T) {
 	if err := f.guard(cctx, blocked); !errors.Is(err, context.Canceled) || errors.Is(err, errLeaseExpired) {
 		t.Fatalf("a cancelled caller: %v", err)
 	}
+}
+
+// TestTakeoverLoadsGatewaysPastTheirDeadline: a partition's new owner
+// indexes the subscriptions of every registered gateway, also of one past
+// its deadline that no janitor has expired (its heartbeats could not reach
+// Redis: an outage, or a failover of the registry's master while the
+// subscriptions' master answered). Skipping it dropped its events
+// silently: the gateway, refreshed a moment later, was never told.
+func TestTakeoverLoadsGatewaysPastTheirDeadline(t *testing.T) {
+	const ttl = time.Minute
+	ft := newFakeTime(t)
+	backend := redisBackendFor(t, redistest.Start(t), 1, ft)
+	ctx := context.Background()
+	sub, _ := proto.Marshal(&streamerv1.Subscription{SubscriptionId: "s", Tenant: "t", Collection: "c"})
+	if err := backend.Subscriptions.Put(ctx, "gw", store.StoredSubscription{ID: "s", Tenant: "t", Partition: 0, Data: sub}, ttl); err != nil {
+		t.Fatal(err)
+	}
+	ft.step(ttl + time.Second) // past the deadline on the nodes' clock; Redis's (real) has the hash still
+	if live, err := backend.Subscriptions.Live(ctx); err != nil || len(live) != 0 {
+		t.Fatalf("live gateways %v, %v; want none (the test's premise)", live, err)
+	}
+	if _, err := backend.Log.Append(ctx, 0, logEvent(t, event("e1", "t", "c", "d", opCreate, `{}`, ""))); err != nil {
+		t.Fatal(err)
+	}
+	cfg := poolConfig("owner", ft)
+	cfg.GatewayTTL = ttl
+	startNodeOn(t, cfg, backend) // expires nothing for a TTL after it starts
+	ft.stepUntil("e1 routed to the gateway", poolRound, func() (bool, any) {
+		entries, err := backend.Outboxes.Read(ctx, "gw", "", 0, 0)
+		return err == nil && len(entries) > 0, entries
+	})
 }

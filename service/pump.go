@@ -69,6 +69,17 @@ func (s *session) pump(ctx context.Context, cursor string) {
 		}
 		for _, e := range entries {
 			cursor = e.ID
+			if len(e.Payload) == 0 { // a loss marker (store.Outboxes.Append)
+				s.log.Warn("outbox entries were lost in a Redis failover, sending Resync", "at", e.ID)
+				resync := &streamerv1.Resync{
+					Reason: "a Redis failover lost events before they were delivered (set --redis-wait-replicas to prevent it): fetch the current state again",
+					Cursor: e.ID,
+				}
+				if !s.emit(ctx, outgoing{msg: &streamerv1.StreamerMessage{Msg: &streamerv1.StreamerMessage_Resync{Resync: resync}}}) {
+					return
+				}
+				continue
+			}
 			// The entry's bytes are the Delivery's matches (log.proto); they are
 			// checked, not decoded, and forwarded as they are.
 			if n, notices, err := wire.ScanBatch(e.Payload, func(int64) {}); err != nil || n+notices == 0 {

@@ -185,11 +185,26 @@ func (s *session) refreshTTL(ctx context.Context, op func() error) (expired bool
 	if err != nil {
 		return false, err
 	}
-	switch {
-	case slices.Contains(gone, s.gateway) && !n.expiryAllowed():
+	past := slices.Contains(gone, s.gateway)
+	kept := false
+	if past && !n.expiryAllowed() {
 		// Past its deadline only because the backend was unreachable (or
-		// just came back): alive, so refreshed below.
-	case slices.Contains(gone, s.gateway):
+		// just came back): alive, so refreshed below, if its subscriptions
+		// are still there. Redis expires them at the deadline (a failover
+		// or an outage longer than the TTL): the gateway is then expired
+		// like any other, so that it gets a Resync and subscribes again,
+		// rather than go on with nothing delivered.
+		k, err := n.backend.Subscriptions.Count(ctx, s.gateway)
+		if err != nil {
+			return false, err
+		}
+		if kept = k > 0; !kept {
+			s.log.Warn("gateway past its deadline after an outage has no subscriptions left in the backend: expiring it", "gateway", s.gateway)
+		}
+	}
+	switch {
+	case past && kept:
+	case past:
 		if err := n.expireGateway(ctx, s.gateway, s); err != nil {
 			return false, err
 		}

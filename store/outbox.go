@@ -42,7 +42,11 @@ type Outboxes interface {
 	// once (pipelined in Redis), and returns their ids in the same order.
 	// Ids are strictly increasing per gateway. An item fenced off by an
 	// earlier Retire is dropped; its id is "". No items: no-op, (nil, nil).
-	// If any item names no gateway nothing is appended.
+	// If any item names no gateway nothing is appended. Payloads are not
+	// empty: an entry with an empty payload is a loss marker, which a
+	// backend appends when it finds that entries were lost (Redis: a
+	// failover lost writes, store/redis/verify.go) and which reads as a
+	// Resync at that point.
 	Append(ctx context.Context, items []OutboxItem) ([]string, error)
 
 	// Read returns, oldest first, up to count entries of gateway's outbox

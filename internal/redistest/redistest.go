@@ -200,6 +200,27 @@ func (s *Server) Kill() {
 	}
 }
 
+// Pause stops the server with SIGSTOP: it keeps its connections but
+// answers nothing (a replica paused so falls behind its master) until
+// Resume.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p == nil {
+		s.t.Fatalf("redistest: %v: the server is not running", sig)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("redistest: %v: %v", sig, err)
+	}
+}
+
 // Stop shuts the server down with SIGTERM (a clean shutdown) and waits until
 // it has exited, killing it if that takes longer than 10 s.
 func (s *Server) Stop() {

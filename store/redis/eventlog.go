@@ -49,6 +49,7 @@ func (l *EventLog) Append(ctx context.Context, p int, payloads ...[]byte) ([]str
 	if err != nil {
 		return nil, l.c.fail(ctx, "append", err)
 	}
+	l.wrote(p, ids)
 	return ids, nil
 }
 
@@ -96,6 +97,14 @@ func (l *EventLog) AppendMany(ctx context.Context, appends []store.PartitionAppe
 			continue
 		}
 		a.IDs = ids
+		l.wrote(a.P, ids)
+	}
+}
+
+// wrote tells the verifier (verify.go) what was appended to partition p.
+func (l *EventLog) wrote(p int, ids []string) {
+	if len(ids) > 0 {
+		l.c.verify.wrote(l.c.events[p], ids[len(ids)-1], "", p)
 	}
 }
 
@@ -144,6 +153,7 @@ func (l *EventLog) appendOneScript(ctx context.Context, appends []store.Partitio
 		if a.Err != nil {
 			a.IDs, a.Err = nil, l.c.fail(ctx, "append", a.Err)
 		}
+		l.wrote(a.P, a.IDs)
 		k++
 	}
 }

@@ -184,6 +184,10 @@ func New(ctx context.Context, cfg Config) (*store.Backend, error) {
 	if cluster {
 		cc.AddHook(topologyHook{cc})
 	}
+	if c.waitReplicas == 0 {
+		c.verify = newVerifier(c)
+		go c.verify.run()
+	}
 	if c.oneNode {
 		multi, multiFetch = log, outboxes
 	}
@@ -293,6 +297,8 @@ type core struct {
 	// waitReplicas and waitTimeout: Config.WaitReplicas and WaitTimeout.
 	waitReplicas int
 	waitTimeout  time.Duration
+	// verify finds writes a failover lost, without waitReplicas (nil with).
+	verify *verifier
 
 	outboxKeysMu sync.Mutex
 	outboxKeys   map[string]outboxKeys // gateway → outbox, outdel; see outbox
@@ -370,6 +376,9 @@ func (c *core) close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
+		if c.verify != nil {
+			c.verify.close()
+		}
 		if c.owned {
 			err = c.client.Close()
 		}

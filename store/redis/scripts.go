@@ -187,6 +187,48 @@ end
 return r
 `)
 
+// scriptOutboxMarkLost appends a loss marker to the outbox KEYS[1..4]: an
+// entry with an empty payload, which the gateway's session turns into a
+// Resync (writes a failover lost, see verify.go). It returns its id.
+var scriptOutboxMarkLost = goredis.NewScript(luaCapOutbox + `
+local o = outbox(1)
+local m = redis.call('XADD', o.out, '*', 'p', '')
+redis.call('XADD', o.sz, m, 'n', 0)
+return m
+`)
+
+// scriptVerifyOutbox returns 1 if the entry ARGV[1] of the outbox
+// KEYS[1..4] is there or was deleted on purpose (acknowledged, capped,
+// retired: at most the greatest deleted id); otherwise a failover lost it,
+// and it appends a loss marker (scriptOutboxMarkLost) and returns its id.
+var scriptVerifyOutbox = goredis.NewScript(luaCapOutbox + `
+local o = outbox(1)
+if #redis.call('XRANGE', o.out, ARGV[1], ARGV[1]) > 0 then
+  return 1
+end
+local del = redis.call('GET', o.del)
+if del and not id_lt(del, ARGV[1]) then
+  return 1
+end
+local m = redis.call('XADD', o.out, '*', 'p', '')
+redis.call('XADD', o.sz, m, 'n', 0)
+return m
+`)
+
+// scriptVerifyLog returns 1 if the entry ARGV[1] of the partition stream
+// KEYS[1] is there or was trimmed (older than the first entry), 0 if a
+// failover lost it.
+var scriptVerifyLog = goredis.NewScript(luaCapOutbox + `
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0 then
+  return 1
+end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if #first > 0 and id_lt(ARGV[1], first[1][1]) then
+  return 1
+end
+return 0
+`)
+
 // scriptRoute is the write half of Router.RouteRead and MultiRouter.RouteReadMany
 // without Cluster, where one script may touch many partitions' and
 // gateways' keys. KEYS are the streams of the K partitions with ids to
