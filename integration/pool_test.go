@@ -564,26 +564,38 @@ func clusterNodeID(t *testing.T, s *redistest.Server) string {
 	return id
 }
 
-// clusterFailover runs fault on the pool's cluster under load and checks
-// that delivery resumes and that every acknowledged event arrives or is
-// followed by a Resync.
-func clusterFailover(t *testing.T, fault func(*pool)) {
+// clusterCollections are the collections watchedClusterPool subscribes to:
+// spread over the partitions, so over every master.
+const clusterCollections = 8
+
+// watchedClusterPool starts a pool of one node on a Redis Cluster of three
+// masters with a replica each, and a client subscribed to
+// clusterCollections collections of tenant t (c0, c1, …).
+func watchedClusterPool(t *testing.T, ctx context.Context) (*pool, *nodeProc, *client.Conn) {
+	t.Helper()
 	p := newClusterPool(t)
 	n := p.start()
 	waitUntil(t, "partitions owned", p.balanced)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	conn, err := client.Dial(ctx, n.grpcAddr, client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	const collections = 8 // spread over the partitions, so over every master
-	for c := range collections {
+	t.Cleanup(func() { _ = conn.Close() })
+	for c := range clusterCollections {
 		if err := conn.Subscribe(ctx, client.Subscription{ID: fmt.Sprintf("s%d", c), Tenant: "t", Collection: fmt.Sprintf("c%d", c)}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return p, n, conn
+}
+
+// clusterFailover runs fault on the pool's cluster under load and checks
+// that delivery resumes and that every acknowledged event arrives or is
+// followed by a Resync.
+func clusterFailover(t *testing.T, fault func(*pool)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, n, conn := watchedClusterPool(t, ctx)
 	var mu sync.Mutex
 	got := map[string]bool{}
 	var resynced time.Time // when the last Resync arrived
@@ -618,7 +630,7 @@ func clusterFailover(t *testing.T, fault func(*pool)) {
 	go func() {
 		defer close(done)
 		for i := 0; !stop.Load(); i++ {
-			evs := make([]*streamerv1.ChangeEvent, collections)
+			evs := make([]*streamerv1.ChangeEvent, clusterCollections)
 			for c := range evs {
 				evs[c] = &streamerv1.ChangeEvent{EventId: fmt.Sprintf("e%d-%d", i, c), Tenant: "t", Collection: fmt.Sprintf("c%d", c), DocumentId: "d",
 					Operation: streamerv1.Operation_OPERATION_CREATE, Document: []byte(`{}`)}
@@ -698,22 +710,9 @@ func clusterFailover(t *testing.T, fault func(*pool)) {
 // out (store/redis/verify.go) and the subscriber gets a Resync that says
 // so; every event it did not get was published before that Resync.
 func TestPoolAnnouncesWritesLostInFailover(t *testing.T) {
-	p := newClusterPool(t)
-	n := p.start()
-	waitUntil(t, "partitions owned", p.balanced)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	conn, err := client.Dial(ctx, n.grpcAddr, client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	const collections = 8 // spread over the partitions, so over every master
-	for c := range collections {
-		if err := conn.Subscribe(ctx, client.Subscription{ID: fmt.Sprintf("s%d", c), Tenant: "t", Collection: fmt.Sprintf("c%d", c)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	p, n, conn := watchedClusterPool(t, ctx)
 	var mu sync.Mutex
 	got := map[string]bool{}
 	var resyncs []string
@@ -736,7 +735,7 @@ func TestPoolAnnouncesWritesLostInFailover(t *testing.T) {
 	defer pub.Close()
 	var sent []string
 	publish := func(round string) {
-		evs := make([]*streamerv1.ChangeEvent, collections)
+		evs := make([]*streamerv1.ChangeEvent, clusterCollections)
 		for c := range evs {
 			evs[c] = &streamerv1.ChangeEvent{EventId: fmt.Sprintf("%s-%d", round, c), Tenant: "t", Collection: fmt.Sprintf("c%d", c), DocumentId: "d",
 				Operation: streamerv1.Operation_OPERATION_CREATE, Document: []byte(`{}`)}
@@ -756,7 +755,7 @@ func TestPoolAnnouncesWritesLostInFailover(t *testing.T) {
 	waitUntil(t, "the first events delivered", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(got) == collections
+		return len(got) == clusterCollections
 	})
 
 	masters := p.cluster.Masters()
