@@ -114,6 +114,48 @@ func TestBenchRedisSmoke(t *testing.T) {
 	}
 }
 
+// --redis-cluster: the bench starts a cluster of 1 master and one of 3,
+// each master with a replica, runs the workload on each with and without
+// waiting for the replica, and compares the four runs: nothing lost, each
+// master's CPU reported.
+func TestBenchRedisClusterComparison(t *testing.T) {
+	t.Parallel()
+	stdout, stderr, err := runBenchCmd(t, "--redis-cluster", "1,3", "--redis-cluster-replicas", "1", "--redis-wait-replicas", "0,1",
+		"--nodes", "2", "--gateways", "2", "--subs", "100", "--rate", "1000", "--duration", "1s", "--warmup", "200ms",
+		"--baseline-duration", "0", "--partitions", "6", "--json")
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr)
+	}
+	lines := strings.Split(strings.TrimRight(stdout, "\n"), "\n")
+	var runs []map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &runs); err != nil {
+		t.Fatalf("last stdout line is not a JSON array: %v\n%s", err, stdout)
+	}
+	if len(runs) != 4 {
+		t.Fatalf("%d runs, want 4 (1 and 3 shards, wait 0 and 1)", len(runs))
+	}
+	for i, m := range runs {
+		shards, wait := []int{1, 1, 3, 3}[i], []int{0, 1, 0, 1}[i]
+		if lost, exp := field(t, m, "lost"), field(t, m, "expected"); lost != 0 || exp == 0 {
+			t.Errorf("run %d: lost %v of %v expected", i, lost, exp)
+		}
+		cpu, _ := m["redis_master_cpu_pct"].([]any)
+		replicas, _ := m["redis_replica_cpu_pct"].([]any)
+		if len(cpu) != shards || len(replicas) != shards {
+			t.Errorf("run %d: masters' CPU %v, replicas' %v; want %d of each", i, m["redis_master_cpu_pct"], m["redis_replica_cpu_pct"], shards)
+		}
+		if w, _ := m["wait_replicas"].(float64); int(w) != wait {
+			t.Errorf("run %d: wait_replicas %v, want %d", i, m["wait_replicas"], wait)
+		}
+		if field(t, m, "cpu_us_per_event") <= 0 || field(t, m, "redis_cpu_us_per_event") <= 0 {
+			t.Errorf("run %d: CPU per event not measured: %v, %v", i, m["cpu_us_per_event"], m["redis_cpu_us_per_event"])
+		}
+	}
+	if !strings.Contains(stdout, "Redis masters' CPU") {
+		t.Errorf("no comparison table:\n%s", stdout)
+	}
+}
+
 func TestBenchUsageErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -128,6 +170,10 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"no gateways", []string{"--gateways", "0"}, "--gateways must be at least 1"},
 		{"no duration", []string{"--duration", "0s"}, "--duration"},
 		{"stray argument", []string{"now"}, "unexpected arguments"},
+		{"cluster and redis", []string{"--redis-cluster", "1", "--redis", "redis://localhost:6379"}, "leave --redis out"},
+		{"waiting without replicas", []string{"--redis-cluster", "1", "--redis-wait-replicas", "0,1"}, "--redis-cluster-replicas"},
+		{"bad shard list", []string{"--redis-cluster", "1,x"}, "--redis-cluster"},
+		{"wait list without cluster", []string{"--redis-wait-replicas", "0,1"}, "one number without --redis-cluster"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -27,8 +27,13 @@ const clusterNodeTimeout = "2000"
 // StartCluster starts masters × (1 + replicas) servers in cluster mode,
 // joins them (redis-cli --cluster create --cluster-replicas replicas) and
 // returns once every node reports cluster_state:ok. t.Cleanup kills them.
-func StartCluster(t testing.TB, masters, replicas int) *Cluster {
+// Of the options, WithPassword and WithArgs apply.
+func StartCluster(t testing.TB, masters, replicas int, opts ...Option) *Cluster {
 	t.Helper()
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		t.Fatalf("redistest: redis-cli not found on PATH (%v): install redis-tools (apt-get install -y redis-server brings it)", err)
@@ -37,14 +42,19 @@ func StartCluster(t testing.TB, masters, replicas int) *Cluster {
 	args := []string{"--cluster", "create"}
 	for range masters * (1 + replicas) {
 		s := newServer(t, false)
+		s.password = cfg.password
 		s.args = append(s.args, "--save", "", "--appendonly", "no",
 			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", clusterNodeTimeout)
+		s.args = append(s.args, cfg.args...)
 		s.Restart() // answers PING; not in a cluster yet
 		s.joined = true
 		c.Nodes = append(c.Nodes, s)
 		args = append(args, s.Addr())
 	}
 	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	if cfg.password != "" {
+		args = append(args, "-a", cfg.password, "--no-auth-warning")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,10 +43,11 @@ const (
 type Option func(*config)
 
 type config struct {
-	aof     bool
-	unix    bool
-	cluster bool
-	args    []string
+	aof      bool
+	unix     bool
+	cluster  bool
+	password string
+	args     []string
 }
 
 // WithAOF turns the append-only file on (appendonly yes, appendfsync
@@ -65,6 +67,16 @@ func WithUnixSocket() Option { return func(c *config) { c.unix = true } }
 // before a restarted master serves writes.
 func WithCluster() Option { return func(c *config) { c.cluster = true } }
 
+// WithPassword protects the server with a password (requirepass, and
+// masterauth for its replicas): clients must authenticate, as URL's
+// user-info does. Its own calls (Do, readiness) authenticate too.
+func WithPassword(pw string) Option {
+	return func(c *config) {
+		c.password = pw
+		c.args = append(c.args, "--requirepass", pw, "--masterauth", pw)
+	}
+}
+
 // WithArgs appends raw redis-server arguments, such as "--maxmemory", "10mb".
 // Later arguments override earlier ones, including the defaults.
 func WithArgs(args ...string) Option {
@@ -82,6 +94,8 @@ type Server struct {
 	addr    string // host:port, or the socket path
 	unix    bool
 	cluster bool
+	// password authenticates the server's own calls (WithPassword).
+	password string
 	// joined: a node of a multi-node cluster (StartCluster): ready waits
 	// for the cluster state, and never assigns slots itself.
 	joined bool
@@ -106,7 +120,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		o(&cfg)
 	}
 	s := newServer(t, cfg.unix)
-	s.cluster = cfg.cluster
+	s.cluster, s.password = cfg.cluster, cfg.password
 	s.args = append(s.args, "--save", "")
 	if cfg.aof {
 		s.args = append(s.args, "--appendonly", "yes", "--appendfsync", "always")
@@ -184,6 +198,9 @@ func (s *Server) Addr() string { return s.addr }
 func (s *Server) URL() string {
 	if s.unix {
 		return "unix://" + s.addr
+	}
+	if s.password != "" {
+		return "redis://:" + url.QueryEscape(s.password) + "@" + s.addr
 	}
 	return "redis://" + s.addr
 }
@@ -361,6 +378,18 @@ func (s *Server) command(args ...string) (string, error) {
 	if err := conn.SetDeadline(time.Now().Add(dialTimeout)); err != nil {
 		return "", err
 	}
+	rd := bufio.NewReader(conn)
+	if s.password != "" {
+		if _, err := roundTrip(conn, rd, "AUTH", s.password); err != nil {
+			return "", fmt.Errorf("AUTH: %w", err)
+		}
+	}
+	return roundTrip(conn, rd, args...)
+}
+
+// roundTrip sends one command on conn and reads its reply from rd (see
+// command).
+func roundTrip(conn net.Conn, rd *bufio.Reader, args ...string) (string, error) {
 	req := fmt.Appendf(nil, "*%d\r\n", len(args))
 	for _, a := range args {
 		req = fmt.Appendf(req, "$%d\r\n%s\r\n", len(a), a)
@@ -368,7 +397,6 @@ func (s *Server) command(args ...string) (string, error) {
 	if _, err := conn.Write(req); err != nil {
 		return "", err
 	}
-	rd := bufio.NewReader(conn)
 	line, err := rd.ReadString('\n')
 	if err != nil {
 		return "", err

@@ -1,6 +1,7 @@
 package redis_test
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,5 +178,57 @@ func waitUntilReplicated(t *testing.T, m, r *redistest.Server) {
 		return want >= 0 && got >= want, got
 	}); f != nil {
 		t.Fatalf("replica %s did not reach offset %d of %s: %v", r.Addr(), want, m.Addr(), f)
+	}
+}
+
+// TestSentinelFailoverLossesAreAnnounced: the same off Cluster, through
+// Sentinel. A failover there loses a suffix of the master's writes; the
+// backend sees the master change (its run_id) and checks what it
+// appended: the lost event gets a loss marker in the outbox of the gateway
+// subscribed in its partition.
+func TestSentinelFailoverLossesAreAnnounced(t *testing.T) {
+	master := redistest.Start(t)
+	host, port, _ := strings.Cut(master.Addr(), ":")
+	replica := redistest.Start(t, redistest.WithArgs("--replicaof", host, port))
+	waitUntilReplicated(t, master, replica)
+	sentinel := redistest.StartSentinel(t, master, "m")
+	if f := testwait.Until(30*time.Second, func() (bool, any) {
+		info, err := sentinel.Do("INFO", "sentinel")
+		return err == nil && strings.Contains(info, "slaves=1"), info
+	}); f != nil {
+		t.Fatalf("sentinel does not know the replica: %v", f)
+	}
+	prefix := newPrefix()
+	b, err := redis.New(t.Context(), redis.Config{URL: "redis://" + sentinel.Addr() + "?master_name=m", Prefix: prefix, Partitions: 2, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := t.Context()
+	if err := b.Subscriptions.Put(ctx, "sub", store.StoredSubscription{ID: "s", Data: []byte("d"), Tenant: "t", Partition: 0}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Log.Append(ctx, 0, []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntilReplicated(t, master, replica)
+
+	replica.Pause()
+	if n, err := master.Do("CLIENT", "KILL", "TYPE", "replica"); err != nil || n != "1" {
+		t.Fatalf("CLIENT KILL TYPE replica: %q %v", n, err)
+	}
+	if _, err := b.Log.Append(ctx, 0, []byte("lost")); err != nil {
+		t.Fatal(err)
+	}
+	master.Kill()
+	replica.Resume()
+	if reply, err := sentinel.Do("SENTINEL", "FAILOVER", "m"); err != nil || reply != "OK" {
+		t.Fatalf("SENTINEL FAILOVER: %q %v", reply, err)
+	}
+	if f := testwait.Until(30*time.Second, func() (bool, any) {
+		es, err := b.Outboxes.Read(ctx, "sub", "0-0", 10, 0)
+		return err == nil && len(es) == 1 && len(es[0].Payload) == 0, fmt.Sprint(es, err)
+	}); f != nil {
+		t.Fatalf("no loss marker in the outbox of the gateway subscribed in the partition that lost an event: %v", f)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -168,12 +169,14 @@ func TestConformanceOnRealCluster(t *testing.T) {
 	conformance(t, "redis://"+c.Nodes[0].Addr()+"?cluster=true", false)
 }
 
-// TestConformanceOnRealClusterWaitingForReplicas runs the suite on the
-// same cluster with WaitReplicas 1: the writes that acknowledge data and
-// their WAIT go to the master of their slot, on one connection.
+// TestConformanceOnRealClusterWaitingForReplicas runs the suite on such a
+// cluster, password-protected (the URL's credentials reach every node the
+// client discovers; the replicas authenticate to their masters), with
+// WaitReplicas 1: the writes that acknowledge data and their WAIT go to
+// the master of their slot, on one connection.
 func TestConformanceOnRealClusterWaitingForReplicas(t *testing.T) {
-	c := redistest.StartCluster(t, 3, 1)
-	conformanceWaiting(t, "redis://"+c.Nodes[0].Addr()+"?cluster=true", false, 1)
+	c := redistest.StartCluster(t, 3, 1, redistest.WithPassword("s3cret/+"))
+	conformanceWaiting(t, "redis://:"+url.QueryEscape("s3cret/+")+"@"+c.Nodes[0].Addr()+"?cluster=true", false, 1)
 }
 
 // TestConformanceWaitingForReplicas runs the suite on a master with one

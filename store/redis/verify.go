@@ -67,12 +67,14 @@ type verifier struct {
 	streams map[string]*written // by stream key
 	full    bool                // verifyMaxStreams reached: logged once
 	prev    func(slot int) string
-	stop    chan struct{}
+	ctx     context.Context // canceled by close: a round in progress ends
+	cancel  context.CancelFunc
 	done    chan struct{}
 }
 
 func newVerifier(c *core) *verifier {
-	return &verifier{c: c, streams: map[string]*written{}, stop: make(chan struct{}), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &verifier{c: c, streams: map[string]*written{}, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
 // wrote records that id was appended to stream key (an outbox of gateway,
@@ -105,11 +107,11 @@ func (v *verifier) run() {
 	defer t.Stop()
 	for {
 		select {
-		case <-v.stop:
+		case <-v.ctx.Done():
 			return
 		case <-t.C():
 		}
-		ctx, cancel := clock.WithTimeout(context.Background(), v.c.clock, verifyEvery)
+		ctx, cancel := clock.WithTimeout(v.ctx, v.c.clock, verifyEvery)
 		if err := v.round(ctx); err != nil && ctx.Err() == nil && !v.c.closed.Load() {
 			v.c.log.Debug("redis: checking for writes lost in a failover", "err", err)
 		}
@@ -118,7 +120,7 @@ func (v *verifier) run() {
 }
 
 func (v *verifier) close() {
-	close(v.stop)
+	v.cancel()
 	<-v.done
 }
 
@@ -181,7 +183,7 @@ func (v *verifier) round(ctx context.Context) error {
 	var firstErr error
 	for i, ch := range checks {
 		if err := cmds[i].Err(); err != nil {
-			firstErr = cmp(firstErr, err)
+			firstErr = firstOf(firstErr, err)
 			continue // checked again next round
 		}
 		switch marker, _ := cmds[i].Val().(string); {
@@ -201,7 +203,7 @@ func (v *verifier) round(ctx context.Context) error {
 	}
 	if len(lostParts) > 0 {
 		if err := v.markPartitions(ctx, lostParts); err != nil {
-			return cmp(firstErr, err)
+			return firstOf(firstErr, err)
 		}
 		v.mu.Lock()
 		for _, ch := range lostChecks { // announced: forgotten, unless written since
@@ -302,8 +304,8 @@ func (c *core) keys4(gateway string) []string {
 	return k[:]
 }
 
-// cmp keeps the first error.
-func cmp(first, err error) error {
+// firstOf keeps the first error.
+func firstOf(first, err error) error {
 	if first != nil {
 		return first
 	}
