@@ -243,6 +243,29 @@ func (h *harness) open(id string) *gateway {
 }
 
 // connect opens a Stream and registers; it returns the Registered answer.
+// reconnect is connect for a gateway coming back after a Redis outage: a
+// registration refused as UNAVAILABLE (the node's Redis client may still
+// report the outage's dial error for a moment after Redis is back) is
+// tried again, as a gateway does, stepping ft between the attempts.
+func (h *harness) reconnect(ft *fakeTime, id, resume string) (*gateway, *streamerv1.Registered) {
+	h.t.Helper()
+	var g *gateway
+	var reg *streamerv1.Registered
+	ft.stepUntil("gateway "+id+" registered again", time.Second, func() (bool, any) {
+		g = h.open(id)
+		g.send(&streamerv1.GatewayMessage{Msg: &streamerv1.GatewayMessage_Register{Register: &streamerv1.Register{GatewayId: id, ResumeCursor: resume}}})
+		m := g.next()
+		if reg = m.GetRegistered(); reg == nil {
+			if m.GetError().GetCode() != streamerv1.ErrorCode_ERROR_CODE_UNAVAILABLE {
+				h.t.Fatalf("gateway %s: first message is %v, want Registered", id, m)
+			}
+			g.close()
+		}
+		return reg != nil, m
+	})
+	return g, reg
+}
+
 func (h *harness) connect(id, resume string) (*gateway, *streamerv1.Registered) {
 	h.t.Helper()
 	g := h.open(id)

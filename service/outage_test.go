@@ -52,7 +52,7 @@ func TestRedisOutageLongerThanTheTTLExpiresNoLiveGateway(t *testing.T) {
 		return err == nil, err
 	})
 
-	alive, reg := h.connect("alive", cursor)
+	alive, reg := h.reconnect(ft, "alive", cursor)
 	if !reg.GetResumed() || reg.GetCursor() != cursor {
 		t.Fatalf("Registered after the outage = %v, want resumed at %s", reg, cursor)
 	}
@@ -111,7 +111,7 @@ func TestGatewayWhoseSubscriptionsExpiredIsNotRevived(t *testing.T) {
 		return err == nil, err
 	})
 
-	g, reg := h.connect("alive", cursor)
+	g, reg := h.reconnect(ft, "alive", cursor)
 	if reg.GetResumed() {
 		t.Fatalf("Registered = %v: resumed without its subscriptions, want a Resync", reg)
 	}
