@@ -240,6 +240,21 @@ loop:
 	return err
 }
 
+// start makes a new connection's session and registers it (begin), or
+// answers 503 and returns nil when the gateway is shutting down; syntrix
+// marks a session of Syntrix's protocol. A session returned is paired with
+// finish.
+func (g *Gateway) start(w http.ResponseWriter, r *http.Request, transport string, id Identity, syntrix bool) *session {
+	s := newSession(transport, id, g.cfg.SendQueue, g.cfg.SendQueueBytes, &g.slow[transportIndex(transport)])
+	s.syntrix = syntrix
+	if !g.begin(s) {
+		writeHTTPError(w, http.StatusServiceUnavailable, errorf("", CodeUnavailable, "the gateway is shutting down"))
+		return nil
+	}
+	g.opened(s, r)
+	return s
+}
+
 // begin registers a new connection's session, or reports false when the
 // gateway is shutting down. Every begin is paired with finish.
 func (g *Gateway) begin(s *session) bool {

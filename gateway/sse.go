@@ -36,13 +36,11 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusBadRequest, perr)
 		return
 	}
-	s := newSession(transportSSE, id, g.cfg.SendQueue, g.cfg.SendQueueBytes, &g.slow[1])
-	if !g.begin(s) {
-		writeHTTPError(w, http.StatusServiceUnavailable, errorf("", CodeUnavailable, "the gateway is shutting down"))
+	s := g.start(w, r, transportSSE, id, false)
+	if s == nil {
 		return
 	}
 	defer g.finish()
-	g.opened(s, r)
 	if g.streamSSE(w, r, s, req, resume) {
 		g.endResumable(s)
 	}

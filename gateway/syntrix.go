@@ -300,14 +300,11 @@ func (g *Gateway) serveSyntrixWS(w http.ResponseWriter, r *http.Request) {
 		}
 		authed = true
 	}
-	s := newSession(transportWS, id, g.cfg.SendQueue, g.cfg.SendQueueBytes, &g.slow[0])
-	s.syntrix = true
-	if !g.begin(s) {
-		writeHTTPError(w, http.StatusServiceUnavailable, errorf("", CodeUnavailable, "the gateway is shutting down"))
+	s := g.start(w, r, transportWS, id, true)
+	if s == nil {
 		return
 	}
 	defer g.finish()
-	g.opened(s, r)
 	// Syntrix allows no Origin (non-browser clients), the gateway's own
 	// host, and its host name on another port.
 	patterns := append([]string{}, g.cfg.OriginPatterns...)
@@ -466,14 +463,11 @@ func (g *Gateway) serveSyntrixSSE(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusBadRequest, perr)
 		return
 	}
-	s := newSession(transportSSE, id, g.cfg.SendQueue, g.cfg.SendQueueBytes, &g.slow[1])
-	s.syntrix = true
-	if !g.begin(s) {
-		writeHTTPError(w, http.StatusServiceUnavailable, errorf("", CodeUnavailable, "the gateway is shutting down"))
+	s := g.start(w, r, transportSSE, id, true)
+	if s == nil {
 		return
 	}
 	defer g.finish()
-	g.opened(s, r)
 	if g.streamSSE(w, r, s, req, nil) {
 		g.hub.endSession(s, false) // no resume in Syntrix's protocol
 		g.closed(s)

@@ -28,13 +28,11 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s := newSession(transportWS, id, g.cfg.SendQueue, g.cfg.SendQueueBytes, &g.slow[0])
-	if !g.begin(s) {
-		writeHTTPError(w, http.StatusServiceUnavailable, errorf("", CodeUnavailable, "the gateway is shutting down"))
+	s := g.start(w, r, transportWS, id, false)
+	if s == nil {
 		return
 	}
 	defer g.finish()
-	g.opened(s, r)
 	if g.runWS(w, r, s, g.cfg.OriginPatterns, func(base, ops context.Context, conn *websocket.Conn) bool {
 		return g.readWS(base, ops, conn, s)
 	}) {

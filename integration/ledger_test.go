@@ -53,15 +53,18 @@ func TestFaultLedger(t *testing.T) {
 	runLedger(t, p, seed, faults, ledgerFaults)
 }
 
-// clusterLedgerFaults are the faults of the ledger on Redis Cluster: the
-// nodes' faults, and the cluster's own:
+// clusterFaults are the cluster's own faults, which the ledger on Redis
+// Cluster adds to the nodes' (clusterLedgerFaults):
 //   - master: a master is killed with SIGKILL; once the cluster has
 //     promoted its replica, it is started again (empty: it rejoins as a
 //     replica of the new master and syncs from it);
 //   - failover: a replica takes over from its master (CLUSTER FAILOVER);
 //   - reshard: 500 slots move from one master to another (redis-cli
 //     --cluster reshard) while the load runs.
-var clusterLedgerFaults = []string{"kill", "stop", "cut", "slow", "master", "failover", "reshard"}
+var clusterFaults = []string{"master", "failover", "reshard"}
+
+// clusterLedgerFaults are the faults of the ledger on Redis Cluster.
+var clusterLedgerFaults = slices.Concat([]string{"kill", "stop", "cut", "slow"}, clusterFaults)
 
 // TestFaultLedgerOnRedisCluster runs the fault ledger on three masters with
 // a replica each, the nodes waiting for one replica (--redis-wait-replicas
@@ -198,7 +201,7 @@ func (l *ledgerRun) count() int {
 
 func (l *ledgerRun) summary() string {
 	var parts []string
-	for _, f := range append(ledgerFaults, clusterLedgerFaults[4:]...) {
+	for _, f := range slices.Concat(ledgerFaults, clusterFaults) {
 		if c := l.faults[f]; c > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", f, c))
 		}

@@ -269,10 +269,14 @@ func (o *benchOptions) runOnClusters(ctx context.Context, sio stdio, cfg bench.C
 	fmt.Fprintf(sio.out, "%-7s %-5s %12s %10s %10s %12s %14s  %s\n", "shards", "wait", "events/s", "p50 ms", "p99 ms", "CPU µs/ev", "Redis µs/ev", "Redis masters' CPU (% of a core)")
 	for _, r := range results {
 		fmt.Fprintf(sio.out, "%-7d %-5d %12.0f %10.2f %10.2f %12.1f %14.1f  %s\n", len(r.RedisMasterCPUPct), r.WaitReplicas, r.EventsPerSec,
-			r.Latency.P50, r.Latency.P99, r.CPUUsPerEvent, r.RedisCPUUsPerEvent, fmtPcts(r.RedisMasterCPUPct))
+			r.Latency.P50, r.Latency.P99, r.CPUUsPerEvent, r.RedisCPUUsPerEvent, bench.Percents(r.RedisMasterCPUPct, ""))
 	}
 	if len(results) > 0 {
-		fmt.Fprintf(sio.out, "hypervisor steal while measuring: %s\n", strings.Join(mapSlice(results, func(r *bench.Result) string { return fmt.Sprintf("%.1f %%", r.CPUStealPct) }), ", "))
+		steal := make([]string, len(results))
+		for i, r := range results {
+			steal[i] = fmt.Sprintf("%.1f %%", r.CPUStealPct)
+		}
+		fmt.Fprintf(sio.out, "hypervisor steal while measuring: %s\n", strings.Join(steal, ", "))
 	}
 	if o.asJSON {
 		b, err := json.Marshal(results)
@@ -301,20 +305,6 @@ func parseCounts(list string, min int) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
-}
-
-// fmtPcts formats percentages as a list.
-func fmtPcts(v []float64) string {
-	return strings.Join(mapSlice(v, func(x float64) string { return fmt.Sprintf("%.0f", x) }), " ")
-}
-
-// mapSlice returns f of each element.
-func mapSlice[T, U any](in []T, f func(T) U) []U {
-	out := make([]U, len(in))
-	for i, x := range in {
-		out[i] = f(x)
-	}
-	return out
 }
 
 // report writes the run's summary (on stdout, or on stderr with --json), its

@@ -190,20 +190,21 @@ func (r *Result) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "  CPU / event  %.1f µs in this process (nodes, gateways, harness)\n", r.CPUUsPerEvent)
 	if len(r.RedisMasterCPUPct) > 0 {
 		fmt.Fprintf(w, "  Redis CPU    %.1f µs per event; masters %s, replicas %s (%% of one core; --redis-wait-replicas %d)\n",
-			r.RedisCPUUsPerEvent, pcts(r.RedisMasterCPUPct), pcts(r.RedisReplicaCPUPct), r.WaitReplicas)
+			r.RedisCPUUsPerEvent, Percents(r.RedisMasterCPUPct, "%"), Percents(r.RedisReplicaCPUPct, "%"), r.WaitReplicas)
 	}
 	fmt.Fprintf(w, "  memory       %.1f KiB allocated per event, %d GC cycles while measuring (whole process)\n", r.AllocKBPerEvent, r.GCCycles)
 	fmt.Fprintf(w, "  GC pacing    GC percent %d at the end; %s\n", r.GCPercent, r.GCPacing)
 }
 
-// pcts formats percentages as a list.
-func pcts(v []float64) string {
+// Percents formats percentages as a space-separated list, each followed by
+// unit; "none" when empty.
+func Percents(v []float64, unit string) string {
 	if len(v) == 0 {
 		return "none"
 	}
 	parts := make([]string, len(v))
 	for i, x := range v {
-		parts[i] = fmt.Sprintf("%.0f%%", x)
+		parts[i] = fmt.Sprintf("%.0f%s", x, unit)
 	}
 	return strings.Join(parts, " ")
 }

@@ -22,12 +22,12 @@ type Outboxes struct{ c *core }
 
 var _ store.Outboxes = (*Outboxes)(nil)
 
-// outboxBatch is the items of one gateway in one Append.
+// outboxBatch is the items of one gateway in one Append: a
+// scriptOutboxAppend on its outboxKeys with the caps, the number of items,
+// then each item's arguments (appendItemArgs).
 type outboxBatch struct {
-	keys  []string // outboxKeys
-	index []int    // positions of the items in Append's argument
-	args  []any    // the caps, the number of items, then each item's (appendItemArgs)
-	cmd   *goredis.Cmd
+	scriptCall
+	index []int // positions of the items in Append's argument
 }
 
 // Append runs one script per gateway, all pipelined in one round trip. If
@@ -48,7 +48,7 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 	for i, it := range items {
 		b := byGateway[it.Gateway]
 		if b == nil {
-			b = &outboxBatch{keys: o.keys(it.Gateway), args: []any{o.c.outboxMaxLen, o.c.outboxMaxBytes, 0}}
+			b = &outboxBatch{scriptCall: scriptCall{script: scriptOutboxAppend, keys: o.keys(it.Gateway), args: []any{o.c.outboxMaxLen, o.c.outboxMaxBytes, 0}}}
 			byGateway[it.Gateway] = b
 			batches = append(batches, b)
 		}
@@ -61,12 +61,9 @@ func (o *Outboxes) Append(ctx context.Context, items []store.OutboxItem) ([]stri
 
 	calls := make([]*scriptCall, len(batches))
 	for i, b := range batches {
-		calls[i] = &scriptCall{script: scriptOutboxAppend, keys: b.keys, args: b.args}
+		calls[i] = &b.scriptCall
 	}
 	o.c.runScripts(ctx, calls)
-	for i, b := range batches {
-		b.cmd = calls[i].cmd
-	}
 
 	ids := make([]string, len(items))
 	for _, b := range batches {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
@@ -83,20 +82,29 @@ func (c *core) runScripts(ctx context.Context, calls []*scriptCall) {
 // must go to the same node, on the same connection).
 func (c *core) byMaster(ctx context.Context, calls []*scriptCall) (map[goredis.Cmdable][]*scriptCall, error) {
 	groups := map[goredis.Cmdable][]*scriptCall{}
-	cc, cluster := c.client.(*goredis.ClusterClient)
 	for _, s := range calls {
-		var node goredis.Cmdable = c.client
-		if cluster {
-			m, err := cc.MasterForKey(ctx, s.keys[0])
-			if err != nil {
-				cc.ReloadState(ctx)
-				return nil, err
-			}
-			node = m
+		node, err := c.masterFor(ctx, s.keys[0])
+		if err != nil {
+			return nil, err
 		}
 		groups[node] = append(groups[node], s)
 	}
 	return groups, nil
+}
+
+// masterFor returns the client of the master serving key: the backend's
+// own off Cluster, the node's on Cluster.
+func (c *core) masterFor(ctx context.Context, key string) (goredis.Cmdable, error) {
+	cc, ok := c.client.(*goredis.ClusterClient)
+	if !ok {
+		return c.client, nil
+	}
+	m, err := cc.MasterForKey(ctx, key)
+	if err != nil {
+		cc.ReloadState(ctx)
+		return nil, err
+	}
+	return m, nil
 }
 
 // waitScripts runs calls and WAIT in one pipeline on node (one connection).
@@ -142,14 +150,9 @@ func (c *core) waitWrite(ctx context.Context, key string, queue func(goredis.Pip
 		_, err := c.client.Pipelined(ctx, func(pipe goredis.Pipeliner) error { queue(pipe); return nil })
 		return err
 	}
-	var node goredis.Cmdable = c.client
-	if cc, ok := c.client.(*goredis.ClusterClient); ok {
-		m, err := cc.MasterForKey(ctx, key)
-		if err != nil {
-			cc.ReloadState(ctx)
-			return err
-		}
-		node = m
+	node, err := c.masterFor(ctx, key)
+	if err != nil {
+		return err
 	}
 	pipe := node.Pipeline()
 	queue(pipe)
@@ -179,16 +182,15 @@ func (c *core) waited(ctx context.Context, wait *goredis.Cmd) error {
 }
 
 // followTopology makes a Cluster client reload its slot map after an error
-// that a command sent to a node's own client (which follows no redirection)
-// gets when the slot moved or its master failed.
+// that a command sent to a node's own client gets when its master failed
+// (topologyHook) or, since that client follows no redirection, when the
+// slot moved or its node is now a replica.
 func (c *core) followTopology(ctx context.Context, err error) {
 	cc, ok := c.client.(*goredis.ClusterClient)
-	if !ok || err == nil || ctx.Err() != nil {
+	if !ok || (topologyHook{cc}).check(ctx, err) || err == nil || ctx.Err() != nil {
 		return
 	}
-	var netErr net.Error
-	if goredis.HasErrorPrefix(err, "MOVED") || goredis.HasErrorPrefix(err, "ASK") || goredis.HasErrorPrefix(err, "CLUSTERDOWN") ||
-		goredis.HasErrorPrefix(err, "TRYAGAIN") || goredis.HasErrorPrefix(err, "READONLY") || errors.As(err, &netErr) {
+	if goredis.HasErrorPrefix(err, "MOVED") || goredis.HasErrorPrefix(err, "ASK") || goredis.HasErrorPrefix(err, "READONLY") {
 		cc.ReloadState(ctx)
 	}
 }

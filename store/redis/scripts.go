@@ -58,6 +58,8 @@ return out
 //   - cap_outbox deletes the oldest entries beyond `cap`, then, while the
 //     payloads held exceed `maxbytes` (0: no byte cap), the oldest others
 //     but `keep`, the newest (a batch larger than the cap alone still goes).
+//   - mark_lost appends a loss marker (an empty payload, see verify.go) and
+//     returns its id.
 //   - append_items appends the items ARGV[a] (their count), then per item
 //     its partition, position and payload, except those fenced off by the
 //     retirement (Outboxes.Retire), whose id is the empty string; it caps
@@ -120,6 +122,11 @@ local function cap_outbox(o, cap, maxbytes, keep)
   if last then
     delete_through(o, last)
   end
+end
+local function mark_lost(o)
+  local m = redis.call('XADD', o.out, '*', 'p', '')
+  redis.call('XADD', o.sz, m, 'n', 0)
+  return m
 end
 local function fenced_by(meta)
   if redis.call('HEXISTS', meta, 'r') == 0 then
@@ -191,10 +198,7 @@ return r
 // entry with an empty payload, which the gateway's session turns into a
 // Resync (writes a failover lost, see verify.go). It returns its id.
 var scriptOutboxMarkLost = goredis.NewScript(luaCapOutbox + `
-local o = outbox(1)
-local m = redis.call('XADD', o.out, '*', 'p', '')
-redis.call('XADD', o.sz, m, 'n', 0)
-return m
+return mark_lost(outbox(1))
 `)
 
 // scriptVerifyOutbox returns 1 if the entry ARGV[1] of the outbox
@@ -210,9 +214,7 @@ local del = redis.call('GET', o.del)
 if del and not id_lt(del, ARGV[1]) then
   return 1
 end
-local m = redis.call('XADD', o.out, '*', 'p', '')
-redis.call('XADD', o.sz, m, 'n', 0)
-return m
+return mark_lost(o)
 `)
 
 // scriptVerifyLog returns 1 if the entry ARGV[1] of the partition stream

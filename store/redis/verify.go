@@ -172,7 +172,7 @@ func (v *verifier) round(ctx context.Context) error {
 	cmds := make([]*goredis.Cmd, len(checks))
 	for i, ch := range checks {
 		if ch.w.gateway != "" {
-			cmds[i] = scriptVerifyOutbox.Eval(ctx, pipe, v.c.keys4(ch.w.gateway), ch.w.id)
+			cmds[i] = scriptVerifyOutbox.Eval(ctx, pipe, (&Outboxes{v.c}).keys(ch.w.gateway), ch.w.id)
 		} else {
 			cmds[i] = scriptVerifyLog.Eval(ctx, pipe, []string{ch.key}, ch.w.id)
 		}
@@ -249,7 +249,7 @@ func (v *verifier) markPartitions(ctx context.Context, parts []int) error {
 	for i, g := range gateways {
 		for _, n := range counts[i] {
 			if n.Val() > 0 {
-				scriptOutboxMarkLost.Eval(ctx, pipe, c.keys4(g))
+				scriptOutboxMarkLost.Eval(ctx, pipe, (&Outboxes{c}).keys(g))
 				marked = append(marked, g)
 				break
 			}
@@ -296,12 +296,6 @@ func (v *verifier) masters(ctx context.Context) (func(slot int) string, error) {
 	_, rest, _ := strings.Cut(info, "run_id:")
 	id, _, _ := strings.Cut(rest, "\r\n")
 	return func(int) string { return id }, nil
-}
-
-// keys4 returns gateway's outbox keys as the scripts take them.
-func (c *core) keys4(gateway string) []string {
-	k := c.outbox(gateway)
-	return k[:]
 }
 
 // firstOf keeps the first error.
